@@ -1,0 +1,69 @@
+// Workgroup reductions built on subgroup operations; used when the device has SUBGROUP.
+// Twin of reduce_workgroup.wgsl: both define `Invocation`, `wg_sum`, `wg_sum4`, `wg_max` and
+// `wg_argmax` with the same meaning, so a kernel body works with either (src/kernels/source.rs
+// picks one). Every function must be called in uniform control flow by the whole workgroup.
+// There is no `enable subgroups;` line: naga takes the subgroup builtins without it and rejects
+// the directive; wgpu checks the SUBGROUP feature when the pipeline is built.
+
+struct Invocation {
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) n_sg: u32,
+}
+
+// A workgroup holds at most 256 invocations and a subgroup at least 4.
+const REDUCE_SLOTS: u32 = 64u;
+var<workgroup> reduce_f32: array<vec4<f32>, REDUCE_SLOTS>;
+var<workgroup> reduce_u32: array<u32, REDUCE_SLOTS>;
+
+fn wg_sum4(x: vec4<f32>, inv: Invocation) -> vec4<f32> {
+    let s = subgroupAdd(x);
+    workgroupBarrier();
+    if inv.sg_lane == 0u {
+        reduce_f32[inv.sg_id] = s;
+    }
+    workgroupBarrier();
+    var total = vec4<f32>(0.0);
+    for (var i = 0u; i < inv.n_sg; i++) {
+        total += reduce_f32[i];
+    }
+    return total;
+}
+
+fn wg_sum(x: f32, inv: Invocation) -> f32 {
+    return wg_sum4(vec4<f32>(x, 0.0, 0.0, 0.0), inv).x;
+}
+
+fn wg_max(x: f32, inv: Invocation) -> f32 {
+    let s = subgroupMax(x);
+    workgroupBarrier();
+    if inv.sg_lane == 0u {
+        reduce_f32[inv.sg_id].x = s;
+    }
+    workgroupBarrier();
+    var best = reduce_f32[0].x;
+    for (var i = 1u; i < inv.n_sg; i++) {
+        best = max(best, reduce_f32[i].x);
+    }
+    return best;
+}
+
+// The largest value and its index; among equal values the smallest index wins.
+fn wg_argmax(value: f32, index: u32, inv: Invocation) -> ArgMax {
+    let m = subgroupMax(value);
+    let i = subgroupMin(select(0xffffffffu, index, value == m));
+    workgroupBarrier();
+    if inv.sg_lane == 0u {
+        reduce_f32[inv.sg_id].x = m;
+        reduce_u32[inv.sg_id] = i;
+    }
+    workgroupBarrier();
+    var best = ArgMax(reduce_f32[0].x, reduce_u32[0]);
+    for (var s = 1u; s < inv.n_sg; s++) {
+        best = argmax_merge(best, ArgMax(reduce_f32[s].x, reduce_u32[s]));
+    }
+    return best;
+}

@@ -1,0 +1,14 @@
+// Weight format f32: W[row, k] row-major, 4 floats per vec4 of `w_data` (as u32 bits).
+// Every weights_*.wgsl defines `w_load8(row, g, k)`: W[row, 8g .. 8g + 8) of a matrix with k
+// columns, from the bindings `w_data: array<vec4<u32>>` and `w_scales: array<u32>` that the
+// kernel declares. CPU reference: src/weights/mod.rs (HostMatrix::dequantize).
+
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn w_load8(row: u32, g: u32, k: u32) -> W8 {
+    let i = row * (k / 4u) + 2u * g;
+    return W8(bitcast<vec4<f32>>(w_data[i]), bitcast<vec4<f32>>(w_data[i + 1u]));
+}

@@ -1,0 +1,30 @@
+// Weight format Q4_0: blocks of 32 weights, value = (q - 8) * d with q a 4-bit code and d an
+// f16 scale per block. A block's 16 code bytes fill one vec4 of `w_data`, in GGML's order:
+// byte t holds element t in its low nibble and element t + 16 in its high nibble (little-endian
+// bytes within each u32). `w_scales` as in Q8_0. See weights_f32.wgsl for the contract.
+
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn nibbles4(w: u32, shift: u32) -> vec4<f32> {
+    let v = (vec4<u32>(w) >> vec4<u32>(shift, shift + 8u, shift + 16u, shift + 24u)) & vec4<u32>(15u);
+    return vec4<f32>(v) - vec4<f32>(8.0);
+}
+
+fn block_scale(s: u32) -> f32 {
+    return unpack2x16float(w_scales[s / 2u])[s % 2u];
+}
+
+fn w_load8(row: u32, g: u32, k: u32) -> W8 {
+    let block = row * (k / 32u) + g / 4u;
+    let v = w_data[block];
+    let j = g % 4u;
+    // Elements 8j .. 8j+8 of the block: bytes 0..7 (j even) or 8..15 (j odd), low nibbles for
+    // j < 2 and high nibbles for j >= 2.
+    let pair = (j % 2u) * 2u;
+    let shift = (j / 2u) * 4u;
+    let d = block_scale(block);
+    return W8(nibbles4(v[pair], shift) * d, nibbles4(v[pair + 1u], shift) * d);
+}

@@ -1,0 +1,31 @@
+// Weight format Q8_0: blocks of 32 weights, value = q * d with q an int8 and d an f16 scale
+// per block. `w_data` holds the int8s, 4 per u32 (element 4i in the low byte), 16 per vec4;
+// `w_scales` holds the scales of the row-major [rows, k / 32] block grid, two f16 per u32.
+// See weights_f32.wgsl for the `w_load8` contract.
+
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn i8x4(w: u32) -> vec4<f32> {
+    let v = vec4<i32>(
+        bitcast<i32>(w << 24u),
+        bitcast<i32>(w << 16u),
+        bitcast<i32>(w << 8u),
+        bitcast<i32>(w),
+    ) >> vec4<u32>(24u);
+    return vec4<f32>(v);
+}
+
+fn block_scale(s: u32) -> f32 {
+    return unpack2x16float(w_scales[s / 2u])[s % 2u];
+}
+
+fn w_load8(row: u32, g: u32, k: u32) -> W8 {
+    let word = row * (k / 4u) + 2u * g;
+    let v = w_data[word / 4u];
+    let c = word % 4u;
+    let d = block_scale(row * (k / 32u) + g / 4u);
+    return W8(i8x4(v[c]) * d, i8x4(v[c + 1u]) * d);
+}

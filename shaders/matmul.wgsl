@@ -1,0 +1,99 @@
+// matmul: Y[t, out_offset + r] = sum_k X[t, k] * W[r, k]   (prefill: a block of n token rows)
+//
+// Bindings: params; w_data / w_scales as in matvec.wgsl; x [n, k] f32; y [n, out_stride] f32.
+// Grid: (ceil(rows / 64), ceil(n / 64), 1), 256 invocations as a 16 x 16 square. Each workgroup computes a
+// 64 (tokens) x 64 (weight rows) tile of Y, stepping k by 16: it dequantizes a 64 x 16 slice of W
+// and copies a 64 x 16 slice of X into workgroup memory; each invocation then accumulates a
+// 4 x 4 block of outputs. k must be a multiple of 32 (checked by the wrapper).
+// Wrapper: src/kernels/matmul.rs. CPU reference: reference::matmul.
+
+struct Params {
+    rows: u32,
+    k: u32,
+    n: u32,
+    out_offset: u32,
+    out_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w_data: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> w_scales: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const TILE: u32 = 64u;
+const KT: u32 = 16u;
+const WG: u32 = 256u;
+// Tiles stored k-major ([KT][TILE]) so the inner loop reads 4 consecutive floats as a vec4.
+var<workgroup> w_tile: array<vec4<f32>, 256>;
+var<workgroup> x_tile: array<vec4<f32>, 256>;
+
+// Writes elements kk .. kk + 8 of tile row `row` into the W tile (to_w) or the X tile.
+// Element (kk + e, row) of a [KT][TILE] tile lives at vec4 (kk + e) * 16 + row / 4, lane row % 4.
+fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let c = row / 4u;
+    let l = row % 4u;
+    for (var e = 0u; e < 4u; e++) {
+        if to_w {
+            w_tile[(kk + e) * 16u + c][l] = lo[e];
+            w_tile[(kk + 4u + e) * 16u + c][l] = hi[e];
+        } else {
+            x_tile[(kk + e) * 16u + c][l] = lo[e];
+            x_tile[(kk + 4u + e) * 16u + c][l] = hi[e];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row0 = inv.wg.x * TILE;
+    let tok0 = inv.wg.y * TILE;
+    let tx = inv.lid % 16u;
+    let ty = inv.lid / 16u;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    // Loader roles: invocations 0..127 fetch W, 128..255 fetch X; each one 8 elements.
+    let slot = inv.lid % 128u;
+    let lr = slot / 2u;
+    let lg = slot % 2u;
+    for (var k0 = 0u; k0 < p.k; k0 += KT) {
+        workgroupBarrier();
+        let g = k0 / 8u + lg;
+        if inv.lid < 128u {
+            var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
+            if row0 + lr < p.rows {
+                w = w_load8(row0 + lr, g, p.k);
+            }
+            store_column8(true, lr, lg * 8u, w.lo, w.hi);
+        } else {
+            var lo = vec4<f32>(0.0);
+            var hi = vec4<f32>(0.0);
+            if tok0 + lr < p.n {
+                let b = (tok0 + lr) * (p.k / 4u) + 2u * g;
+                lo = x[b];
+                hi = x[b + 1u];
+            }
+            store_column8(false, lr, lg * 8u, lo, hi);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < KT; kk++) {
+            let wv = w_tile[kk * 16u + tx];
+            let xv = x_tile[kk * 16u + ty];
+            acc[0] += xv.x * wv;
+            acc[1] += xv.y * wv;
+            acc[2] += xv.z * wv;
+            acc[3] += xv.w * wv;
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let t = tok0 + ty * 4u + i;
+        for (var j = 0u; j < 4u; j++) {
+            let r = row0 + tx * 4u + j;
+            if t < p.n && r < p.rows {
+                y[t * p.out_stride + p.out_offset + r] = acc[i][j];
+            }
+        }
+    }
+}

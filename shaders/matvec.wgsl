@@ -1,0 +1,68 @@
+// matvec: y[v, out_offset + r] = sum_k W[r, k] * x[v, k]   (decode: one or a few vectors)
+//
+// Bindings: params; w_data [rows, k] in the weight format's layout (vec4<u32>); w_scales (f16
+// pairs, quantized formats only); x [n, k] f32; y [n, out_stride] f32.
+// Grid: (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes ROWS (<= 4)
+// consecutive rows of one chunk of W; its invocations share the k dimension in groups of 8 and
+// reduce once for all ROWS rows. CONTIGUOUS picks how groups are dealt out: neighbouring
+// invocations on neighbouring groups (GPUs, coalesced) or each invocation its own contiguous run
+// (CPU adapters, cache-friendly).
+// Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
+
+struct Params {
+    rows: u32,
+    k: u32,
+    n: u32,
+    out_offset: u32,
+    out_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w_data: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> w_scales: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+override WG: u32 = 64u;
+override ROWS: u32 = 4u;
+override CONTIGUOUS: bool = false;
+
+fn dot8(w: W8, base: u32) -> f32 {
+    return dot(w.lo, x[base]) + dot(w.hi, x[base + 1u]);
+}
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let first = (inv.wg.x + inv.wg.y * inv.nwg.x) * ROWS;
+    let v = inv.wg.z;
+    let groups = p.k / 8u;
+    let per = (groups + WG - 1u) / WG;
+    let xbase = v * (p.k / 4u);
+    // Rows past the end of the chunk repeat the last row and are not stored.
+    let last = p.rows - 1u;
+    let r0 = min(first, last);
+    let r1 = min(first + 1u, last);
+    let r2 = min(first + 2u, last);
+    let r3 = min(first + 3u, last);
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < per; j++) {
+        let g = select(inv.lid + j * WG, inv.lid * per + j, CONTIGUOUS);
+        if g < groups {
+            let xb = xbase + 2u * g;
+            acc.x += dot8(w_load8(r0, g, p.k), xb);
+            if ROWS > 1u {
+                acc.y += dot8(w_load8(r1, g, p.k), xb);
+            }
+            if ROWS > 2u {
+                acc.z += dot8(w_load8(r2, g, p.k), xb);
+            }
+            if ROWS > 3u {
+                acc.w += dot8(w_load8(r3, g, p.k), xb);
+            }
+        }
+    }
+    let total = wg_sum4(acc, inv);
+    if inv.lid < ROWS && first + inv.lid < p.rows {
+        y[v * p.out_stride + p.out_offset + first + inv.lid] = total[inv.lid];
+    }
+}

@@ -1,0 +1,81 @@
+// top_k: the k largest values of x [n] and their indices, in descending order (equal values:
+// smaller index first, as torch.topk and argmax order them); argmax is k = 1. Decoding reads
+// back these 2k words instead of the logits.
+//
+// Phase `partial`, grid (n_slices): workgroup s ranks the slice [s * slice, (s + 1) * slice)
+// and writes its k best to cand_val / cand_idx [n_slices, k]. Phase `merge`, grid (1): ranks
+// the n_slices * k candidates the same way into out_val / out_idx [k]. Each round r finds the
+// best element ranked strictly below round r - 1's pick, so nothing is written back to x.
+// Missing entries (k larger than a slice) get value -inf and index 0xffffffff.
+// Bindings: params; x; cand_val; cand_idx; out_val; out_idx.
+// Wrapper: src/kernels/top_k.rs. CPU reference: reference::top_k.
+
+struct Params {
+    n: u32,
+    k: u32,
+    slice: u32,
+    n_slices: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cand_val: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cand_idx: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out_val: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out_idx: array<u32>;
+
+override WG: u32 = 256u;
+
+const NONE: u32 = 0xffffffffu;
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+// Whether (v, i) ranks strictly below (pv, pi): smaller value, or equal value and larger index.
+fn below(v: f32, i: u32, pv: f32, pi: u32) -> bool {
+    return v < pv || (v == pv && i > pi);
+}
+
+@compute @workgroup_size(WG)
+fn partial(inv: Invocation) {
+    let s = inv.wg.x;
+    let lo = s * p.slice;
+    let hi = min(p.n, lo + p.slice);
+    var prev = ArgMax(bitcast<f32>(0x7f800000u), NONE);
+    for (var r = 0u; r < p.k; r++) {
+        var best = ArgMax(neg_inf(), NONE);
+        for (var i = lo + inv.lid; i < hi; i += WG) {
+            let v = x[i];
+            if (r == 0u || below(v, i, prev.value, prev.index)) {
+                best = argmax_merge(best, ArgMax(v, i));
+            }
+        }
+        prev = wg_argmax(best.value, best.index, inv);
+        if inv.lid == 0u {
+            cand_val[s * p.k + r] = prev.value;
+            cand_idx[s * p.k + r] = prev.index;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn merge(inv: Invocation) {
+    let total = p.n_slices * p.k;
+    var prev = ArgMax(bitcast<f32>(0x7f800000u), NONE);
+    for (var r = 0u; r < p.k; r++) {
+        var best = ArgMax(neg_inf(), NONE);
+        for (var c = inv.lid; c < total; c += WG) {
+            let i = cand_idx[c];
+            let v = cand_val[c];
+            if i != NONE && (r == 0u || below(v, i, prev.value, prev.index)) {
+                best = argmax_merge(best, ArgMax(v, i));
+            }
+        }
+        prev = wg_argmax(best.value, best.index, inv);
+        if inv.lid == 0u {
+            out_val[r] = prev.value;
+            out_idx[r] = prev.index;
+        }
+    }
+}

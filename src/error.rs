@@ -1,0 +1,36 @@
+//! The library's error type.
+
+use thiserror::Error;
+
+/// Everything the library can fail with; each variant says what was expected and what was found.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{filter}. On headless Linux install a software Vulkan driver: \
+         `apt-get update && apt-get install -y mesa-vulkan-drivers`"
+    )]
+    NoAdapter { filter: String },
+    #[error("unknown backend `{0}`: expected one of vulkan, metal, dx12, gl, auto")]
+    UnknownBackend(String),
+    #[error("no adapter matches `{wanted}`; available: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+    #[error("could not open device on `{adapter}`: {message}")]
+    RequestDevice { adapter: String, message: String },
+    #[error("kernel `{kernel}` failed to build: {message}")]
+    Pipeline { kernel: String, message: String },
+    #[error("kernel `{kernel}`: {message}")]
+    Shape {
+        kernel: &'static str,
+        message: String,
+    },
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+    #[error("{what} needs {needed} bytes but the adapter allows at most {allowed} bytes")]
+    TooLarge {
+        what: String,
+        needed: u64,
+        allowed: u64,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,149 @@
+//! The GPU context: adapter choice, optional features, limits, buffers and pipeline creation.
+//!
+//! Everything that talks to wgpu directly lives here; kernels receive a [`Gpu`] and ask it for
+//! pipelines and buffers.
+
+mod adapter;
+mod buffers;
+mod pipeline;
+
+pub use adapter::{AdapterReport, BackendChoice, list_adapters};
+pub use buffers::Readback;
+pub use pipeline::{Access, Dispatch, Kernel};
+
+use crate::{Error, Result};
+
+/// How to choose and open a device.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Which backend(s) to enumerate.
+    pub backend: BackendChoice,
+    /// Adapter index (as printed by `gemma-wgpu devices`) or a case-insensitive name substring.
+    pub adapter: Option<String>,
+    /// Pretend the adapter lacks SHADER_F16 (tests the fallback paths).
+    pub disable_f16: bool,
+    /// Pretend the adapter lacks SUBGROUP (tests the fallback paths).
+    pub disable_subgroups: bool,
+    /// Use at most this many bytes per storage binding (tests chunking on small data).
+    pub max_binding_size: Option<u64>,
+    /// Force the CPU-style (true) or GPU-style (false) access patterns instead of choosing by
+    /// the adapter's device type (tests both layouts on one adapter).
+    pub cpu_layout: Option<bool>,
+}
+
+/// What the opened device can do, resolved once; kernels read these, never wgpu features.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    /// SHADER_F16 is enabled on the device.
+    pub f16: bool,
+    /// SUBGROUP is enabled on the device.
+    pub subgroups: bool,
+    /// TIMESTAMP_QUERY is enabled on the device.
+    pub timestamps: bool,
+    /// The adapter runs shaders on the CPU (lavapipe, llvmpipe, WARP): access patterns that
+    /// suit CPU caches win there, so kernels pick their CPU layout.
+    pub cpu_like: bool,
+    /// Largest storage binding the kernels may use, in bytes.
+    pub max_binding_size: u64,
+    /// Largest buffer, in bytes.
+    pub max_buffer_size: u64,
+    /// Workgroup memory per workgroup, in bytes.
+    pub max_workgroup_storage: u32,
+    /// Largest workgroup count per dispatch dimension.
+    pub max_workgroups_per_dim: u32,
+}
+
+/// An open device with its queue and capabilities.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Caps,
+}
+
+impl Gpu {
+    /// Chooses an adapter as `options` say and opens it with every optional feature it has.
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        let adapter = adapter::choose(options)?;
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let mut wanted = wgpu::Features::empty();
+        if available.contains(wgpu::Features::SHADER_F16) && !options.disable_f16 {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
+        if available.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        if available.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            wanted |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("gemma-wgpu"),
+            required_features: wanted,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        let features = device.features();
+        let mut max_binding_size = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        if let Some(cap) = options.max_binding_size {
+            max_binding_size = max_binding_size.min(cap);
+        }
+        let caps = Caps {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cpu_like: options
+                .cpu_layout
+                .unwrap_or(info.device_type == wgpu::DeviceType::Cpu),
+            max_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+        };
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            info,
+            caps,
+        })
+    }
+
+    /// A one-line description: adapter name, backend and device type.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// Waits until every submitted command has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Readback(e.to_string()))
+    }
+
+    /// Splits `workgroups` into an (x, y) grid whose dimensions the adapter accepts; shaders
+    /// recover the linear index as `wg.x + wg.y * nwg.x`.
+    pub fn grid_2d(&self, workgroups: u32) -> (u32, u32) {
+        let max = self.caps.max_workgroups_per_dim.max(1);
+        if workgroups <= max {
+            (workgroups.max(1), 1)
+        } else {
+            let y = workgroups.div_ceil(max);
+            (workgroups.div_ceil(y), y)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Weight matrices on the GPU, split by rows into chunks that fit one storage binding.
+
+use crate::gpu::Gpu;
+use crate::kernels::params;
+use crate::weights::{HostMatrix, WeightFormat};
+use crate::{Error, Result};
+
+params! {
+    /// Params of matvec.wgsl and matmul.wgsl.
+    pub struct MatrixParams {
+        /// Rows of this chunk of W.
+        pub rows: u32,
+        pub k: u32,
+        /// Vectors (matvec) or token rows (matmul) of x.
+        pub n: u32,
+        /// Output column of the chunk's first row.
+        pub out_offset: u32,
+        /// Output row length (all rows of W).
+        pub out_stride: u32,
+    }
+}
+
+/// Rows [row_start, row_start + rows) of a matrix, in their own buffers.
+pub struct MatrixChunk {
+    pub row_start: usize,
+    pub rows: usize,
+    pub data: wgpu::Buffer,
+    pub scales: wgpu::Buffer,
+}
+
+/// A [rows, cols] weight matrix in its GPU layout. Matrices larger than the adapter's storage
+/// binding limit (Gemma 2's tied embedding is 1.18 GB in bf16) are split transparently; the
+/// kernels dispatch once per chunk.
+pub struct GpuMatrix {
+    pub format: WeightFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub chunks: Vec<MatrixChunk>,
+}
+
+impl GpuMatrix {
+    /// Rows per chunk for this device.
+    pub fn rows_per_chunk(gpu: &Gpu, format: WeightFormat, cols: usize) -> Result<usize> {
+        let row_bytes = format.data_bytes_per_row(cols) as u64;
+        let rows = gpu.caps.max_binding_size / row_bytes;
+        if rows == 0 {
+            return Err(Error::TooLarge {
+                what: format!("one {format} row of {cols} weights"),
+                needed: row_bytes,
+                allowed: gpu.caps.max_binding_size,
+            });
+        }
+        Ok(rows as usize)
+    }
+
+    pub fn upload(gpu: &Gpu, label: &str, m: &HostMatrix) -> Result<GpuMatrix> {
+        Self::upload_parts(
+            gpu,
+            label,
+            m.format,
+            m.rows,
+            m.cols,
+            m.data_bytes(),
+            m.scale_bytes(),
+        )
+    }
+
+    /// Uploads a matrix given as its GPU-layout bytes (data and f16 scales), chunk by chunk,
+    /// straight from the caller's slices (for instance a memory-mapped file).
+    pub fn upload_parts(
+        gpu: &Gpu,
+        label: &str,
+        format: WeightFormat,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+        scales: &[u8],
+    ) -> Result<GpuMatrix> {
+        let row_bytes = format.data_bytes_per_row(cols);
+        let row_scale_bytes = format.scales_per_row(cols) * 2;
+        if data.len() != rows * row_bytes || scales.len() != rows * row_scale_bytes {
+            return Err(Error::Shape {
+                kernel: "matrix",
+                message: format!(
+                    "{label}: {format} [{rows}, {cols}] needs {} data and {} scale bytes, got {} and {}",
+                    rows * row_bytes,
+                    rows * row_scale_bytes,
+                    data.len(),
+                    scales.len()
+                ),
+            });
+        }
+        let per_chunk = Self::rows_per_chunk(gpu, format, cols)?;
+        let mut chunks = Vec::new();
+        let mut row_start = 0;
+        while row_start < rows {
+            let n = per_chunk.min(rows - row_start);
+            let name = format!("{label}[{row_start}..{}]", row_start + n);
+            chunks.push(MatrixChunk {
+                row_start,
+                rows: n,
+                data: gpu.storage_init(&name, &data[row_start * row_bytes..][..n * row_bytes]),
+                scales: gpu.storage_init(
+                    &format!("{name}.scales"),
+                    &scales[row_start * row_scale_bytes..][..n * row_scale_bytes],
+                ),
+            });
+            row_start += n;
+        }
+        Ok(GpuMatrix {
+            format,
+            rows,
+            cols,
+            chunks,
+        })
+    }
+
+    /// Bytes of weights and scales on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| c.data.size() + c.scales.size())
+            .sum()
+    }
+}

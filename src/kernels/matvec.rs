@@ -1,0 +1,98 @@
+//! matvec: y = W x for decode (shaders/matvec.wgsl).
+
+use super::matrix::{GpuMatrix, MatrixParams};
+use super::{Dispatch, check_len, groups, source};
+use crate::gpu::{Access, Gpu, Kernel};
+use crate::weights::WeightFormat;
+use crate::{Error, Result};
+
+/// Rows per workgroup: one reduction serves four rows, and x is read once for them.
+const ROWS: u32 = 4;
+
+pub struct Matvec {
+    kernel: Kernel,
+    format: WeightFormat,
+}
+
+impl Matvec {
+    pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matvec> {
+        let contiguous = gpu.caps.cpu_like;
+        let kernel = source::build(
+            gpu,
+            &source::MATVEC,
+            "main",
+            Some(format),
+            &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+            &[
+                ("WG", 64.0),
+                ("ROWS", ROWS as f64),
+                ("CONTIGUOUS", if contiguous { 1.0 } else { 0.0 }),
+            ],
+        )?;
+        Ok(Matvec { kernel, format })
+    }
+
+    /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W.
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<Vec<Dispatch>> {
+        bind_matrix(&self.kernel, self.format, gpu, label, w, x, y, n, |rows| {
+            let (gx, gy) = gpu.grid_2d(groups(rows, ROWS));
+            (gx, gy, n as u32)
+        })
+    }
+}
+
+/// Binds a matrix kernel (matvec or matmul) once per chunk of `w`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bind_matrix(
+    kernel: &Kernel,
+    format: WeightFormat,
+    gpu: &Gpu,
+    label: &str,
+    w: &GpuMatrix,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+    grid: impl Fn(usize) -> (u32, u32, u32),
+) -> Result<Vec<Dispatch>> {
+    let name: &'static str = if kernel.label().starts_with("matmul") {
+        "matmul"
+    } else {
+        "matvec"
+    };
+    if w.format != format {
+        return Err(Error::Shape {
+            kernel: name,
+            message: format!("{label}: kernel built for {format}, matrix is {}", w.format),
+        });
+    }
+    check_len(name, "x", x, n * w.cols)?;
+    check_len(name, "y", y, n * w.rows)?;
+    w.chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let params = MatrixParams {
+                rows: c.rows as u32,
+                k: w.cols as u32,
+                n: n as u32,
+                out_offset: c.row_start as u32,
+                out_stride: w.rows as u32,
+            };
+            kernel.bind(
+                gpu,
+                &format!("{label}#{i}"),
+                bytemuck::bytes_of(&params),
+                &[&c.data, &c.scales, x, y],
+                grid(c.rows),
+            )
+        })
+        .collect()
+}

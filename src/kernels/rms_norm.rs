@@ -1,0 +1,59 @@
+//! rms_norm: Gemma's RMSNorm, plain or added into the residual stream (shaders/rms_norm.wgsl).
+
+use super::{Dispatch, check_len, params, source};
+use crate::Result;
+use crate::gpu::{Access, Gpu, Kernel};
+
+params! {
+    pub struct RmsNormParams {
+        pub n: u32,
+        pub d: u32,
+        pub eps: f32,
+        /// 1 for zero-centred (Hugging Face) weights, 0 when the file already added it.
+        pub w_offset: f32,
+    }
+}
+
+pub struct RmsNorm {
+    kernel: Kernel,
+}
+
+impl RmsNorm {
+    /// `add_to_out`: add the normalised rows to `out` (Gemma 2's post-norms) instead of
+    /// writing them.
+    pub fn new(gpu: &Gpu, add_to_out: bool) -> Result<RmsNorm> {
+        let kernel = source::build(
+            gpu,
+            &source::RMS_NORM,
+            "main",
+            None,
+            &[Access::Read, Access::Read, Access::ReadWrite],
+            &[("WG", 256.0), ("ADD_TO_OUT", add_to_out as u8 as f64)],
+        )?;
+        Ok(RmsNorm { kernel })
+    }
+
+    /// out [n, d] = rms_norm(x [n, d]) with weight w [d].
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        params: RmsNormParams,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let (n, d) = (params.n as usize, params.d as usize);
+        check_len("rms_norm", "x", x, n * d)?;
+        check_len("rms_norm", "w", w, d)?;
+        check_len("rms_norm", "out", out, n * d)?;
+        let (gx, gy) = gpu.grid_2d(params.n);
+        self.kernel.bind(
+            gpu,
+            label,
+            bytemuck::bytes_of(&params),
+            &[x, w, out],
+            (gx, gy, 1),
+        )
+    }
+}

@@ -1,0 +1,90 @@
+//! rope: rotate-half rotary position embedding, in place (shaders/rope.wgsl).
+
+use super::{Dispatch, check_len, groups, params, source};
+use crate::gpu::{Access, Gpu, Kernel};
+use crate::{Error, Result, reference};
+
+params! {
+    pub struct RopeParams {
+        pub n: u32,
+        pub heads: u32,
+        pub head_dim: u32,
+        /// Rows of the (cos, sin) table.
+        pub max_pos: u32,
+    }
+}
+
+const WG: u32 = 256;
+
+pub struct Rope {
+    kernel: Kernel,
+}
+
+/// The (cos, sin) table of one rope base, on the GPU: [max_pos, head_dim / 2].
+pub struct RopeTable {
+    pub buffer: wgpu::Buffer,
+    pub head_dim: usize,
+    pub max_pos: usize,
+}
+
+impl RopeTable {
+    pub fn new(gpu: &Gpu, theta: f32, head_dim: usize, max_pos: usize) -> RopeTable {
+        let table = reference::rope_table(theta, head_dim, max_pos);
+        RopeTable {
+            buffer: gpu.storage_init("rope_table", bytemuck::cast_slice(&table)),
+            head_dim,
+            max_pos,
+        }
+    }
+}
+
+impl Rope {
+    pub fn new(gpu: &Gpu) -> Result<Rope> {
+        let kernel = source::build(
+            gpu,
+            &source::ROPE,
+            "main",
+            None,
+            &[Access::Read, Access::Read, Access::ReadWrite],
+            &[("WG", WG as f64)],
+        )?;
+        Ok(Rope { kernel })
+    }
+
+    /// Rotates x [n, heads, head_dim] in place; token t at positions[t].
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        n: usize,
+        heads: usize,
+        table: &RopeTable,
+        positions: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let hd = table.head_dim;
+        if !hd.is_multiple_of(2) {
+            return Err(Error::Shape {
+                kernel: "rope",
+                message: format!("head_dim {hd} must be even"),
+            });
+        }
+        check_len("rope", "positions", positions, n)?;
+        check_len("rope", "x", x, n * heads * hd)?;
+        let params = RopeParams {
+            n: n as u32,
+            heads: heads as u32,
+            head_dim: hd as u32,
+            max_pos: table.max_pos as u32,
+        };
+        let (gx, gy) = gpu.grid_2d(groups(n * heads * hd / 2, WG));
+        self.kernel.bind(
+            gpu,
+            label,
+            bytemuck::bytes_of(&params),
+            &[positions, &table.buffer, x],
+            (gx, gy, 1),
+        )
+    }
+}

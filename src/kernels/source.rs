@@ -1,0 +1,102 @@
+//! The WGSL sources: each kernel body from `shaders/`, prefixed with the shared helpers of
+//! `shaders/common/` it needs. This is the only place that puts shader text together, and it
+//! only concatenates whole files.
+
+use crate::weights::WeightFormat;
+
+/// One shader file and what it needs.
+pub struct Shader {
+    pub name: &'static str,
+    pub body: &'static str,
+    /// Entry points (one, or the phases of one algorithm).
+    pub entries: &'static [&'static str],
+    /// Reads a weight matrix through `w_load8` (compiled once per weight format).
+    pub weights: bool,
+    /// The Rust mirror of the shader's `Params`.
+    pub params: &'static [(&'static str, usize)],
+}
+
+macro_rules! shader {
+    ($name:literal, $entries:expr, $weights:expr, $params:ty) => {
+        Shader {
+            name: $name,
+            body: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+            entries: $entries,
+            weights: $weights,
+            params: <$params as crate::kernels::Params>::FIELDS,
+        }
+    };
+}
+
+use super::{
+    add::AddParams, attention::AttentionParams, copy::CopyParams, embedding::EmbeddingParams,
+    geglu::GegluParams, kv_store::KvStoreParams, matrix::MatrixParams, rms_norm::RmsNormParams,
+    rope::RopeParams, soft_cap::SoftCapParams, top_k::TopKParams,
+};
+
+pub const ADD: Shader = shader!("add", &["main"], false, AddParams);
+pub const ATTENTION: Shader = shader!("attention", &["partial", "combine"], false, AttentionParams);
+pub const COPY: Shader = shader!("copy", &["main"], false, CopyParams);
+pub const EMBEDDING: Shader = shader!("embedding", &["main"], true, EmbeddingParams);
+pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams);
+pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams);
+pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams);
+pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams);
+pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams);
+pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams);
+pub const SOFT_CAP: Shader = shader!("soft_cap", &["main"], false, SoftCapParams);
+pub const TOP_K: Shader = shader!("top_k", &["partial", "merge"], false, TopKParams);
+
+/// Every shader, for tests that check them all.
+pub const ALL: &[Shader] = &[
+    ADD, ATTENTION, COPY, EMBEDDING, GEGLU, KV_STORE, MATMUL, MATVEC, RMS_NORM, ROPE, SOFT_CAP,
+    TOP_K,
+];
+
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup.wgsl");
+const REDUCE_WORKGROUP: &str = include_str!("../../shaders/common/reduce_workgroup.wgsl");
+const MATH: &str = include_str!("../../shaders/common/math.wgsl");
+
+fn weights_helper(format: WeightFormat) -> &'static str {
+    match format {
+        WeightFormat::F32 => include_str!("../../shaders/common/weights_f32.wgsl"),
+        WeightFormat::Bf16 => include_str!("../../shaders/common/weights_bf16.wgsl"),
+        WeightFormat::Q8_0 => include_str!("../../shaders/common/weights_q8_0.wgsl"),
+        WeightFormat::Q4_0 => include_str!("../../shaders/common/weights_q4_0.wgsl"),
+    }
+}
+
+/// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
+/// the math helpers, the
+/// weight format's `w_load8` when the shader reads weights, then the body.
+pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) -> String {
+    let reduce = if subgroups {
+        REDUCE_SUBGROUP
+    } else {
+        REDUCE_WORKGROUP
+    };
+    let helper = weights.filter(|_| shader.weights).map(weights_helper);
+    [reduce, MATH, helper.unwrap_or(""), shader.body].join("\n")
+}
+
+/// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP).
+/// The pipeline label is the shader's name, then the weight format and entry point if any:
+/// `matvec.q8_0`, `attention.partial`.
+pub(crate) fn build(
+    gpu: &crate::gpu::Gpu,
+    shader: &Shader,
+    entry: &str,
+    weights: Option<WeightFormat>,
+    access: &[crate::gpu::Access],
+    constants: &[(&str, f64)],
+) -> crate::Result<crate::gpu::Kernel> {
+    let mut label = shader.name.to_string();
+    if let Some(f) = weights {
+        label = format!("{label}.{f}");
+    }
+    if entry != "main" {
+        label = format!("{label}.{entry}");
+    }
+    let source = compose(shader, gpu.caps.subgroups, weights);
+    crate::gpu::Kernel::new(gpu, &label, &source, entry, access, constants)
+}

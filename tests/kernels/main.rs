@@ -1,0 +1,11 @@
+//! Every kernel against its CPU reference (src/reference/) on every test device: lavapipe
+//! (Vulkan) with and without f16 and subgroups, and llvmpipe (GL).
+
+mod common;
+
+mod attention;
+mod elementwise;
+mod matrix;
+mod rms_norm;
+mod rope;
+mod top_k;

@@ -1,0 +1,157 @@
+//! Every shader, in every variant the engine compiles, parsed and validated by naga and
+//! translated to SPIR-V, MSL, HLSL and GLSL: a backend we cannot run here still compiles.
+//! Also checks that each shader's `Params` struct matches its Rust mirror. Needs no GPU.
+
+use gemma_wgpu::kernels::source::{self, Shader};
+use gemma_wgpu::weights::WeightFormat;
+use naga::back::{glsl, hlsl, msl, spv};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+/// (variant name, source) for every combination of reduction helpers and weight format.
+fn variants(shader: &Shader) -> Vec<(String, String)> {
+    let formats: Vec<Option<WeightFormat>> = if shader.weights {
+        WeightFormat::ALL.into_iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
+    let mut out = Vec::new();
+    for subgroups in [true, false] {
+        for &f in &formats {
+            let name = format!(
+                "{}{}{}",
+                shader.name,
+                f.map(|f| format!(".{f}")).unwrap_or_default(),
+                if subgroups {
+                    ".subgroups"
+                } else {
+                    ".workgroup"
+                }
+            );
+            out.push((name, source::compose(shader, subgroups, f)));
+        }
+    }
+    out
+}
+
+fn parse(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(src)));
+    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(src)));
+    (module, info)
+}
+
+#[test]
+fn every_shader_validates_and_translates_to_all_backends() {
+    let mut translated = 0;
+    for shader in source::ALL {
+        for (name, src) in variants(shader) {
+            let (module, info) = parse(&name, &src);
+            let subgroups = name.ends_with(".subgroups");
+            for &entry in shader.entries {
+                let constants = naga::back::PipelineConstants::default();
+                let (module, info) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((naga::ShaderStage::Compute, entry)),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{name}/{entry}: overrides: {e}"));
+                let stage = naga::ShaderStage::Compute;
+
+                spv::write_vec(
+                    &module,
+                    &info,
+                    &spv::Options::default(),
+                    Some(&spv::PipelineOptions {
+                        shader_stage: stage,
+                        entry_point: entry.to_string(),
+                    }),
+                )
+                .unwrap_or_else(|e| panic!("{name}/{entry}: SPIR-V: {e}"));
+
+                let msl_options = msl::Options {
+                    lang_version: (2, 4),
+                    ..Default::default()
+                };
+                msl::write_string(
+                    &module,
+                    &info,
+                    &msl_options,
+                    &msl::PipelineOptions {
+                        entry_point: Some((stage, entry.to_string())),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{name}/{entry}: MSL: {e}"));
+
+                let hlsl_options = hlsl::Options {
+                    shader_model: hlsl::ShaderModel::V6_0,
+                    ..Default::default()
+                };
+                let hlsl_pipeline = hlsl::PipelineOptions {
+                    entry_point: Some((stage, entry.to_string())),
+                };
+                let mut out = String::new();
+                hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+                    .write(&module, &info, None)
+                    .unwrap_or_else(|e| panic!("{name}/{entry}: HLSL: {e}"));
+
+                let glsl_options = glsl::Options {
+                    version: if subgroups {
+                        glsl::Version::Desktop(450)
+                    } else {
+                        glsl::Version::new_gles(310)
+                    },
+                    ..Default::default()
+                };
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &module,
+                    &info,
+                    &glsl_options,
+                    &glsl::PipelineOptions {
+                        shader_stage: stage,
+                        entry_point: entry.to_string(),
+                        multiview: None,
+                    },
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{name}/{entry}: GLSL: {e}"));
+                translated += 1;
+            }
+        }
+    }
+    // 12 shaders, 2 of them with two entry points, 3 of them per weight format (4),
+    // each with and without subgroups.
+    assert_eq!(translated, 2 * (9 + 2 + 3 * 4), "variant count changed");
+}
+
+#[test]
+fn params_structs_match_their_rust_mirrors() {
+    for shader in source::ALL {
+        let src = source::compose(shader, false, shader.weights.then_some(WeightFormat::F32));
+        let (module, _) = parse(shader.name, &src);
+        let (_, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .unwrap_or_else(|| panic!("{}: no Params struct", shader.name));
+        let naga::TypeInner::Struct { members, .. } = &ty.inner else {
+            panic!("{}: Params is not a struct", shader.name);
+        };
+        let wgsl: Vec<(String, usize)> = members
+            .iter()
+            .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+            .collect();
+        let rust: Vec<(String, usize)> = shader
+            .params
+            .iter()
+            .map(|(n, o)| (n.to_string(), *o))
+            .collect();
+        assert_eq!(wgsl, rust, "{}: WGSL Params vs Rust mirror", shader.name);
+    }
+}
