@@ -6,10 +6,12 @@
 mod adapter;
 mod buffers;
 mod pipeline;
+mod timer;
 
 pub use adapter::{AdapterReport, BackendChoice, list_adapters};
 pub use buffers::Readback;
 pub use pipeline::{Access, Dispatch, Kernel};
+pub use timer::Clock;
 
 use crate::{Error, Result};
 

@@ -72,3 +72,117 @@ pub fn dequantize_q4_0(b: &BlockQ4_0) -> [f32; QK] {
     }
     y
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f16 unit roundoff: the scale is stored in f16.
+    const F16_U: f32 = 1.0 / 2048.0;
+    /// Half the spacing of f16 subnormals (below 2^-14 the scale's error is absolute).
+    const F16_SUB: f32 = 1.0 / (1u32 << 25) as f32;
+
+    /// Largest error of storing the scale d in f16.
+    fn f16_err(d: f32) -> f32 {
+        (d.abs() * F16_U).max(F16_SUB)
+    }
+    /// Slack for the f32 roundings of x / d and of the products (a few ulp of 127).
+    const F32_SLACK: f32 = 1e-4;
+
+    fn blocks(seed: u64, count: usize) -> Vec<[f32; QK]> {
+        // A small xorshift and Box-Muller: normal values at several magnitudes.
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        let mut uniform = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..count)
+            .map(|b| {
+                let scale = [1e-3, 1.0, 37.0][b % 3];
+                std::array::from_fn(|_| {
+                    let (u, v) = (uniform(), uniform());
+                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32 * scale
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn q8_0_error_is_within_half_a_step() {
+        // |q d16 - x| <= |q| |d16 - d| + |q d - x| <= 127 f16_err(d) + 0.5 d.
+        for x in blocks(1, 3000) {
+            let b = quantize_q8_0(&x);
+            let d = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+            let y = dequantize_q8_0(&b);
+            for i in 0..QK {
+                let bound = 127.0 * f16_err(d) + d * (0.5 + F32_SLACK);
+                assert!(
+                    (y[i] - x[i]).abs() <= bound,
+                    "element {i}: {} vs {}",
+                    y[i],
+                    x[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q4_0_error_is_within_a_step() {
+        // Codes are round-half-up of x / d + 8, clamped to 15: within half a step, except the
+        // values above 7.5 steps (opposite in sign to the largest one), which clamp to 7 and
+        // are within one step. The f16 scale adds up to 8 f16_err(d).
+        for x in blocks(2, 3000) {
+            let b = quantize_q4_0(&x);
+            let d = b.d.to_f32().abs();
+            let y = dequantize_q4_0(&b);
+            let max = x
+                .iter()
+                .copied()
+                .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            for i in 0..QK {
+                let steps = x[i] / (max / -8.0);
+                let half = if steps > 7.5 { 1.0 } else { 0.5 };
+                let bound = 8.0 * f16_err(d) + d * (half + F32_SLACK);
+                assert!(
+                    (y[i] - x[i]).abs() <= bound,
+                    "element {i}: {} vs {}",
+                    y[i],
+                    x[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn known_blocks_quantize_as_ggml_does() {
+        let mut x = [0.0f32; QK];
+        x[0] = 1.27;
+        x[1] = -1.27;
+        x[2] = 0.015;
+        let b = quantize_q8_0(&x);
+        assert_eq!(&b.qs[..4], &[127, -127, 2, 0]);
+        // The largest magnitude is negative: d = -2 / -8 = 0.25, so -2 is code 0 and 1 is 12.
+        let mut x = [0.0f32; QK];
+        x[0] = -2.0;
+        x[16] = 1.0;
+        x[5] = 1.9;
+        let b = quantize_q4_0(&x);
+        assert_eq!(b.d.to_f32(), 0.25);
+        assert_eq!(
+            b.qs[0],
+            0 | (12 << 4),
+            "element 0 low nibble, element 16 high nibble"
+        );
+        assert_eq!(b.qs[5] & 0x0f, 15, "1.9 / 0.25 + 8.5 = 16.1 clamps to 15");
+        assert_eq!(dequantize_q4_0(&b)[5], 1.75);
+    }
+
+    #[test]
+    fn zero_blocks_stay_zero() {
+        let x = [0.0f32; QK];
+        assert_eq!(dequantize_q8_0(&quantize_q8_0(&x)), x);
+        assert_eq!(dequantize_q4_0(&quantize_q4_0(&x)), x);
+    }
+}

@@ -211,3 +211,58 @@ impl HostMatrix {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect()
+    }
+
+    #[test]
+    fn gpu_layout_dequantizes_to_the_reference_blocks() {
+        let (rows, cols) = (3, 64);
+        let x = ramp(rows * cols);
+        for format in WeightFormat::ALL {
+            let m = HostMatrix::from_f32(format, rows, cols, &x).unwrap();
+            assert_eq!(m.data_bytes().len(), rows * format.data_bytes_per_row(cols));
+            assert_eq!(m.scales.len(), rows * format.scales_per_row(cols));
+            let expected: Vec<f32> = match format {
+                WeightFormat::F32 => x.clone(),
+                WeightFormat::Bf16 => x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
+                WeightFormat::Q8_0 => x
+                    .chunks(QK)
+                    .flat_map(|b| {
+                        quant::dequantize_q8_0(&quant::quantize_q8_0(b.try_into().unwrap()))
+                    })
+                    .collect(),
+                WeightFormat::Q4_0 => x
+                    .chunks(QK)
+                    .flat_map(|b| {
+                        quant::dequantize_q4_0(&quant::quantize_q4_0(b.try_into().unwrap()))
+                    })
+                    .collect(),
+            };
+            assert_eq!(m.dequantize(), expected, "{format}");
+        }
+    }
+
+    #[test]
+    fn bf16_bits_are_kept_bit_for_bit() {
+        let bits: Vec<u16> = (0..64u16).map(|i| 0x3f80 + i * 3).collect();
+        let m = HostMatrix::from_bf16_bits(2, 32, &bits).unwrap();
+        let back: Vec<u16> = bytemuck::cast_slice(m.data_bytes()).to_vec();
+        assert_eq!(back, bits);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(HostMatrix::from_f32(WeightFormat::Q8_0, 2, 48, &[0.0; 96]).is_err());
+        assert!(HostMatrix::from_f32(WeightFormat::F32, 2, 32, &[0.0; 63]).is_err());
+        assert!("q5_k".parse::<WeightFormat>().is_err());
+        assert_eq!("Q4_0".parse::<WeightFormat>(), Ok(WeightFormat::Q4_0));
+    }
+}

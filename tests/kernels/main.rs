@@ -5,6 +5,7 @@ mod common;
 
 mod attention;
 mod elementwise;
+mod gpu;
 mod matrix;
 mod rms_norm;
 mod rope;
