@@ -172,8 +172,8 @@ mod tests {
         assert_eq!(b.d.to_f32(), 0.25);
         assert_eq!(
             b.qs[0],
-            0 | (12 << 4),
-            "element 0 low nibble, element 16 high nibble"
+            12 << 4,
+            "element 0: code 0 in the low nibble; element 16: code 12 in the high nibble"
         );
         assert_eq!(b.qs[5] & 0x0f, 15, "1.9 / 0.25 + 8.5 = 16.1 clamps to 15");
         assert_eq!(dequantize_q4_0(&b)[5], 1.75);
