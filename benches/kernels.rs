@@ -153,8 +153,7 @@ impl Bench {
         let positions = gpu.storage_init("pos", bytemuck::cast_slice(&[ctx as u32 - 1]));
         let q = self.buffer("q", heads * hd);
         let out = gpu.storage_zeroed("out", (heads * hd * 4) as u64);
-        let cfg = AttentionConfig {
-            n_q: 1,
+        let cfg = AttentionShape {
             heads,
             kv_heads,
             head_dim: hd,
@@ -164,7 +163,7 @@ impl Bench {
         };
         let d = Attention::new(gpu, dtype)
             .unwrap()
-            .bind(gpu, name, &cfg, &positions, &q, &cache, &out)
+            .bind(gpu, name, 1, &cfg, &positions, &q, &cache, &out)
             .unwrap();
         let refs: Vec<&Dispatch> = d.iter().collect();
         let bytes = (2 * ctx * kv_heads * hd * dtype.bytes()) as f64;

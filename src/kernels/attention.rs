@@ -4,6 +4,7 @@
 use super::kv_store::{KvCache, KvDtype};
 use super::{Dispatch, check_len, params, source};
 use crate::gpu::{Access, Gpu, Kernel};
+use crate::reference::AttentionShape;
 use crate::{Error, Result};
 
 params! {
@@ -27,22 +28,6 @@ params! {
 const WG: u32 = 64;
 /// The shader keeps one head in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
-
-/// One attention call's shape and rules.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionConfig {
-    /// Queries per call (1 for decode).
-    pub n_q: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Sliding window (keys with pos - j >= window are invisible), `None` for global layers.
-    pub window: Option<usize>,
-    /// query_pre_attn_scalar^-0.5.
-    pub scale: f32,
-    /// attn_logit_softcapping, `None` to disable.
-    pub softcap: Option<f32>,
-}
 
 pub struct Attention {
     partial: Kernel,
@@ -72,8 +57,8 @@ impl Attention {
 
     /// Keys per split: enough splits to occupy the device when there are few queries, never
     /// fewer keys than a workgroup scores at once.
-    fn split_len(gpu: &Gpu, cfg: &AttentionConfig, max_keys: usize) -> usize {
-        let workgroups = cfg.n_q * cfg.heads;
+    fn split_len(gpu: &Gpu, n_q: usize, heads: usize, max_keys: usize) -> usize {
+        let workgroups = n_q * heads;
         let parallel = if gpu.caps.cpu_like {
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
         } else {
@@ -87,14 +72,16 @@ impl Attention {
     }
 
     /// out [n_q, heads, head_dim] = attention of q [n_q, heads, head_dim] (rotated) at
-    /// `positions` [n_q] over `cache`. Every visible key must be in the cache: the range of
-    /// positions a query sees (its window, or everything before it) must fit `capacity`.
+    /// `positions` [n_q] over `cache`, with the shape and rules of `cfg` (as the reference).
+    /// Every visible key must be in the cache: the range of positions a query sees (its
+    /// window, or everything before it) must fit `capacity`.
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &self,
         gpu: &Gpu,
         label: &str,
-        cfg: &AttentionConfig,
+        n_q: usize,
+        cfg: &AttentionShape,
         positions: &wgpu::Buffer,
         q: &wgpu::Buffer,
         cache: &KvCache,
@@ -129,14 +116,14 @@ impl Attention {
                 cfg.kv_heads * hd
             )));
         }
-        check_len("attention", "positions", positions, cfg.n_q)?;
-        check_len("attention", "q", q, cfg.n_q * cfg.heads * hd)?;
-        check_len("attention", "out", out, cfg.n_q * cfg.heads * hd)?;
+        check_len("attention", "positions", positions, n_q)?;
+        check_len("attention", "q", q, n_q * cfg.heads * hd)?;
+        check_len("attention", "out", out, n_q * cfg.heads * hd)?;
         let max_keys = cfg.window.unwrap_or(usize::MAX).min(cache.capacity);
-        let split_len = Self::split_len(gpu, cfg, max_keys);
+        let split_len = Self::split_len(gpu, n_q, cfg.heads, max_keys);
         let n_splits = max_keys.div_ceil(split_len);
         let params = AttentionParams {
-            n_q: cfg.n_q as u32,
+            n_q: n_q as u32,
             heads: cfg.heads as u32,
             kv_heads: cfg.kv_heads as u32,
             head_dim: hd as u32,
@@ -149,7 +136,7 @@ impl Attention {
         };
         let partials = gpu.storage_zeroed(
             &format!("{label}.partials"),
-            (cfg.n_q * cfg.heads * n_splits * (hd + 2) * 4) as u64,
+            (n_q * cfg.heads * n_splits * (hd + 2) * 4) as u64,
         );
         let buffers = [positions, q, &cache.k, &cache.v, &partials, out];
         let bytes = bytemuck::bytes_of(&params);
@@ -159,14 +146,14 @@ impl Attention {
                 &format!("{label}.partial"),
                 bytes,
                 &buffers,
-                (n_splits as u32, cfg.heads as u32, cfg.n_q as u32),
+                (n_splits as u32, cfg.heads as u32, n_q as u32),
             )?,
             self.combine.bind(
                 gpu,
                 &format!("{label}.combine"),
                 bytes,
                 &buffers,
-                (cfg.heads as u32, cfg.n_q as u32, 1),
+                (cfg.heads as u32, n_q as u32, 1),
             )?,
         ])
     }

@@ -19,8 +19,9 @@ pub mod source;
 pub mod top_k;
 
 pub use crate::gpu::Dispatch;
+pub use crate::reference::AttentionShape;
 pub use add::Add;
-pub use attention::{Attention, AttentionConfig};
+pub use attention::Attention;
 pub use copy::Copy;
 pub use embedding::Embedding;
 pub use geglu::Geglu;

@@ -5,7 +5,7 @@
 use crate::common::*;
 use gemma_wgpu::gpu::Gpu;
 use gemma_wgpu::kernels::kv_store::KvCache;
-use gemma_wgpu::kernels::{Attention, AttentionConfig, KvDtype, KvStore};
+use gemma_wgpu::kernels::{Attention, KvDtype, KvStore};
 use gemma_wgpu::reference::{self, AttentionShape};
 use std::ops::Range;
 
@@ -103,15 +103,6 @@ fn run_case(gpu: &Gpu, device: &str, name: &str, dtype: KvDtype, case: &Case, se
         let qpb = gpu.storage_init("query positions", u32_bytes(&query_pos));
         let qb = gpu.storage_init("q", f32_bytes(&q));
         let out = gpu.storage_zeroed("out", (n_q * q_dim * 4) as u64);
-        let cfg = AttentionConfig {
-            n_q,
-            heads: case.heads,
-            kv_heads: case.kv_heads,
-            head_dim: hd,
-            window: case.window,
-            scale: shape.scale,
-            softcap: case.softcap,
-        };
         let mut dispatches = vec![];
         if n_store > 0 {
             dispatches.push(
@@ -122,7 +113,7 @@ fn run_case(gpu: &Gpu, device: &str, name: &str, dtype: KvDtype, case: &Case, se
         }
         dispatches.extend(
             attention
-                .bind(gpu, "attention", &cfg, &qpb, &qb, &cache, &out)
+                .bind(gpu, "attention", n_q, &shape, &qpb, &qb, &cache, &out)
                 .unwrap(),
         );
         gpu.run("test", &dispatches).unwrap();
@@ -190,6 +181,22 @@ fn cases() -> Vec<(String, Case)> {
                 ));
             }
         }
+    }
+    // Key counts around the 64 keys a workgroup scores per step of its online softmax.
+    for pos in [62u32, 63, 64] {
+        cases.push((
+            format!("decode pos={pos} (workgroup boundary)"),
+            Case {
+                heads: 8,
+                kv_heads: 4,
+                head_dim: 256,
+                window: None,
+                softcap: Some(50.0),
+                q_gain: 1.0,
+                capacity: 128,
+                steps: decode_at(pos),
+            },
+        ));
     }
     // Prefill: 40 queries at once, window 16 and global.
     for window in [Some(w), None] {
