@@ -44,8 +44,10 @@ const MAX_HEAD_DIM: u32 = 256u;
 const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> q_s: array<vec4<f32>, 64>;
-var<workgroup> acc_s: array<f32, MAX_HEAD_DIM>;
+var<workgroup> acc_s: array<vec2<f32>, MAX_HEAD_DIM / 2u>;
 var<workgroup> p_s: array<f32, 256>;
+// Element index of each scored key's value row in v_cache.
+var<workgroup> v_row_s: array<u32, 256>;
 
 // Four cache elements starting at element e (a multiple of 4).
 fn k_load4(e: u32) -> vec4<f32> {
@@ -55,11 +57,12 @@ fn k_load4(e: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(k_cache[e], k_cache[e + 1u], k_cache[e + 2u], k_cache[e + 3u]));
 }
 
-fn v_load(e: u32) -> f32 {
+// Two cache elements starting at element e (even).
+fn v_load2(e: u32) -> vec2<f32> {
     if KV_F16 {
-        return unpack2x16float(v_cache[e / 2u])[e % 2u];
+        return unpack2x16float(v_cache[e / 2u]);
     }
-    return bitcast<f32>(v_cache[e]);
+    return bitcast<vec2<f32>>(vec2<u32>(v_cache[e], v_cache[e + 1u]));
 }
 
 @compute @workgroup_size(WG)
@@ -80,8 +83,8 @@ fn partial(inv: Invocation) {
     for (var d = inv.lid; d < hd / 4u; d += WG) {
         q_s[d] = vec4<f32>(q[qbase + 4u * d], q[qbase + 4u * d + 1u], q[qbase + 4u * d + 2u], q[qbase + 4u * d + 3u]);
     }
-    for (var d = inv.lid; d < hd; d += WG) {
-        acc_s[d] = 0.0;
+    for (var d = inv.lid; d < hd / 2u; d += WG) {
+        acc_s[d] = vec2<f32>(0.0);
     }
     workgroupBarrier();
     var m = NEG_BIG;
@@ -90,8 +93,9 @@ fn partial(inv: Invocation) {
     for (var c = lo; c < end; c += WG) {
         let j = c + inv.lid;
         var s = NEG_BIG;
+        let kbase = (j % p.capacity) * row + g * hd;
+        v_row_s[inv.lid] = kbase;
         if j < end {
-            let kbase = (j % p.capacity) * row + g * hd;
             var dot_qk = 0.0;
             for (var d = 0u; d < hd / 4u; d++) {
                 dot_qk += dot(k_load4(kbase + 4u * d), q_s[d]);
@@ -108,10 +112,10 @@ fn partial(inv: Invocation) {
         p_s[inv.lid] = pj;
         workgroupBarrier();
         let nk = min(WG, end - c);
-        for (var d = inv.lid; d < hd; d += WG) {
+        for (var d = inv.lid; d < hd / 2u; d += WG) {
             var a = acc_s[d] * correction;
             for (var i = 0u; i < nk; i++) {
-                a += p_s[i] * v_load(((c + i) % p.capacity) * row + g * hd + d);
+                a += p_s[i] * v_load2(v_row_s[i] + 2u * d);
             }
             acc_s[d] = a;
         }
@@ -123,8 +127,9 @@ fn partial(inv: Invocation) {
         partials[pbase] = m;
         partials[pbase + 1u] = l;
     }
-    for (var d = inv.lid; d < hd; d += WG) {
-        partials[pbase + 2u + d] = acc_s[d];
+    for (var d = inv.lid; d < hd / 2u; d += WG) {
+        partials[pbase + 2u + 2u * d] = acc_s[d].x;
+        partials[pbase + 3u + 2u * d] = acc_s[d].y;
     }
 }
 
