@@ -40,8 +40,26 @@ fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn devices(backend: BackendChoice) -> Result<()> {
-    let adapters = gpu::list_adapters(backend);
+/// Prints the adapters of `backend`; with `--adapter`, only the one(s) it names.
+fn devices(backend: BackendChoice, adapter: Option<&str>) -> Result<()> {
+    let mut adapters = gpu::list_adapters(backend);
+    if let Some(wanted) = adapter {
+        let available = adapters
+            .iter()
+            .map(|a| format!("{}: {}", a.index, a.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let needle = wanted.to_lowercase();
+        adapters
+            .retain(|a| a.index.to_string() == wanted || a.name.to_lowercase().contains(&needle));
+        if adapters.is_empty() && !available.is_empty() {
+            return Err(gemma_wgpu::Error::AdapterNotFound {
+                wanted: wanted.to_string(),
+                available,
+            }
+            .into());
+        }
+    }
     if adapters.is_empty() {
         return Err(gemma_wgpu::Error::NoAdapter {
             filter: String::new(),
@@ -72,8 +90,7 @@ fn devices(backend: BackendChoice) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
-    let _ = &cli.adapter;
     match cli.command {
-        Command::Devices => devices(backend),
+        Command::Devices => devices(backend, cli.adapter.as_deref()),
     }
 }

@@ -53,3 +53,19 @@ fn unknown_backend_is_a_clear_error() {
     assert!(err.contains("unknown backend `glide`"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn devices_with_an_adapter_prints_only_that_one() {
+    let out = gemma(&["--backend", "vulkan", "--adapter", "0", "devices"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(text.matches("backend:").count(), 1, "{text}");
+    let out = gemma(&["--adapter", "no such adapter", "devices"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no adapter matches `no such adapter`; available: 0: "),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

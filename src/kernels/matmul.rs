@@ -45,8 +45,17 @@ impl Matmul {
                 message: format!("{label}: {n} token rows need more than {max} workgroups"),
             });
         }
-        bind_matrix(&self.kernel, self.format, gpu, label, w, x, y, n, |rows| {
-            (groups(rows, TILE), groups(n, TILE), 1)
-        })
+        bind_matrix(
+            "matmul",
+            &self.kernel,
+            self.format,
+            gpu,
+            label,
+            w,
+            x,
+            y,
+            n,
+            |rows| (groups(rows, TILE), groups(n, TILE), 1),
+        )
     }
 }

@@ -42,16 +42,28 @@ impl Matvec {
         y: &wgpu::Buffer,
         n: usize,
     ) -> Result<Vec<Dispatch>> {
-        bind_matrix(&self.kernel, self.format, gpu, label, w, x, y, n, |rows| {
-            let (gx, gy) = gpu.grid_2d(groups(rows, ROWS));
-            (gx, gy, n as u32)
-        })
+        bind_matrix(
+            "matvec",
+            &self.kernel,
+            self.format,
+            gpu,
+            label,
+            w,
+            x,
+            y,
+            n,
+            |rows| {
+                let (gx, gy) = gpu.grid_2d(groups(rows, ROWS));
+                (gx, gy, n as u32)
+            },
+        )
     }
 }
 
 /// Binds a matrix kernel (matvec or matmul) once per chunk of `w`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn bind_matrix(
+    name: &'static str,
     kernel: &Kernel,
     format: WeightFormat,
     gpu: &Gpu,
@@ -62,11 +74,6 @@ pub(super) fn bind_matrix(
     n: usize,
     grid: impl Fn(usize) -> (u32, u32, u32),
 ) -> Result<Vec<Dispatch>> {
-    let name: &'static str = if kernel.label().starts_with("matmul") {
-        "matmul"
-    } else {
-        "matvec"
-    };
     if w.format != format {
         return Err(Error::Shape {
             kernel: name,
