@@ -23,6 +23,16 @@ pub enum Error {
         kernel: &'static str,
         message: String,
     },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
+    #[error("{path}: {message}")]
+    Checkpoint { path: String, message: String },
+    #[error("tensor `{name}`: {message}")]
+    Tensor { name: String, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     #[error("GPU readback failed: {0}")]
     Readback(String),
     #[error("{what} needs {needed} bytes but the adapter allows at most {allowed} bytes")]

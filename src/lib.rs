@@ -5,6 +5,7 @@
 //! and [`reference`] holds the plain CPU implementations that are the specification of every
 //! kernel.
 
+pub mod config;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -1,6 +1,7 @@
 //! Plain CPU implementations of every kernel, written to be read: the specification that the
 //! GPU kernels are tested against. Row-major f32 everywhere; shapes in the comments.
 
+pub mod gemma;
 pub mod quant;
 
 use half::f16;

@@ -4,12 +4,32 @@
 //! (`shaders/common/weights_*.wgsl`): `data` as u32 words, `scales` as f16 bits. The same
 //! bytes go to the GPU; [`HostMatrix::dequantize`] gives the exact values the GPU sees.
 
+pub mod gemma;
+pub mod safetensors;
+
 use crate::reference::quant::{self, BlockQ4_0, BlockQ8_0, QK};
 use crate::{Error, Result};
 use half::{bf16, f16};
 use rayon::prelude::*;
 use std::fmt;
 use std::str::FromStr;
+
+/// Element type of a tensor in a checkpoint file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl SourceDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            SourceDtype::F32 => 4,
+            SourceDtype::F16 | SourceDtype::Bf16 => 2,
+        }
+    }
+}
 
 /// How a weight matrix is stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

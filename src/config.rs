@@ -1,0 +1,299 @@
+//! The model's configuration: config.json read as transformers writes it, resolved once into
+//! plain per-model and per-layer values. Kernels receive numbers from here, never a config.
+
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// config.json fields we read (Gemma2Config; older and newer spellings both accepted).
+#[derive(Debug, Deserialize)]
+pub struct HfConfig {
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub query_pre_attn_scalar: Option<f64>,
+    pub sliding_window: Option<usize>,
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
+    pub rope_theta: Option<f64>,
+    pub rope_parameters: Option<RopeParameters>,
+    pub rms_norm_eps: Option<f64>,
+    pub max_position_embeddings: Option<usize>,
+    pub hidden_activation: Option<String>,
+    pub hidden_act: Option<String>,
+    pub vocab_size: usize,
+    pub torch_dtype: Option<String>,
+    pub dtype: Option<String>,
+    pub layer_types: Option<Vec<String>>,
+    pub bos_token_id: Option<serde_json::Value>,
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<serde_json::Value>,
+}
+
+/// transformers 5 writes `rope_parameters` where 4.x wrote `rope_theta`.
+#[derive(Debug, Deserialize)]
+pub struct RopeParameters {
+    pub rope_theta: Option<f64>,
+    pub rope_type: Option<String>,
+}
+
+/// One decoder layer's attention rules.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerSpec {
+    /// Sliding window for local layers, `None` for global ones.
+    pub window: Option<usize>,
+    pub rope_theta: f32,
+}
+
+/// Everything the engine needs to know about a Gemma model, resolved.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    /// query_pre_attn_scalar^-0.5 (not head_dim^-0.5).
+    pub query_scale: f32,
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    pub eps: f32,
+    pub max_positions: usize,
+    /// One entry per decoder layer.
+    pub layers: Vec<LayerSpec>,
+    pub bos_id: Option<u32>,
+    pub eos_ids: Vec<u32>,
+}
+
+fn ids(v: &Option<serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+impl HfConfig {
+    pub fn read(path: &Path) -> Result<HfConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl ModelConfig {
+    /// Reads `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
+        let path = dir.join("config.json");
+        ModelConfig::from_hf(&HfConfig::read(&path)?, &path.display().to_string())
+    }
+
+    pub fn from_hf(c: &HfConfig, path: &str) -> Result<ModelConfig> {
+        let bad = |message: String| Error::Config {
+            path: path.to_string(),
+            message,
+        };
+        let model_type = c.model_type.as_deref().unwrap_or("");
+        if model_type != "gemma2" {
+            return Err(bad(format!(
+                "unsupported architecture `{}` ({}); supported: gemma2 (Gemma2ForCausalLM)",
+                model_type,
+                c.architectures.join(", ")
+            )));
+        }
+        let activation = c
+            .hidden_activation
+            .as_deref()
+            .or(c.hidden_act.as_deref())
+            .unwrap_or("gelu_pytorch_tanh");
+        if !matches!(activation, "gelu_pytorch_tanh" | "gelu_tanh") {
+            return Err(bad(format!(
+                "unsupported activation `{activation}`; Gemma 2 uses gelu_pytorch_tanh"
+            )));
+        }
+        let heads = c.num_attention_heads;
+        let kv_heads = c.num_key_value_heads.unwrap_or(heads);
+        let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads.max(1));
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(bad(format!(
+                "{heads} attention heads are not a multiple of {kv_heads} kv heads"
+            )));
+        }
+        if !c.hidden_size.is_multiple_of(32)
+            || !c.intermediate_size.is_multiple_of(32)
+            || !(heads * head_dim).is_multiple_of(32)
+        {
+            return Err(bad(format!(
+                "hidden_size {}, intermediate_size {} and heads * head_dim {} must be multiples of 32",
+                c.hidden_size,
+                c.intermediate_size,
+                heads * head_dim
+            )));
+        }
+        if !head_dim.is_multiple_of(4) || head_dim > crate::kernels::attention::MAX_HEAD_DIM {
+            return Err(bad(format!(
+                "head_dim {head_dim} must be a multiple of 4 and at most 256"
+            )));
+        }
+        let rope_theta = c
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_theta)
+            .or(c.rope_theta)
+            .unwrap_or(10000.0) as f32;
+        if let Some(t) = c
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.as_deref())
+            && t != "default"
+        {
+            return Err(bad(format!(
+                "unsupported rope_type `{t}`; Gemma 2 uses default RoPE"
+            )));
+        }
+        let window = c.sliding_window.unwrap_or(4096);
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                // transformers' default: even layers slide, odd layers are global.
+                let sliding = match &c.layer_types {
+                    Some(types) => {
+                        types
+                            .get(i)
+                            .map(|t| t == "sliding_attention")
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "layer_types has {} entries for {} layers",
+                                    types.len(),
+                                    c.num_hidden_layers
+                                ))
+                            })?
+                    }
+                    None => (i + 1) % 2 == 1,
+                };
+                Ok(LayerSpec {
+                    window: sliding.then_some(window),
+                    rope_theta,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelConfig {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab: c.vocab_size,
+            query_scale: (c.query_pre_attn_scalar.unwrap_or(256.0) as f32).powf(-0.5),
+            attn_softcap: c.attn_logit_softcapping.map(|v| v as f32),
+            final_softcap: c.final_logit_softcapping.map(|v| v as f32),
+            eps: c.rms_norm_eps.unwrap_or(1e-6) as f32,
+            max_positions: c.max_position_embeddings.unwrap_or(8192),
+            layers,
+            bos_id: ids(&c.bos_token_id).first().copied(),
+            eos_ids: ids(&c.eos_token_id),
+        })
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// The attention rules of layer `i`, as the attention kernel and reference take them.
+    pub fn attention_shape(&self, i: usize) -> crate::reference::AttentionShape {
+        crate::reference::AttentionShape {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            window: self.layers[i].window,
+            scale: self.query_scale,
+            softcap: self.attn_softcap,
+        }
+    }
+}
+
+/// The embedding scale sqrt(hidden), rounded to the checkpoint's dtype as transformers does
+/// (it multiplies in the weight dtype): bf16 for bf16 checkpoints (59.75 for 3584, 68.0 for
+/// 4608), f16 for f16 ones, exact f32 otherwise.
+pub fn embed_scale(hidden: usize, dtype: crate::weights::SourceDtype) -> f32 {
+    let s = (hidden as f32).sqrt();
+    match dtype {
+        crate::weights::SourceDtype::Bf16 => half::bf16::from_f32(s).to_f32(),
+        crate::weights::SourceDtype::F16 => half::f16::from_f32(s).to_f32(),
+        crate::weights::SourceDtype::F32 => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::SourceDtype;
+
+    #[test]
+    fn embed_scale_rounds_like_transformers_in_bf16() {
+        assert_eq!(embed_scale(2304, SourceDtype::Bf16), 48.0);
+        assert_eq!(embed_scale(3584, SourceDtype::Bf16), 59.75);
+        assert_eq!(embed_scale(4608, SourceDtype::Bf16), 68.0);
+        assert_eq!(embed_scale(3072, SourceDtype::Bf16), 55.5);
+        assert_eq!(embed_scale(3584, SourceDtype::F32), 3584f32.sqrt());
+    }
+
+    fn gemma2_2b() -> HfConfig {
+        serde_json::from_str(
+            r#"{"architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": 50.0,
+            "bos_token_id": 2, "eos_token_id": [1, 107], "final_logit_softcapping": 30.0,
+            "head_dim": 256, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+            "hidden_size": 2304, "intermediate_size": 9216, "max_position_embeddings": 8192,
+            "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 26,
+            "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+            "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096,
+            "torch_dtype": "float32", "vocab_size": 256000}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn real_gemma2_config_resolves() {
+        let c = ModelConfig::from_hf(&gemma2_2b(), "config.json").unwrap();
+        assert_eq!(c.layers.len(), 26);
+        assert_eq!(c.layers[0].window, Some(4096), "layer 0 slides");
+        assert_eq!(c.layers[1].window, None, "layer 1 is global");
+        assert_eq!(c.query_scale, 1.0 / 16.0);
+        assert_eq!(c.eos_ids, vec![1, 107]);
+        assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+    }
+
+    #[test]
+    fn other_architectures_are_refused_by_name() {
+        let mut c = gemma2_2b();
+        c.model_type = Some("llama".into());
+        let e = ModelConfig::from_hf(&c, "x/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unsupported architecture `llama`") && e.contains("gemma2"),
+            "{e}"
+        );
+    }
+}

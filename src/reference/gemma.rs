@@ -1,0 +1,118 @@
+//! The Gemma 2 forward pass on the CPU, written to be read: the specification the GPU model is
+//! tested against (transformers' modeling_gemma2.py; see shared notes on its semantics).
+
+use super::{
+    AttentionShape, add, attention, embedding, geglu, matmul, rms_norm, rope, rope_table, soft_cap,
+};
+use crate::Result;
+use crate::config::{ModelConfig, embed_scale};
+use crate::weights::WeightFormat;
+use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
+use crate::weights::safetensors::Checkpoint;
+
+/// One decoder layer; matrices are [out, in] row-major f32.
+pub struct Layer {
+    pub input_norm: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub o: Vec<f32>,
+    pub post_attention_norm: Vec<f32>,
+    pub pre_feedforward_norm: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub down: Vec<f32>,
+    pub post_feedforward_norm: Vec<f32>,
+}
+
+pub struct Weights {
+    /// [vocab, hidden], also the tied lm_head.
+    pub embed: Vec<f32>,
+    pub embed_scale: f32,
+    pub layers: Vec<Layer>,
+    pub final_norm: Vec<f32>,
+}
+
+impl Weights {
+    /// Loads every tensor as f32; with `format`, each matrix is first converted to that format
+    /// and dequantized, so the reference computes with exactly the GPU's weights.
+    pub fn load(
+        ckpt: &Checkpoint,
+        c: &ModelConfig,
+        format: Option<WeightFormat>,
+    ) -> Result<Weights> {
+        let dtype = gemma::source_dtype(ckpt, c)?;
+        let format = format.unwrap_or(gemma::default_format(dtype));
+        let m =
+            |name: &str, shape| gemma::matrix(ckpt, name, shape, format).map(|h| h.dequantize());
+        let norm = |name: &str| gemma::norm(ckpt, name, c.hidden);
+        let layers = (0..c.layers.len())
+            .map(|i| {
+                let t = |t: LayerTensor| m(&t.name(i), t.shape(c));
+                Ok(Layer {
+                    input_norm: norm(&LayerTensor::InputNorm.name(i))?,
+                    q: t(LayerTensor::Q)?,
+                    k: t(LayerTensor::K)?,
+                    v: t(LayerTensor::V)?,
+                    o: t(LayerTensor::O)?,
+                    post_attention_norm: norm(&LayerTensor::PostAttentionNorm.name(i))?,
+                    pre_feedforward_norm: norm(&LayerTensor::PreFeedforwardNorm.name(i))?,
+                    gate: t(LayerTensor::Gate)?,
+                    up: t(LayerTensor::Up)?,
+                    down: t(LayerTensor::Down)?,
+                    post_feedforward_norm: norm(&LayerTensor::PostFeedforwardNorm.name(i))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Weights {
+            embed: m(EMBED, [c.vocab, c.hidden])?,
+            embed_scale: embed_scale(c.hidden, dtype),
+            layers,
+            final_norm: norm(FINAL_NORM)?,
+        })
+    }
+}
+
+/// Logits [tokens, vocab] (after the final soft-cap) of `tokens` at positions 0, 1, ...
+pub fn forward(c: &ModelConfig, w: &Weights, tokens: &[u32]) -> Vec<f32> {
+    let n = tokens.len();
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let norm = |x: &[f32], weight: &[f32]| rms_norm(x, weight, c.eps, 1.0);
+    // h0 = E[ids] * sqrt(hidden), the scale rounded to the checkpoint's dtype.
+    let mut x = embedding(&w.embed, c.hidden, tokens, w.embed_scale);
+    for (i, l) in w.layers.iter().enumerate() {
+        let shape: AttentionShape = c.attention_shape(i);
+        let table = rope_table(c.layers[i].rope_theta, c.head_dim, n);
+        // Attention block: input norm, q/k/v, RoPE (before caching), attention, o_proj,
+        // post-attention norm, residual.
+        let h = norm(&x, &l.input_norm);
+        let mut q = matmul(&l.q, &h, c.q_dim(), c.hidden);
+        let mut k = matmul(&l.k, &h, c.kv_dim(), c.hidden);
+        let v = matmul(&l.v, &h, c.kv_dim(), c.hidden);
+        rope(&mut q, &positions, c.heads, c.head_dim, &table);
+        rope(&mut k, &positions, c.kv_heads, c.head_dim, &table);
+        let a = attention(&q, &k, &v, &positions, &shape);
+        let o = matmul(&l.o, &a, c.hidden, c.q_dim());
+        add(&mut x, &norm(&o, &l.post_attention_norm));
+        // Feed-forward block: pre norm, GeGLU (gate through gelu_tanh, times up), down_proj,
+        // post norm, residual.
+        let h = norm(&x, &l.pre_feedforward_norm);
+        let gate = matmul(&l.gate, &h, c.intermediate, c.hidden);
+        let up = matmul(&l.up, &h, c.intermediate, c.hidden);
+        let gate_up: Vec<f32> = gate
+            .chunks(c.intermediate)
+            .zip(up.chunks(c.intermediate))
+            .flat_map(|(g, u)| g.iter().chain(u).copied())
+            .collect();
+        let act = geglu(&gate_up, c.intermediate);
+        let d = matmul(&l.down, &act, c.hidden, c.intermediate);
+        add(&mut x, &norm(&d, &l.post_feedforward_norm));
+    }
+    // Final norm, tied lm_head (the unscaled embedding), final soft-cap.
+    let h = norm(&x, &w.final_norm);
+    let mut logits = matmul(&w.embed, &h, c.vocab, c.hidden);
+    if let Some(cap) = c.final_softcap {
+        soft_cap(&mut logits, cap);
+    }
+    logits
+}
