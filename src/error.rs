@@ -31,6 +31,11 @@ pub enum Error {
     Checkpoint { path: String, message: String },
     #[error("tensor `{name}`: {message}")]
     Tensor { name: String, message: String },
+    #[error(
+        "the context is full: {needed} tokens needed, the context holds {ctx} (raise --ctx, \
+         up to the model's max_position_embeddings)"
+    )]
+    ContextFull { needed: usize, ctx: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("GPU readback failed: {0}")]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 pub mod weights;
 

@@ -97,6 +97,12 @@ impl Readback {
         encoder.copy_buffer_to_buffer(src, offset, &self.staging, 0, size);
     }
 
+    /// Records a copy of all of `src` to byte `offset` of the staging buffer.
+    pub fn copy_at(&self, encoder: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, offset: u64) {
+        let size = src.size().min(self.staging.size() - offset);
+        encoder.copy_buffer_to_buffer(src, 0, &self.staging, offset, size);
+    }
+
     /// Waits for the copy and returns the bytes.
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();

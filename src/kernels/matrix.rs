@@ -115,6 +115,31 @@ impl GpuMatrix {
         })
     }
 
+    /// The rows of `a` followed by the rows of `b` (same format and columns), without copying:
+    /// one product then yields both outputs side by side (Gemma's gate and up projections).
+    pub fn concat_rows(a: GpuMatrix, b: GpuMatrix) -> Result<GpuMatrix> {
+        if a.format != b.format || a.cols != b.cols {
+            return Err(Error::Shape {
+                kernel: "matrix",
+                message: format!(
+                    "cannot stack {} [{}, {}] on {} [{}, {}]",
+                    b.format, b.rows, b.cols, a.format, a.rows, a.cols
+                ),
+            });
+        }
+        let mut chunks = a.chunks;
+        chunks.extend(b.chunks.into_iter().map(|mut c| {
+            c.row_start += a.rows;
+            c
+        }));
+        Ok(GpuMatrix {
+            format: a.format,
+            rows: a.rows + b.rows,
+            cols: a.cols,
+            chunks,
+        })
+    }
+
     /// Bytes of weights and scales on the GPU.
     pub fn bytes(&self) -> u64 {
         self.chunks

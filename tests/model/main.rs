@@ -2,4 +2,5 @@
 //! tests/fixtures/make_fixtures.py; the tests need no Python).
 
 mod fixtures;
+mod gpu;
 mod reference;

@@ -1,0 +1,426 @@
+//! The Gemma 2 model on the GPU: weights uploaded once, every buffer, bind group and dispatch
+//! built at load, and a step that is one uniform write, one command buffer per layer, one
+//! submit and one small readback.
+
+mod plan;
+
+use crate::config::{ModelConfig, embed_scale};
+use crate::gpu::{Gpu, Readback};
+use crate::kernels::kv_store::KvCache;
+use crate::kernels::rope::RopeTable;
+use crate::kernels::{
+    Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
+    SoftCap, TopK,
+};
+use crate::weights::WeightFormat;
+use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
+use crate::weights::safetensors::Checkpoint;
+use crate::{Error, Result};
+use plan::{Activations, Plan};
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    /// Weight format; `None` keeps the checkpoint's precision (bf16 stays bf16, f16/f32 -> f32).
+    pub format: Option<WeightFormat>,
+    /// KV cache type; `None` picks f16 where the adapter has SHADER_F16, else f32.
+    pub kv: Option<KvDtype>,
+    /// Context length (prompt and generated tokens); `None`: the model's maximum, at most 4096.
+    pub ctx: Option<usize>,
+    /// Tokens per prefill step.
+    pub chunk: usize,
+    /// Also build the all-positions lm_head (the `logits` command).
+    pub all_logits: bool,
+    /// Candidates read back per step for sampling.
+    pub candidates: usize,
+    /// Show a progress bar while uploading.
+    pub progress: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            format: None,
+            kv: None,
+            ctx: None,
+            chunk: 64,
+            all_logits: false,
+            candidates: 64,
+            progress: false,
+        }
+    }
+}
+
+/// The per-op kernels, compiled once.
+pub(crate) struct Kernels {
+    pub matvec: Matvec,
+    pub matmul: Matmul,
+    pub rms_norm: RmsNorm,
+    pub rms_norm_add: RmsNorm,
+    pub rope: Rope,
+    pub kv_store: KvStore,
+    pub attention: Attention,
+    pub geglu: Geglu,
+    pub embedding: Embedding,
+    pub soft_cap: SoftCap,
+    pub top_k: TopK,
+}
+
+/// One decoder layer's weights and cache on the GPU.
+pub(crate) struct Layer {
+    pub input_norm: wgpu::Buffer,
+    pub q: GpuMatrix,
+    pub k: GpuMatrix,
+    pub v: GpuMatrix,
+    pub o: GpuMatrix,
+    pub post_attention_norm: wgpu::Buffer,
+    pub pre_feedforward_norm: wgpu::Buffer,
+    /// gate rows then up rows: one product gives geglu's [gate | up] rows.
+    pub gate_up: GpuMatrix,
+    pub down: GpuMatrix,
+    pub post_feedforward_norm: wgpu::Buffer,
+    pub cache: KvCache,
+}
+
+/// Candidates for the next token: the highest logits (after the final soft-cap), best first.
+#[derive(Clone, Debug)]
+pub struct Candidates {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+/// Weights, caches and pipelines the plans' bind groups refer to, kept for the model's life.
+struct Resources {
+    _layers: Vec<Layer>,
+    _embed: GpuMatrix,
+    _final_norm: wgpu::Buffer,
+    _tables: Vec<RopeTable>,
+    _kernels: Kernels,
+}
+
+pub struct Model {
+    _resources: Resources,
+    pub gpu: Gpu,
+    pub config: ModelConfig,
+    pub format: WeightFormat,
+    pub kv: KvDtype,
+    /// Positions the caches hold.
+    pub ctx: usize,
+    pub chunk: usize,
+    act: Activations,
+    decode: Plan,
+    prefill: Plan,
+    readback: Readback,
+    all_logits_readback: Option<Readback>,
+    candidates: usize,
+    /// Tokens in the cache.
+    position: usize,
+}
+
+impl Model {
+    /// Loads the model in `dir` onto `gpu`.
+    pub fn load(gpu: Gpu, dir: &std::path::Path, options: &ModelOptions) -> Result<Model> {
+        let config = ModelConfig::from_dir(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        Self::from_checkpoint(gpu, config, &ckpt, options)
+    }
+
+    pub fn from_checkpoint(
+        gpu: Gpu,
+        config: ModelConfig,
+        ckpt: &Checkpoint,
+        options: &ModelOptions,
+    ) -> Result<Model> {
+        let c = &config;
+        let dtype = gemma::source_dtype(ckpt, c)?;
+        let format = options.format.unwrap_or(gemma::default_format(dtype));
+        let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
+        let ctx = options
+            .ctx
+            .unwrap_or(c.max_positions.min(4096))
+            .min(c.max_positions)
+            .max(1);
+        let chunk = options.chunk.clamp(1, 512);
+        check_fits(&gpu, c, format, kv, ctx, chunk, options)?;
+
+        let bar = options.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(ckpt.bytes());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "loading {bar:40} {bytes}/{total_bytes} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let tick = |name: &str, bytes: usize| {
+            if let Some(b) = &bar {
+                b.inc(bytes as u64);
+                b.set_message(name.to_string());
+            }
+        };
+        let upload = |name: &str, shape: [usize; 2]| -> Result<GpuMatrix> {
+            let m = gemma::matrix(ckpt, name, shape, format)?;
+            tick(name, shape[0] * shape[1] * dtype.bytes());
+            GpuMatrix::upload(&gpu, name, &m)
+        };
+        let norm = |name: &str| -> Result<wgpu::Buffer> {
+            let w = gemma::norm(ckpt, name, c.hidden)?;
+            tick(name, c.hidden * dtype.bytes());
+            Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
+        };
+        let embed = upload(EMBED, [c.vocab, c.hidden])?;
+        let final_norm = norm(FINAL_NORM)?;
+        let mut layers = Vec::with_capacity(c.layers.len());
+        for (i, spec) in c.layers.iter().enumerate() {
+            let m = |t: LayerTensor| upload(&t.name(i), t.shape(c));
+            let gate = m(LayerTensor::Gate)?;
+            let up = m(LayerTensor::Up)?;
+            // A sliding layer keeps the window plus one prefill chunk; a global one everything.
+            let capacity = match spec.window {
+                Some(w) => (w + chunk - 1).min(ctx + chunk),
+                None => ctx + chunk,
+            };
+            layers.push(Layer {
+                input_norm: norm(&LayerTensor::InputNorm.name(i))?,
+                q: m(LayerTensor::Q)?,
+                k: m(LayerTensor::K)?,
+                v: m(LayerTensor::V)?,
+                o: m(LayerTensor::O)?,
+                post_attention_norm: norm(&LayerTensor::PostAttentionNorm.name(i))?,
+                pre_feedforward_norm: norm(&LayerTensor::PreFeedforwardNorm.name(i))?,
+                gate_up: GpuMatrix::concat_rows(gate, up)?,
+                down: m(LayerTensor::Down)?,
+                post_feedforward_norm: norm(&LayerTensor::PostFeedforwardNorm.name(i))?,
+                cache: KvCache::new(&gpu, &format!("L{i:02}.kv"), kv, capacity, c.kv_dim())?,
+            });
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let kernels = Kernels {
+            matvec: Matvec::new(&gpu, format)?,
+            matmul: Matmul::new(&gpu, format)?,
+            rms_norm: RmsNorm::new(&gpu, false)?,
+            rms_norm_add: RmsNorm::new(&gpu, true)?,
+            rope: Rope::new(&gpu)?,
+            kv_store: KvStore::new(&gpu, kv)?,
+            attention: Attention::new(&gpu, kv)?,
+            geglu: Geglu::new(&gpu)?,
+            embedding: Embedding::new(&gpu, format)?,
+            soft_cap: SoftCap::new(&gpu)?,
+            top_k: TopK::new(&gpu)?,
+        };
+        let thetas: Vec<f32> = c.layers.iter().map(|l| l.rope_theta).collect();
+        let tables: Vec<RopeTable> = thetas
+            .iter()
+            .map(|&t| RopeTable::new(&gpu, t, c.head_dim, ctx + chunk))
+            .collect();
+        let candidates = options.candidates.clamp(1, crate::kernels::top_k::MAX_K);
+        let act = Activations::new(&gpu, c, chunk, options.all_logits);
+        let weights = plan::Weights {
+            embed: &embed,
+            embed_scale: embed_scale(c.hidden, dtype),
+            final_norm: &final_norm,
+            layers: &layers,
+            tables: &tables,
+        };
+        let decode = Plan::build(&gpu, c, &kernels, &weights, &act, 1, candidates, false)?;
+        let prefill = Plan::build(
+            &gpu,
+            c,
+            &kernels,
+            &weights,
+            &act,
+            chunk,
+            candidates,
+            options.all_logits,
+        )?;
+        let readback = Readback::new(&gpu, "candidates", (candidates * 8) as u64);
+        let all_logits_readback = options
+            .all_logits
+            .then(|| Readback::new(&gpu, "logits", (chunk * c.vocab * 4) as u64));
+        Ok(Model {
+            _resources: Resources {
+                _layers: layers,
+                _embed: embed,
+                _final_norm: final_norm,
+                _tables: tables,
+                _kernels: kernels,
+            },
+            gpu,
+            config,
+            format,
+            kv,
+            ctx,
+            chunk,
+            act,
+            decode,
+            prefill,
+            readback,
+            all_logits_readback,
+            candidates,
+            position: 0,
+        })
+    }
+
+    /// Tokens held in the cache.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Forgets the cached context.
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab) {
+            return Err(Error::Shape {
+                kernel: "model",
+                message: format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    self.config.vocab
+                ),
+            });
+        }
+        if self.position + tokens.len() > self.ctx {
+            return Err(Error::ContextFull {
+                needed: self.position + tokens.len(),
+                ctx: self.ctx,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` (at least one) through the model after what the cache holds and returns
+    /// the next-token candidates at the last of them. `greedy` reads back only the best one.
+    pub fn feed(&mut self, tokens: &[u32], greedy: bool) -> Result<Candidates> {
+        if tokens.is_empty() {
+            return Err(Error::Shape {
+                kernel: "model",
+                message: "no tokens to feed".into(),
+            });
+        }
+        self.check_tokens(tokens)?;
+        let mut rest = tokens;
+        let mut encoders = Vec::new();
+        while !rest.is_empty() {
+            // Whole chunks through the prefill plan; a short tail token by token, unless it is
+            // long enough that one padded chunk is cheaper.
+            let take = if rest.len() >= self.chunk / 4 && self.chunk > 1 {
+                rest.len().min(self.chunk)
+            } else {
+                1
+            };
+            let plan = if take == 1 {
+                &self.decode
+            } else {
+                &self.prefill
+            };
+            let last = rest.len() == take;
+            self.act
+                .write_inputs(&self.gpu, &rest[..take], self.position, plan.n);
+            let mut e = plan.encode(&self.gpu, take - 1, last, greedy);
+            if last {
+                let top = plan.candidates(greedy);
+                let head = e.last_mut().expect("head encoder");
+                self.readback.copy_at(head, &top.values, 0);
+                self.readback
+                    .copy_at(head, &top.indices, (self.candidates * 4) as u64);
+            }
+            encoders.extend(e);
+            // Each chunk's inputs are written before its commands: submit per chunk.
+            self.gpu
+                .queue
+                .submit(encoders.drain(..).map(|e| e.finish()));
+            self.position += take;
+            rest = &rest[take..];
+        }
+        self.read_candidates(greedy)
+    }
+
+    fn read_candidates(&self, greedy: bool) -> Result<Candidates> {
+        let bytes = self.readback.read(&self.gpu)?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let k = if greedy { 1 } else { self.candidates };
+        let (values, ids) = words.split_at(self.candidates);
+        Ok(Candidates {
+            ids: ids[..k].to_vec(),
+            logits: values[..k].iter().map(|&v| f32::from_bits(v)).collect(),
+        })
+    }
+
+    /// Logits [tokens, vocab] (after the final soft-cap) of every position of `tokens`, fed
+    /// after what the cache holds. Needs `ModelOptions::all_logits`.
+    pub fn all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let Some(readback) = &self.all_logits_readback else {
+            return Err(Error::Shape {
+                kernel: "model",
+                message: "loaded without all_logits".into(),
+            });
+        };
+        self.check_tokens(tokens)?;
+        let vocab = self.config.vocab;
+        let mut out = Vec::with_capacity(tokens.len() * vocab);
+        for chunk in tokens.chunks(self.chunk) {
+            self.act
+                .write_inputs(&self.gpu, chunk, self.position, self.chunk);
+            let mut encoders = self.prefill.encode_all_logits(&self.gpu);
+            readback.copy_from(
+                encoders.last_mut().expect("logits encoder"),
+                self.act.all_logits(),
+                0,
+            );
+            self.gpu
+                .queue
+                .submit(encoders.into_iter().map(|e| e.finish()));
+            let bytes = readback.read(&self.gpu)?;
+            out.extend_from_slice(
+                &bytemuck::pod_collect_to_vec::<u8, f32>(&bytes)[..chunk.len() * vocab],
+            );
+            self.position += chunk.len();
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses, before any upload, what the adapter's limits cannot hold, naming what would fit.
+fn check_fits(
+    gpu: &Gpu,
+    c: &ModelConfig,
+    format: WeightFormat,
+    kv: KvDtype,
+    ctx: usize,
+    chunk: usize,
+    options: &ModelOptions,
+) -> Result<()> {
+    let limit = gpu.caps.max_binding_size;
+    let cache = ((ctx + chunk) * c.kv_dim() * kv.bytes()) as u64;
+    if cache > limit {
+        let fits = (limit as usize / (c.kv_dim() * kv.bytes())).saturating_sub(chunk);
+        return Err(Error::TooLarge {
+            what: format!("a KV cache of {ctx} positions (use --ctx {fits} or less, or --kv f16)"),
+            needed: cache,
+            allowed: limit,
+        });
+    }
+    let largest_activation =
+        (chunk * (2 * c.intermediate).max(c.vocab * options.all_logits as usize) * 4) as u64;
+    if largest_activation > limit {
+        return Err(Error::TooLarge {
+            what: format!("activations of a {chunk}-token step"),
+            needed: largest_activation,
+            allowed: limit,
+        });
+    }
+    let row = format.data_bytes_per_row(c.hidden.max(c.intermediate).max(c.q_dim())) as u64;
+    if row > limit {
+        return Err(Error::TooLarge {
+            what: format!("one {format} weight row"),
+            needed: row,
+            allowed: limit,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! The dispatches of one model step for a fixed number of token rows, bound once at load.
+
+use super::{Kernels, Layer};
+use crate::Result;
+use crate::config::ModelConfig;
+use crate::gpu::{Dispatch, Gpu};
+use crate::kernels::rms_norm::RmsNormParams;
+use crate::kernels::rope::RopeTable;
+use crate::kernels::{GpuMatrix, TopKOutput};
+
+pub(crate) struct Weights<'a> {
+    pub embed: &'a GpuMatrix,
+    pub embed_scale: f32,
+    pub final_norm: &'a wgpu::Buffer,
+    pub layers: &'a [Layer],
+    /// One (cos, sin) table per layer.
+    pub tables: &'a [RopeTable],
+}
+
+/// The activation buffers, sized for the largest step and shared by every plan.
+pub(crate) struct Activations {
+    pub ids: wgpu::Buffer,                // [chunk] u32
+    pub positions: wgpu::Buffer,          // [chunk] u32
+    pub x: wgpu::Buffer,                  // [chunk, hidden] residual stream
+    pub h: wgpu::Buffer,                  // [chunk, hidden] normed
+    pub q: wgpu::Buffer,                  // [chunk, heads * head_dim]
+    pub k: wgpu::Buffer,                  // [chunk, kv_heads * head_dim]
+    pub v: wgpu::Buffer,                  // [chunk, kv_heads * head_dim]
+    pub attn: wgpu::Buffer,               // [chunk, heads * head_dim]
+    pub o: wgpu::Buffer,                  // [chunk, hidden]
+    pub gate_up: wgpu::Buffer,            // [chunk, 2 * intermediate]
+    pub act: wgpu::Buffer,                // [chunk, intermediate]
+    pub h_last: wgpu::Buffer,             // [hidden] the row whose next token is wanted
+    pub logits: wgpu::Buffer,             // [vocab]
+    pub logits_all: Option<wgpu::Buffer>, // [chunk, vocab]
+}
+
+impl Activations {
+    pub fn new(gpu: &Gpu, c: &ModelConfig, chunk: usize, all_logits: bool) -> Activations {
+        let f = |label: &str, n: usize| gpu.storage_zeroed(label, (n * 4) as u64);
+        Activations {
+            ids: f("ids", chunk),
+            positions: f("positions", chunk),
+            x: f("x", chunk * c.hidden),
+            h: f("h", chunk * c.hidden),
+            q: f("q", chunk * c.q_dim()),
+            k: f("k", chunk * c.kv_dim()),
+            v: f("v", chunk * c.kv_dim()),
+            attn: f("attn", chunk * c.q_dim()),
+            o: f("o", chunk * c.hidden),
+            gate_up: f("gate_up", chunk * 2 * c.intermediate),
+            act: f("act", chunk * c.intermediate),
+            h_last: f("h_last", c.hidden),
+            logits: f("logits", c.vocab),
+            logits_all: all_logits.then(|| f("logits_all", chunk * c.vocab)),
+        }
+    }
+
+    /// Writes a step's token ids and positions, padding to `rows` with token 0 at the
+    /// following positions (their results are never read; their cache slots are rewritten
+    /// before any query can see them).
+    pub fn write_inputs(&self, gpu: &Gpu, tokens: &[u32], start: usize, rows: usize) {
+        let mut ids = tokens.to_vec();
+        ids.resize(rows, 0);
+        let positions: Vec<u32> = (0..rows).map(|i| (start + i) as u32).collect();
+        gpu.queue
+            .write_buffer(&self.ids, 0, bytemuck::cast_slice(&ids));
+        gpu.queue
+            .write_buffer(&self.positions, 0, bytemuck::cast_slice(&positions));
+    }
+
+    pub fn all_logits(&self) -> &wgpu::Buffer {
+        self.logits_all.as_ref().expect("built with all_logits")
+    }
+}
+
+pub(crate) struct Plan {
+    /// Token rows per step.
+    pub n: usize,
+    embed: Vec<Dispatch>,
+    layers: Vec<Vec<Dispatch>>,
+    final_norm: Dispatch,
+    head: Vec<Dispatch>,
+    top1: TopKOutput,
+    top_k: TopKOutput,
+    all_logits: Vec<Dispatch>,
+    /// The final norm's output and the row of it the head reads (handles to shared buffers).
+    h: wgpu::Buffer,
+    h_last: wgpu::Buffer,
+    hidden: usize,
+}
+
+impl Plan {
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        gpu: &Gpu,
+        c: &ModelConfig,
+        k: &Kernels,
+        w: &Weights,
+        a: &Activations,
+        n: usize,
+        candidates: usize,
+        all_logits: bool,
+    ) -> Result<Plan> {
+        let mat = |label: &str, m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| {
+            if n == 1 {
+                k.matvec.bind(gpu, label, m, x, y, n)
+            } else {
+                k.matmul.bind(gpu, label, m, x, y, n)
+            }
+        };
+        let norm = |d: usize, eps: f32| RmsNormParams {
+            n: n as u32,
+            d: d as u32,
+            eps,
+            w_offset: 1.0,
+        };
+        let embed = k
+            .embedding
+            .bind(gpu, "embed", w.embed, &a.ids, n, w.embed_scale, &a.x)?;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for (i, l) in w.layers.iter().enumerate() {
+            let p = |s: &str| format!("L{i:02}.{s}");
+            let hp = norm(c.hidden, c.eps);
+            let mut d =
+                vec![
+                    k.rms_norm
+                        .bind(gpu, &p("input_norm"), hp, &a.x, &l.input_norm, &a.h)?,
+                ];
+            d.extend(mat(&p("q"), &l.q, &a.h, &a.q)?);
+            d.extend(mat(&p("k"), &l.k, &a.h, &a.k)?);
+            d.extend(mat(&p("v"), &l.v, &a.h, &a.v)?);
+            d.push(k.rope.bind(
+                gpu,
+                &p("rope.q"),
+                n,
+                c.heads,
+                &w.tables[i],
+                &a.positions,
+                &a.q,
+            )?);
+            d.push(k.rope.bind(
+                gpu,
+                &p("rope.k"),
+                n,
+                c.kv_heads,
+                &w.tables[i],
+                &a.positions,
+                &a.k,
+            )?);
+            d.push(
+                k.kv_store
+                    .bind(gpu, &p("kv_store"), n, &a.positions, &a.k, &a.v, &l.cache)?,
+            );
+            let shape = c.attention_shape(i);
+            d.extend(k.attention.bind(
+                gpu,
+                &p("attention"),
+                n,
+                &shape,
+                &a.positions,
+                &a.q,
+                &l.cache,
+                &a.attn,
+            )?);
+            d.extend(mat(&p("o"), &l.o, &a.attn, &a.o)?);
+            d.push(k.rms_norm_add.bind(
+                gpu,
+                &p("post_attention_norm"),
+                hp,
+                &a.o,
+                &l.post_attention_norm,
+                &a.x,
+            )?);
+            d.push(k.rms_norm.bind(
+                gpu,
+                &p("pre_feedforward_norm"),
+                hp,
+                &a.x,
+                &l.pre_feedforward_norm,
+                &a.h,
+            )?);
+            d.extend(mat(&p("gate_up"), &l.gate_up, &a.h, &a.gate_up)?);
+            d.push(
+                k.geglu
+                    .bind(gpu, &p("geglu"), n, c.intermediate, &a.gate_up, &a.act)?,
+            );
+            d.extend(mat(&p("down"), &l.down, &a.act, &a.o)?);
+            d.push(k.rms_norm_add.bind(
+                gpu,
+                &p("post_feedforward_norm"),
+                hp,
+                &a.o,
+                &l.post_feedforward_norm,
+                &a.x,
+            )?);
+            layers.push(d);
+        }
+        let final_norm = k.rms_norm.bind(
+            gpu,
+            "final_norm",
+            norm(c.hidden, c.eps),
+            &a.x,
+            w.final_norm,
+            &a.h,
+        )?;
+        let mut head = k
+            .matvec
+            .bind(gpu, "lm_head", w.embed, &a.h_last, &a.logits, 1)?;
+        let mut all = vec![];
+        if all_logits {
+            let logits_all = a.all_logits();
+            all = k
+                .matmul
+                .bind(gpu, "lm_head.all", w.embed, &a.h, logits_all, n)?;
+            if let Some(cap) = c.final_softcap {
+                all.push(k.soft_cap.bind(
+                    gpu,
+                    "final_soft_cap.all",
+                    n * c.vocab,
+                    cap,
+                    logits_all,
+                )?);
+            }
+        }
+        if let Some(cap) = c.final_softcap {
+            head.push(
+                k.soft_cap
+                    .bind(gpu, "final_soft_cap", c.vocab, cap, &a.logits)?,
+            );
+        }
+        Ok(Plan {
+            n,
+            embed,
+            layers,
+            final_norm,
+            head,
+            top1: k.top_k.bind(gpu, "argmax", &a.logits, c.vocab, 1)?,
+            top_k: k.top_k.bind(gpu, "top_k", &a.logits, c.vocab, candidates)?,
+            all_logits: all,
+            h: a.h.clone(),
+            h_last: a.h_last.clone(),
+            hidden: c.hidden,
+        })
+    }
+
+    pub fn candidates(&self, greedy: bool) -> &TopKOutput {
+        if greedy { &self.top1 } else { &self.top_k }
+    }
+
+    fn encoder(gpu: &Gpu, label: &str, dispatches: &[&Dispatch]) -> wgpu::CommandEncoder {
+        let mut e = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            for d in dispatches {
+                d.encode(&mut pass);
+            }
+        }
+        e
+    }
+
+    /// The layers: one encoder each (the embedding joins layer 0).
+    fn encode_layers(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut d: Vec<&Dispatch> = vec![];
+                if i == 0 {
+                    d.extend(&self.embed);
+                }
+                d.extend(layer);
+                Self::encoder(gpu, &format!("layer {i}"), &d)
+            })
+            .collect()
+    }
+
+    /// A step: the layers, then (with `head`) the final norm, row `row` as the query for the
+    /// next token, the lm_head, the soft-cap and the top-k.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        row: usize,
+        head: bool,
+        greedy: bool,
+    ) -> Vec<wgpu::CommandEncoder> {
+        let mut out = self.encode_layers(gpu);
+        if head {
+            let mut e = Self::encoder(gpu, "final_norm", &[&self.final_norm]);
+            let bytes = (self.hidden * 4) as u64;
+            e.copy_buffer_to_buffer(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
+            let top = self.candidates(greedy);
+            let d: Vec<&Dispatch> = self.head.iter().chain(&top.dispatches).collect();
+            // Same encoder: the copy is recorded between the two passes.
+            {
+                let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("head"),
+                    timestamp_writes: None,
+                });
+                for x in d {
+                    x.encode(&mut pass);
+                }
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    /// A step that ends in the logits of every row.
+    pub fn encode_all_logits(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
+        let mut out = self.encode_layers(gpu);
+        let d: Vec<&Dispatch> = std::iter::once(&self.final_norm)
+            .chain(&self.all_logits)
+            .collect();
+        out.push(Self::encoder(gpu, "all_logits", &d));
+        out
+    }
+}
