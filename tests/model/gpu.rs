@@ -99,3 +99,118 @@ fn greedy_generation_matches_transformers() {
         }
     }
 }
+
+fn softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// Mean KL(p || q) over rows of [rows, vocab] logits.
+fn kl(p: &[f32], q: &[f32], vocab: usize) -> f64 {
+    let rows = p.len() / vocab;
+    let mut total = 0.0;
+    for r in 0..rows {
+        let (a, b) = (
+            softmax(&p[r * vocab..][..vocab]),
+            softmax(&q[r * vocab..][..vocab]),
+        );
+        total += a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| if *x > 0.0 { x * (x / y).ln() } else { 0.0 })
+            .sum::<f64>();
+    }
+    total / rows as f64
+}
+
+#[test]
+fn quantized_models_match_the_reference_on_the_same_weights() {
+    let model = "gemma2-bf16";
+    let cfg = ModelConfig::from_dir(&dir(model)).unwrap();
+    let ckpt = Checkpoint::open(&dir(model)).unwrap();
+    let g = &goldens(model)[0];
+    for format in [WeightFormat::Q8_0, WeightFormat::Q4_0] {
+        let w = Weights::load(&ckpt, &cfg, Some(format)).unwrap();
+        let expected = forward(&cfg, &w, &g.ids);
+        let mut m = load(
+            model,
+            ModelOptions {
+                format: Some(format),
+                kv: Some(KvDtype::F32),
+                all_logits: true,
+                ..Default::default()
+            },
+        );
+        let got = m.all_logits(&g.ids).unwrap();
+        let (d, at) = max_diff(&got, &expected);
+        println!(
+            "{model} {format}: max |gpu - reference| = {d:e}; KL(bf16 || {format}) = {:.4e} nats/token",
+            kl(&g.logits, &got, cfg.vocab)
+        );
+        assert!(d <= LOGIT_TOL, "{format}: {d} at {at}");
+    }
+}
+
+#[test]
+fn f16_cache_keeps_every_clear_top1() {
+    // With the default f16 cache, the top-1 token agrees wherever transformers' top-2 margin
+    // exceeds 0.05.
+    for model in MODELS {
+        let mut m = load(
+            model,
+            ModelOptions {
+                kv: Some(KvDtype::F16),
+                all_logits: true,
+                ..Default::default()
+            },
+        );
+        let vocab = m.config.vocab;
+        let (mut checked, mut max_err) = (0, 0.0f32);
+        for g in goldens(model) {
+            let got = gpu_logits(&mut m, &g);
+            max_err = max_err.max(max_diff(&got, &g.logits).0);
+            for (r, row) in g.logits.chunks(vocab).enumerate() {
+                let mut order: Vec<usize> = (0..vocab).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                if row[order[0]] - row[order[1]] > 0.05 {
+                    let mine = &got[r * vocab..][..vocab];
+                    let best = (0..vocab)
+                        .max_by(|&a, &b| mine[a].total_cmp(&mine[b]).then(b.cmp(&a)))
+                        .unwrap();
+                    assert_eq!(best, order[0], "{model} row {r}");
+                    checked += 1;
+                }
+            }
+        }
+        println!(
+            "{model}: f16 KV: {checked} clear top-1s agree; max |logit - transformers| = {max_err:e}"
+        );
+    }
+}
+
+#[test]
+fn lm_head_and_weights_split_under_a_small_binding_limit() {
+    // 32 KiB per binding: the 520 x 64 bf16 embedding (tied lm_head) splits into 3 chunks and
+    // the fused gate/up matrix into 2; the logits must not change.
+    let model = "gemma2-bf16";
+    let gpu = Gpu::new(&GpuOptions {
+        backend: BackendChoice::Vulkan,
+        max_binding_size: Some(32 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    let options = ModelOptions {
+        kv: Some(KvDtype::F32),
+        ctx: Some(40),
+        chunk: 8,
+        all_logits: true,
+        ..Default::default()
+    };
+    let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+    for g in goldens(model) {
+        let (d, at) = max_diff(&gpu_logits(&mut m, &g), &g.logits);
+        assert!(d <= LOGIT_TOL, "{d} at {at}");
+    }
+}
