@@ -6,6 +6,7 @@
 //! kernel.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -1,8 +1,16 @@
 //! The `gemma-wgpu` command line: parses arguments and calls the library.
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use gemma_wgpu::gpu::{self, BackendChoice};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use gemma_wgpu::engine::{Engine, SamplingParams, StopReason};
+use gemma_wgpu::gpu::{self, BackendChoice, GpuOptions};
+use gemma_wgpu::kernels::KvDtype;
+use gemma_wgpu::model::ModelOptions;
+use gemma_wgpu::weights::WeightFormat;
+use std::io::Write;
+use std::path::PathBuf;
+
+mod bench;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +38,82 @@ struct Cli {
 enum Command {
     /// List every adapter with its features and limits.
     Devices,
+    /// Generate text after a prompt.
+    Generate(GenerateArgs),
+    /// Write the logits of every position of a prompt to a safetensors file.
+    Logits(LogitsArgs),
+    /// Measure prefill and decode speed.
+    Bench(bench::BenchArgs),
+}
+
+/// How to load the model.
+#[derive(Args, Clone)]
+pub struct LoadArgs {
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Weight format on the GPU: bf16, q8_0, q4_0 or f32 (default: the checkpoint's precision).
+    #[arg(long)]
+    dtype: Option<WeightFormat>,
+    /// KV cache type: f16 or f32 (default: f16 where the adapter has SHADER_F16).
+    #[arg(long)]
+    kv: Option<KvDtype>,
+    /// Context length in tokens (default: the model's maximum, at most 4096).
+    #[arg(long)]
+    ctx: Option<usize>,
+}
+
+/// The prompt, as text or as token ids.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+struct PromptArgs {
+    /// Prompt text (`<bos>` is added).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Raw token ids, comma-separated: 2,651,...
+    #[arg(long, value_delimiter = ',')]
+    tokens: Option<Vec<u32>>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Wrap the prompt in the model's chat template (tokenizer_config.json).
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample among the k best (0: all candidates the GPU returns, 64).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object at the end ({"token_ids", "text"}) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Output file (safetensors, tensor `logits` [tokens, vocab] f32); never overwritten.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 fn mib(bytes: u64) -> String {
@@ -87,10 +171,117 @@ fn devices(backend: BackendChoice, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+pub fn load_engine(gpu: &GpuOptions, load: &LoadArgs, options: ModelOptions) -> Result<Engine> {
+    let options = ModelOptions {
+        format: load.dtype,
+        kv: load.kv,
+        ctx: load.ctx,
+        progress: true,
+        ..options
+    };
+    Ok(Engine::load(&load.model, gpu, &options)?)
+}
+
+fn prompt_ids(engine: &Engine, p: &PromptArgs, chat: bool) -> Result<Vec<u32>> {
+    match (&p.prompt, &p.tokens) {
+        (Some(text), _) => Ok(engine.encode_prompt(text, chat)?),
+        (None, Some(ids)) => {
+            if chat {
+                bail!("--chat needs --prompt text, not --tokens");
+            }
+            Ok(ids.clone())
+        }
+        (None, None) => bail!("give --prompt TEXT or --tokens IDS"),
+    }
+}
+
+fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
+    let load_start = std::time::Instant::now();
+    let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    let load_time = load_start.elapsed();
+    let ids = prompt_ids(&engine, &a.prompt, a.chat)?;
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+        seed: a.seed,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let json = a.json;
+    let g = engine.generate(&ids, a.max_tokens, &params, |piece| {
+        if !json {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    })?;
+    if json {
+        let out = serde_json::json!({ "token_ids": g.ids, "text": g.text });
+        writeln!(stdout, "{out}")?;
+    } else {
+        writeln!(stdout)?;
+    }
+    if g.stop == StopReason::ContextFull {
+        eprintln!(
+            "stopped: the context of {} tokens is full (raise --ctx)",
+            engine.model.ctx
+        );
+    }
+    eprintln!(
+        "{} | load {:.2} s | prompt {} tokens, {:.2} tok/s | generated {} tokens, {:.2} tok/s",
+        engine.model.gpu.describe(),
+        load_time.as_secs_f64(),
+        g.prompt_tokens,
+        g.prefill_tokens_per_second(),
+        g.ids.len(),
+        g.decode_tokens_per_second()
+    );
+    Ok(())
+}
+
+fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
+    if a.out.exists() {
+        bail!(
+            "{} exists; choose a new file name (it is never overwritten)",
+            a.out.display()
+        );
+    }
+    let options = ModelOptions {
+        all_logits: true,
+        ..Default::default()
+    };
+    let mut engine = load_engine(gpu, &a.load, options)?;
+    let ids = prompt_ids(&engine, &a.prompt, false)?;
+    let vocab = engine.model.config.vocab;
+    let logits = engine.model.all_logits(&ids)?;
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![ids.len(), vocab],
+        bytemuck::cast_slice(&logits),
+    )?;
+    safetensors::serialize_to_file([("logits", view)], None, &a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "wrote logits [{}, {vocab}] to {}",
+        ids.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
-    match cli.command {
+    let gpu = GpuOptions {
+        backend,
+        adapter: cli.adapter.clone(),
+        ..Default::default()
+    };
+    match &cli.command {
         Command::Devices => devices(backend, cli.adapter.as_deref()),
+        Command::Generate(a) => generate(&gpu, a),
+        Command::Logits(a) => logits(&gpu, a),
+        Command::Bench(a) => bench::run(&gpu, a),
     }
 }

@@ -69,3 +69,223 @@ fn devices_with_an_adapter_prints_only_that_one() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Prompt 0 of a fixture: its ids and transformers' greedy continuation.
+fn golden(model: &str) -> (Vec<i32>, Vec<i32>) {
+    let bytes = std::fs::read(format!("{}/golden.safetensors", fixture(model))).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |n: &str| bytemuck::pod_collect_to_vec::<u8, i32>(st.tensor(n).unwrap().data());
+    (ints("ids_0"), ints("generated_0"))
+}
+
+fn join(ids: &[i32]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn generate_json_gives_transformers_greedy_tokens() {
+    let (ids, generated) = golden("gemma2-bf16");
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "generate",
+        "--model",
+        &fixture("gemma2-bf16"),
+        "--tokens",
+        &join(&ids),
+        "--max-tokens",
+        "24",
+        "--kv",
+        "f32",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let got: Vec<i32> = v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(got, generated);
+    assert!(v["text"].is_string());
+    // Statistics go to stderr, so stdout pipes cleanly.
+    assert!(
+        stderr.contains("tok/s") && stderr.contains("llvmpipe"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generate_streams_text_from_a_prompt_and_a_chat() {
+    let model = fixture("gemma2-bf16");
+    for extra in [
+        &[][..],
+        &["--chat"][..],
+        &["--temperature", "0.7", "--top-p", "0.9", "--seed", "1"][..],
+    ] {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        let out = gemma(&args);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn logits_writes_every_position_and_never_overwrites() {
+    let (ids, _) = golden("gemma2-f32");
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("logits.safetensors");
+    let _ = std::fs::remove_file(&path);
+    let args = [
+        "--backend",
+        "vulkan",
+        "logits",
+        "--model",
+        &fixture("gemma2-f32"),
+        "--tokens",
+        &join(&ids),
+        "--kv",
+        "f32",
+        "--out",
+        path.to_str().unwrap(),
+    ];
+    let out = gemma(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(t.shape(), &[ids.len(), 520]);
+    let golden_bytes =
+        std::fs::read(format!("{}/golden.safetensors", fixture("gemma2-f32"))).unwrap();
+    let g = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
+    let expected: Vec<f32> = bytemuck::pod_collect_to_vec(g.tensor("logits_0").unwrap().data());
+    let got: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+    let d = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d <= 1e-3, "max |logit - transformers| = {d}");
+    // A second run must not replace the file.
+    let again = gemma(&args);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_no_panic() {
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Another architecture.
+    let arch = dir.join("llama");
+    std::fs::create_dir_all(&arch).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(format!("{}/{f}", fixture("gemma2-bf16")), arch.join(f)).unwrap();
+    }
+    let config =
+        std::fs::read_to_string(format!("{}/config.json", fixture("gemma2-bf16"))).unwrap();
+    std::fs::write(
+        arch.join("config.json"),
+        config.replace("\"gemma2\"", "\"llama\""),
+    )
+    .unwrap();
+    // A truncated checkpoint.
+    let cut = dir.join("truncated");
+    std::fs::create_dir_all(&cut).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
+        std::fs::copy(format!("{}/{f}", fixture("gemma2-f32")), cut.join(f)).unwrap();
+    }
+    let weights = std::fs::read(format!("{}/model.safetensors", fixture("gemma2-f32"))).unwrap();
+    std::fs::write(cut.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let model = fixture("gemma2-bf16");
+    let long_prompt = "word ".repeat(100);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["generate", "--model", "/no/such/dir", "--prompt", "hi"],
+            "not a directory",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                arch.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "unsupported architecture `llama`",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                cut.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "truncated",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &model,
+                "--prompt",
+                &long_prompt,
+                "--ctx",
+                "16",
+            ],
+            "context is full",
+        ),
+        (
+            vec!["generate", "--model", &model, "--tokens", "2,99999"],
+            "outside the vocabulary",
+        ),
+        (
+            vec![
+                "generate", "--model", &model, "--prompt", "hi", "--dtype", "q5_k",
+            ],
+            "unknown weight format",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = gemma(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -81,21 +81,22 @@ fn greedy(m: &mut Model, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
+/// With the f32 cache the logits are within LOGIT_TOL of transformers and every greedy step's
+/// top-2 margin is at least 0.02 (the fixture script checks), so the tokens are the same.
+/// (The f16 cache moves logits by up to about 0.2 here: see f16_cache_keeps_every_clear_top1.)
 #[test]
 fn greedy_generation_matches_transformers() {
     for model in MODELS {
-        for kv in [KvDtype::F32, KvDtype::F16] {
-            let mut m = load(
-                model,
-                ModelOptions {
-                    kv: Some(kv),
-                    ..Default::default()
-                },
-            );
-            for (p, g) in goldens(model).iter().enumerate() {
-                let got = greedy(&mut m, &g.ids, g.generated.len());
-                assert_eq!(got, g.generated, "{model} {kv:?} prompt {p}");
-            }
+        let mut m = load(
+            model,
+            ModelOptions {
+                kv: Some(KvDtype::F32),
+                ..Default::default()
+            },
+        );
+        for (p, g) in goldens(model).iter().enumerate() {
+            let got = greedy(&mut m, &g.ids, g.generated.len());
+            assert_eq!(got, g.generated, "{model} prompt {p}");
         }
     }
 }

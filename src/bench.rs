@@ -1,0 +1,105 @@
+//! `gemma-wgpu bench`: prefill and decode tokens/s in the style of llama-bench.
+
+use crate::{LoadArgs, load_engine};
+use anyhow::Result;
+use clap::Args;
+use gemma_wgpu::gpu::GpuOptions;
+use gemma_wgpu::model::{Model, ModelOptions};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Prompt tokens to prefill.
+    #[arg(short = 'p', default_value_t = 512)]
+    prompt: usize,
+    /// Tokens to generate.
+    #[arg(short = 'n', default_value_t = 128)]
+    generate: usize,
+    /// Repetitions.
+    #[arg(short = 'r', default_value_t = 3)]
+    reps: usize,
+    /// One JSON object per test instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Mean and sample standard deviation.
+fn stats(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let var = if x.len() > 1 {
+        x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// (prefill tok/s, decode tok/s) of one repetition: `p` prompt tokens, then `n` greedy steps.
+fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
+    let vocab = m.config.vocab as u32;
+    let prompt: Vec<u32> = (0..p as u32)
+        .map(|i| 2 + (i * 7919) % (vocab - 2))
+        .collect();
+    m.reset();
+    let t = Instant::now();
+    let mut next = if p > 0 {
+        m.feed(&prompt, true)?.ids[0]
+    } else {
+        2
+    };
+    let pp = p as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..n {
+        next = m.feed(&[next], true)?.ids[0];
+    }
+    let tg = n as f64 / t.elapsed().as_secs_f64();
+    Ok((pp, tg))
+}
+
+pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
+    let ctx = (a.prompt + a.generate + 1).max(64);
+    let load = LoadArgs {
+        ctx: Some(a.load.ctx.unwrap_or(ctx)),
+        ..a.load.clone()
+    };
+    let mut engine = load_engine(gpu, &load, ModelOptions::default())?;
+    let m = &mut engine.model;
+    once(m, a.prompt.min(16), a.generate.min(2))?; // warm-up
+    let mut pp = vec![];
+    let mut tg = vec![];
+    for _ in 0..a.reps.max(1) {
+        let (p, _) = once(m, a.prompt, 0)?;
+        let (_, g) = once(m, 1, a.generate)?;
+        pp.push(p);
+        tg.push(g);
+    }
+    let adapter = m.gpu.describe();
+    let model = a.load.model.display().to_string();
+    let rows = [
+        (format!("pp{}", a.prompt), stats(&pp)),
+        (format!("tg{}", a.generate), stats(&tg)),
+    ];
+    if a.json {
+        for (test, (mean, sd)) in rows {
+            let o = serde_json::json!({
+                "model": model, "dtype": m.format.name(), "kv": format!("{:?}", m.kv),
+                "adapter": adapter, "test": test, "tokens_per_second": mean, "stddev": sd,
+                "repetitions": a.reps,
+            });
+            println!("{o}");
+        }
+    } else {
+        println!("| model | dtype | adapter | test | t/s |");
+        println!("| --- | --- | --- | --- | ---: |");
+        for (test, (mean, sd)) in rows {
+            println!(
+                "| {model} | {} | {adapter} | {test} | {mean:.2} ± {sd:.2} |",
+                m.format.name()
+            );
+        }
+    }
+    Ok(())
+}

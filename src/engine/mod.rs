@@ -1,0 +1,168 @@
+//! Text in, text out: the tokenizer, the model and the sampler put together.
+
+pub mod sampling;
+pub mod tokenizer;
+
+use crate::gpu::{Gpu, GpuOptions};
+use crate::model::{Model, ModelOptions};
+use crate::{Error, Result};
+pub use sampling::{Sampler, SamplingParams};
+use std::path::Path;
+use std::time::{Duration, Instant};
+pub use tokenizer::{Message, TextStream, Tokenizer};
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An end-of-sequence token (not included in the text).
+    Eos,
+    MaxTokens,
+    /// The context holds no more tokens.
+    ContextFull,
+}
+
+/// The result of one generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Generated ids, the stopping eos included.
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+
+    /// Tokens after the first, over the time after the first.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.ids.len().saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// End-of-sequence ids (generation_config.json, else config.json).
+    pub eos: Vec<u32>,
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+impl Engine {
+    /// Loads a Hugging Face model directory.
+    pub fn load(dir: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
+        if !dir.is_dir() {
+            return Err(Error::Io {
+                path: dir.display().to_string(),
+                message: "not a directory (expected a Hugging Face model directory)".into(),
+            });
+        }
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let gpu = Gpu::new(gpu)?;
+        let model = Model::load(gpu, dir, options)?;
+        let mut eos = std::fs::read_to_string(dir.join("generation_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("eos_token_id").map(ids_of))
+            .unwrap_or_default();
+        if eos.is_empty() {
+            eos = model.config.eos_ids.clone();
+        }
+        Ok(Engine {
+            model,
+            tokenizer,
+            eos,
+        })
+    }
+
+    /// The prompt's ids: `<bos>` and the text, or the chat template around it.
+    pub fn encode_prompt(&self, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+        if chat {
+            self.tokenizer.encode_chat(&[Message {
+                role: "user".into(),
+                content: prompt.into(),
+            }])
+        } else {
+            self.tokenizer.encode(prompt, true)
+        }
+    }
+
+    /// Generates after `prompt` (ids), calling `on_text` with each new piece of text.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        params: &SamplingParams,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::Tokenizer("the prompt is empty".into()));
+        }
+        if prompt.len() >= self.model.ctx {
+            return Err(Error::ContextFull {
+                needed: prompt.len() + 1,
+                ctx: self.model.ctx,
+            });
+        }
+        let mut sampler = Sampler::new(params.clone());
+        let greedy = params.greedy();
+        let mut stream = TextStream::new(&self.tokenizer);
+        let mut context = prompt.to_vec();
+        let mut ids = vec![];
+        self.model.reset();
+        let start = Instant::now();
+        let mut candidates = self.model.feed(prompt, greedy)?;
+        let prefill_time = start.elapsed();
+        let decode_start = Instant::now();
+        let mut text = String::new();
+        let stop = loop {
+            if ids.len() >= max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let next = sampler.sample(&candidates, &context);
+            ids.push(next);
+            context.push(next);
+            if self.eos.contains(&next) {
+                break StopReason::Eos;
+            }
+            if let Some(piece) = stream.push(next)? {
+                on_text(&piece);
+                text.push_str(&piece);
+            }
+            if ids.len() >= max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.model.position() + 1 > self.model.ctx {
+                break StopReason::ContextFull;
+            }
+            candidates = self.model.feed(&[next], greedy)?;
+        };
+        if let Some(piece) = stream.finish()? {
+            on_text(&piece);
+            text.push_str(&piece);
+        }
+        Ok(Generation {
+            ids,
+            text,
+            stop,
+            prompt_tokens: prompt.len(),
+            prefill_time,
+            decode_time: decode_start.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! Choosing the next token from the GPU's top candidates.
+//!
+//! The GPU returns the k highest logits (after the final soft-cap); sampling happens among
+//! them on the CPU. Order of operations as transformers' generate: repetition penalty,
+//! temperature, then top-k, top-p and min-p filtering.
+
+use crate::model::Candidates;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Debug)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means all candidates.
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// 1 means none; > 1 discourages tokens already in the context (CTRL-style, as
+    /// transformers: positive logits divided, negative multiplied).
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy(&self) -> bool {
+        self.temperature <= 0.0 && self.repetition_penalty == 1.0
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Sampler {
+        let rng = StdRng::seed_from_u64(params.seed);
+        Sampler { params, rng }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// The next token among `c` (best first), given the tokens in the context.
+    pub fn sample(&mut self, c: &Candidates, context: &[u32]) -> u32 {
+        let p = &self.params;
+        let mut logits: Vec<(u32, f32)> = c
+            .ids
+            .iter()
+            .copied()
+            .zip(c.logits.iter().copied())
+            .collect();
+        if p.repetition_penalty != 1.0 {
+            for (id, l) in &mut logits {
+                if context.contains(id) {
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
+                }
+            }
+            logits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        if p.temperature <= 0.0 {
+            return logits[0].0;
+        }
+        if p.top_k > 0 {
+            logits.truncate(p.top_k);
+        }
+        let max = logits[0].1;
+        let mut probs: Vec<f64> = logits
+            .iter()
+            .map(|(_, l)| (((l - max) / p.temperature) as f64).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= total);
+        // top-p: the smallest prefix whose mass reaches p (at least one token).
+        let mut keep = probs.len();
+        if p.top_p < 1.0 {
+            let mut mass = 0.0;
+            for (i, x) in probs.iter().enumerate() {
+                mass += x;
+                if mass >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        // min-p: drop tokens below min_p times the best probability.
+        if p.min_p > 0.0 {
+            let floor = probs[0] * p.min_p as f64;
+            keep = keep.min(probs.iter().take_while(|&&x| x >= floor).count().max(1));
+        }
+        let probs = &probs[..keep];
+        let total: f64 = probs.iter().sum();
+        let mut r = self.rng.random::<f64>() * total;
+        for (i, x) in probs.iter().enumerate() {
+            r -= x;
+            if r <= 0.0 {
+                return logits[i].0;
+            }
+        }
+        logits[keep - 1].0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cands() -> Candidates {
+        Candidates {
+            ids: vec![7, 3, 9, 1],
+            logits: vec![4.0, 3.0, 1.0, -2.0],
+        }
+    }
+
+    #[test]
+    fn greedy_takes_the_best() {
+        assert_eq!(
+            Sampler::new(SamplingParams::default()).sample(&cands(), &[]),
+            7
+        );
+    }
+
+    #[test]
+    fn repetition_penalty_can_demote_the_best() {
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&cands(), &[7]), 3, "4 / 2 = 2 < 3");
+    }
+
+    #[test]
+    fn filters_limit_the_choice_and_seeds_repeat() {
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            seed: 5,
+            ..Default::default()
+        };
+        let draw = |p: SamplingParams| {
+            let mut s = Sampler::new(p);
+            (0..200)
+                .map(|_| s.sample(&cands(), &[]))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(params.clone());
+        assert!(a.iter().all(|&t| t == 7 || t == 3));
+        assert!(a.contains(&3) && a.contains(&7));
+        assert_eq!(a, draw(params.clone()), "same seed, same tokens");
+        // top-p 0.5: the best token alone holds 0.73 of the mass.
+        let b = draw(SamplingParams {
+            top_p: 0.5,
+            top_k: 0,
+            ..params.clone()
+        });
+        assert!(b.iter().all(|&t| t == 7));
+        // min-p 0.5: 3 has 0.37 of the best probability and is dropped.
+        let c = draw(SamplingParams {
+            min_p: 0.5,
+            top_k: 0,
+            ..params
+        });
+        assert!(c.iter().all(|&t| t == 7));
+    }
+}
