@@ -1,16 +1,31 @@
 //! `gemma-wgpu bench`: prefill and decode tokens/s in the style of llama-bench.
 
-use crate::{LoadArgs, load_engine};
 use anyhow::Result;
 use clap::Args;
-use gemma_wgpu::gpu::GpuOptions;
+use gemma_wgpu::config::ModelConfig;
+use gemma_wgpu::gpu::{Gpu, GpuOptions};
+use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::{Model, ModelOptions};
+use gemma_wgpu::weights::WeightFormat;
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "synthetic"])))]
 pub struct BenchArgs {
-    #[command(flatten)]
-    load: LoadArgs,
+    /// A Hugging Face model directory.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A model of a release's shape with random weights made on the GPU: gemma2-2b,
+    /// gemma2-9b or gemma2-27b.
+    #[arg(long)]
+    synthetic: Option<String>,
+    /// Weight format: bf16, q8_0, q4_0 or f32.
+    #[arg(long)]
+    dtype: Option<WeightFormat>,
+    /// KV cache type: f16 or f32.
+    #[arg(long)]
+    kv: Option<KvDtype>,
     /// Prompt tokens to prefill.
     #[arg(short = 'p', default_value_t = 512)]
     prompt: usize,
@@ -60,13 +75,26 @@ fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
 }
 
 pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
-    let ctx = (a.prompt + a.generate + 1).max(64);
-    let load = LoadArgs {
-        ctx: Some(a.load.ctx.unwrap_or(ctx)),
-        ..a.load.clone()
+    let options = ModelOptions {
+        format: a.dtype,
+        kv: a.kv,
+        ctx: Some((a.prompt + a.generate + 1).max(64)),
+        progress: true,
+        ..Default::default()
     };
-    let mut engine = load_engine(gpu, &load, ModelOptions::default())?;
-    let m = &mut engine.model;
+    let gpu = Gpu::new(gpu)?;
+    let (name, mut model) = match (&a.model, &a.synthetic) {
+        (Some(dir), _) => (dir.display().to_string(), Model::load(gpu, dir, &options)?),
+        (None, Some(preset)) => {
+            let config = ModelConfig::preset(preset)?;
+            (
+                format!("{preset} (synthetic)"),
+                Model::synthetic(gpu, config, &options)?,
+            )
+        }
+        (None, None) => anyhow::bail!("give --model DIR or --synthetic NAME"),
+    };
+    let m = &mut model;
     once(m, a.prompt.min(16), a.generate.min(2))?; // warm-up
     let mut pp = vec![];
     let mut tg = vec![];
@@ -77,7 +105,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         tg.push(g);
     }
     let adapter = m.gpu.describe();
-    let model = a.load.model.display().to_string();
+    let model = name;
     let rows = [
         (format!("pp{}", a.prompt), stats(&pp)),
         (format!("tg{}", a.generate), stats(&tg)),

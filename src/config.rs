@@ -212,6 +212,61 @@ impl ModelConfig {
         })
     }
 
+    /// A Gemma 2 release's shape (gemma2-2b, gemma2-9b, gemma2-27b), for synthetic models.
+    pub fn preset(name: &str) -> Result<ModelConfig> {
+        // (hidden, intermediate, layers, heads, kv heads, head_dim, query_pre_attn_scalar)
+        let (hidden, intermediate, layers, heads, kv_heads, head_dim, qpas) = match name {
+            "gemma2-2b" => (2304, 9216, 26, 8, 4, 256, 256),
+            "gemma2-9b" => (3584, 14336, 42, 16, 8, 256, 256),
+            "gemma2-27b" => (4608, 36864, 46, 32, 16, 128, 144),
+            other => {
+                return Err(Error::Config {
+                    path: "--synthetic".into(),
+                    message: format!(
+                        "unknown model `{other}`: expected gemma2-2b, gemma2-9b or gemma2-27b"
+                    ),
+                });
+            }
+        };
+        let hf = HfConfig {
+            model_type: Some("gemma2".into()),
+            architectures: vec!["Gemma2ForCausalLM".into()],
+            hidden_size: hidden,
+            intermediate_size: intermediate,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(kv_heads),
+            head_dim: Some(head_dim),
+            query_pre_attn_scalar: Some(qpas as f64),
+            sliding_window: Some(4096),
+            attn_logit_softcapping: Some(50.0),
+            final_logit_softcapping: Some(30.0),
+            rope_theta: Some(10000.0),
+            rope_parameters: None,
+            rms_norm_eps: Some(1e-6),
+            max_position_embeddings: Some(8192),
+            hidden_activation: Some("gelu_pytorch_tanh".into()),
+            hidden_act: None,
+            vocab_size: 256_000,
+            torch_dtype: Some("bfloat16".into()),
+            dtype: None,
+            layer_types: None,
+            bos_token_id: Some(2.into()),
+            eos_token_id: Some(serde_json::json!([1, 107])),
+            pad_token_id: Some(0.into()),
+        };
+        ModelConfig::from_hf(&hf, name)
+    }
+
+    /// Weights: embedding, 7 matrices and 4 norms per layer, final norm.
+    pub fn parameters(&self) -> usize {
+        let per_layer = 2 * self.q_dim() * self.hidden
+            + 2 * self.kv_dim() * self.hidden
+            + 3 * self.intermediate * self.hidden
+            + 4 * self.hidden;
+        self.vocab * self.hidden + self.layers.len() * per_layer + self.hidden
+    }
+
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
     }
@@ -282,6 +337,16 @@ mod tests {
         assert_eq!(c.query_scale, 1.0 / 16.0);
         assert_eq!(c.eos_ids, vec![1, 107]);
         assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+    }
+
+    #[test]
+    fn presets_have_the_release_shapes() {
+        let c = ModelConfig::preset("gemma2-2b").unwrap();
+        // 2.61 B parameters, the tied embedding counted once.
+        assert_eq!(c.parameters(), 2_614_341_888);
+        let c = ModelConfig::preset("gemma2-27b").unwrap();
+        assert_eq!((c.head_dim, c.query_scale), (128, 144f32.powf(-0.5)));
+        assert!(ModelConfig::preset("gemma2-3b").is_err());
     }
 
     #[test]

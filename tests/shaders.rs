@@ -125,9 +125,9 @@ fn every_shader_validates_and_translates_to_all_backends() {
             }
         }
     }
-    // 12 shaders, 2 of them with two entry points, 3 of them per weight format (4),
+    // 13 shaders, 2 of them with two entry points, 3 of them per weight format (4),
     // each with and without subgroups.
-    assert_eq!(translated, 2 * (9 + 2 + 3 * 4), "variant count changed");
+    assert_eq!(translated, 2 * (10 + 2 + 3 * 4), "variant count changed");
 }
 
 #[test]

@@ -115,6 +115,39 @@ impl GpuMatrix {
         })
     }
 
+    /// A zero-filled matrix, chunked as an upload would be (to be filled on the GPU).
+    pub fn zeroed(
+        gpu: &Gpu,
+        label: &str,
+        format: WeightFormat,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GpuMatrix> {
+        let per_chunk = Self::rows_per_chunk(gpu, format, cols)?;
+        let mut chunks = Vec::new();
+        let mut row_start = 0;
+        while row_start < rows {
+            let n = per_chunk.min(rows - row_start);
+            let name = format!("{label}[{row_start}..{}]", row_start + n);
+            chunks.push(MatrixChunk {
+                row_start,
+                rows: n,
+                data: gpu.storage_zeroed(&name, (n * format.data_bytes_per_row(cols)) as u64),
+                scales: gpu.storage_zeroed(
+                    &format!("{name}.scales"),
+                    (n * format.scales_per_row(cols) * 2) as u64,
+                ),
+            });
+            row_start += n;
+        }
+        Ok(GpuMatrix {
+            format,
+            rows,
+            cols,
+            chunks,
+        })
+    }
+
     /// The rows of `a` followed by the rows of `b` (same format and columns), without copying:
     /// one product then yields both outputs side by side (Gemma's gate and up projections).
     pub fn concat_rows(a: GpuMatrix, b: GpuMatrix) -> Result<GpuMatrix> {

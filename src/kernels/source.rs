@@ -30,14 +30,15 @@ macro_rules! shader {
 
 use super::{
     add::AddParams, attention::AttentionParams, copy::CopyParams, embedding::EmbeddingParams,
-    geglu::GegluParams, kv_store::KvStoreParams, matrix::MatrixParams, rms_norm::RmsNormParams,
-    rope::RopeParams, soft_cap::SoftCapParams, top_k::TopKParams,
+    fill::FillParams, geglu::GegluParams, kv_store::KvStoreParams, matrix::MatrixParams,
+    rms_norm::RmsNormParams, rope::RopeParams, soft_cap::SoftCapParams, top_k::TopKParams,
 };
 
 pub const ADD: Shader = shader!("add", &["main"], false, AddParams);
 pub const ATTENTION: Shader = shader!("attention", &["partial", "combine"], false, AttentionParams);
 pub const COPY: Shader = shader!("copy", &["main"], false, CopyParams);
 pub const EMBEDDING: Shader = shader!("embedding", &["main"], true, EmbeddingParams);
+pub const FILL: Shader = shader!("fill", &["main"], false, FillParams);
 pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams);
 pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams);
 pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams);
@@ -49,8 +50,8 @@ pub const TOP_K: Shader = shader!("top_k", &["partial", "merge"], false, TopKPar
 
 /// Every shader, for tests that check them all.
 pub const ALL: &[Shader] = &[
-    ADD, ATTENTION, COPY, EMBEDDING, GEGLU, KV_STORE, MATMUL, MATVEC, RMS_NORM, ROPE, SOFT_CAP,
-    TOP_K,
+    ADD, ATTENTION, COPY, EMBEDDING, FILL, GEGLU, KV_STORE, MATMUL, MATVEC, RMS_NORM, ROPE,
+    SOFT_CAP, TOP_K,
 ];
 
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup.wgsl");

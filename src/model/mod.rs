@@ -9,12 +9,12 @@ use crate::gpu::{Gpu, Readback};
 use crate::kernels::kv_store::KvCache;
 use crate::kernels::rope::RopeTable;
 use crate::kernels::{
-    Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
+    Attention, Embedding, Fill, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
     SoftCap, TopK,
 };
-use crate::weights::WeightFormat;
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
 use crate::weights::safetensors::Checkpoint;
+use crate::weights::{SourceDtype, WeightFormat};
 use crate::{Error, Result};
 use plan::{Activations, Plan};
 
@@ -131,8 +131,31 @@ impl Model {
         ckpt: &Checkpoint,
         options: &ModelOptions,
     ) -> Result<Model> {
+        let dtype = gemma::source_dtype(ckpt, &config)?;
+        Self::build(gpu, config, Source::Checkpoint(ckpt), dtype, options)
+    }
+
+    /// A model of `config`'s shape with pseudo-random weights written on the GPU: no files,
+    /// for benchmarks of any size. Weights count as bf16 checkpoint weights.
+    pub fn synthetic(gpu: Gpu, config: ModelConfig, options: &ModelOptions) -> Result<Model> {
+        let fill = Fill::new(&gpu)?;
+        Self::build(
+            gpu,
+            config,
+            Source::Synthetic(fill),
+            SourceDtype::Bf16,
+            options,
+        )
+    }
+
+    fn build(
+        gpu: Gpu,
+        config: ModelConfig,
+        source: Source,
+        dtype: SourceDtype,
+        options: &ModelOptions,
+    ) -> Result<Model> {
         let c = &config;
-        let dtype = gemma::source_dtype(ckpt, c)?;
         let format = options.format.unwrap_or(gemma::default_format(dtype));
         let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
         let ctx = options
@@ -143,8 +166,9 @@ impl Model {
         let chunk = options.chunk.clamp(1, 512);
         check_fits(&gpu, c, format, kv, ctx, chunk, options)?;
 
+        let total = c.parameters() as u64 * dtype.bytes() as u64;
         let bar = options.progress.then(|| {
-            let bar = indicatif::ProgressBar::new(ckpt.bytes());
+            let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "loading {bar:40} {bytes}/{total_bytes} {msg}",
@@ -153,21 +177,21 @@ impl Model {
             );
             bar
         });
-        let tick = |name: &str, bytes: usize| {
+        let tick = |name: &str, elements: usize| {
             if let Some(b) = &bar {
-                b.inc(bytes as u64);
+                b.inc((elements * dtype.bytes()) as u64);
                 b.set_message(name.to_string());
             }
         };
         let upload = |name: &str, shape: [usize; 2]| -> Result<GpuMatrix> {
-            let m = gemma::matrix(ckpt, name, shape, format)?;
-            tick(name, shape[0] * shape[1] * dtype.bytes());
-            GpuMatrix::upload(&gpu, name, &m)
+            let m = source.matrix(&gpu, name, shape, format)?;
+            tick(name, shape[0] * shape[1]);
+            Ok(m)
         };
         let norm = |name: &str| -> Result<wgpu::Buffer> {
-            let w = gemma::norm(ckpt, name, c.hidden)?;
-            tick(name, c.hidden * dtype.bytes());
-            Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
+            let w = source.norm(&gpu, name, c.hidden)?;
+            tick(name, c.hidden);
+            Ok(w)
         };
         let embed = upload(EMBED, [c.vocab, c.hidden])?;
         let final_norm = norm(FINAL_NORM)?;
@@ -382,6 +406,66 @@ impl Model {
             self.position += chunk.len();
         }
         Ok(out)
+    }
+}
+
+/// Where the weights come from.
+enum Source<'a> {
+    Checkpoint(&'a Checkpoint),
+    /// Pseudo-random weights written on the GPU.
+    Synthetic(Fill),
+}
+
+impl Source<'_> {
+    fn matrix(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        shape: [usize; 2],
+        format: WeightFormat,
+    ) -> Result<GpuMatrix> {
+        match self {
+            Source::Checkpoint(ckpt) => {
+                GpuMatrix::upload(gpu, name, &gemma::matrix(ckpt, name, shape, format)?)
+            }
+            Source::Synthetic(fill) => {
+                let m = GpuMatrix::zeroed(gpu, name, format, shape[0], shape[1])?;
+                // Small values: f32 and bf16 with a fixed exponent (|w| in [1/64, 1/32)),
+                // any quant codes with f16 scales near 1/256.
+                let (mask, bits) = match format {
+                    WeightFormat::F32 => (0x807f_ffff, 0x3c80_0000),
+                    WeightFormat::Bf16 => (0x807f_807f, 0x3c80_3c80),
+                    WeightFormat::Q8_0 | WeightFormat::Q4_0 => (u32::MAX, 0),
+                };
+                let seed = name
+                    .bytes()
+                    .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+                let mut d = vec![];
+                for c in &m.chunks {
+                    d.push(fill.bind(gpu, name, seed, mask, bits, &c.data)?);
+                    d.push(fill.bind(gpu, name, seed ^ 1, 0x03ff_03ff, 0x1c00_1c00, &c.scales)?);
+                }
+                gpu.run(name, &d)?;
+                Ok(m)
+            }
+        }
+    }
+
+    fn norm(&self, gpu: &Gpu, name: &str, len: usize) -> Result<wgpu::Buffer> {
+        match self {
+            Source::Checkpoint(ckpt) => {
+                let w = gemma::norm(ckpt, name, len)?;
+                Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
+            }
+            Source::Synthetic(fill) => {
+                let b = gpu.storage_zeroed(name, (len * 4) as u64);
+                gpu.run(
+                    name,
+                    [&fill.bind(gpu, name, len as u32, 0x807f_ffff, 0x3c80_0000, &b)?],
+                )?;
+                Ok(b)
+            }
+        }
     }
 }
 

@@ -160,3 +160,31 @@ fn kv_store_writes_rows_at_position_modulo_capacity() {
         }
     }
 }
+
+#[test]
+fn fill_matches_reference() {
+    use gemma_wgpu::kernels::Fill;
+    use gemma_wgpu::kernels::fill::{FillParams, fill_word};
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        let fill = Fill::new(gpu).unwrap();
+        for (n, seed, mask, bits) in [
+            (1usize, 1u32, u32::MAX, 0u32),
+            (257, 7, 0x807f_807f, 0x3c80_3c80),
+            (10_000, 9, 0x03ff, 0x1c00),
+        ] {
+            let out = gpu.storage_zeroed("out", n as u64 * 4);
+            let d = fill.bind(gpu, "fill", seed, mask, bits, &out).unwrap();
+            gpu.run("test", [&d]).unwrap();
+            let got = gpu.read_u32(&out).unwrap();
+            let p = FillParams {
+                n: n as u32,
+                seed,
+                mask,
+                bits,
+            };
+            let expected: Vec<u32> = (0..n as u32).map(|i| fill_word(&p, i)).collect();
+            assert_eq!(got, expected, "{}: fill n={n}", dev.name);
+        }
+    }
+}
