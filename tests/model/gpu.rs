@@ -215,3 +215,50 @@ fn lm_head_and_weights_split_under_a_small_binding_limit() {
         assert!(d <= LOGIT_TOL, "{d} at {at}");
     }
 }
+
+/// A copy of the f32 fixture with every tensor stored as f16, in a fresh directory.
+fn f16_copy() -> std::path::PathBuf {
+    let src = dir("gemma2-f32");
+    let dst = std::env::temp_dir().join(format!("gemma-wgpu-f16-{}", std::process::id()));
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+            let halves: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+            (name, t.shape().to_vec(), halves)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = converted
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    dst
+}
+
+#[test]
+fn f16_checkpoints_load_at_full_precision() {
+    let dir = f16_copy();
+    let cfg = ModelConfig::from_dir(&dir).unwrap();
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let w = Weights::load(&ckpt, &cfg, None).unwrap();
+    let g = &goldens("gemma2-f32")[0];
+    let expected = forward(&cfg, &w, &g.ids);
+    let options = ModelOptions {
+        kv: Some(KvDtype::F32),
+        all_logits: true,
+        ..Default::default()
+    };
+    let mut m = Model::load(gpu(), &dir, &options).unwrap();
+    assert_eq!(m.format, WeightFormat::F32, "f16 weights are widened exactly to f32");
+    let (d, at) = max_diff(&m.all_logits(&g.ids).unwrap(), &expected);
+    assert!(d <= LOGIT_TOL, "{d} at {at}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
