@@ -22,7 +22,15 @@ pub struct HfConfig {
     pub attn_logit_softcapping: Option<f64>,
     pub final_logit_softcapping: Option<f64>,
     pub rope_theta: Option<f64>,
-    pub rope_parameters: Option<RopeParameters>,
+    /// transformers 5: `{rope_theta, rope_type, factor}`, or one such object per layer type
+    /// (`full_attention`, `sliding_attention`) for Gemma 3.
+    pub rope_parameters: Option<serde_json::Value>,
+    /// Gemma 3 before transformers 5: the base of the sliding layers' RoPE.
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma 3 before transformers 5: `{rope_type: "linear", factor}` for the global layers.
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Gemma 3 before transformers 5: one global layer in every `sliding_window_pattern`.
+    pub sliding_window_pattern: Option<usize>,
     pub rms_norm_eps: Option<f64>,
     pub max_position_embeddings: Option<usize>,
     pub hidden_activation: Option<String>,
@@ -36,11 +44,37 @@ pub struct HfConfig {
     pub pad_token_id: Option<serde_json::Value>,
 }
 
-/// transformers 5 writes `rope_parameters` where 4.x wrote `rope_theta`.
-#[derive(Debug, Deserialize)]
-pub struct RopeParameters {
-    pub rope_theta: Option<f64>,
-    pub rope_type: Option<String>,
+/// Which Gemma generation: it decides the block's norms and the attention's details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Gemma 1: two norms per layer, every layer global, no soft-caps, scale head_dim^-0.5.
+    Gemma,
+    /// Gemma 2: four norms per layer, alternating sliding/global layers, soft-caps.
+    Gemma2,
+    /// Gemma 3 text: Gemma 2's block plus per-head q/k norms, five sliding layers per global
+    /// one, separate RoPE bases for the two kinds, no attention soft-cap.
+    Gemma3,
+}
+
+impl Arch {
+    pub fn from_model_type(t: &str) -> Option<Arch> {
+        match t {
+            "gemma" => Some(Arch::Gemma),
+            "gemma2" => Some(Arch::Gemma2),
+            "gemma3_text" | "gemma3" => Some(Arch::Gemma3),
+            _ => None,
+        }
+    }
+
+    /// Post-attention and post-feedforward norms (Gemma 2 and 3).
+    pub fn post_norms(self) -> bool {
+        self != Arch::Gemma
+    }
+
+    /// Per-head RMSNorm of queries and keys (Gemma 3).
+    pub fn qk_norm(self) -> bool {
+        self == Arch::Gemma3
+    }
 }
 
 /// One decoder layer's attention rules.
@@ -49,11 +83,14 @@ pub struct LayerSpec {
     /// Sliding window for local layers, `None` for global ones.
     pub window: Option<usize>,
     pub rope_theta: f32,
+    /// Linear RoPE scaling: positions are divided by this (1 for none).
+    pub rope_factor: f32,
 }
 
 /// Everything the engine needs to know about a Gemma model, resolved.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
+    pub arch: Arch,
     pub hidden: usize,
     pub intermediate: usize,
     pub heads: usize,
@@ -70,6 +107,20 @@ pub struct ModelConfig {
     pub layers: Vec<LayerSpec>,
     pub bos_id: Option<u32>,
     pub eos_ids: Vec<u32>,
+    /// Added to every norm weight: 1 for Hugging Face's zero-centred weights, 0 for files that
+    /// store 1 + w (GGUF).
+    pub norm_offset: f32,
+}
+
+/// (theta, linear factor) of one rope_parameters object.
+fn rope_entry(v: &serde_json::Value) -> (Option<f64>, Option<f64>, Option<String>) {
+    (
+        v.get("rope_theta").and_then(|x| x.as_f64()),
+        v.get("factor").and_then(|x| x.as_f64()),
+        v.get("rope_type")
+            .and_then(|x| x.as_str())
+            .map(String::from),
+    )
 }
 
 fn ids(v: &Option<serde_json::Value>) -> Vec<u32> {
@@ -112,21 +163,22 @@ impl ModelConfig {
             message,
         };
         let model_type = c.model_type.as_deref().unwrap_or("");
-        if model_type != "gemma2" {
-            return Err(bad(format!(
-                "unsupported architecture `{}` ({}); supported: gemma2 (Gemma2ForCausalLM)",
+        let arch = Arch::from_model_type(model_type).ok_or_else(|| {
+            bad(format!(
+                "unsupported architecture `{}` ({}); supported: gemma, gemma2, gemma3_text",
                 model_type,
                 c.architectures.join(", ")
-            )));
-        }
+            ))
+        })?;
+        // Gemma 1's configs say "gelu", which transformers maps to the tanh approximation.
         let activation = c
             .hidden_activation
             .as_deref()
             .or(c.hidden_act.as_deref())
             .unwrap_or("gelu_pytorch_tanh");
-        if !matches!(activation, "gelu_pytorch_tanh" | "gelu_tanh") {
+        if !matches!(activation, "gelu_pytorch_tanh" | "gelu_tanh" | "gelu") {
             return Err(bad(format!(
-                "unsupported activation `{activation}`; Gemma 2 uses gelu_pytorch_tanh"
+                "unsupported activation `{activation}`; Gemma uses gelu_pytorch_tanh"
             )));
         }
         let heads = c.num_attention_heads;
@@ -153,29 +205,52 @@ impl ModelConfig {
                 "head_dim {head_dim} must be a multiple of 4 and at most 256"
             )));
         }
-        let rope_theta = c
-            .rope_parameters
-            .as_ref()
-            .and_then(|r| r.rope_theta)
-            .or(c.rope_theta)
-            .unwrap_or(10000.0) as f32;
-        if let Some(t) = c
-            .rope_parameters
-            .as_ref()
-            .and_then(|r| r.rope_type.as_deref())
-            && t != "default"
+        // RoPE: one (theta, factor) for global layers and one for sliding layers.
+        let rope = c.rope_parameters.as_ref();
+        let (flat_theta, flat_factor, flat_type) = rope.map(rope_entry).unwrap_or_default();
+        let nested = |kind: &str| rope.and_then(|r| r.get(kind)).map(rope_entry);
+        let (mut global_theta, mut global_factor, mut global_type) =
+            nested("full_attention").unwrap_or((flat_theta, flat_factor, flat_type));
+        let (local_theta, _, _) = nested("sliding_attention").unwrap_or_default();
+        if let Some(scaling) = &c.rope_scaling
+            && !scaling.is_null()
         {
-            return Err(bad(format!(
-                "unsupported rope_type `{t}`; Gemma 2 uses default RoPE"
-            )));
+            let (_, factor, kind) = rope_entry(scaling);
+            global_factor = factor.or(global_factor);
+            global_type = kind.or(global_type);
         }
+        let default_theta = if arch == Arch::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        };
+        global_theta = global_theta.or(c.rope_theta);
+        let global_theta = global_theta.unwrap_or(default_theta) as f32;
+        let global_factor = match global_type.as_deref() {
+            None | Some("default") => 1.0,
+            Some("linear") => global_factor.unwrap_or(1.0) as f32,
+            Some(other) => {
+                return Err(bad(format!(
+                    "unsupported rope_type `{other}`; supported: default, linear"
+                )));
+            }
+        };
+        // Gemma 3's sliding layers use their own base and are never scaled.
+        let local = match arch {
+            Arch::Gemma3 => (
+                local_theta.or(c.rope_local_base_freq).unwrap_or(10_000.0) as f32,
+                1.0,
+            ),
+            _ => (global_theta, global_factor),
+        };
         let window = c.sliding_window.unwrap_or(4096);
+        let pattern = c.sliding_window_pattern.unwrap_or(6).max(1);
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
-                // transformers' default: even layers slide, odd layers are global.
-                let sliding = match &c.layer_types {
-                    Some(types) => {
-                        types
+                let sliding =
+                    match (&c.layer_types, arch) {
+                        (_, Arch::Gemma) => false,
+                        (Some(types), _) => types
                             .get(i)
                             .map(|t| t == "sliding_attention")
                             .ok_or_else(|| {
@@ -184,31 +259,54 @@ impl ModelConfig {
                                     types.len(),
                                     c.num_hidden_layers
                                 ))
-                            })?
-                    }
-                    None => (i + 1) % 2 == 1,
+                            })?,
+                        // transformers' defaults: Gemma 2 slides on even layers, Gemma 3 on all
+                        // but every `pattern`-th.
+                        (None, Arch::Gemma2) => (i + 1) % 2 == 1,
+                        (None, Arch::Gemma3) => (i + 1) % pattern != 0,
+                    };
+                let (rope_theta, rope_factor) = if sliding {
+                    local
+                } else {
+                    (global_theta, global_factor)
                 };
                 Ok(LayerSpec {
                     window: sliding.then_some(window),
                     rope_theta,
+                    rope_factor,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let query_scalar = match arch {
+            Arch::Gemma => head_dim as f64,
+            _ => c.query_pre_attn_scalar.unwrap_or(256.0),
+        };
         Ok(ModelConfig {
+            arch,
             hidden: c.hidden_size,
             intermediate: c.intermediate_size,
             heads,
             kv_heads,
             head_dim,
             vocab: c.vocab_size,
-            query_scale: (c.query_pre_attn_scalar.unwrap_or(256.0) as f32).powf(-0.5),
-            attn_softcap: c.attn_logit_softcapping.map(|v| v as f32),
-            final_softcap: c.final_logit_softcapping.map(|v| v as f32),
+            query_scale: (query_scalar as f32).powf(-0.5),
+            // Gemma 3 stores attn_logit_softcapping but never applies it; Gemma 1 has none.
+            attn_softcap: match arch {
+                Arch::Gemma2 => c.attn_logit_softcapping.map(|v| v as f32),
+                _ => None,
+            },
+            final_softcap: match arch {
+                Arch::Gemma => None,
+                _ => c.final_logit_softcapping.map(|v| v as f32),
+            },
             eps: c.rms_norm_eps.unwrap_or(1e-6) as f32,
-            max_positions: c.max_position_embeddings.unwrap_or(8192),
+            max_positions: c
+                .max_position_embeddings
+                .unwrap_or(if arch == Arch::Gemma3 { 131_072 } else { 8192 }),
             layers,
             bos_id: ids(&c.bos_token_id).first().copied(),
             eos_ids: ids(&c.eos_token_id),
+            norm_offset: 1.0,
         })
     }
 
@@ -243,6 +341,9 @@ impl ModelConfig {
             final_logit_softcapping: Some(30.0),
             rope_theta: Some(10000.0),
             rope_parameters: None,
+            rope_local_base_freq: None,
+            rope_scaling: None,
+            sliding_window_pattern: None,
             rms_norm_eps: Some(1e-6),
             max_position_embeddings: Some(8192),
             hidden_activation: Some("gelu_pytorch_tanh".into()),
@@ -347,6 +448,49 @@ mod tests {
         let c = ModelConfig::preset("gemma2-27b").unwrap();
         assert_eq!((c.head_dim, c.query_scale), (128, 144f32.powf(-0.5)));
         assert!(ModelConfig::preset("gemma2-3b").is_err());
+    }
+
+    #[test]
+    fn gemma3_configs_before_transformers_5_resolve() {
+        // gemma-3-4b-style: no layer_types, a pattern of 6, local base 10k, global 1M x 8.
+        let c: HfConfig = serde_json::from_str(
+            r#"{"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240,
+            "num_hidden_layers": 34, "num_attention_heads": 8, "num_key_value_heads": 4,
+            "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 1024,
+            "sliding_window_pattern": 6, "rope_local_base_freq": 10000.0, "rope_theta": 1000000.0,
+            "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "attn_logit_softcapping": null,
+            "final_logit_softcapping": null, "vocab_size": 262208}"#,
+        )
+        .unwrap();
+        let c = ModelConfig::from_hf(&c, "config.json").unwrap();
+        assert_eq!(c.arch, Arch::Gemma3);
+        let global: Vec<usize> = (0..34).filter(|&i| c.layers[i].window.is_none()).collect();
+        assert_eq!(global, vec![5, 11, 17, 23, 29]);
+        assert_eq!(
+            (c.layers[0].rope_theta, c.layers[0].rope_factor),
+            (10_000.0, 1.0)
+        );
+        assert_eq!(
+            (c.layers[5].rope_theta, c.layers[5].rope_factor),
+            (1_000_000.0, 8.0)
+        );
+        assert_eq!(c.layers[0].window, Some(1024));
+        assert_eq!((c.attn_softcap, c.final_softcap), (None, None));
+    }
+
+    #[test]
+    fn gemma1_configs_resolve() {
+        let c: HfConfig = serde_json::from_str(
+            r#"{"model_type": "gemma", "hidden_size": 3072, "intermediate_size": 24576,
+            "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
+            "head_dim": 256, "hidden_act": "gelu", "rope_theta": 10000.0, "vocab_size": 256000}"#,
+        )
+        .unwrap();
+        let c = ModelConfig::from_hf(&c, "config.json").unwrap();
+        assert_eq!(c.arch, Arch::Gemma);
+        assert!(c.layers.iter().all(|l| l.window.is_none()));
+        assert_eq!(c.query_scale, 1.0 / 16.0, "head_dim^-0.5");
+        assert_eq!((c.attn_softcap, c.final_softcap), (None, None));
     }
 
     #[test]

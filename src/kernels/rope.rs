@@ -28,8 +28,9 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
-    pub fn new(gpu: &Gpu, theta: f32, head_dim: usize, max_pos: usize) -> RopeTable {
-        let table = reference::rope_table(theta, head_dim, max_pos);
+    /// The table of base `theta` with linear scaling `factor` (1 for none).
+    pub fn new(gpu: &Gpu, theta: f32, factor: f32, head_dim: usize, max_pos: usize) -> RopeTable {
+        let table = reference::rope_table(theta, factor, head_dim, max_pos);
         RopeTable {
             buffer: gpu.storage_init("rope_table", bytemuck::cast_slice(&table)),
             head_dim,

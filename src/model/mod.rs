@@ -9,8 +9,8 @@ use crate::gpu::{Gpu, Readback};
 use crate::kernels::kv_store::KvCache;
 use crate::kernels::rope::RopeTable;
 use crate::kernels::{
-    Attention, Embedding, Fill, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
-    SoftCap, TopK,
+    Add, Attention, Embedding, Fill, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm,
+    Rope, SoftCap, TopK,
 };
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
 use crate::weights::safetensors::Checkpoint;
@@ -57,6 +57,7 @@ pub(crate) struct Kernels {
     pub matmul: Matmul,
     pub rms_norm: RmsNorm,
     pub rms_norm_add: RmsNorm,
+    pub add: Add,
     pub rope: Rope,
     pub kv_store: KvStore,
     pub attention: Attention,
@@ -72,13 +73,18 @@ pub(crate) struct Layer {
     pub q: GpuMatrix,
     pub k: GpuMatrix,
     pub v: GpuMatrix,
+    /// Gemma 3: per-head norms of q and k.
+    pub q_norm: Option<wgpu::Buffer>,
+    pub k_norm: Option<wgpu::Buffer>,
     pub o: GpuMatrix,
-    pub post_attention_norm: wgpu::Buffer,
+    /// Gemma 2 and 3.
+    pub post_attention_norm: Option<wgpu::Buffer>,
     pub pre_feedforward_norm: wgpu::Buffer,
     /// gate rows then up rows: one product gives geglu's [gate | up] rows.
     pub gate_up: GpuMatrix,
     pub down: GpuMatrix,
-    pub post_feedforward_norm: wgpu::Buffer,
+    /// Gemma 2 and 3.
+    pub post_feedforward_norm: Option<wgpu::Buffer>,
     pub cache: KvCache,
 }
 
@@ -188,16 +194,23 @@ impl Model {
             tick(name, shape[0] * shape[1]);
             Ok(m)
         };
-        let norm = |name: &str| -> Result<wgpu::Buffer> {
-            let w = source.norm(&gpu, name, c.hidden)?;
-            tick(name, c.hidden);
+        let norm_of = |name: &str, len: usize| -> Result<wgpu::Buffer> {
+            let w = source.norm(&gpu, name, len)?;
+            tick(name, len);
             Ok(w)
         };
         let embed = upload(EMBED, [c.vocab, c.hidden])?;
-        let final_norm = norm(FINAL_NORM)?;
+        let final_norm = norm_of(FINAL_NORM, c.hidden)?;
         let mut layers = Vec::with_capacity(c.layers.len());
         for (i, spec) in c.layers.iter().enumerate() {
-            let m = |t: LayerTensor| upload(&t.name(i), t.shape(c));
+            let m = |t: LayerTensor| upload(&t.name(i, c.arch), t.shape(c));
+            let norm = |t: LayerTensor| -> Result<Option<wgpu::Buffer>> {
+                if !t.present(c.arch) {
+                    return Ok(None);
+                }
+                norm_of(&t.name(i, c.arch), t.shape(c)[0]).map(Some)
+            };
+            let required = |t: LayerTensor| norm(t).map(|n| n.expect("present in every Gemma"));
             let gate = m(LayerTensor::Gate)?;
             let up = m(LayerTensor::Up)?;
             // A sliding layer keeps the window plus one prefill chunk; a global one everything.
@@ -206,16 +219,18 @@ impl Model {
                 None => ctx + chunk,
             };
             layers.push(Layer {
-                input_norm: norm(&LayerTensor::InputNorm.name(i))?,
+                input_norm: required(LayerTensor::InputNorm)?,
                 q: m(LayerTensor::Q)?,
                 k: m(LayerTensor::K)?,
                 v: m(LayerTensor::V)?,
+                q_norm: norm(LayerTensor::QNorm)?,
+                k_norm: norm(LayerTensor::KNorm)?,
                 o: m(LayerTensor::O)?,
-                post_attention_norm: norm(&LayerTensor::PostAttentionNorm.name(i))?,
-                pre_feedforward_norm: norm(&LayerTensor::PreFeedforwardNorm.name(i))?,
+                post_attention_norm: norm(LayerTensor::PostAttentionNorm)?,
+                pre_feedforward_norm: required(LayerTensor::PreFeedforwardNorm)?,
                 gate_up: GpuMatrix::concat_rows(gate, up)?,
                 down: m(LayerTensor::Down)?,
-                post_feedforward_norm: norm(&LayerTensor::PostFeedforwardNorm.name(i))?,
+                post_feedforward_norm: norm(LayerTensor::PostFeedforwardNorm)?,
                 cache: KvCache::new(&gpu, &format!("L{i:02}.kv"), kv, capacity, c.kv_dim())?,
             });
         }
@@ -227,6 +242,7 @@ impl Model {
             matmul: Matmul::new(&gpu, format)?,
             rms_norm: RmsNorm::new(&gpu, false)?,
             rms_norm_add: RmsNorm::new(&gpu, true)?,
+            add: Add::new(&gpu)?,
             rope: Rope::new(&gpu)?,
             kv_store: KvStore::new(&gpu, kv)?,
             attention: Attention::new(&gpu, kv)?,
@@ -235,10 +251,25 @@ impl Model {
             soft_cap: SoftCap::new(&gpu)?,
             top_k: TopK::new(&gpu)?,
         };
-        let thetas: Vec<f32> = c.layers.iter().map(|l| l.rope_theta).collect();
-        let tables: Vec<RopeTable> = thetas
+        // One (cos, sin) table per distinct (base, scaling), shared by the layers using it.
+        let mut keys: Vec<(f32, f32)> = vec![];
+        for l in &c.layers {
+            if !keys.contains(&(l.rope_theta, l.rope_factor)) {
+                keys.push((l.rope_theta, l.rope_factor));
+            }
+        }
+        let tables: Vec<RopeTable> = keys
             .iter()
-            .map(|&t| RopeTable::new(&gpu, t, c.head_dim, ctx + chunk))
+            .map(|&(t, f)| RopeTable::new(&gpu, t, f, c.head_dim, ctx + chunk))
+            .collect();
+        let table_of: Vec<usize> = c
+            .layers
+            .iter()
+            .map(|l| {
+                keys.iter()
+                    .position(|&k| k == (l.rope_theta, l.rope_factor))
+                    .unwrap_or(0)
+            })
             .collect();
         let candidates = options.candidates.clamp(1, crate::kernels::top_k::MAX_K);
         let act = Activations::new(&gpu, c, chunk, options.all_logits);
@@ -248,6 +279,7 @@ impl Model {
             final_norm: &final_norm,
             layers: &layers,
             tables: &tables,
+            table_of: &table_of,
         };
         let decode = Plan::build(&gpu, c, &kernels, &weights, &act, 1, candidates, false)?;
         let prefill = Plan::build(

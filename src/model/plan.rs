@@ -13,8 +13,9 @@ pub(crate) struct Weights<'a> {
     pub embed_scale: f32,
     pub final_norm: &'a wgpu::Buffer,
     pub layers: &'a [Layer],
-    /// One (cos, sin) table per layer.
+    /// The distinct (cos, sin) tables, and which one each layer uses.
     pub tables: &'a [RopeTable],
+    pub table_of: &'a [usize],
 }
 
 /// The activation buffers, sized for the largest step and shared by every plan.
@@ -25,13 +26,15 @@ pub(crate) struct Activations {
     pub h: wgpu::Buffer,                  // [chunk, hidden] normed
     pub q: wgpu::Buffer,                  // [chunk, heads * head_dim]
     pub k: wgpu::Buffer,                  // [chunk, kv_heads * head_dim]
-    pub v: wgpu::Buffer,                  // [chunk, kv_heads * head_dim]
-    pub attn: wgpu::Buffer,               // [chunk, heads * head_dim]
-    pub o: wgpu::Buffer,                  // [chunk, hidden]
-    pub gate_up: wgpu::Buffer,            // [chunk, 2 * intermediate]
-    pub act: wgpu::Buffer,                // [chunk, intermediate]
-    pub h_last: wgpu::Buffer,             // [hidden] the row whose next token is wanted
-    pub logits: wgpu::Buffer,             // [vocab]
+    pub q_raw: wgpu::Buffer,              // [chunk, heads * head_dim] before the q norm (Gemma 3)
+    pub k_raw: wgpu::Buffer, // [chunk, kv_heads * head_dim] before the k norm (Gemma 3)
+    pub v: wgpu::Buffer,     // [chunk, kv_heads * head_dim]
+    pub attn: wgpu::Buffer,  // [chunk, heads * head_dim]
+    pub o: wgpu::Buffer,     // [chunk, hidden]
+    pub gate_up: wgpu::Buffer, // [chunk, 2 * intermediate]
+    pub act: wgpu::Buffer,   // [chunk, intermediate]
+    pub h_last: wgpu::Buffer, // [hidden] the row whose next token is wanted
+    pub logits: wgpu::Buffer, // [vocab]
     pub logits_all: Option<wgpu::Buffer>, // [chunk, vocab]
 }
 
@@ -45,6 +48,22 @@ impl Activations {
             h: f("h", chunk * c.hidden),
             q: f("q", chunk * c.q_dim()),
             k: f("k", chunk * c.kv_dim()),
+            q_raw: f(
+                "q_raw",
+                if c.arch.qk_norm() {
+                    chunk * c.q_dim()
+                } else {
+                    1
+                },
+            ),
+            k_raw: f(
+                "k_raw",
+                if c.arch.qk_norm() {
+                    chunk * c.kv_dim()
+                } else {
+                    1
+                },
+            ),
             v: f("v", chunk * c.kv_dim()),
             attn: f("attn", chunk * c.q_dim()),
             o: f("o", chunk * c.hidden),
@@ -113,7 +132,7 @@ impl Plan {
             n: n as u32,
             d: d as u32,
             eps,
-            w_offset: 1.0,
+            w_offset: c.norm_offset,
         };
         let embed = k
             .embedding
@@ -127,27 +146,38 @@ impl Plan {
                     k.rms_norm
                         .bind(gpu, &p("input_norm"), hp, &a.x, &l.input_norm, &a.h)?,
                 ];
-            d.extend(mat(&p("q"), &l.q, &a.h, &a.q)?);
-            d.extend(mat(&p("k"), &l.k, &a.h, &a.k)?);
+            let table = &w.tables[w.table_of[i]];
+            match (&l.q_norm, &l.k_norm) {
+                // Gemma 3: project, then normalise each head (rows of head_dim).
+                (Some(qn), Some(kn)) => {
+                    d.extend(mat(&p("q"), &l.q, &a.h, &a.q_raw)?);
+                    d.extend(mat(&p("k"), &l.k, &a.h, &a.k_raw)?);
+                    let mut heads = norm(c.head_dim, c.eps);
+                    heads.n = (n * c.heads) as u32;
+                    d.push(
+                        k.rms_norm
+                            .bind(gpu, &p("q_norm"), heads, &a.q_raw, qn, &a.q)?,
+                    );
+                    heads.n = (n * c.kv_heads) as u32;
+                    d.push(
+                        k.rms_norm
+                            .bind(gpu, &p("k_norm"), heads, &a.k_raw, kn, &a.k)?,
+                    );
+                }
+                _ => {
+                    d.extend(mat(&p("q"), &l.q, &a.h, &a.q)?);
+                    d.extend(mat(&p("k"), &l.k, &a.h, &a.k)?);
+                }
+            }
             d.extend(mat(&p("v"), &l.v, &a.h, &a.v)?);
-            d.push(k.rope.bind(
-                gpu,
-                &p("rope.q"),
-                n,
-                c.heads,
-                &w.tables[i],
-                &a.positions,
-                &a.q,
-            )?);
-            d.push(k.rope.bind(
-                gpu,
-                &p("rope.k"),
-                n,
-                c.kv_heads,
-                &w.tables[i],
-                &a.positions,
-                &a.k,
-            )?);
+            d.push(
+                k.rope
+                    .bind(gpu, &p("rope.q"), n, c.heads, table, &a.positions, &a.q)?,
+            );
+            d.push(
+                k.rope
+                    .bind(gpu, &p("rope.k"), n, c.kv_heads, table, &a.positions, &a.k)?,
+            );
             d.push(
                 k.kv_store
                     .bind(gpu, &p("kv_store"), n, &a.positions, &a.k, &a.v, &l.cache)?,
@@ -164,14 +194,15 @@ impl Plan {
                 &a.attn,
             )?);
             d.extend(mat(&p("o"), &l.o, &a.attn, &a.o)?);
-            d.push(k.rms_norm_add.bind(
-                gpu,
-                &p("post_attention_norm"),
-                hp,
-                &a.o,
-                &l.post_attention_norm,
-                &a.x,
-            )?);
+            d.push(match &l.post_attention_norm {
+                Some(pn) => {
+                    k.rms_norm_add
+                        .bind(gpu, &p("post_attention_norm"), hp, &a.o, pn, &a.x)?
+                }
+                None => k
+                    .add
+                    .bind(gpu, &p("residual.attention"), n * c.hidden, &a.o, &a.x)?,
+            });
             d.push(k.rms_norm.bind(
                 gpu,
                 &p("pre_feedforward_norm"),
@@ -186,14 +217,15 @@ impl Plan {
                     .bind(gpu, &p("geglu"), n, c.intermediate, &a.gate_up, &a.act)?,
             );
             d.extend(mat(&p("down"), &l.down, &a.act, &a.o)?);
-            d.push(k.rms_norm_add.bind(
-                gpu,
-                &p("post_feedforward_norm"),
-                hp,
-                &a.o,
-                &l.post_feedforward_norm,
-                &a.x,
-            )?);
+            d.push(match &l.post_feedforward_norm {
+                Some(pn) => {
+                    k.rms_norm_add
+                        .bind(gpu, &p("post_feedforward_norm"), hp, &a.o, pn, &a.x)?
+                }
+                None => k
+                    .add
+                    .bind(gpu, &p("residual.feedforward"), n * c.hidden, &a.o, &a.x)?,
+            });
             layers.push(d);
         }
         let final_norm = k.rms_norm.bind(

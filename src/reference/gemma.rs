@@ -1,5 +1,5 @@
-//! The Gemma 2 forward pass on the CPU, written to be read: the specification the GPU model is
-//! tested against (transformers' modeling_gemma2.py; see shared notes on its semantics).
+//! The Gemma forward pass on the CPU, written to be read: the specification the GPU model is
+//! tested against (transformers' modeling_gemma.py, modeling_gemma2.py, modeling_gemma3.py).
 
 use super::{
     AttentionShape, add, attention, embedding, geglu, matmul, rms_norm, rope, rope_table, soft_cap,
@@ -10,19 +10,24 @@ use crate::weights::WeightFormat;
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
 use crate::weights::safetensors::Checkpoint;
 
-/// One decoder layer; matrices are [out, in] row-major f32.
+/// One decoder layer; matrices are [out, in] row-major f32, norms [len].
 pub struct Layer {
     pub input_norm: Vec<f32>,
     pub q: Vec<f32>,
     pub k: Vec<f32>,
     pub v: Vec<f32>,
+    /// Gemma 3: per-head norms of q and k, [head_dim].
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
     pub o: Vec<f32>,
-    pub post_attention_norm: Vec<f32>,
+    /// Gemma 2 and 3 only.
+    pub post_attention_norm: Option<Vec<f32>>,
     pub pre_feedforward_norm: Vec<f32>,
     pub gate: Vec<f32>,
     pub up: Vec<f32>,
     pub down: Vec<f32>,
-    pub post_feedforward_norm: Vec<f32>,
+    /// Gemma 2 and 3 only.
+    pub post_feedforward_norm: Option<Vec<f32>>,
 }
 
 pub struct Weights {
@@ -45,22 +50,30 @@ impl Weights {
         let format = format.unwrap_or(gemma::default_format(dtype));
         let m =
             |name: &str, shape| gemma::matrix(ckpt, name, shape, format).map(|h| h.dequantize());
-        let norm = |name: &str| gemma::norm(ckpt, name, c.hidden);
         let layers = (0..c.layers.len())
             .map(|i| {
-                let t = |t: LayerTensor| m(&t.name(i), t.shape(c));
+                let t = |t: LayerTensor| m(&t.name(i, c.arch), t.shape(c));
+                let norm = |t: LayerTensor| -> Result<Option<Vec<f32>>> {
+                    if !t.present(c.arch) {
+                        return Ok(None);
+                    }
+                    Ok(Some(gemma::norm(ckpt, &t.name(i, c.arch), t.shape(c)[0])?))
+                };
+                let required = |t: LayerTensor| norm(t).map(|n| n.expect("present in every Gemma"));
                 Ok(Layer {
-                    input_norm: norm(&LayerTensor::InputNorm.name(i))?,
+                    input_norm: required(LayerTensor::InputNorm)?,
                     q: t(LayerTensor::Q)?,
                     k: t(LayerTensor::K)?,
                     v: t(LayerTensor::V)?,
+                    q_norm: norm(LayerTensor::QNorm)?,
+                    k_norm: norm(LayerTensor::KNorm)?,
                     o: t(LayerTensor::O)?,
-                    post_attention_norm: norm(&LayerTensor::PostAttentionNorm.name(i))?,
-                    pre_feedforward_norm: norm(&LayerTensor::PreFeedforwardNorm.name(i))?,
+                    post_attention_norm: norm(LayerTensor::PostAttentionNorm)?,
+                    pre_feedforward_norm: required(LayerTensor::PreFeedforwardNorm)?,
                     gate: t(LayerTensor::Gate)?,
                     up: t(LayerTensor::Up)?,
                     down: t(LayerTensor::Down)?,
-                    post_feedforward_norm: norm(&LayerTensor::PostFeedforwardNorm.name(i))?,
+                    post_feedforward_norm: norm(LayerTensor::PostFeedforwardNorm)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -68,34 +81,42 @@ impl Weights {
             embed: m(EMBED, [c.vocab, c.hidden])?,
             embed_scale: embed_scale(c.hidden, dtype),
             layers,
-            final_norm: norm(FINAL_NORM)?,
+            final_norm: gemma::norm(ckpt, FINAL_NORM, c.hidden)?,
         })
     }
 }
 
-/// Logits [tokens, vocab] (after the final soft-cap) of `tokens` at positions 0, 1, ...
+/// Logits [tokens, vocab] (after the final soft-cap, if any) of `tokens` at positions 0, 1, ...
 pub fn forward(c: &ModelConfig, w: &Weights, tokens: &[u32]) -> Vec<f32> {
     let n = tokens.len();
     let positions: Vec<u32> = (0..n as u32).collect();
-    let norm = |x: &[f32], weight: &[f32]| rms_norm(x, weight, c.eps, 1.0);
+    let norm = |x: &[f32], weight: &[f32]| rms_norm(x, weight, c.eps, c.norm_offset);
     // h0 = E[ids] * sqrt(hidden), the scale rounded to the checkpoint's dtype.
     let mut x = embedding(&w.embed, c.hidden, tokens, w.embed_scale);
     for (i, l) in w.layers.iter().enumerate() {
         let shape: AttentionShape = c.attention_shape(i);
-        let table = rope_table(c.layers[i].rope_theta, c.head_dim, n);
-        // Attention block: input norm, q/k/v, RoPE (before caching), attention, o_proj,
-        // post-attention norm, residual.
+        let spec = c.layers[i];
+        let table = rope_table(spec.rope_theta, spec.rope_factor, c.head_dim, n);
+        // Attention block: input norm, q/k/v, (Gemma 3) per-head q/k norms, RoPE (before
+        // caching), attention, o_proj, (Gemma 2, 3) post-attention norm, residual.
         let h = norm(&x, &l.input_norm);
         let mut q = matmul(&l.q, &h, c.q_dim(), c.hidden);
         let mut k = matmul(&l.k, &h, c.kv_dim(), c.hidden);
         let v = matmul(&l.v, &h, c.kv_dim(), c.hidden);
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            q = norm(&q, qn);
+            k = norm(&k, kn);
+        }
         rope(&mut q, &positions, c.heads, c.head_dim, &table);
         rope(&mut k, &positions, c.kv_heads, c.head_dim, &table);
         let a = attention(&q, &k, &v, &positions, &shape);
         let o = matmul(&l.o, &a, c.hidden, c.q_dim());
-        add(&mut x, &norm(&o, &l.post_attention_norm));
+        match &l.post_attention_norm {
+            Some(pn) => add(&mut x, &norm(&o, pn)),
+            None => add(&mut x, &o),
+        }
         // Feed-forward block: pre norm, GeGLU (gate through gelu_tanh, times up), down_proj,
-        // post norm, residual.
+        // (Gemma 2, 3) post norm, residual.
         let h = norm(&x, &l.pre_feedforward_norm);
         let gate = matmul(&l.gate, &h, c.intermediate, c.hidden);
         let up = matmul(&l.up, &h, c.intermediate, c.hidden);
@@ -106,7 +127,10 @@ pub fn forward(c: &ModelConfig, w: &Weights, tokens: &[u32]) -> Vec<f32> {
             .collect();
         let act = geglu(&gate_up, c.intermediate);
         let d = matmul(&l.down, &act, c.hidden, c.intermediate);
-        add(&mut x, &norm(&d, &l.post_feedforward_norm));
+        match &l.post_feedforward_norm {
+            Some(pn) => add(&mut x, &norm(&d, pn)),
+            None => add(&mut x, &d),
+        }
     }
     // Final norm, tied lm_head (the unscaled embedding), final soft-cap.
     let h = norm(&x, &w.final_norm);

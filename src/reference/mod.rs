@@ -40,12 +40,13 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, w_offset: f32) -> Vec<f32> {
 }
 
 /// (cos, sin) of pos * inv_freq[i] for pos < max_pos and i < head_dim / 2, laid out
-/// [max_pos, head_dim / 2]. As transformers: inv_freq = 1 / theta^(2i / head_dim) and the angle
-/// pos * inv_freq rounded to f32; cos and sin are then taken exactly (f64) and rounded.
-pub fn rope_table(theta: f32, head_dim: usize, max_pos: usize) -> Vec<[f32; 2]> {
+/// [max_pos, head_dim / 2]. As transformers: inv_freq = 1 / theta^(2i / head_dim), divided by
+/// `factor` for linear scaling (1 for none), and the angle pos * inv_freq rounded to f32; cos
+/// and sin are then taken exactly (f64) and rounded.
+pub fn rope_table(theta: f32, factor: f32, head_dim: usize, max_pos: usize) -> Vec<[f32; 2]> {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32) / factor)
         .collect();
     let mut table = Vec::with_capacity(max_pos * half);
     for pos in 0..max_pos {

@@ -4,7 +4,7 @@
 use super::safetensors::Checkpoint;
 use super::{HostMatrix, SourceDtype, WeightFormat};
 use crate::Result;
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig};
 
 /// The tensors of one decoder layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum LayerTensor {
     Up,
     Down,
     PostFeedforwardNorm,
+    /// Gemma 3: per-head RMSNorm of queries and keys, [head_dim].
+    QNorm,
+    KNorm,
 }
 
 impl LayerTensor {
@@ -33,8 +36,14 @@ impl LayerTensor {
         LayerTensor::Down,
     ];
 
-    fn suffix(self) -> &'static str {
+    fn suffix(self, arch: Arch) -> &'static str {
         match self {
+            // Gemma 1 has two norms; its pre-MLP norm is called post_attention_layernorm.
+            LayerTensor::PreFeedforwardNorm if arch == Arch::Gemma => {
+                "post_attention_layernorm.weight"
+            }
+            LayerTensor::QNorm => "self_attn.q_norm.weight",
+            LayerTensor::KNorm => "self_attn.k_norm.weight",
             LayerTensor::InputNorm => "input_layernorm.weight",
             LayerTensor::Q => "self_attn.q_proj.weight",
             LayerTensor::K => "self_attn.k_proj.weight",
@@ -49,8 +58,17 @@ impl LayerTensor {
         }
     }
 
-    pub fn name(self, layer: usize) -> String {
-        format!("model.layers.{layer}.{}", self.suffix())
+    pub fn name(self, layer: usize, arch: Arch) -> String {
+        format!("model.layers.{layer}.{}", self.suffix(arch))
+    }
+
+    /// Whether `arch` has this tensor.
+    pub fn present(self, arch: Arch) -> bool {
+        match self {
+            LayerTensor::PostAttentionNorm | LayerTensor::PostFeedforwardNorm => arch.post_norms(),
+            LayerTensor::QNorm | LayerTensor::KNorm => arch.qk_norm(),
+            _ => true,
+        }
     }
 
     /// [rows, cols] of a matrix (out, in), [len] of a norm as [len, 1].
@@ -61,6 +79,7 @@ impl LayerTensor {
             LayerTensor::O => [c.hidden, c.q_dim()],
             LayerTensor::Gate | LayerTensor::Up => [c.intermediate, c.hidden],
             LayerTensor::Down => [c.hidden, c.intermediate],
+            LayerTensor::QNorm | LayerTensor::KNorm => [c.head_dim, 1],
             _ => [c.hidden, 1],
         }
     }

@@ -7,7 +7,7 @@ use gemma_wgpu::reference;
 #[test]
 fn rope_table_matches_transformers_formula() {
     // inv_freq[i] = 1 / theta^(2i / d); position 1 gives the frequencies themselves.
-    let t = reference::rope_table(10000.0, 256, 3);
+    let t = reference::rope_table(10000.0, 1.0, 256, 3);
     assert_eq!(t[0], [1.0, 0.0], "position 0 is the identity");
     let half = 128;
     for i in [0usize, 1, 64, 127] {
@@ -39,8 +39,10 @@ fn rope_matches_reference() {
         let gpu = &dev.gpu;
         let rope = Rope::new(gpu).unwrap();
         for (i, &(heads, hd, theta)) in cases.iter().enumerate() {
-            let table = reference::rope_table(theta, hd, max_pos);
-            let gpu_table = RopeTable::new(gpu, theta, hd, max_pos);
+            // Gemma 3's global layers divide positions by 8 (linear scaling).
+            let factor = if theta > 1e5 { 8.0 } else { 1.0 };
+            let table = reference::rope_table(theta, factor, hd, max_pos);
+            let gpu_table = RopeTable::new(gpu, theta, factor, hd, max_pos);
             // Position 0, the largest position, and random ones.
             let mut positions = vec![0u32, max_pos as u32 - 1, 1];
             positions.extend(

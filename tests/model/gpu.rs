@@ -221,7 +221,12 @@ fn f16_copy() -> std::path::PathBuf {
     let src = dir("gemma2-f32");
     let dst = std::env::temp_dir().join(format!("gemma-wgpu-f16-{}", std::process::id()));
     std::fs::create_dir_all(&dst).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
@@ -231,13 +236,22 @@ fn f16_copy() -> std::path::PathBuf {
         .into_iter()
         .map(|(name, t)| {
             let values: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
-            let halves: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+            let halves: Vec<u8> = values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect();
             (name, t.shape().to_vec(), halves)
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = converted
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
     dst
@@ -257,7 +271,11 @@ fn f16_checkpoints_load_at_full_precision() {
         ..Default::default()
     };
     let mut m = Model::load(gpu(), &dir, &options).unwrap();
-    assert_eq!(m.format, WeightFormat::F32, "f16 weights are widened exactly to f32");
+    assert_eq!(
+        m.format,
+        WeightFormat::F32,
+        "f16 weights are widened exactly to f32"
+    );
     let (d, at) = max_diff(&m.all_logits(&g.ids).unwrap(), &expected);
     assert!(d <= LOGIT_TOL, "{d} at {at}");
     std::fs::remove_dir_all(&dir).unwrap();
