@@ -2,7 +2,13 @@
 
 use std::path::PathBuf;
 
-pub const MODELS: &[&str] = &["gemma2-bf16", "gemma2-f32", "gemma2-window4096"];
+pub const MODELS: &[&str] = &[
+    "gemma2-bf16",
+    "gemma2-f32",
+    "gemma2-window4096",
+    "gemma3-bf16",
+    "gemma1-bf16",
+];
 
 pub fn dir(model: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
