@@ -5,6 +5,7 @@
 //! bytes go to the GPU; [`HostMatrix::dequantize`] gives the exact values the GPU sees.
 
 pub mod gemma;
+pub mod gguf;
 pub mod safetensors;
 
 use crate::reference::quant::{self, BlockQ4_0, BlockQ8_0, QK};
