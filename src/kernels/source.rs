@@ -58,13 +58,31 @@ const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup
 const REDUCE_WORKGROUP: &str = include_str!("../../shaders/common/reduce_workgroup.wgsl");
 const MATH: &str = include_str!("../../shaders/common/math.wgsl");
 
-fn weights_helper(format: WeightFormat) -> &'static str {
-    match format {
+const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
+
+/// The `w_load8` of `format` (with the byte helpers for the GGUF block formats).
+fn weights_helper(format: WeightFormat) -> [&'static str; 2] {
+    let own = match format {
         WeightFormat::F32 => include_str!("../../shaders/common/weights_f32.wgsl"),
         WeightFormat::Bf16 => include_str!("../../shaders/common/weights_bf16.wgsl"),
+        WeightFormat::F16 => include_str!("../../shaders/common/weights_f16.wgsl"),
         WeightFormat::Q8_0 => include_str!("../../shaders/common/weights_q8_0.wgsl"),
         WeightFormat::Q4_0 => include_str!("../../shaders/common/weights_q4_0.wgsl"),
-    }
+        WeightFormat::Q4_1 => include_str!("../../shaders/common/weights_q4_1.wgsl"),
+        WeightFormat::Q5_0 => include_str!("../../shaders/common/weights_q5_0.wgsl"),
+        WeightFormat::Q5_1 => include_str!("../../shaders/common/weights_q5_1.wgsl"),
+        WeightFormat::Q2K => include_str!("../../shaders/common/weights_q2_k.wgsl"),
+        WeightFormat::Q3K => include_str!("../../shaders/common/weights_q3_k.wgsl"),
+        WeightFormat::Q4K => include_str!("../../shaders/common/weights_q4_k.wgsl"),
+        WeightFormat::Q5K => include_str!("../../shaders/common/weights_q5_k.wgsl"),
+        WeightFormat::Q6K => include_str!("../../shaders/common/weights_q6_k.wgsl"),
+    };
+    let bytes = if format.ggml_block().is_some() {
+        WEIGHTS_BYTES
+    } else {
+        ""
+    };
+    [bytes, own]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
@@ -76,8 +94,11 @@ pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) 
     } else {
         REDUCE_WORKGROUP
     };
-    let helper = weights.filter(|_| shader.weights).map(weights_helper);
-    [reduce, MATH, helper.unwrap_or(""), shader.body].join("\n")
+    let [bytes, own] = weights
+        .filter(|_| shader.weights)
+        .map(weights_helper)
+        .unwrap_or(["", ""]);
+    [reduce, MATH, bytes, own, shader.body].join("\n")
 }
 
 /// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP).

@@ -468,6 +468,14 @@ impl Source<'_> {
                     WeightFormat::F32 => (0x807f_ffff, 0x3c80_0000),
                     WeightFormat::Bf16 => (0x807f_807f, 0x3c80_3c80),
                     WeightFormat::Q8_0 | WeightFormat::Q4_0 => (u32::MAX, 0),
+                    other => {
+                        return Err(crate::Error::Shape {
+                            kernel: "model",
+                            message: format!(
+                                "synthetic models come in f32, bf16, q8_0 or q4_0, not {other}"
+                            ),
+                        });
+                    }
                 };
                 let seed = name
                     .bytes()

@@ -69,7 +69,10 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -112,7 +115,11 @@ pub fn dequantize_q3_k(b: &[u8]) -> [f32; 256] {
     aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
     aux[0] = (aux[0] & k2) | ((tmp & k1) << 4);
     aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
-    let scales: Vec<i32> = aux.iter().flat_map(|a| a.to_le_bytes()).map(|v| v as i8 as i32).collect();
+    let scales: Vec<i32> = aux
+        .iter()
+        .flat_map(|a| a.to_le_bytes())
+        .map(|v| v as i8 as i32)
+        .collect();
     let mut y = [0.0; 256];
     let mut is = 0;
     let mut m = 1u8;
@@ -204,7 +211,10 @@ mod tests {
     /// the same f16 inputs; ggml orders the products alike, so they agree to a few ulp.
     #[test]
     fn every_block_type_dequantizes_as_the_gguf_package() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_blocks.safetensors");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ggml_blocks.safetensors"
+        );
         let bytes = std::fs::read(path).expect("ggml_blocks.safetensors");
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         type Block = fn(&[u8]) -> Vec<f32>;
@@ -222,7 +232,8 @@ mod tests {
         ];
         for (name, size, f) in cases {
             let blocks = st.tensor(&format!("{name}.blocks")).unwrap();
-            let expected: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor(&format!("{name}.values")).unwrap().data());
+            let expected: Vec<f32> =
+                bytemuck::pod_collect_to_vec(st.tensor(&format!("{name}.values")).unwrap().data());
             let got: Vec<f32> = blocks.data().chunks(size).flat_map(f).collect();
             assert_eq!(got.len(), expected.len(), "{name}");
             for (i, (a, e)) in got.iter().zip(&expected).enumerate() {

@@ -159,11 +159,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn len(&mut self) -> Result<usize> {
@@ -266,10 +270,21 @@ impl Gguf {
             if end > map.len() {
                 return Err(Error::Checkpoint {
                     path: path.display().to_string(),
-                    message: format!("truncated: tensor `{name}` ends at byte {end}, the file has {}", map.len()),
+                    message: format!(
+                        "truncated: tensor `{name}` ends at byte {end}, the file has {}",
+                        map.len()
+                    ),
                 });
             }
-            tensors.insert(name, TensorInfo { ty, dims, start, end });
+            tensors.insert(
+                name,
+                TensorInfo {
+                    ty,
+                    dims,
+                    start,
+                    end,
+                },
+            );
         }
         Ok(Gguf {
             path: path.to_path_buf(),

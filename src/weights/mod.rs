@@ -8,8 +8,10 @@ pub mod gemma;
 pub mod gguf;
 pub mod safetensors;
 
+use crate::reference::ggml;
 use crate::reference::quant::{self, BlockQ4_0, BlockQ8_0, QK};
 use crate::{Error, Result};
+use gguf::GgmlType;
 use half::{bf16, f16};
 use rayon::prelude::*;
 use std::fmt;
@@ -39,6 +41,17 @@ pub enum WeightFormat {
     Bf16,
     Q8_0,
     Q4_0,
+    /// GGUF's f16 tensors.
+    F16,
+    /// GGUF block formats, kept as the file stores them (each block padded to 4 bytes).
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl WeightFormat {
@@ -49,30 +62,83 @@ impl WeightFormat {
         WeightFormat::Q4_0,
     ];
 
+    /// The formats a GGUF file brings in their own layout (no quantizer here).
+    pub const GGUF_BLOCKS: [WeightFormat; 8] = [
+        WeightFormat::Q4_1,
+        WeightFormat::Q5_0,
+        WeightFormat::Q5_1,
+        WeightFormat::Q2K,
+        WeightFormat::Q3K,
+        WeightFormat::Q4K,
+        WeightFormat::Q5K,
+        WeightFormat::Q6K,
+    ];
+
+    /// Every format the shaders read.
+    pub fn every() -> Vec<WeightFormat> {
+        let mut v = WeightFormat::ALL.to_vec();
+        v.push(WeightFormat::F16);
+        v.extend(WeightFormat::GGUF_BLOCKS);
+        v
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             WeightFormat::F32 => "f32",
             WeightFormat::Bf16 => "bf16",
             WeightFormat::Q8_0 => "q8_0",
             WeightFormat::Q4_0 => "q4_0",
+            WeightFormat::F16 => "f16",
+            WeightFormat::Q4_1 => "q4_1",
+            WeightFormat::Q5_0 => "q5_0",
+            WeightFormat::Q5_1 => "q5_1",
+            WeightFormat::Q2K => "q2_k",
+            WeightFormat::Q3K => "q3_k",
+            WeightFormat::Q4K => "q4_k",
+            WeightFormat::Q5K => "q5_k",
+            WeightFormat::Q6K => "q6_k",
         }
+    }
+
+    /// For GGUF block formats: (weights per block, bytes per block, bytes per padded block).
+    pub fn ggml_block(self) -> Option<(usize, usize, usize)> {
+        let (qk, size) = match self {
+            WeightFormat::Q4_1 => (32, 20),
+            WeightFormat::Q5_0 => (32, 22),
+            WeightFormat::Q5_1 => (32, 24),
+            WeightFormat::Q2K => (256, 84),
+            WeightFormat::Q3K => (256, 110),
+            WeightFormat::Q4K => (256, 144),
+            WeightFormat::Q5K => (256, 176),
+            WeightFormat::Q6K => (256, 210),
+            _ => return None,
+        };
+        Some((qk, size, size.next_multiple_of(4)))
+    }
+
+    /// Weights per block: rows must hold a whole number of blocks.
+    pub fn block_len(self) -> usize {
+        self.ggml_block().map_or(QK, |b| b.0)
     }
 
     /// Bytes of `data` per row of `cols` weights.
     pub fn data_bytes_per_row(self, cols: usize) -> usize {
+        if let Some((qk, _, padded)) = self.ggml_block() {
+            return cols / qk * padded;
+        }
         match self {
             WeightFormat::F32 => cols * 4,
-            WeightFormat::Bf16 => cols * 2,
+            WeightFormat::Bf16 | WeightFormat::F16 => cols * 2,
             WeightFormat::Q8_0 => cols,
-            WeightFormat::Q4_0 => cols / 2,
+            _ => cols / 2,
         }
     }
 
-    /// f16 scales per row of `cols` weights.
+    /// f16 scales per row of `cols` weights (Q8_0 and Q4_0 keep theirs apart).
     pub fn scales_per_row(self, cols: usize) -> usize {
         match self {
-            WeightFormat::F32 | WeightFormat::Bf16 => 0,
             WeightFormat::Q8_0 | WeightFormat::Q4_0 => cols / QK,
+            _ => 0,
         }
     }
 }
@@ -89,7 +155,7 @@ impl FromStr for WeightFormat {
         WeightFormat::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown weight format `{s}`: expected f32, bf16, q8_0 or q4_0"))
+            .ok_or_else(|| format!("unknown weight format `{s}`: expected f32, bf16, q8_0 or q4_0 (GGUF files also run their own types)"))
     }
 }
 
@@ -119,12 +185,13 @@ fn pack_halves(halves: &[u16]) -> impl Iterator<Item = u32> + '_ {
 
 impl HostMatrix {
     fn check_shape(format: WeightFormat, rows: usize, cols: usize, len: usize) -> Result<()> {
-        if cols == 0 || !cols.is_multiple_of(QK) || rows * cols != len {
+        let block = format.block_len();
+        if cols == 0 || !cols.is_multiple_of(block) || rows * cols != len {
             return Err(Error::Shape {
                 kernel: "weights",
                 message: format!(
                     "{format} matrix [{rows}, {cols}] from {len} values: cols must be a \
-                     non-zero multiple of {QK} and rows * cols must equal the value count"
+                     non-zero multiple of {block} and rows * cols must equal the value count"
                 ),
             });
         }
@@ -170,6 +237,12 @@ impl HostMatrix {
                     q.iter().map(|b| b.d.to_bits()).collect(),
                 )
             }
+            other => {
+                return Err(Error::Shape {
+                    kernel: "weights",
+                    message: format!("no quantizer for {other}: it comes from GGUF files only"),
+                });
+            }
         };
         Ok(HostMatrix {
             format,
@@ -192,6 +265,77 @@ impl HostMatrix {
         })
     }
 
+    /// A matrix from a GGUF tensor's bytes in GGML `ty` ([rows, cols], rows of whole blocks):
+    /// f32, bf16 and f16 as they are, Q8_0 and Q4_0 into their split layouts, every other
+    /// block format kept block by block (padded to 4 bytes).
+    pub fn from_ggml(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let format = match ty {
+            GgmlType::F32 => WeightFormat::F32,
+            GgmlType::F16 => WeightFormat::F16,
+            GgmlType::Bf16 => WeightFormat::Bf16,
+            GgmlType::Q8_0 => WeightFormat::Q8_0,
+            GgmlType::Q4_0 => WeightFormat::Q4_0,
+            GgmlType::Q4_1 => WeightFormat::Q4_1,
+            GgmlType::Q5_0 => WeightFormat::Q5_0,
+            GgmlType::Q5_1 => WeightFormat::Q5_1,
+            GgmlType::Q2K => WeightFormat::Q2K,
+            GgmlType::Q3K => WeightFormat::Q3K,
+            GgmlType::Q4K => WeightFormat::Q4K,
+            GgmlType::Q5K => WeightFormat::Q5K,
+            GgmlType::Q6K => WeightFormat::Q6K,
+            GgmlType::Other(id) => {
+                return Err(Error::Shape {
+                    kernel: "weights",
+                    message: format!("GGML type {id} is not supported"),
+                });
+            }
+        };
+        let (per, size) = ty.block().expect("known type");
+        Self::check_shape(format, rows, cols, rows * cols)?;
+        if !cols.is_multiple_of(per) || bytes.len() != rows * cols / per * size {
+            return Err(Error::Shape {
+                kernel: "weights",
+                message: format!("{ty:?} [{rows}, {cols}]: {} bytes", bytes.len()),
+            });
+        }
+        let blocks = bytes.chunks_exact(size);
+        let (data, scales): (Vec<u32>, Vec<u16>) = match format {
+            WeightFormat::F32 | WeightFormat::F16 | WeightFormat::Bf16 => {
+                (pack_bytes(bytes).collect(), vec![])
+            }
+            WeightFormat::Q8_0 => {
+                let qs: Vec<u8> = blocks.clone().flat_map(|b| b[2..34].to_vec()).collect();
+                (
+                    pack_bytes(&qs).collect(),
+                    blocks.map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
+                )
+            }
+            WeightFormat::Q4_0 => {
+                let qs: Vec<u8> = blocks.clone().flat_map(|b| b[2..18].to_vec()).collect();
+                (
+                    pack_bytes(&qs).collect(),
+                    blocks.map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
+                )
+            }
+            _ => {
+                let padded = size.next_multiple_of(4);
+                let mut raw = Vec::with_capacity(bytes.len() / size * padded);
+                for b in blocks {
+                    raw.extend_from_slice(b);
+                    raw.resize(raw.len() + padded - size, 0);
+                }
+                (pack_bytes(&raw).collect(), vec![])
+            }
+        };
+        Ok(HostMatrix {
+            format,
+            rows,
+            cols,
+            data,
+            scales,
+        })
+    }
+
     pub fn data_bytes(&self) -> &[u8] {
         bytemuck::cast_slice(&self.data)
     }
@@ -203,7 +347,27 @@ impl HostMatrix {
     /// The f32 values the GPU computes with, [rows, cols].
     pub fn dequantize(&self) -> Vec<f32> {
         let bytes = self.data_bytes();
+        if let Some((_, size, padded)) = self.format.ggml_block() {
+            let f: fn(&[u8]) -> Vec<f32> = match self.format {
+                WeightFormat::Q4_1 => |b| ggml::dequantize_q4_1(b).to_vec(),
+                WeightFormat::Q5_0 => |b| ggml::dequantize_q5_0(b).to_vec(),
+                WeightFormat::Q5_1 => |b| ggml::dequantize_q5_1(b).to_vec(),
+                WeightFormat::Q2K => |b| ggml::dequantize_q2_k(b).to_vec(),
+                WeightFormat::Q3K => |b| ggml::dequantize_q3_k(b).to_vec(),
+                WeightFormat::Q4K => |b| ggml::dequantize_q4_k(b).to_vec(),
+                WeightFormat::Q5K => |b| ggml::dequantize_q5_k(b).to_vec(),
+                _ => |b| ggml::dequantize_q6_k(b).to_vec(),
+            };
+            return bytes
+                .chunks_exact(padded)
+                .flat_map(|b| f(&b[..size]))
+                .collect();
+        }
         match self.format {
+            WeightFormat::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             WeightFormat::F32 => self.data.iter().map(|&w| f32::from_bits(w)).collect(),
             WeightFormat::Bf16 => bytes
                 .chunks_exact(2)
@@ -229,6 +393,7 @@ impl HostMatrix {
                     })
                 })
                 .collect(),
+            _ => unreachable!("GGML block formats are handled above"),
         }
     }
 }

@@ -203,3 +203,92 @@ fn embedding_matches_reference_for_every_format() {
         }
     }
 }
+
+/// GGUF block types: (type, block bytes, offsets of the f16 scale fields).
+const GGML_TYPES: &[(gemma_wgpu::weights::gguf::GgmlType, usize, &[usize])] = {
+    use gemma_wgpu::weights::gguf::GgmlType::*;
+    &[
+        (Q8_0, 34, &[0]),
+        (Q4_0, 18, &[0]),
+        (Q4_1, 20, &[0, 2]),
+        (Q5_0, 22, &[0]),
+        (Q5_1, 24, &[0, 2]),
+        (Q2K, 84, &[80, 82]),
+        (Q3K, 110, &[108]),
+        (Q4K, 144, &[0, 2]),
+        (Q5K, 176, &[0, 2]),
+        (Q6K, 210, &[208]),
+        (F16, 2, &[0]),
+    ]
+};
+
+/// A [rows, k] matrix of random GGML blocks of `ty` (random bytes, sane f16 scales), as a
+/// GGUF file would hold it, and the values the GPU computes with.
+fn ggml_matrix(
+    seed: u64,
+    ty: gemma_wgpu::weights::gguf::GgmlType,
+    size: usize,
+    halves: &[usize],
+    rows: usize,
+    k: usize,
+) -> (HostMatrix, Vec<f32>) {
+    let per = ty.block().unwrap().0;
+    let n = rows * k / per;
+    let noise = normal(seed, n * size);
+    let scales = normal(seed + 1, n * halves.len());
+    let mut bytes: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+    for b in 0..n {
+        for (h, &off) in halves.iter().enumerate() {
+            let v = half::f16::from_f32(scales[b * halves.len() + h] * 0.05);
+            bytes[b * size + off..][..2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let m = HostMatrix::from_ggml(ty, rows, k, &bytes).unwrap();
+    let values = m.dequantize();
+    (m, values)
+}
+
+#[test]
+fn gguf_block_formats_match_reference() {
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        for &(ty, size, halves) in GGML_TYPES {
+            let (m, w) = ggml_matrix(11, ty, size, halves, 70, 512);
+            let format = m.format;
+            let gm = GpuMatrix::upload(gpu, "w", &m).unwrap();
+            for n in [1usize, 9] {
+                let x = normal(12 + n as u64, n * 512);
+                let (y_ref, bound) = expected(&w, &x, 70, 512);
+                let xb = gpu.storage_init("x", f32_bytes(&x));
+                let yb = gpu.storage_zeroed("y", (n * 70 * 4) as u64);
+                let d = if n == 1 {
+                    Matvec::new(gpu, format)
+                        .unwrap()
+                        .bind(gpu, "matvec", &gm, &xb, &yb, n)
+                } else {
+                    Matmul::new(gpu, format)
+                        .unwrap()
+                        .bind(gpu, "matmul", &gm, &xb, &yb, n)
+                }
+                .unwrap();
+                gpu.run("test", &d).unwrap();
+                let what = format!("{}: {format} ({ty:?}) n={n}", dev.name);
+                assert_within(&what, &gpu.read_f32(&yb).unwrap(), &y_ref, &bound);
+            }
+            let ids = [0u32, 69, 33];
+            let emb = Embedding::new(gpu, format).unwrap();
+            let idb = gpu.storage_init("ids", u32_bytes(&ids));
+            let out = gpu.storage_zeroed("out", (3 * 512 * 4) as u64);
+            let d = emb.bind(gpu, "embedding", &gm, &idb, 3, 2.0, &out).unwrap();
+            gpu.run("test", &d).unwrap();
+            let expected = reference::embedding(&w, 512, &ids, 2.0);
+            assert_close(
+                &format!("{}: embedding {format}", dev.name),
+                &gpu.read_f32(&out).unwrap(),
+                &expected,
+                0.0,
+                EPS,
+            );
+        }
+    }
+}
