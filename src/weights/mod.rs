@@ -431,6 +431,7 @@ mod tests {
                         quant::dequantize_q4_0(&quant::quantize_q4_0(b.try_into().unwrap()))
                     })
                     .collect(),
+                _ => unreachable!("ALL holds the quantizable formats"),
             };
             assert_eq!(m.dequantize(), expected, "{format}");
         }
