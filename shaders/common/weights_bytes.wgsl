@@ -1,31 +1,49 @@
 // Shared by the GGUF block formats (weights_q4_1 ... weights_q6_k): `w_data` holds each row's
-// GGML blocks exactly as the file stores them, each padded to a multiple of 4 bytes, read here
-// byte by byte (little-endian). See weights_f32.wgsl for the `w_load8` contract.
+// GGML blocks exactly as the file stores them, each padded to a multiple of 4 bytes. Fields
+// are read a word at a time, whatever their alignment. See weights_f32.wgsl for the `w_load8`
+// contract.
 
 struct W8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
 }
 
-fn wb(addr: u32) -> u32 {
-    let w = w_data[addr / 16u][(addr / 4u) % 4u];
-    return (w >> (8u * (addr % 4u))) & 0xffu;
+fn wword(i: u32) -> u32 {
+    return w_data[i / 4u][i % 4u];
 }
 
-fn wf16(addr: u32) -> f32 {
-    return unpack2x16float(wb(addr) | (wb(addr + 1u) << 8u)).x;
+// Bytes addr .. addr + 8 as two little-endian words, for any byte address.
+fn wbytes8(addr: u32) -> vec2<u32> {
+    let i = addr / 4u;
+    let s = 8u * (addr % 4u);
+    let a = wword(i);
+    let b = wword(i + 1u);
+    if s == 0u {
+        return vec2<u32>(a, b);
+    }
+    let c = wword(i + 2u);
+    return vec2<u32>((a >> s) | (b << (32u - s)), (b >> s) | (c << (32u - s)));
+}
+
+fn wb(addr: u32) -> u32 {
+    return (wword(addr / 4u) >> (8u * (addr % 4u))) & 0xffu;
 }
 
 fn wu32(addr: u32) -> u32 {
-    return wb(addr) | (wb(addr + 1u) << 8u) | (wb(addr + 2u) << 16u) | (wb(addr + 3u) << 24u);
+    return wbytes8(addr).x;
+}
+
+fn wf16(addr: u32) -> f32 {
+    return unpack2x16float(wu32(addr)).x;
+}
+
+// The four bytes of a word, low byte first.
+fn bytes4(w: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
 }
 
 // Byte address of the block holding W[row, 8g] and that element's index in the block.
 fn block_of(row: u32, g: u32, k: u32, qk: u32, stride: u32) -> vec2<u32> {
     let e = 8u * g;
     return vec2<u32>((row * (k / qk) + e / qk) * stride, e % qk);
-}
-
-fn w8_from(v: array<f32, 8>) -> W8 {
-    return W8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
 }

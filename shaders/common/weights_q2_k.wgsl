@@ -5,19 +5,16 @@
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let b = block_of(row, g, k, 256u, 84u);
-    let d = wf16(b.x + 80u);
-    let dmin = wf16(b.x + 82u);
+    let dm = unpack2x16float(wu32(b.x + 80u));
     let n = b.y / 128u;
     let j = (b.y % 128u) / 32u;
     let h = (b.y % 32u) / 16u;
-    let l0 = b.y % 16u;
     let sc = wb(b.x + 8u * n + 2u * j + h);
-    let dl = d * f32(sc & 15u);
-    let ml = dmin * f32(sc >> 4u);
-    var v: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        let q = (wb(b.x + 16u + 32u * n + 16u * h + l0 + i) >> (2u * j)) & 3u;
-        v[i] = dl * f32(q) - ml;
-    }
-    return w8_from(v);
+    let dl = dm.x * f32(sc & 15u);
+    let ml = dm.y * f32(sc >> 4u);
+    let q = wbytes8(b.x + 16u + 32u * n + 16u * h + b.y % 16u);
+    let shift = vec4<u32>(2u * j);
+    let lo = (bytes4(q.x) >> shift) & vec4<u32>(3u);
+    let hi = (bytes4(q.y) >> shift) & vec4<u32>(3u);
+    return W8(dl * vec4<f32>(lo) - ml, dl * vec4<f32>(hi) - ml);
 }

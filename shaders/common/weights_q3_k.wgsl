@@ -16,14 +16,13 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let t = 8u * n + 2u * j + h;
     let grp = t / 4u;
     let low = (wb(b.x + 96u + (grp % 2u) * 4u + t % 4u) >> (4u * (grp / 2u))) & 15u;
-    let high = (wb(b.x + 96u + 8u + t % 4u) >> (2u * grp)) & 3u;
+    let high = (wb(b.x + 104u + t % 4u) >> (2u * grp)) & 3u;
     let dl = d * (f32(low | (high << 4u)) - 32.0);
-    let mbit = 1u << (4u * n + j);
-    var v: array<f32, 8>;
-    for (var x = 0u; x < 8u; x++) {
-        let i = i0 + x;
-        let q = i32((wb(b.x + 32u + 32u * n + i) >> (2u * j)) & 3u) - select(4, 0, (wb(b.x + i) & mbit) != 0u);
-        v[x] = dl * f32(q);
-    }
-    return w8_from(v);
+    let q = wbytes8(b.x + 32u + 32u * n + i0);
+    let m = wbytes8(b.x + i0);
+    let shift = vec4<u32>(2u * j);
+    let mbit = vec4<u32>(4u * n + j);
+    let lo = vec4<f32>((bytes4(q.x) >> shift) & vec4<u32>(3u)) - 4.0 * vec4<f32>(vec4<u32>(1u) - ((bytes4(m.x) >> mbit) & vec4<u32>(1u)));
+    let hi = vec4<f32>((bytes4(q.y) >> shift) & vec4<u32>(3u)) - 4.0 * vec4<f32>(vec4<u32>(1u) - ((bytes4(m.y) >> mbit) & vec4<u32>(1u)));
+    return W8(dl * lo, dl * hi);
 }

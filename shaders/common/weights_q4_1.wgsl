@@ -3,13 +3,10 @@
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let b = block_of(row, g, k, 32u, 20u);
-    let d = wf16(b.x);
-    let m = wf16(b.x + 2u);
-    let shift = select(0u, 4u, b.y >= 16u);
-    var v: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        let q = (wb(b.x + 4u + (b.y % 16u) + i) >> shift) & 15u;
-        v[i] = f32(q) * d + m;
-    }
-    return w8_from(v);
+    let dm = unpack2x16float(wu32(b.x));
+    let q = wbytes8(b.x + 4u + b.y % 16u);
+    let shift = vec4<u32>(select(0u, 4u, b.y >= 16u));
+    let lo = (bytes4(q.x) >> shift) & vec4<u32>(15u);
+    let hi = (bytes4(q.y) >> shift) & vec4<u32>(15u);
+    return W8(vec4<f32>(lo) * dm.x + dm.y, vec4<f32>(hi) * dm.x + dm.y);
 }

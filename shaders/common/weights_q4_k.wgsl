@@ -15,18 +15,15 @@ fn scale_min_k4(addr: u32, t: u32) -> vec2<f32> {
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let b = block_of(row, g, k, 256u, 144u);
-    let d = wf16(b.x);
-    let dmin = wf16(b.x + 2u);
+    let dm = unpack2x16float(wu32(b.x));
     let j = b.y / 64u;
     let h = (b.y % 64u) / 32u;
-    let l0 = b.y % 32u;
     let sm = scale_min_k4(b.x + 4u, 2u * j + h);
-    let dl = d * sm.x;
-    let ml = dmin * sm.y;
-    var v: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        let q = (wb(b.x + 16u + 32u * j + l0 + i) >> (4u * h)) & 15u;
-        v[i] = dl * f32(q) - ml;
-    }
-    return w8_from(v);
+    let dl = dm.x * sm.x;
+    let ml = dm.y * sm.y;
+    let q = wbytes8(b.x + 16u + 32u * j + b.y % 32u);
+    let shift = vec4<u32>(4u * h);
+    let lo = (bytes4(q.x) >> shift) & vec4<u32>(15u);
+    let hi = (bytes4(q.y) >> shift) & vec4<u32>(15u);
+    return W8(dl * vec4<f32>(lo) - ml, dl * vec4<f32>(hi) - ml);
 }

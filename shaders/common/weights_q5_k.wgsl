@@ -14,19 +14,18 @@ fn scale_min_k4(addr: u32, t: u32) -> vec2<f32> {
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let b = block_of(row, g, k, 256u, 176u);
-    let d = wf16(b.x);
-    let dmin = wf16(b.x + 2u);
+    let dm = unpack2x16float(wu32(b.x));
     let j = b.y / 64u;
     let h = (b.y % 64u) / 32u;
     let l0 = b.y % 32u;
     let sm = scale_min_k4(b.x + 4u, 2u * j + h);
-    let dl = d * sm.x;
-    let ml = dmin * sm.y;
-    var v: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        let l = l0 + i;
-        let q = ((wb(b.x + 48u + 32u * j + l) >> (4u * h)) & 15u) + 16u * ((wb(b.x + 16u + l) >> (2u * j + h)) & 1u);
-        v[i] = dl * f32(q) - ml;
-    }
-    return w8_from(v);
+    let dl = dm.x * sm.x;
+    let ml = dm.y * sm.y;
+    let q = wbytes8(b.x + 48u + 32u * j + l0);
+    let qh = wbytes8(b.x + 16u + l0);
+    let shift = vec4<u32>(4u * h);
+    let hbit = vec4<u32>(2u * j + h);
+    let lo = ((bytes4(q.x) >> shift) & vec4<u32>(15u)) + 16u * ((bytes4(qh.x) >> hbit) & vec4<u32>(1u));
+    let hi = ((bytes4(q.y) >> shift) & vec4<u32>(15u)) + 16u * ((bytes4(qh.y) >> hbit) & vec4<u32>(1u));
+    return W8(dl * vec4<f32>(lo) - ml, dl * vec4<f32>(hi) - ml);
 }

@@ -12,12 +12,11 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let l0 = b.y % 32u;
     let sc = f32(bitcast<i32>(wb(b.x + 192u + 8u * n + l0 / 16u + 2u * c) << 24u) >> 24u);
     let dl = d * sc;
-    var v: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        let l = l0 + i;
-        let low = (wb(b.x + 64u * n + l + 32u * (c % 2u)) >> (4u * (c / 2u))) & 15u;
-        let high = (wb(b.x + 128u + 32u * n + l) >> (2u * c)) & 3u;
-        v[i] = dl * (f32(low | (high << 4u)) - 32.0);
-    }
-    return w8_from(v);
+    let ql = wbytes8(b.x + 64u * n + l0 + 32u * (c % 2u));
+    let qh = wbytes8(b.x + 128u + 32u * n + l0);
+    let ls = vec4<u32>(4u * (c / 2u));
+    let hs = vec4<u32>(2u * c);
+    let lo = ((bytes4(ql.x) >> ls) & vec4<u32>(15u)) | (((bytes4(qh.x) >> hs) & vec4<u32>(3u)) << vec4<u32>(4u));
+    let hi = ((bytes4(ql.y) >> ls) & vec4<u32>(15u)) | (((bytes4(qh.y) >> hs) & vec4<u32>(3u)) << vec4<u32>(4u));
+    return W8(dl * (vec4<f32>(lo) - 32.0), dl * (vec4<f32>(hi) - 32.0));
 }

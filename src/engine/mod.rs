@@ -64,18 +64,31 @@ fn ids_of(v: &serde_json::Value) -> Vec<u32> {
 }
 
 impl Engine {
-    /// Loads a Hugging Face model directory.
-    pub fn load(dir: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
-        if !dir.is_dir() {
-            return Err(Error::Io {
-                path: dir.display().to_string(),
-                message: "not a directory (expected a Hugging Face model directory)".into(),
+    /// Loads a Hugging Face model directory or a `.gguf` file.
+    pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
+        if path.is_file() {
+            let g = crate::weights::gguf::Gguf::open(path)?;
+            let tokenizer = Tokenizer::from_gguf(&g)?;
+            let model = Model::load(Gpu::new(gpu)?, path, options)?;
+            // End of generation: the file's eos and, for chat, <end_of_turn>.
+            let mut eos = model.config.eos_ids.clone();
+            eos.extend(tokenizer.token_id("<end_of_turn>"));
+            return Ok(Engine {
+                model,
+                tokenizer,
+                eos,
             });
         }
-        let tokenizer = Tokenizer::from_dir(dir)?;
+        if !path.is_dir() {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                message: "not found (expected a Hugging Face model directory or a .gguf file)".into(),
+            });
+        }
+        let tokenizer = Tokenizer::from_dir(path)?;
         let gpu = Gpu::new(gpu)?;
-        let model = Model::load(gpu, dir, options)?;
-        let mut eos = std::fs::read_to_string(dir.join("generation_config.json"))
+        let model = Model::load(gpu, path, options)?;
+        let mut eos = std::fs::read_to_string(path.join("generation_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v.get("eos_token_id").map(ids_of))

@@ -58,6 +58,117 @@ impl Tokenizer {
         })
     }
 
+    /// The tokenizer a GGUF file describes (`tokenizer.ggml.model = llama`: SentencePiece
+    /// pieces with byte fallback), rebuilt as transformers rebuilds Gemma's: runs of spaces
+    /// respelled with `▁`, BPE merges recovered from the vocabulary and ranked by the pieces'
+    /// order in the file, control tokens special and user-defined ones matched whole.
+    pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> Result<Tokenizer> {
+        let bad = |m: &str| Error::Tokenizer(format!("{}: {m}", g.path.display()));
+        let model = g.get("tokenizer.ggml.model").and_then(|v| v.as_str()).unwrap_or("");
+        if model != "llama" {
+            return Err(bad(&format!(
+                "tokenizer.ggml.model `{model}` is not supported (Gemma files use `llama`)"
+            )));
+        }
+        let tokens: Vec<String> = g
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| bad("no tokenizer.ggml.tokens"))?
+            .iter()
+            .map(|t| t.as_str().unwrap_or("").to_string())
+            .collect();
+        let types: Vec<u64> = g
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|t| t.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_else(|| vec![1; tokens.len()]);
+        let spelled: Vec<String> = tokens
+            .iter()
+            .map(|t| {
+                if t.contains(' ') && t.trim().is_empty() {
+                    "\u{2581}".repeat(t.chars().count())
+                } else {
+                    t.clone()
+                }
+            })
+            .collect();
+        let mut vocab = serde_json::Map::new();
+        let mut ids = std::collections::HashMap::new();
+        for (i, t) in spelled.iter().enumerate() {
+            vocab.insert(t.clone(), (i as u64).into());
+            ids.insert(t.as_str(), i);
+        }
+        // Merges: every split of every piece into two pieces, earlier pieces first, and within
+        // a piece the longer left part first.
+        let mut merges = Vec::new();
+        for t in &spelled {
+            let cuts: Vec<usize> = t.char_indices().map(|(i, _)| i).skip(1).collect();
+            for &cut in cuts.iter().rev() {
+                let (l, r) = t.split_at(cut);
+                if ids.contains_key(l) && ids.contains_key(r) {
+                    merges.push(serde_json::json!([l, r]));
+                }
+            }
+        }
+        let added: Vec<serde_json::Value> = tokens
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .filter(|(_, (_, ty))| **ty == 3 || **ty == 4)
+            .map(|(i, (t, ty))| {
+                serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": *ty == 3})
+            })
+            .collect();
+        let token = |key: &str, default: &str| -> String {
+            g.get(key)
+                .and_then(|v| v.as_u64())
+                .and_then(|i| tokens.get(i as usize).cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let bos = token("tokenizer.ggml.bos_token_id", "<bos>");
+        let eos = token("tokenizer.ggml.eos_token_id", "<eos>");
+        let unk = token("tokenizer.ggml.unknown_token_id", "<unk>");
+        let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(true);
+        let bos_id = ids.get(bos.as_str()).copied().unwrap_or(2);
+        let post = if add_bos {
+            serde_json::json!({"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {bos.clone(): {"id": bos, "ids": [bos_id], "tokens": [bos]}}})
+        } else {
+            serde_json::Value::Null
+        };
+        let mut normalizers = vec![serde_json::json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
+        if g.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(false) {
+            normalizers.insert(0, serde_json::json!({"type": "Prepend", "prepend": "\u{2581}"}));
+        }
+        let spec = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "Sequence", "normalizers": normalizers},
+            "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
+            "post_processor": post,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": vocab, "merges": merges},
+        });
+        let inner: tokenizers::Tokenizer = serde_json::from_value(spec)
+            .map_err(|e| bad(&format!("could not build the tokenizer: {e}")))?;
+        Ok(Tokenizer {
+            inner,
+            chat_template: g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(String::from),
+            bos_token: bos,
+            eos_token: eos,
+        })
+    }
+
     /// Token ids of `text`; `special` adds what the tokenizer's post-processor adds (Gemma:
     /// `<bos>` first).
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {

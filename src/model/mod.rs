@@ -14,7 +14,8 @@ use crate::kernels::{
 };
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
 use crate::weights::safetensors::Checkpoint;
-use crate::weights::{SourceDtype, WeightFormat};
+use crate::weights::gguf::{GgmlType, Gguf};
+use crate::weights::{HostMatrix, SourceDtype, WeightFormat};
 use crate::{Error, Result};
 use plan::{Activations, Plan};
 
@@ -52,9 +53,16 @@ impl Default for ModelOptions {
 }
 
 /// The per-op kernels, compiled once.
-pub(crate) struct Kernels {
+/// The kernels that read weights, for one weight format.
+pub(crate) struct MatrixKernels {
     pub matvec: Matvec,
     pub matmul: Matmul,
+    pub embedding: Embedding,
+}
+
+pub(crate) struct Kernels {
+    /// One set per weight format the model holds (GGUF files mix several).
+    pub matrix: Vec<(WeightFormat, MatrixKernels)>,
     pub rms_norm: RmsNorm,
     pub rms_norm_add: RmsNorm,
     pub add: Add,
@@ -62,9 +70,19 @@ pub(crate) struct Kernels {
     pub kv_store: KvStore,
     pub attention: Attention,
     pub geglu: Geglu,
-    pub embedding: Embedding,
     pub soft_cap: SoftCap,
     pub top_k: TopK,
+}
+
+impl Kernels {
+    pub fn matrix(&self, format: WeightFormat) -> &MatrixKernels {
+        &self
+            .matrix
+            .iter()
+            .find(|(f, _)| *f == format)
+            .expect("kernels built for every format the model holds")
+            .1
+    }
 }
 
 /// One decoder layer's weights and cache on the GPU.
@@ -108,7 +126,10 @@ pub struct Model {
     _resources: Resources,
     pub gpu: Gpu,
     pub config: ModelConfig,
+    /// The embedding's (and lm_head's) weight format.
     pub format: WeightFormat,
+    /// Every weight format the model holds (GGUF files mix several).
+    pub formats: Vec<WeightFormat>,
     pub kv: KvDtype,
     /// Positions the caches hold.
     pub ctx: usize,
@@ -124,10 +145,21 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the model in `dir` onto `gpu`.
-    pub fn load(gpu: Gpu, dir: &std::path::Path, options: &ModelOptions) -> Result<Model> {
-        let config = ModelConfig::from_dir(dir)?;
-        let ckpt = Checkpoint::open(dir)?;
+    /// Loads a Hugging Face model directory or a `.gguf` file onto `gpu`.
+    pub fn load(gpu: Gpu, path: &std::path::Path, options: &ModelOptions) -> Result<Model> {
+        if path.is_file() {
+            let g = Gguf::open(path)?;
+            let config = ModelConfig::from_gguf(&g)?;
+            // The embedding's element type sets the scale's rounding, as for checkpoints.
+            let dtype = match g.tensor("token_embd.weight")?.0.ty {
+                GgmlType::F32 => SourceDtype::F32,
+                GgmlType::F16 => SourceDtype::F16,
+                _ => SourceDtype::Bf16,
+            };
+            return Self::build(gpu, config, Source::Gguf(&g), dtype, options);
+        }
+        let config = ModelConfig::from_dir(path)?;
+        let ckpt = Checkpoint::open(path)?;
         Self::from_checkpoint(gpu, config, &ckpt, options)
     }
 
@@ -162,7 +194,11 @@ impl Model {
         options: &ModelOptions,
     ) -> Result<Model> {
         let c = &config;
-        let format = options.format.unwrap_or(gemma::default_format(dtype));
+        // GGUF tensors keep their own types unless a format is asked for.
+        let format = match source {
+            Source::Gguf(_) => options.format,
+            _ => Some(options.format.unwrap_or(gemma::default_format(dtype))),
+        };
         let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
         let ctx = options
             .ctx
@@ -170,7 +206,7 @@ impl Model {
             .min(c.max_positions)
             .max(1);
         let chunk = options.chunk.clamp(1, 512);
-        check_fits(&gpu, c, format, kv, ctx, chunk, options)?;
+        check_fits(&gpu, c, format.unwrap_or(WeightFormat::F32), kv, ctx, chunk, options)?;
 
         let total = c.parameters() as u64 * dtype.bytes() as u64;
         let bar = options.progress.then(|| {
@@ -237,9 +273,29 @@ impl Model {
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        let mut formats: Vec<WeightFormat> = vec![embed.format];
+        for l in &layers {
+            for m in [&l.q, &l.k, &l.v, &l.o, &l.gate_up, &l.down] {
+                if !formats.contains(&m.format) {
+                    formats.push(m.format);
+                }
+            }
+        }
+        let matrix = formats
+            .iter()
+            .map(|&f| {
+                Ok((
+                    f,
+                    MatrixKernels {
+                        matvec: Matvec::new(&gpu, f)?,
+                        matmul: Matmul::new(&gpu, f)?,
+                        embedding: Embedding::new(&gpu, f)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let kernels = Kernels {
-            matvec: Matvec::new(&gpu, format)?,
-            matmul: Matmul::new(&gpu, format)?,
+            matrix,
             rms_norm: RmsNorm::new(&gpu, false)?,
             rms_norm_add: RmsNorm::new(&gpu, true)?,
             add: Add::new(&gpu)?,
@@ -247,7 +303,6 @@ impl Model {
             kv_store: KvStore::new(&gpu, kv)?,
             attention: Attention::new(&gpu, kv)?,
             geglu: Geglu::new(&gpu)?,
-            embedding: Embedding::new(&gpu, format)?,
             soft_cap: SoftCap::new(&gpu)?,
             top_k: TopK::new(&gpu)?,
         };
@@ -306,7 +361,8 @@ impl Model {
             },
             gpu,
             config,
-            format,
+            format: formats[0],
+            formats,
             kv,
             ctx,
             chunk,
@@ -444,6 +500,7 @@ impl Model {
 /// Where the weights come from.
 enum Source<'a> {
     Checkpoint(&'a Checkpoint),
+    Gguf(&'a Gguf),
     /// Pseudo-random weights written on the GPU.
     Synthetic(Fill),
 }
@@ -454,13 +511,28 @@ impl Source<'_> {
         gpu: &Gpu,
         name: &str,
         shape: [usize; 2],
-        format: WeightFormat,
+        format: Option<WeightFormat>,
     ) -> Result<GpuMatrix> {
+        let full = WeightFormat::F32;
         match self {
-            Source::Checkpoint(ckpt) => {
-                GpuMatrix::upload(gpu, name, &gemma::matrix(ckpt, name, shape, format)?)
+            Source::Checkpoint(ckpt) => GpuMatrix::upload(
+                gpu,
+                name,
+                &gemma::matrix(ckpt, name, shape, format.unwrap_or(full))?,
+            ),
+            Source::Gguf(g) => {
+                let m = gemma::gguf_matrix(g, name, shape)?;
+                match format {
+                    Some(f) if f != m.format => {
+                        let values = m.dequantize();
+                        drop(m);
+                        GpuMatrix::upload(gpu, name, &HostMatrix::from_f32(f, shape[0], shape[1], &values)?)
+                    }
+                    _ => GpuMatrix::upload(gpu, name, &m),
+                }
             }
             Source::Synthetic(fill) => {
+                let format = format.unwrap_or(full);
                 let m = GpuMatrix::zeroed(gpu, name, format, shape[0], shape[1])?;
                 // Small values: f32 and bf16 with a fixed exponent (|w| in [1/64, 1/32)),
                 // any quant codes with f16 scales near 1/256.
@@ -495,6 +567,10 @@ impl Source<'_> {
         match self {
             Source::Checkpoint(ckpt) => {
                 let w = gemma::norm(ckpt, name, len)?;
+                Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
+            }
+            Source::Gguf(g) => {
+                let w = gemma::gguf_norm(g, name, len)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }
             Source::Synthetic(fill) => {

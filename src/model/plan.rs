@@ -122,10 +122,11 @@ impl Plan {
         all_logits: bool,
     ) -> Result<Plan> {
         let mat = |label: &str, m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| {
+            let kernels = k.matrix(m.format);
             if n == 1 {
-                k.matvec.bind(gpu, label, m, x, y, n)
+                kernels.matvec.bind(gpu, label, m, x, y, n)
             } else {
-                k.matmul.bind(gpu, label, m, x, y, n)
+                kernels.matmul.bind(gpu, label, m, x, y, n)
             }
         };
         let norm = |d: usize, eps: f32| RmsNormParams {
@@ -135,6 +136,7 @@ impl Plan {
             w_offset: c.norm_offset,
         };
         let embed = k
+            .matrix(w.embed.format)
             .embedding
             .bind(gpu, "embed", w.embed, &a.ids, n, w.embed_scale, &a.x)?;
         let mut layers = Vec::with_capacity(w.layers.len());
@@ -237,12 +239,14 @@ impl Plan {
             &a.h,
         )?;
         let mut head = k
+            .matrix(w.embed.format)
             .matvec
             .bind(gpu, "lm_head", w.embed, &a.h_last, &a.logits, 1)?;
         let mut all = vec![];
         if all_logits {
             let logits_all = a.all_logits();
             all = k
+                .matrix(w.embed.format)
                 .matmul
                 .bind(gpu, "lm_head.all", w.embed, &a.h, logits_all, n)?;
             if let Some(cap) = c.final_softcap {

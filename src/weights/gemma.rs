@@ -1,6 +1,7 @@
 //! Gemma checkpoints: every tensor name and shape in one place, and conversion of the
 //! checkpoint's tensors into the engine's weight formats.
 
+use super::gguf::{GgmlType, Gguf};
 use super::safetensors::Checkpoint;
 use super::{HostMatrix, SourceDtype, WeightFormat};
 use crate::Result;
@@ -121,4 +122,74 @@ pub fn default_format(dtype: SourceDtype) -> WeightFormat {
         SourceDtype::Bf16 => WeightFormat::Bf16,
         SourceDtype::F16 | SourceDtype::F32 => WeightFormat::F32,
     }
+}
+
+/// The GGUF name (llama.cpp's) of a tensor given by its Hugging Face name.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    if hf == EMBED {
+        return Some("token_embd.weight".into());
+    }
+    if hf == FINAL_NORM {
+        return Some("output_norm.weight".into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let short = match suffix {
+        "input_layernorm.weight" => "attn_norm",
+        "self_attn.q_proj.weight" => "attn_q",
+        "self_attn.k_proj.weight" => "attn_k",
+        "self_attn.v_proj.weight" => "attn_v",
+        "self_attn.q_norm.weight" => "attn_q_norm",
+        "self_attn.k_norm.weight" => "attn_k_norm",
+        "self_attn.o_proj.weight" => "attn_output",
+        "pre_feedforward_layernorm.weight" => "ffn_norm",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm",
+        "mlp.gate_proj.weight" => "ffn_gate",
+        "mlp.up_proj.weight" => "ffn_up",
+        "mlp.down_proj.weight" => "ffn_down",
+        // Gemma 2/3's post-attention norm; Gemma 1's pre-MLP norm has the same HF name but
+        // is asked for as pre_feedforward (see LayerTensor::suffix), so this is unambiguous.
+        "post_attention_layernorm.weight" => "post_attention_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{short}.weight"))
+}
+
+fn gguf_tensor<'a>(g: &'a Gguf, hf: &str, shape: [usize; 2]) -> Result<(GgmlType, &'a [u8])> {
+    let name = gguf_name(hf).ok_or_else(|| crate::Error::Tensor {
+        name: hf.to_string(),
+        message: "has no GGUF counterpart".into(),
+    })?;
+    let (info, bytes) = g.tensor(&name)?;
+    // GGUF lists dimensions innermost first: [cols, rows].
+    let dims: Vec<usize> = info.dims.iter().copied().rev().collect();
+    let expected: Vec<usize> = if shape[1] == 1 { vec![shape[0]] } else { shape.to_vec() };
+    if dims != expected {
+        return Err(crate::Error::Tensor {
+            name,
+            message: format!("expected shape {expected:?}, found {dims:?}"),
+        });
+    }
+    Ok((info.ty, bytes))
+}
+
+/// A [rows, cols] matrix from a GGUF file, in its own type.
+pub fn gguf_matrix(g: &Gguf, hf: &str, shape: [usize; 2]) -> Result<HostMatrix> {
+    let (ty, bytes) = gguf_tensor(g, hf, shape)?;
+    HostMatrix::from_ggml(ty, shape[0], shape[1], bytes)
+}
+
+/// A norm weight [len] from a GGUF file (with the 1 that llama.cpp's converter adds).
+pub fn gguf_norm(g: &Gguf, hf: &str, len: usize) -> Result<Vec<f32>> {
+    let (ty, bytes) = gguf_tensor(g, hf, [len, 1])?;
+    Ok(HostMatrix::from_ggml(ty, 1, len, bytes)
+        .map(|m| m.dequantize())
+        .or_else(|_| match ty {
+            // Norms are short; f32 and f16 need no block alignment.
+            GgmlType::F32 => Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            _ => Err(crate::Error::Tensor {
+                name: hf.to_string(),
+                message: format!("norm stored as {ty:?}"),
+            }),
+        })?)
 }
