@@ -2,11 +2,13 @@
 //
 // Bindings: params; w_data [rows, k] in the weight format's layout (vec4<u32>); w_scales (f16
 // pairs, quantized formats only); x [n, k] f32; y [n, out_stride] f32.
-// Grid: (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes ROWS (<= 4)
-// consecutive rows of one chunk of W; its invocations share the k dimension in groups of 8 and
-// reduce once for all ROWS rows. CONTIGUOUS picks how groups are dealt out: neighbouring
-// invocations on neighbouring groups (GPUs, coalesced) or each invocation its own contiguous run
-// (CPU adapters, cache-friendly).
+// Two layouts, chosen per adapter with ROW_PER_INVOCATION:
+// - GPUs: grid (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes
+//   ROWS (<= 4) consecutive rows; its invocations share the k dimension in groups of 8
+//   (neighbouring invocations on neighbouring groups, coalesced; or, with CONTIGUOUS, each its
+//   own run) and reduce once for all ROWS rows.
+// - CPU adapters: grid (ceil(rows / WG) as a 2-D grid, 1, n). Each invocation walks one whole
+//   row, so reads are contiguous per invocation and nothing needs reducing.
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
 
 struct Params {
@@ -26,6 +28,7 @@ struct Params {
 override WG: u32 = 64u;
 override ROWS: u32 = 4u;
 override CONTIGUOUS: bool = false;
+override ROW_PER_INVOCATION: bool = false;
 
 fn dot8(w: W8, base: u32) -> f32 {
     return dot(w.lo, x[base]) + dot(w.hi, x[base + 1u]);
@@ -33,6 +36,19 @@ fn dot8(w: W8, base: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
+    if ROW_PER_INVOCATION {
+        let row = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
+        if row >= p.rows {
+            return;
+        }
+        let xbase = inv.wg.z * (p.k / 4u);
+        var acc = 0.0;
+        for (var g = 0u; g < p.k / 8u; g++) {
+            acc += dot8(w_load8(row, g, p.k), xbase + 2u * g);
+        }
+        y[inv.wg.z * p.out_stride + p.out_offset + row] = acc;
+        return;
+    }
     let first = (inv.wg.x + inv.wg.y * inv.nwg.x) * ROWS;
     let v = inv.wg.z;
     let groups = p.k / 8u;

@@ -8,15 +8,20 @@ use crate::{Error, Result};
 
 /// Rows per workgroup: one reduction serves four rows, and x is read once for them.
 const ROWS: u32 = 4;
+/// Invocations per workgroup.
+const WG: u32 = 64;
 
 pub struct Matvec {
     kernel: Kernel,
     format: WeightFormat,
+    /// Rows per workgroup.
+    rows_per_workgroup: u32,
 }
 
 impl Matvec {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matvec> {
-        let contiguous = gpu.caps.cpu_like;
+        // CPU adapters: one row per invocation (see matvec.wgsl).
+        let row_per_invocation = gpu.caps.cpu_like;
         let kernel = source::build(
             gpu,
             &source::MATVEC,
@@ -24,12 +29,18 @@ impl Matvec {
             Some(format),
             &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
             &[
-                ("WG", 64.0),
+                ("WG", WG as f64),
                 ("ROWS", ROWS as f64),
-                ("CONTIGUOUS", if contiguous { 1.0 } else { 0.0 }),
+                ("CONTIGUOUS", 0.0),
+                ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
             ],
         )?;
-        Ok(Matvec { kernel, format })
+        let rows_per_workgroup = if row_per_invocation { WG } else { ROWS };
+        Ok(Matvec {
+            kernel,
+            format,
+            rows_per_workgroup,
+        })
     }
 
     /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W.
@@ -53,7 +64,7 @@ impl Matvec {
             y,
             n,
             |rows| {
-                let (gx, gy) = gpu.grid_2d(groups(rows, ROWS));
+                let (gx, gy) = gpu.grid_2d(groups(rows, self.rows_per_workgroup));
                 (gx, gy, n as u32)
             },
         )
