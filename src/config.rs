@@ -561,7 +561,9 @@ impl ModelConfig {
                 Some((0..layers).map(|i| (i + 1) % pattern != 0).collect())
             }
         };
-        let scaling = key("rope.scaling.type").and_then(|v| v.as_str()).map(String::from);
+        let scaling = key("rope.scaling.type")
+            .and_then(|v| v.as_str())
+            .map(String::from);
         let hf = HfConfig {
             model_type: Some(match arch {
                 Arch::Gemma => "gemma".into(),

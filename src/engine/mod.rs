@@ -82,7 +82,8 @@ impl Engine {
         if !path.is_dir() {
             return Err(Error::Io {
                 path: path.display().to_string(),
-                message: "not found (expected a Hugging Face model directory or a .gguf file)".into(),
+                message: "not found (expected a Hugging Face model directory or a .gguf file)"
+                    .into(),
             });
         }
         let tokenizer = Tokenizer::from_dir(path)?;

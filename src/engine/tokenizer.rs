@@ -64,7 +64,10 @@ impl Tokenizer {
     /// order in the file, control tokens special and user-defined ones matched whole.
     pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> Result<Tokenizer> {
         let bad = |m: &str| Error::Tokenizer(format!("{}: {m}", g.path.display()));
-        let model = g.get("tokenizer.ggml.model").and_then(|v| v.as_str()).unwrap_or("");
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         if model != "llama" {
             return Err(bad(&format!(
                 "tokenizer.ggml.model `{model}` is not supported (Gemma files use `llama`)"
@@ -129,7 +132,10 @@ impl Tokenizer {
         let bos = token("tokenizer.ggml.bos_token_id", "<bos>");
         let eos = token("tokenizer.ggml.eos_token_id", "<eos>");
         let unk = token("tokenizer.ggml.unknown_token_id", "<unk>");
-        let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(true);
+        let add_bos = g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
         let bos_id = ids.get(bos.as_str()).copied().unwrap_or(2);
         let post = if add_bos {
             serde_json::json!({"type": "TemplateProcessing",
@@ -140,9 +146,17 @@ impl Tokenizer {
         } else {
             serde_json::Value::Null
         };
-        let mut normalizers = vec![serde_json::json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
-        if g.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(false) {
-            normalizers.insert(0, serde_json::json!({"type": "Prepend", "prepend": "\u{2581}"}));
+        let mut normalizers = vec![
+            serde_json::json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
+        ];
+        if g.get("tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+        {
+            normalizers.insert(
+                0,
+                serde_json::json!({"type": "Prepend", "prepend": "\u{2581}"}),
+            );
         }
         let spec = serde_json::json!({
             "version": "1.0",
@@ -163,7 +177,10 @@ impl Tokenizer {
             .map_err(|e| bad(&format!("could not build the tokenizer: {e}")))?;
         Ok(Tokenizer {
             inner,
-            chat_template: g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(String::from),
+            chat_template: g
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(String::from),
             bos_token: bos,
             eos_token: eos,
         })

@@ -76,6 +76,7 @@ fn weights_helper(format: WeightFormat) -> [&'static str; 2] {
         WeightFormat::Q4K => include_str!("../../shaders/common/weights_q4_k.wgsl"),
         WeightFormat::Q5K => include_str!("../../shaders/common/weights_q5_k.wgsl"),
         WeightFormat::Q6K => include_str!("../../shaders/common/weights_q6_k.wgsl"),
+        WeightFormat::I8Affine => include_str!("../../shaders/common/weights_i8_affine.wgsl"),
     };
     let bytes = if format.ggml_block().is_some() {
         WEIGHTS_BYTES

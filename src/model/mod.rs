@@ -13,8 +13,8 @@ use crate::kernels::{
     Rope, SoftCap, TopK,
 };
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
-use crate::weights::safetensors::Checkpoint;
 use crate::weights::gguf::{GgmlType, Gguf};
+use crate::weights::safetensors::Checkpoint;
 use crate::weights::{HostMatrix, SourceDtype, WeightFormat};
 use crate::{Error, Result};
 use plan::{Activations, Plan};
@@ -36,6 +36,9 @@ pub struct ModelOptions {
     pub candidates: usize,
     /// Show a progress bar while uploading.
     pub progress: bool,
+    /// Expand GGUF block formats (Q4_1, Q5_x, Q2_K..Q6_K) losslessly to i8_affine at load;
+    /// `None`: on CPU adapters, where decoding them costs more than the extra bytes.
+    pub expand_blocks: Option<bool>,
 }
 
 impl Default for ModelOptions {
@@ -48,6 +51,7 @@ impl Default for ModelOptions {
             all_logits: false,
             candidates: 64,
             progress: false,
+            expand_blocks: None,
         }
     }
 }
@@ -156,7 +160,8 @@ impl Model {
                 GgmlType::F16 => SourceDtype::F16,
                 _ => SourceDtype::Bf16,
             };
-            return Self::build(gpu, config, Source::Gguf(&g), dtype, options);
+            let expand = options.expand_blocks.unwrap_or(gpu.caps.cpu_like);
+            return Self::build(gpu, config, Source::Gguf(&g, expand), dtype, options);
         }
         let config = ModelConfig::from_dir(path)?;
         let ckpt = Checkpoint::open(path)?;
@@ -196,7 +201,7 @@ impl Model {
         let c = &config;
         // GGUF tensors keep their own types unless a format is asked for.
         let format = match source {
-            Source::Gguf(_) => options.format,
+            Source::Gguf(..) => options.format,
             _ => Some(options.format.unwrap_or(gemma::default_format(dtype))),
         };
         let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
@@ -206,7 +211,15 @@ impl Model {
             .min(c.max_positions)
             .max(1);
         let chunk = options.chunk.clamp(1, 512);
-        check_fits(&gpu, c, format.unwrap_or(WeightFormat::F32), kv, ctx, chunk, options)?;
+        check_fits(
+            &gpu,
+            c,
+            format.unwrap_or(WeightFormat::F32),
+            kv,
+            ctx,
+            chunk,
+            options,
+        )?;
 
         let total = c.parameters() as u64 * dtype.bytes() as u64;
         let bar = options.progress.then(|| {
@@ -500,7 +513,8 @@ impl Model {
 /// Where the weights come from.
 enum Source<'a> {
     Checkpoint(&'a Checkpoint),
-    Gguf(&'a Gguf),
+    /// A GGUF file, and whether to expand its block formats (see ModelOptions).
+    Gguf(&'a Gguf, bool),
     /// Pseudo-random weights written on the GPU.
     Synthetic(Fill),
 }
@@ -520,13 +534,20 @@ impl Source<'_> {
                 name,
                 &gemma::matrix(ckpt, name, shape, format.unwrap_or(full))?,
             ),
-            Source::Gguf(g) => {
-                let m = gemma::gguf_matrix(g, name, shape)?;
+            Source::Gguf(g, expand) => {
+                let mut m = gemma::gguf_matrix(g, name, shape)?;
+                if *expand && m.format.ggml_block().is_some() {
+                    m = m.to_i8_affine().expect("every block format expands");
+                }
                 match format {
                     Some(f) if f != m.format => {
                         let values = m.dequantize();
                         drop(m);
-                        GpuMatrix::upload(gpu, name, &HostMatrix::from_f32(f, shape[0], shape[1], &values)?)
+                        GpuMatrix::upload(
+                            gpu,
+                            name,
+                            &HostMatrix::from_f32(f, shape[0], shape[1], &values)?,
+                        )
                     }
                     _ => GpuMatrix::upload(gpu, name, &m),
                 }
@@ -569,7 +590,7 @@ impl Source<'_> {
                 let w = gemma::norm(ckpt, name, len)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }
-            Source::Gguf(g) => {
+            Source::Gguf(g, _) => {
                 let w = gemma::gguf_norm(g, name, len)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }

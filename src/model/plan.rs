@@ -135,10 +135,15 @@ impl Plan {
             eps,
             w_offset: c.norm_offset,
         };
-        let embed = k
-            .matrix(w.embed.format)
-            .embedding
-            .bind(gpu, "embed", w.embed, &a.ids, n, w.embed_scale, &a.x)?;
+        let embed = k.matrix(w.embed.format).embedding.bind(
+            gpu,
+            "embed",
+            w.embed,
+            &a.ids,
+            n,
+            w.embed_scale,
+            &a.x,
+        )?;
         let mut layers = Vec::with_capacity(w.layers.len());
         for (i, l) in w.layers.iter().enumerate() {
             let p = |s: &str| format!("L{i:02}.{s}");
@@ -245,10 +250,14 @@ impl Plan {
         let mut all = vec![];
         if all_logits {
             let logits_all = a.all_logits();
-            all = k
-                .matrix(w.embed.format)
-                .matmul
-                .bind(gpu, "lm_head.all", w.embed, &a.h, logits_all, n)?;
+            all = k.matrix(w.embed.format).matmul.bind(
+                gpu,
+                "lm_head.all",
+                w.embed,
+                &a.h,
+                logits_all,
+                n,
+            )?;
             if let Some(cap) = c.final_softcap {
                 all.push(k.soft_cap.bind(
                     gpu,

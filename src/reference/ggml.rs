@@ -202,6 +202,120 @@ pub fn dequantize_q6_k(b: &[u8]) -> [f32; 256] {
     y
 }
 
+/// A block as int8 codes and, per 16 weights, (s, o) such that each value is exactly
+/// `code * s + o` in f32, the products and sums ggml's dequantizers compute (see
+/// `WeightFormat::I8Affine`).
+pub fn affine(format: crate::weights::WeightFormat, b: &[u8]) -> (Vec<i8>, Vec<(f32, f32)>) {
+    use crate::weights::WeightFormat as F;
+    let mut codes = Vec::new();
+    let mut pairs = Vec::new();
+    match format {
+        F::Q4_1 | F::Q5_0 | F::Q5_1 => {
+            let (d, m, qh, qs) = match format {
+                F::Q4_1 => (f16_at(b, 0), f16_at(b, 2), 0, &b[4..20]),
+                F::Q5_0 => (
+                    f16_at(b, 0),
+                    0.0,
+                    u32::from_le_bytes([b[2], b[3], b[4], b[5]]),
+                    &b[6..22],
+                ),
+                _ => (
+                    f16_at(b, 0),
+                    f16_at(b, 2),
+                    u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                    &b[8..24],
+                ),
+            };
+            let bias = if format == F::Q5_0 { 16 } else { 0 };
+            for e in 0..32 {
+                let nib = if e < 16 { qs[e] & 15 } else { qs[e - 16] >> 4 };
+                codes.push((nib as i32 | (((qh >> e) & 1) << 4) as i32) as i8 - bias);
+            }
+            pairs.extend([(d, m); 2]);
+        }
+        F::Q2K | F::Q3K => {
+            // Element e = 128 n + 32 j + 16 h + l; its scale group is e / 16.
+            let d = if format == F::Q2K {
+                (f16_at(b, 80), f16_at(b, 82))
+            } else {
+                (f16_at(b, 108), 0.0)
+            };
+            let scales3 = if format == F::Q3K {
+                Some(q3_k_scales(&b[96..108]))
+            } else {
+                None
+            };
+            for e in 0..256 {
+                let (n, j, i) = (e / 128, (e % 128) / 32, e % 32);
+                let shift = 2 * j;
+                let q = (b[if format == F::Q2K { 16 } else { 32 } + 32 * n + i] >> shift) & 3;
+                let code = match format {
+                    F::Q2K => q as i8,
+                    _ => q as i8 - if b[i] & (1 << (4 * n + j)) != 0 { 0 } else { 4 },
+                };
+                codes.push(code);
+            }
+            for t in 0..16 {
+                pairs.push(match &scales3 {
+                    None => {
+                        let sc = b[t];
+                        (d.0 * (sc & 15) as f32, -(d.1 * (sc >> 4) as f32))
+                    }
+                    Some(s) => (d.0 * (s[t] - 32) as f32, 0.0),
+                });
+            }
+        }
+        F::Q4K | F::Q5K => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = &b[4..16];
+            for j in 0..4 {
+                for h in 0..2 {
+                    let (sc, m) = scale_min_k4(2 * j + h, scales);
+                    for l in 0..32 {
+                        let (qs, qh) = if format == F::Q4K {
+                            (&b[16..144], None)
+                        } else {
+                            (&b[48..176], Some(&b[16..48]))
+                        };
+                        let mut q = (qs[32 * j + l] >> (4 * h)) & 15;
+                        if let Some(qh) = qh {
+                            q += 16 * ((qh[l] >> (2 * j + h)) & 1);
+                        }
+                        codes.push(q as i8);
+                    }
+                    pairs.extend([(d * sc as f32, -(dmin * m as f32)); 2]);
+                }
+            }
+        }
+        F::Q6K => {
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            for e in 0..256 {
+                let (n, c, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = (ql[64 * n + l + 32 * (c % 2)] >> (4 * (c / 2))) & 15;
+                let high = (qh[32 * n + l] >> (2 * c)) & 3;
+                codes.push((low | (high << 4)) as i8 - 32);
+            }
+            for t in 0..16 {
+                // Group t = 8 n + 2 c + l / 16 uses scale sc[8 n + l / 16 + 2 c] = sc[t].
+                pairs.push((d * (sc[t] as i8) as f32, 0.0));
+            }
+        }
+        _ => {}
+    }
+    (codes, pairs)
+}
+
+/// Q3_K's 16 unpacked 6-bit scales (before subtracting 32).
+fn q3_k_scales(packed: &[u8]) -> [i32; 16] {
+    std::array::from_fn(|t| {
+        let grp = t / 4;
+        let low = (packed[(grp % 2) * 4 + t % 4] >> (4 * (grp / 2))) & 15;
+        let high = (packed[8 + t % 4] >> (2 * grp)) & 3;
+        (low | (high << 4)) as i32
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,7 +163,11 @@ fn gguf_tensor<'a>(g: &'a Gguf, hf: &str, shape: [usize; 2]) -> Result<(GgmlType
     let (info, bytes) = g.tensor(&name)?;
     // GGUF lists dimensions innermost first: [cols, rows].
     let dims: Vec<usize> = info.dims.iter().copied().rev().collect();
-    let expected: Vec<usize> = if shape[1] == 1 { vec![shape[0]] } else { shape.to_vec() };
+    let expected: Vec<usize> = if shape[1] == 1 {
+        vec![shape[0]]
+    } else {
+        shape.to_vec()
+    };
     if dims != expected {
         return Err(crate::Error::Tensor {
             name,
@@ -186,7 +190,10 @@ pub fn gguf_norm(g: &Gguf, hf: &str, len: usize) -> Result<Vec<f32>> {
         .map(|m| m.dequantize())
         .or_else(|_| match ty {
             // Norms are short; f32 and f16 need no block alignment.
-            GgmlType::F32 => Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            GgmlType::F32 => Ok(bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()),
             _ => Err(crate::Error::Tensor {
                 name: hf.to_string(),
                 message: format!("norm stored as {ty:?}"),

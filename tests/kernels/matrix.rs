@@ -252,8 +252,17 @@ fn ggml_matrix(
 fn gguf_block_formats_match_reference() {
     for dev in devices() {
         let gpu = &dev.gpu;
-        for &(ty, size, halves) in GGML_TYPES {
+        let expanded = GGML_TYPES
+            .iter()
+            .filter(|t| t.0 != gemma_wgpu::weights::gguf::GgmlType::F16);
+        let cases = GGML_TYPES
+            .iter()
+            .map(|&t| (t, false))
+            .chain(expanded.map(|&t| (t, true)));
+        for ((ty, size, halves), expand) in cases {
             let (m, w) = ggml_matrix(11, ty, size, halves, 70, 512);
+            // The same blocks expanded for CPU adapters: identical values.
+            let m = if expand { m.to_i8_affine().unwrap() } else { m };
             let format = m.format;
             let gm = GpuMatrix::upload(gpu, "w", &m).unwrap();
             for n in [1usize, 9] {
