@@ -401,6 +401,109 @@ pub fn embed_scale(hidden: usize, dtype: crate::weights::SourceDtype) -> f32 {
     }
 }
 
+impl ModelConfig {
+    /// The configuration of a GGUF file's `gemma`, `gemma2` or `gemma3` model, with the
+    /// defaults llama.cpp applies where the file says nothing. GGUF stores norm weights with
+    /// the 1 already added, so `norm_offset` is 0.
+    pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> Result<ModelConfig> {
+        let path = g.path.display().to_string();
+        let bad = |message: String| Error::Config {
+            path: path.clone(),
+            message,
+        };
+        let arch_name = g
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let arch = match arch_name.as_str() {
+            "gemma" => Arch::Gemma,
+            "gemma2" => Arch::Gemma2,
+            "gemma3" => Arch::Gemma3,
+            other => {
+                return Err(bad(format!(
+                    "unsupported architecture `{other}`; supported: gemma, gemma2, gemma3"
+                )));
+            }
+        };
+        let key = |k: &str| g.get(&format!("{arch_name}.{k}"));
+        let int = |k: &str| -> Result<usize> {
+            key(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("metadata `{arch_name}.{k}` is missing")))
+        };
+        let float = |k: &str| key(k).and_then(|v| v.as_f64());
+        let hidden = int("embedding_length")?;
+        let heads = int("attention.head_count")?;
+        let layers = int("block_count")?;
+        let head_dim = int("attention.key_length").unwrap_or(hidden / heads.max(1));
+        let vocab = g
+            .tensors
+            .get("token_embd.weight")
+            .and_then(|t| t.dims.get(1).copied())
+            .ok_or_else(|| bad("no token_embd.weight tensor".into()))?;
+        // llama.cpp: the 27B models scale queries by (hidden / heads)^-0.5, the others by
+        // head_dim^-0.5 (their query_pre_attn_scalar).
+        let is_27b = matches!((arch, layers), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
+        let query_pre_attn_scalar = if is_27b { hidden / heads } else { head_dim };
+        let layer_types = match arch {
+            Arch::Gemma => None,
+            Arch::Gemma2 => Some((0..layers).map(|i| i % 2 == 0).collect::<Vec<_>>()),
+            Arch::Gemma3 => {
+                let pattern = int("attention.sliding_window_pattern").unwrap_or(6).max(1);
+                Some((0..layers).map(|i| (i + 1) % pattern != 0).collect())
+            }
+        };
+        let scaling = key("rope.scaling.type")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        let hf = HfConfig {
+            model_type: Some(match arch {
+                Arch::Gemma => "gemma".into(),
+                Arch::Gemma2 => "gemma2".into(),
+                Arch::Gemma3 => "gemma3_text".into(),
+            }),
+            architectures: vec![],
+            hidden_size: hidden,
+            intermediate_size: int("feed_forward_length")?,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: int("attention.head_count_kv").ok(),
+            head_dim: Some(head_dim),
+            query_pre_attn_scalar: Some(query_pre_attn_scalar as f64),
+            sliding_window: int("attention.sliding_window").ok(),
+            attn_logit_softcapping: float("attn_logit_softcapping"),
+            final_logit_softcapping: float("final_logit_softcapping"),
+            rope_theta: float("rope.freq_base"),
+            rope_parameters: None,
+            rope_local_base_freq: Some(10_000.0),
+            rope_scaling: scaling.map(|t| {
+                serde_json::json!({"rope_type": t, "factor": float("rope.scaling.factor").unwrap_or(1.0)})
+            }),
+            sliding_window_pattern: None,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon"),
+            max_position_embeddings: int("context_length").ok(),
+            hidden_activation: Some("gelu_pytorch_tanh".into()),
+            hidden_act: None,
+            vocab_size: vocab,
+            torch_dtype: None,
+            dtype: None,
+            layer_types: layer_types.map(|t| {
+                t.into_iter()
+                    .map(|s| if s { "sliding_attention" } else { "full_attention" }.to_string())
+                    .collect()
+            }),
+            bos_token_id: g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(Into::into),
+            eos_token_id: g.get("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64()).map(Into::into),
+            pad_token_id: None,
+        };
+        let mut c = ModelConfig::from_hf(&hf, &path)?;
+        c.norm_offset = 0.0;
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,108 +607,5 @@ mod tests {
             e.contains("unsupported architecture `llama`") && e.contains("gemma2"),
             "{e}"
         );
-    }
-}
-
-impl ModelConfig {
-    /// The configuration of a GGUF file's `gemma`, `gemma2` or `gemma3` model, with the
-    /// defaults llama.cpp applies where the file says nothing. GGUF stores norm weights with
-    /// the 1 already added, so `norm_offset` is 0.
-    pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> Result<ModelConfig> {
-        let path = g.path.display().to_string();
-        let bad = |message: String| Error::Config {
-            path: path.clone(),
-            message,
-        };
-        let arch_name = g
-            .get("general.architecture")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        let arch = match arch_name.as_str() {
-            "gemma" => Arch::Gemma,
-            "gemma2" => Arch::Gemma2,
-            "gemma3" => Arch::Gemma3,
-            other => {
-                return Err(bad(format!(
-                    "unsupported architecture `{other}`; supported: gemma, gemma2, gemma3"
-                )));
-            }
-        };
-        let key = |k: &str| g.get(&format!("{arch_name}.{k}"));
-        let int = |k: &str| -> Result<usize> {
-            key(k)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(format!("metadata `{arch_name}.{k}` is missing")))
-        };
-        let float = |k: &str| key(k).and_then(|v| v.as_f64());
-        let hidden = int("embedding_length")?;
-        let heads = int("attention.head_count")?;
-        let layers = int("block_count")?;
-        let head_dim = int("attention.key_length").unwrap_or(hidden / heads.max(1));
-        let vocab = g
-            .tensors
-            .get("token_embd.weight")
-            .and_then(|t| t.dims.get(1).copied())
-            .ok_or_else(|| bad("no token_embd.weight tensor".into()))?;
-        // llama.cpp: the 27B models scale queries by (hidden / heads)^-0.5, the others by
-        // head_dim^-0.5 (their query_pre_attn_scalar).
-        let is_27b = matches!((arch, layers), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
-        let query_pre_attn_scalar = if is_27b { hidden / heads } else { head_dim };
-        let layer_types = match arch {
-            Arch::Gemma => None,
-            Arch::Gemma2 => Some((0..layers).map(|i| i % 2 == 0).collect::<Vec<_>>()),
-            Arch::Gemma3 => {
-                let pattern = int("attention.sliding_window_pattern").unwrap_or(6).max(1);
-                Some((0..layers).map(|i| (i + 1) % pattern != 0).collect())
-            }
-        };
-        let scaling = key("rope.scaling.type")
-            .and_then(|v| v.as_str())
-            .map(String::from);
-        let hf = HfConfig {
-            model_type: Some(match arch {
-                Arch::Gemma => "gemma".into(),
-                Arch::Gemma2 => "gemma2".into(),
-                Arch::Gemma3 => "gemma3_text".into(),
-            }),
-            architectures: vec![],
-            hidden_size: hidden,
-            intermediate_size: int("feed_forward_length")?,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: int("attention.head_count_kv").ok(),
-            head_dim: Some(head_dim),
-            query_pre_attn_scalar: Some(query_pre_attn_scalar as f64),
-            sliding_window: int("attention.sliding_window").ok(),
-            attn_logit_softcapping: float("attn_logit_softcapping"),
-            final_logit_softcapping: float("final_logit_softcapping"),
-            rope_theta: float("rope.freq_base"),
-            rope_parameters: None,
-            rope_local_base_freq: Some(10_000.0),
-            rope_scaling: scaling.map(|t| {
-                serde_json::json!({"rope_type": t, "factor": float("rope.scaling.factor").unwrap_or(1.0)})
-            }),
-            sliding_window_pattern: None,
-            rms_norm_eps: float("attention.layer_norm_rms_epsilon"),
-            max_position_embeddings: int("context_length").ok(),
-            hidden_activation: Some("gelu_pytorch_tanh".into()),
-            hidden_act: None,
-            vocab_size: vocab,
-            torch_dtype: None,
-            dtype: None,
-            layer_types: layer_types.map(|t| {
-                t.into_iter()
-                    .map(|s| if s { "sliding_attention" } else { "full_attention" }.to_string())
-                    .collect()
-            }),
-            bos_token_id: g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(Into::into),
-            eos_token_id: g.get("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64()).map(Into::into),
-            pad_token_id: None,
-        };
-        let mut c = ModelConfig::from_hf(&hf, &path)?;
-        c.norm_offset = 0.0;
-        Ok(c)
     }
 }

@@ -296,10 +296,8 @@ pub fn affine(format: crate::weights::WeightFormat, b: &[u8]) -> (Vec<i8>, Vec<(
                 let high = (qh[32 * n + l] >> (2 * c)) & 3;
                 codes.push((low | (high << 4)) as i8 - 32);
             }
-            for t in 0..16 {
-                // Group t = 8 n + 2 c + l / 16 uses scale sc[8 n + l / 16 + 2 c] = sc[t].
-                pairs.push((d * (sc[t] as i8) as f32, 0.0));
-            }
+            // Group t = 8 n + 2 c + l / 16 uses scale sc[8 n + l / 16 + 2 c] = sc[t].
+            pairs.extend(sc.iter().map(|&s| (d * (s as i8) as f32, 0.0)));
         }
         _ => {}
     }

@@ -186,7 +186,7 @@ pub fn gguf_matrix(g: &Gguf, hf: &str, shape: [usize; 2]) -> Result<HostMatrix> 
 /// A norm weight [len] from a GGUF file (with the 1 that llama.cpp's converter adds).
 pub fn gguf_norm(g: &Gguf, hf: &str, len: usize) -> Result<Vec<f32>> {
     let (ty, bytes) = gguf_tensor(g, hf, [len, 1])?;
-    Ok(HostMatrix::from_ggml(ty, 1, len, bytes)
+    HostMatrix::from_ggml(ty, 1, len, bytes)
         .map(|m| m.dequantize())
         .or_else(|_| match ty {
             // Norms are short; f32 and f16 need no block alignment.
@@ -198,5 +198,5 @@ pub fn gguf_norm(g: &Gguf, hf: &str, len: usize) -> Result<Vec<f32>> {
                 name: hf.to_string(),
                 message: format!("norm stored as {ty:?}"),
             }),
-        })?)
+        })
 }
