@@ -113,11 +113,14 @@ impl Tokenizer {
                 }
             }
         }
+        // Control tokens (type 3) are special; user-defined ones (type 4) are matched whole
+        // but only where their spelling is a vocabulary entry (runs of spaces, respelled
+        // above, are not).
         let added: Vec<serde_json::Value> = tokens
             .iter()
             .zip(&types)
             .enumerate()
-            .filter(|(_, (_, ty))| **ty == 3 || **ty == 4)
+            .filter(|(_, (t, ty))| **ty == 3 || (**ty == 4 && ids.contains_key(t.as_str())))
             .map(|(i, (t, ty))| {
                 serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
                     "rstrip": false, "normalized": false, "special": *ty == 3})

@@ -13,7 +13,7 @@ use crate::kernels::{
     Rope, SoftCap, TopK,
 };
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
-use crate::weights::gguf::{GgmlType, Gguf};
+use crate::weights::gguf::Gguf;
 use crate::weights::safetensors::Checkpoint;
 use crate::weights::{HostMatrix, SourceDtype, WeightFormat};
 use crate::{Error, Result};
@@ -154,12 +154,9 @@ impl Model {
         if path.is_file() {
             let g = Gguf::open(path)?;
             let config = ModelConfig::from_gguf(&g)?;
-            // The embedding's element type sets the scale's rounding, as for checkpoints.
-            let dtype = match g.tensor("token_embd.weight")?.0.ty {
-                GgmlType::F32 => SourceDtype::F32,
-                GgmlType::F16 => SourceDtype::F16,
-                _ => SourceDtype::Bf16,
-            };
+            // llama.cpp scales the embedding by sqrt(hidden) in f32, whatever the file's
+            // types, and transformers running a GGUF in float32 does the same.
+            let dtype = SourceDtype::F32;
             let expand = options.expand_blocks.unwrap_or(gpu.caps.cpu_like);
             return Self::build(gpu, config, Source::Gguf(&g, expand), dtype, options);
         }

@@ -4,4 +4,5 @@
 mod engine;
 mod fixtures;
 mod gpu;
+mod real;
 mod reference;
