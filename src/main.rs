@@ -44,12 +44,35 @@ enum Command {
     Logits(LogitsArgs),
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
+    /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to score.
+    #[arg(long)]
+    file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// A base run to measure KL divergence against: read when the file exists, written
+    /// (from this run) when it does not.
+    #[arg(long)]
+    kl_base: Option<PathBuf>,
+    #[arg(long)]
+    dtype: Option<WeightFormat>,
+    #[arg(long)]
+    kv: Option<KvDtype>,
 }
 
 /// How to load the model.
 #[derive(Args, Clone)]
 pub struct LoadArgs {
-    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json) or a .gguf file.
     #[arg(long)]
     model: PathBuf,
     /// Weight format on the GPU: bf16, q8_0, q4_0 or f32 (default: the checkpoint's precision).
@@ -270,6 +293,49 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
     Ok(())
 }
 
+fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
+    use gemma_wgpu::engine::perplexity::KlBase;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let options = ModelOptions {
+        format: a.dtype,
+        kv: a.kv,
+        ctx: Some(a.ctx),
+        all_logits: true,
+        progress: true,
+        ..Default::default()
+    };
+    let mut engine = Engine::load(&a.model, gpu, &options)?;
+    let kl = match &a.kl_base {
+        Some(p) if p.exists() => KlBase::Compare(p),
+        Some(p) => KlBase::Save(p),
+        None => KlBase::None,
+    };
+    let start = std::time::Instant::now();
+    let r = engine.perplexity(&text, a.ctx, kl, |c, ppl| {
+        eprint!("[{}]{ppl:.4},", c + 1);
+        let _ = std::io::stderr().flush();
+    })?;
+    eprintln!();
+    eprintln!(
+        "{} chunks of {} tokens, {} scored, {:.1} s on {}",
+        r.chunks,
+        a.ctx,
+        r.scored,
+        start.elapsed().as_secs_f64(),
+        engine.model.gpu.describe()
+    );
+    match (&a.kl_base, r.kl) {
+        (Some(p), Some((kl, err))) => {
+            println!("KL divergence from {}: {kl:.6} +/- {err:.6}", p.display())
+        }
+        (Some(p), None) => println!("saved this run as a KL base to {}", p.display()),
+        _ => {}
+    }
+    println!("PPL = {:.4} +/- {:.5}", r.ppl, r.error);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
@@ -283,5 +349,6 @@ fn main() -> Result<()> {
         Command::Generate(a) => generate(&gpu, a),
         Command::Logits(a) => logits(&gpu, a),
         Command::Bench(a) => bench::run(&gpu, a),
+        Command::Perplexity(a) => perplexity(&gpu, a),
     }
 }

@@ -1,5 +1,6 @@
 //! Text in, text out: the tokenizer, the model and the sampler put together.
 
+pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
 

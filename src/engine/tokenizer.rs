@@ -4,6 +4,10 @@
 use crate::{Error, Result};
 use std::path::Path;
 
+/// Gemma's chat format (`<start_of_turn>role ... <end_of_turn>`, the assistant as `model`),
+/// for GGUF files that carry no template.
+pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Jinja chat template from tokenizer_config.json.
@@ -180,10 +184,13 @@ impl Tokenizer {
             .map_err(|e| bad(&format!("could not build the tokenizer: {e}")))?;
         Ok(Tokenizer {
             inner,
-            chat_template: g
-                .get("tokenizer.chat_template")
-                .and_then(|v| v.as_str())
-                .map(String::from),
+            // Files without a template get Gemma's own turn format.
+            chat_template: Some(
+                g.get("tokenizer.chat_template")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(GEMMA_CHAT_TEMPLATE)
+                    .to_string(),
+            ),
             bos_token: bos,
             eos_token: eos,
         })

@@ -473,9 +473,31 @@ impl Model {
         })
     }
 
-    /// Logits [tokens, vocab] (after the final soft-cap) of every position of `tokens`, fed
-    /// after what the cache holds. Needs `ModelOptions::all_logits`.
-    pub fn all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    /// Runs `tokens` through the model after what the cache holds, computing no logits
+    /// (a context to score after, or a prompt prefix).
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(self.chunk) {
+            let plan = if chunk.len() == 1 {
+                &self.decode
+            } else {
+                &self.prefill
+            };
+            self.act
+                .write_inputs(&self.gpu, chunk, self.position, plan.n);
+            let encoders = plan.encode(&self.gpu, 0, false, true);
+            self.gpu
+                .queue
+                .submit(encoders.into_iter().map(|e| e.finish()));
+            self.position += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Calls `f(i, logits)` with the logits [vocab] (after the final soft-cap) of every
+    /// position i of `tokens`, fed after what the cache holds. Needs
+    /// `ModelOptions::all_logits`.
+    pub fn logits_each(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
         let Some(readback) = &self.all_logits_readback else {
             return Err(Error::Shape {
                 kernel: "model",
@@ -484,8 +506,7 @@ impl Model {
         };
         self.check_tokens(tokens)?;
         let vocab = self.config.vocab;
-        let mut out = Vec::with_capacity(tokens.len() * vocab);
-        for chunk in tokens.chunks(self.chunk) {
+        for (c, chunk) in tokens.chunks(self.chunk).enumerate() {
             self.act
                 .write_inputs(&self.gpu, chunk, self.position, self.chunk);
             let mut encoders = self.prefill.encode_all_logits(&self.gpu);
@@ -498,11 +519,20 @@ impl Model {
                 .queue
                 .submit(encoders.into_iter().map(|e| e.finish()));
             let bytes = readback.read(&self.gpu)?;
-            out.extend_from_slice(
-                &bytemuck::pod_collect_to_vec::<u8, f32>(&bytes)[..chunk.len() * vocab],
-            );
+            let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+            for r in 0..chunk.len() {
+                f(c * self.chunk + r, &logits[r * vocab..(r + 1) * vocab]);
+            }
             self.position += chunk.len();
         }
+        Ok(())
+    }
+
+    /// Logits [tokens, vocab] (after the final soft-cap) of every position of `tokens`, fed
+    /// after what the cache holds. Needs `ModelOptions::all_logits`.
+    pub fn all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(tokens.len() * self.config.vocab);
+        self.logits_each(tokens, |_, l| out.extend_from_slice(l))?;
         Ok(out)
     }
 }

@@ -166,3 +166,48 @@ fn sampling_is_seeded_and_stays_among_candidates() {
         "another seed, another text (16 tokens at temperature 1.5)"
     );
 }
+
+#[test]
+fn kl_divergence_against_a_saved_base() {
+    use gemma_wgpu::engine::perplexity::KlBase;
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(12);
+    let base =
+        std::env::temp_dir().join(format!("gemma-wgpu-kl-{}.safetensors", std::process::id()));
+    let _ = std::fs::remove_file(&base);
+    let load = |kv| {
+        let gpu = GpuOptions {
+            backend: BackendChoice::Vulkan,
+            ..Default::default()
+        };
+        let options = ModelOptions {
+            kv: Some(kv),
+            all_logits: true,
+            ..Default::default()
+        };
+        Engine::load(&dir("gemma2-bf16"), &gpu, &options).unwrap()
+    };
+    let mut e = load(KvDtype::F32);
+    let saved = e
+        .perplexity(&text, 32, KlBase::Save(&base), |_, _| {})
+        .unwrap();
+    assert!(saved.kl.is_none() && base.exists());
+    // The same run against its own base: KL 0 (up to the rounding of the saved log-probs).
+    let same = e
+        .perplexity(&text, 32, KlBase::Compare(&base), |_, _| {})
+        .unwrap();
+    assert_eq!(same.ppl, saved.ppl);
+    let (kl, _) = same.kl.unwrap();
+    assert!(kl.abs() < 1e-6, "KL against itself {kl}");
+    // The f16 cache moves the distribution a little: a small positive KL.
+    let mut f16 = load(KvDtype::F16);
+    let other = f16
+        .perplexity(&text, 32, KlBase::Compare(&base), |_, _| {})
+        .unwrap();
+    let (kl, _) = other.kl.unwrap();
+    println!(
+        "KL(f32 cache || f16 cache) = {kl:e}; PPL {} vs {}",
+        saved.ppl, other.ppl
+    );
+    assert!(kl > 0.0 && kl < 0.05, "{kl}");
+    std::fs::remove_file(&base).unwrap();
+}

@@ -163,3 +163,49 @@ fn tokenizer_ids_equal_transformers_gguf_tokenizer() {
         }
     }
 }
+
+/// llama.cpp's CPU backend on this file: PPL = 13.9062 +/- 0.64791 over 14 chunks of 512
+/// tokens of the GNU GPL v3 (Debian's common-licenses/GPL-3). Ours must be within 1 %.
+#[test]
+fn perplexity_on_gpl3_is_llama_cpps() {
+    let path = std::path::Path::new("/usr/share/common-licenses/GPL-3");
+    assert!(
+        path.exists(),
+        "{} is missing (Debian's base-files package ships it)",
+        path.display()
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let gpu = GpuOptions {
+        backend: BackendChoice::Vulkan,
+        ..Default::default()
+    };
+    let options = ModelOptions {
+        ctx: Some(512),
+        all_logits: true,
+        ..Default::default()
+    };
+    let mut e = Engine::load(&model_path(), &gpu, &options).unwrap();
+    let r = e
+        .perplexity(
+            &text,
+            512,
+            gemma_wgpu::engine::perplexity::KlBase::None,
+            |_, _| {},
+        )
+        .unwrap();
+    println!(
+        "PPL = {:.4} +/- {:.5} over {} chunks",
+        r.ppl, r.error, r.chunks
+    );
+    assert_eq!(r.chunks, 14);
+    assert!(
+        (r.ppl / 13.9062 - 1.0).abs() < 0.01,
+        "PPL {} vs llama.cpp's 13.9062",
+        r.ppl
+    );
+    assert!(
+        (r.error / 0.64791 - 1.0).abs() < 0.05,
+        "error {} vs llama.cpp's 0.64791",
+        r.error
+    );
+}
