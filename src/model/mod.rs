@@ -158,7 +158,8 @@ impl Model {
             // types, and transformers running a GGUF in float32 does the same.
             let dtype = SourceDtype::F32;
             let expand = options.expand_blocks.unwrap_or(gpu.caps.cpu_like);
-            return Self::build(gpu, config, Source::Gguf(&g, expand), dtype, options);
+            let arch = config.arch;
+            return Self::build(gpu, config, Source::Gguf(&g, expand, arch), dtype, options);
         }
         let config = ModelConfig::from_dir(path)?;
         let ckpt = Checkpoint::open(path)?;
@@ -541,7 +542,7 @@ impl Model {
 enum Source<'a> {
     Checkpoint(&'a Checkpoint),
     /// A GGUF file, and whether to expand its block formats (see ModelOptions).
-    Gguf(&'a Gguf, bool),
+    Gguf(&'a Gguf, bool, crate::config::Arch),
     /// Pseudo-random weights written on the GPU.
     Synthetic(Fill),
 }
@@ -561,8 +562,8 @@ impl Source<'_> {
                 name,
                 &gemma::matrix(ckpt, name, shape, format.unwrap_or(full))?,
             ),
-            Source::Gguf(g, expand) => {
-                let mut m = gemma::gguf_matrix(g, name, shape)?;
+            Source::Gguf(g, expand, arch) => {
+                let mut m = gemma::gguf_matrix(g, name, shape, *arch)?;
                 if *expand && m.format.ggml_block().is_some() {
                     m = m.to_i8_affine().expect("every block format expands");
                 }
@@ -617,8 +618,8 @@ impl Source<'_> {
                 let w = gemma::norm(ckpt, name, len)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }
-            Source::Gguf(g, _) => {
-                let w = gemma::gguf_norm(g, name, len)?;
+            Source::Gguf(g, _, arch) => {
+                let w = gemma::gguf_norm(g, name, len, *arch)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }
             Source::Synthetic(fill) => {

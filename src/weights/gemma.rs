@@ -125,7 +125,7 @@ pub fn default_format(dtype: SourceDtype) -> WeightFormat {
 }
 
 /// The GGUF name (llama.cpp's) of a tensor given by its Hugging Face name.
-pub fn gguf_name(hf: &str) -> Option<String> {
+pub fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
     if hf == EMBED {
         return Some("token_embd.weight".into());
     }
@@ -147,16 +147,21 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "mlp.gate_proj.weight" => "ffn_gate",
         "mlp.up_proj.weight" => "ffn_up",
         "mlp.down_proj.weight" => "ffn_down",
-        // Gemma 2/3's post-attention norm; Gemma 1's pre-MLP norm has the same HF name but
-        // is asked for as pre_feedforward (see LayerTensor::suffix), so this is unambiguous.
+        // Gemma 1 calls its pre-MLP norm post_attention_layernorm; llama.cpp, ffn_norm.
+        "post_attention_layernorm.weight" if arch == Arch::Gemma => "ffn_norm",
         "post_attention_layernorm.weight" => "post_attention_norm",
         _ => return None,
     };
     Some(format!("blk.{layer}.{short}.weight"))
 }
 
-fn gguf_tensor<'a>(g: &'a Gguf, hf: &str, shape: [usize; 2]) -> Result<(GgmlType, &'a [u8])> {
-    let name = gguf_name(hf).ok_or_else(|| crate::Error::Tensor {
+fn gguf_tensor<'a>(
+    g: &'a Gguf,
+    hf: &str,
+    shape: [usize; 2],
+    arch: Arch,
+) -> Result<(GgmlType, &'a [u8])> {
+    let name = gguf_name(hf, arch).ok_or_else(|| crate::Error::Tensor {
         name: hf.to_string(),
         message: "has no GGUF counterpart".into(),
     })?;
@@ -178,14 +183,14 @@ fn gguf_tensor<'a>(g: &'a Gguf, hf: &str, shape: [usize; 2]) -> Result<(GgmlType
 }
 
 /// A [rows, cols] matrix from a GGUF file, in its own type.
-pub fn gguf_matrix(g: &Gguf, hf: &str, shape: [usize; 2]) -> Result<HostMatrix> {
-    let (ty, bytes) = gguf_tensor(g, hf, shape)?;
+pub fn gguf_matrix(g: &Gguf, hf: &str, shape: [usize; 2], arch: Arch) -> Result<HostMatrix> {
+    let (ty, bytes) = gguf_tensor(g, hf, shape, arch)?;
     HostMatrix::from_ggml(ty, shape[0], shape[1], bytes)
 }
 
 /// A norm weight [len] from a GGUF file (with the 1 that llama.cpp's converter adds).
-pub fn gguf_norm(g: &Gguf, hf: &str, len: usize) -> Result<Vec<f32>> {
-    let (ty, bytes) = gguf_tensor(g, hf, [len, 1])?;
+pub fn gguf_norm(g: &Gguf, hf: &str, len: usize, arch: Arch) -> Result<Vec<f32>> {
+    let (ty, bytes) = gguf_tensor(g, hf, [len, 1], arch)?;
     HostMatrix::from_ggml(ty, 1, len, bytes)
         .map(|m| m.dequantize())
         .or_else(|_| match ty {

@@ -280,3 +280,25 @@ fn f16_checkpoints_load_at_full_precision() {
     assert!(d <= LOGIT_TOL, "{d} at {at}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// GGUF copies (tests/fixtures/make_gguf_fixtures.py: llama.cpp's names and metadata, norms
+/// stored as 1 + w) of two fixtures give the same logits as transformers on the originals.
+#[test]
+fn gguf_copies_match_transformers() {
+    for model in ["gemma1-bf16", "gemma2-window4096"] {
+        let path = dir(model).with_extension("gguf");
+        let options = ModelOptions {
+            kv: Some(KvDtype::F32),
+            all_logits: true,
+            ctx: Some(4200),
+            ..Default::default()
+        };
+        let mut m = Model::load(gpu(), &path, &options).unwrap();
+        assert_eq!(m.config.norm_offset, 0.0);
+        for (p, g) in goldens(model).iter().enumerate() {
+            let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
+            println!("{model}.gguf prompt {p}: max |logit - transformers| = {d:e}");
+            assert!(d <= LOGIT_TOL, "{model}.gguf prompt {p}: {d} at {at}");
+        }
+    }
+}
