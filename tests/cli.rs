@@ -228,12 +228,37 @@ fn bad_input_gets_one_clear_line_and_no_panic() {
     }
     let weights = std::fs::read(format!("{}/model.safetensors", fixture("gemma2-f32"))).unwrap();
     std::fs::write(cut.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let gguf = std::fs::read(format!("{}.gguf", fixture("gemma1-bf16"))).unwrap();
+    let cut_gguf = dir.join("truncated.gguf");
+    std::fs::write(&cut_gguf, &gguf[..gguf.len() / 2]).unwrap();
+    let not_gguf = dir.join("not.gguf");
+    std::fs::write(&not_gguf, b"definitely not a model").unwrap();
     let model = fixture("gemma2-bf16");
     let long_prompt = "word ".repeat(100);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
+            vec![
+                "generate",
+                "--model",
+                cut_gguf.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "truncated",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                not_gguf.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "not a valid GGUF file",
+        ),
+        (
             vec!["generate", "--model", "/no/such/dir", "--prompt", "hi"],
-            "not a directory",
+            "not found",
         ),
         (
             vec![
@@ -288,4 +313,38 @@ fn bad_input_gets_one_clear_line_and_no_panic() {
         );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn generate_runs_gguf_files() {
+    let (ids, generated) = golden("gemma1-bf16");
+    let model = format!("{}.gguf", fixture("gemma1-bf16"));
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "generate",
+        "--model",
+        &model,
+        "--tokens",
+        &join(&ids),
+        "--max-tokens",
+        "24",
+        "--kv",
+        "f32",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let got: Vec<i32> = v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(got, generated);
 }
