@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod reference;
+pub mod server;
 pub mod weights;
 
 pub use error::{Error, Result};

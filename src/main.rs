@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 mod bench;
+mod chat;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,24 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity(PerplexityArgs),
+    /// A multi-turn chat in the terminal (/reset starts over, /exit quits, Ctrl-C stops a reply).
+    Chat(chat::ChatArgs),
+    /// An OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// 0 picks a free port (printed at start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Requests that may wait behind the one being generated; more get HTTP 503.
+    #[arg(long, default_value_t = 8)]
+    queue: usize,
 }
 
 #[derive(Args)]
@@ -109,6 +128,16 @@ struct GenerateArgs {
     chat: bool,
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print one JSON object at the end ({"token_ids", "text"}) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Sampling flags shared by generate and chat.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
     /// 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -123,9 +152,19 @@ struct GenerateArgs {
     repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Print one JSON object at the end ({"token_ids", "text"}) instead of streaming text.
-    #[arg(long)]
-    json: bool,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -223,14 +262,7 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let load_time = load_start.elapsed();
     let ids = prompt_ids(&engine, &a.prompt, a.chat)?;
-    let params = SamplingParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repetition_penalty: a.repetition_penalty,
-        seed: a.seed,
-    };
+    let params = a.sampling.params();
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
     let g = engine.generate(&ids, a.max_tokens, &params, |piece| {
@@ -336,6 +368,33 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
+fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
+    let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    let name = a
+        .load
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "gemma".into());
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+        eprintln!(
+            "{} | serving {name} on http://{}",
+            engine.model.gpu.describe(),
+            listener.local_addr()?
+        );
+        let options = gemma_wgpu::server::ServeOptions {
+            model_name: name,
+            queue: a.queue,
+        };
+        gemma_wgpu::server::serve(engine, listener, options).await?;
+        Ok(())
+    })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
@@ -350,5 +409,7 @@ fn main() -> Result<()> {
         Command::Logits(a) => logits(&gpu, a),
         Command::Bench(a) => bench::run(&gpu, a),
         Command::Perplexity(a) => perplexity(&gpu, a),
+        Command::Chat(a) => chat::run(&gpu, a),
+        Command::Serve(a) => serve(&gpu, a),
     }
 }

@@ -348,3 +348,35 @@ fn generate_runs_gguf_files() {
         .collect();
     assert_eq!(got, generated);
 }
+
+#[test]
+fn chat_reads_turns_until_exit() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+        .args([
+            "chat",
+            "--model",
+            &fixture("gemma2-bf16"),
+            "--max-tokens",
+            "4",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello there\nHow are you?\n/reset\nAgain\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.matches("> ").count(), 5, "{stdout}");
+    assert!(stdout.contains("(new conversation)"));
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("prompt ")).count(), 3, "{stderr}");
+}

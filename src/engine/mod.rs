@@ -1,5 +1,6 @@
 //! Text in, text out: the tokenizer, the model and the sampler put together.
 
+pub mod chat;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
@@ -9,6 +10,8 @@ use crate::model::{Model, ModelOptions};
 use crate::{Error, Result};
 pub use sampling::{Sampler, SamplingParams};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 pub use tokenizer::{Message, TextStream, Tokenizer};
 
@@ -20,6 +23,8 @@ pub enum StopReason {
     MaxTokens,
     /// The context holds no more tokens.
     ContextFull,
+    /// [`Engine::cancel`] was set (Ctrl-C in a chat, a client gone from the server).
+    Cancelled,
 }
 
 /// The result of one generation.
@@ -50,6 +55,10 @@ pub struct Engine {
     pub tokenizer: Tokenizer,
     /// End-of-sequence ids (generation_config.json, else config.json).
     pub eos: Vec<u32>,
+    /// Set it (from any thread) to stop the generation under way after its current token.
+    pub cancel: Arc<AtomicBool>,
+    /// Tokens the model's cache holds.
+    context: Vec<u32>,
 }
 
 fn ids_of(v: &serde_json::Value) -> Vec<u32> {
@@ -78,6 +87,8 @@ impl Engine {
                 model,
                 tokenizer,
                 eos,
+                cancel: Arc::default(),
+                context: vec![],
             });
         }
         if !path.is_dir() {
@@ -102,6 +113,8 @@ impl Engine {
             model,
             tokenizer,
             eos,
+            cancel: Arc::default(),
+            context: vec![],
         })
     }
 
@@ -117,31 +130,75 @@ impl Engine {
         }
     }
 
-    /// Generates after `prompt` (ids), calling `on_text` with each new piece of text.
+    /// Generates after `prompt` (ids) from an empty cache, calling `on_text` with each new
+    /// piece of text.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         max_tokens: usize,
         params: &SamplingParams,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        self.model.reset();
+        self.context.clear();
+        self.continue_with(prompt, max_tokens, params, on_text)
+    }
+
+    /// Generates after `prompt` (ids), reusing the cache for the longest prefix of `prompt`
+    /// it already holds, so only the rest is prefilled (a chat's earlier turns).
+    pub fn generate_reusing(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        params: &SamplingParams,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        let held = self.context.len();
+        if held > prompt.len() || self.context[..] != prompt[..held] {
+            // The cache holds something else: start over.
+            self.model.reset();
+            self.context.clear();
+        }
+        let held = self.context.len();
+        if held == prompt.len() {
+            // Nothing new to prefill: the last token must be fed again for its logits.
+            self.model.reset();
+            self.context.clear();
+        }
+        let new = prompt[self.context.len()..].to_vec();
+        self.continue_with(&new, max_tokens, params, on_text)
+    }
+
+    /// Tokens the cache holds, in order.
+    pub fn context(&self) -> &[u32] {
+        &self.context
+    }
+
+    /// Feeds `new` after the cache and generates. `prompt_tokens` counts the new ones.
+    fn continue_with(
+        &mut self,
+        new: &[u32],
+        max_tokens: usize,
+        params: &SamplingParams,
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
-        if prompt.is_empty() {
+        if new.is_empty() {
             return Err(Error::Tokenizer("the prompt is empty".into()));
         }
-        if prompt.len() >= self.model.ctx {
+        if self.context.len() + new.len() >= self.model.ctx {
             return Err(Error::ContextFull {
-                needed: prompt.len() + 1,
+                needed: self.context.len() + new.len() + 1,
                 ctx: self.model.ctx,
             });
         }
+        self.cancel.store(false, Ordering::Relaxed);
         let mut sampler = Sampler::new(params.clone());
         let greedy = params.greedy();
         let mut stream = TextStream::new(&self.tokenizer);
-        let mut context = prompt.to_vec();
         let mut ids = vec![];
-        self.model.reset();
         let start = Instant::now();
-        let mut candidates = self.model.feed(prompt, greedy)?;
+        let mut candidates = self.model.feed(new, greedy)?;
+        self.context.extend_from_slice(new);
         let prefill_time = start.elapsed();
         let decode_start = Instant::now();
         let mut text = String::new();
@@ -149,9 +206,11 @@ impl Engine {
             if ids.len() >= max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = sampler.sample(&candidates, &context);
+            if self.cancel.load(Ordering::Relaxed) {
+                break StopReason::Cancelled;
+            }
+            let next = sampler.sample(&candidates, &self.context);
             ids.push(next);
-            context.push(next);
             if self.eos.contains(&next) {
                 break StopReason::Eos;
             }
@@ -166,6 +225,7 @@ impl Engine {
                 break StopReason::ContextFull;
             }
             candidates = self.model.feed(&[next], greedy)?;
+            self.context.push(next);
         };
         if let Some(piece) = stream.finish()? {
             on_text(&piece);
@@ -175,7 +235,7 @@ impl Engine {
             ids,
             text,
             stop,
-            prompt_tokens: prompt.len(),
+            prompt_tokens: new.len(),
             prefill_time,
             decode_time: decode_start.elapsed(),
         })

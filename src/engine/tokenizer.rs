@@ -221,9 +221,9 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// The chat template applied to `messages` with a generation prompt, as token ids. The
-    /// template writes `<bos>` itself, so nothing more is added.
-    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+    /// The chat template applied to `messages`, followed by the model's turn opening when
+    /// `generation_prompt`.
+    pub fn render_chat(&self, messages: &[Message], generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -239,18 +239,22 @@ impl Tokenizer {
                 ))
             },
         );
-        let text = env
-            .render_str(
-                template,
-                minijinja::context! {
-                    messages => messages,
-                    bos_token => &self.bos_token,
-                    eos_token => &self.eos_token,
-                    add_generation_prompt => true,
-                },
-            )
-            .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
-        self.encode(&text, false)
+        env.render_str(
+            template,
+            minijinja::context! {
+                messages => messages,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+                add_generation_prompt => generation_prompt,
+            },
+        )
+        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+    }
+
+    /// The chat template applied to `messages` with a generation prompt, as token ids. The
+    /// template writes `<bos>` itself, so nothing more is added.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.encode(&self.render_chat(messages, true)?, false)
     }
 }
 

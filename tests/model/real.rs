@@ -209,3 +209,47 @@ fn perplexity_on_gpl3_is_llama_cpps() {
         r.error
     );
 }
+
+#[test]
+fn chat_turns_prefill_only_their_new_tokens() {
+    use gemma_wgpu::engine::chat::Conversation;
+    let mut e = engine(Some(KvDtype::F32), false);
+    let mut chat = Conversation::new();
+    let greedy = SamplingParams::default();
+    let (first, _) = chat
+        .turn(
+            &mut e,
+            "What is the capital of France?",
+            12,
+            64,
+            &greedy,
+            |_| {},
+        )
+        .unwrap();
+    let held = e.context().len();
+    assert_eq!(
+        first.prompt_tokens,
+        held - first.ids.len() + 1,
+        "the first turn prefills its whole prompt"
+    );
+    let (second, notes) = chat
+        .turn(&mut e, "And of Italy?", 12, 64, &greedy, |_| {})
+        .unwrap();
+    assert_eq!(notes.dropped_turns, 0);
+    let full = e.tokenizer.encode_chat(&chat.messages[..3]).unwrap();
+    // Only the tokens after what the cache held were prefilled.
+    assert!(
+        second.prompt_tokens < full.len() / 2,
+        "{} of {}",
+        second.prompt_tokens,
+        full.len()
+    );
+    assert_eq!(e.context()[..held], full[..held]);
+    // /reset semantics: a new conversation starts from an empty cache.
+    chat.reset();
+    let (third, _) = chat.turn(&mut e, "Hello", 4, 64, &greedy, |_| {}).unwrap();
+    assert_eq!(
+        third.prompt_tokens,
+        e.tokenizer.encode_chat(&chat.messages[..1]).unwrap().len()
+    );
+}

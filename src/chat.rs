@@ -1,0 +1,100 @@
+//! `gemma-wgpu chat`: a multi-turn conversation in the terminal.
+//!
+//! The whole conversation is rendered with the model's chat template each turn; the cache
+//! keeps what it already holds, so a turn prefills only its new tokens. `/reset` starts over,
+//! `/exit` (or end of input) quits, Ctrl-C stops the reply being written. When the context
+//! fills up, the oldest turns are dropped (the cache is then rebuilt).
+
+use crate::{LoadArgs, SamplingArgs, load_engine};
+use anyhow::Result;
+use clap::Args;
+use gemma_wgpu::engine::StopReason;
+use gemma_wgpu::engine::chat::Conversation;
+use gemma_wgpu::gpu::GpuOptions;
+use gemma_wgpu::model::ModelOptions;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::Ordering;
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Longest reply in tokens.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+}
+
+pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
+    let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    let cancel = engine.cancel.clone();
+    ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed))?;
+    let params = a.sampling.params();
+    // Room kept for the reply when old turns must go.
+    let reserve = a.max_tokens.min(engine.model.ctx / 4);
+    let dim = std::io::stderr().is_terminal();
+    let mut chat = Conversation::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    eprintln!(
+        "{} | /reset starts over, /exit quits, Ctrl-C stops a reply",
+        engine.model.gpu.describe()
+    );
+    loop {
+        print!("> ");
+        stdout.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            println!();
+            break;
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                chat.reset();
+                println!("(new conversation)");
+                continue;
+            }
+            _ => {}
+        }
+        let result = chat.turn(&mut engine, line, a.max_tokens, reserve, &params, |piece| {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        });
+        let (g, notes) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("({e})");
+                continue;
+            }
+        };
+        println!();
+        if notes.dropped_turns > 0 {
+            eprintln!(
+                "(the context was full: dropped the {} oldest turn(s))",
+                notes.dropped_turns
+            );
+        }
+        match g.stop {
+            StopReason::Cancelled => eprintln!("(interrupted)"),
+            StopReason::ContextFull => eprintln!("(the context is full)"),
+            _ => {}
+        }
+        let stats = format!(
+            "prompt {} tokens at {:.1} tok/s, reply {} tokens at {:.1} tok/s",
+            g.prompt_tokens,
+            g.prefill_tokens_per_second(),
+            g.ids.len(),
+            g.decode_tokens_per_second()
+        );
+        if dim {
+            eprintln!("\x1b[2m{stats}\x1b[0m");
+        } else {
+            eprintln!("{stats}");
+        }
+    }
+    Ok(())
+}
