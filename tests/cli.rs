@@ -378,5 +378,9 @@ fn chat_reads_turns_until_exit() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.matches("> ").count(), 5, "{stdout}");
     assert!(stdout.contains("(new conversation)"));
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("prompt ")).count(), 3, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("prompt ")).count(),
+        3,
+        "{stderr}"
+    );
 }

@@ -106,6 +106,9 @@ pub struct Common {
     pub n: Option<u32>,
     #[serde(default)]
     pub stream: bool,
+    /// vLLM's extension: generate `max_tokens` whatever end-of-sequence tokens come.
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +124,7 @@ pub struct Settings {
     pub params: SamplingParams,
     pub stop: Vec<String>,
     pub stream: bool,
+    pub ignore_eos: bool,
 }
 
 impl Common {
@@ -166,6 +170,7 @@ impl Common {
             },
             stop,
             stream: self.stream,
+            ignore_eos: self.ignore_eos,
         })
     }
 }

@@ -36,6 +36,7 @@ struct Job {
     max_tokens: usize,
     params: SamplingParams,
     stop: Vec<String>,
+    ignore_eos: bool,
     out: mpsc::UnboundedSender<Piece>,
 }
 
@@ -117,6 +118,11 @@ fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>) {
         let mut text = String::new();
         let mut sent = 0usize;
         let mut stopped_by_string = false;
+        let eos = if job.ignore_eos {
+            std::mem::take(&mut engine.eos)
+        } else {
+            vec![]
+        };
         let result = engine.generate(&ids, max_tokens, &job.params, |piece| {
             if stopped_by_string {
                 return;
@@ -145,6 +151,9 @@ fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>) {
                 sent = safe;
             }
         });
+        if job.ignore_eos {
+            engine.eos = eos;
+        }
         match result {
             Ok(g) => {
                 if sent < text.len() {
@@ -186,17 +195,16 @@ async fn models(State(s): State<AppState>) -> Response {
 fn submit(
     s: &AppState,
     prompt: Prompt,
-    max_tokens: usize,
-    params: SamplingParams,
-    stop: Vec<String>,
+    settings: api::Settings,
 ) -> Result<mpsc::UnboundedReceiver<Piece>, ApiError> {
     let (out, rx) = mpsc::unbounded_channel();
     s.jobs
         .try_send(Job {
             prompt,
-            max_tokens,
-            params,
-            stop,
+            max_tokens: settings.max_tokens,
+            params: settings.params,
+            stop: settings.stop,
+            ignore_eos: settings.ignore_eos,
             out,
         })
         .map_err(|_| ApiError::busy())?;
@@ -212,17 +220,12 @@ async fn chat_completions(State(s): State<AppState>, body: axum::body::Bytes) ->
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let rx = match submit(
-        &s,
-        Prompt::Chat(messages),
-        common.max_tokens,
-        common.params,
-        common.stop,
-    ) {
+    let stream = common.stream;
+    let rx = match submit(&s, Prompt::Chat(messages), common) {
         Ok(rx) => rx,
         Err(e) => return e.into_response(),
     };
-    respond(rx, s.model.clone(), common.stream, true).await
+    respond(rx, s.model.clone(), stream, true).await
 }
 
 async fn completions(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
@@ -234,17 +237,12 @@ async fn completions(State(s): State<AppState>, body: axum::body::Bytes) -> Resp
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let rx = match submit(
-        &s,
-        Prompt::Text(prompt),
-        common.max_tokens,
-        common.params,
-        common.stop,
-    ) {
+    let stream = common.stream;
+    let rx = match submit(&s, Prompt::Text(prompt), common) {
         Ok(rx) => rx,
         Err(e) => return e.into_response(),
     };
-    respond(rx, s.model.clone(), common.stream, false).await
+    respond(rx, s.model.clone(), stream, false).await
 }
 
 /// The response: one JSON body, or server-sent events ending in `data: [DONE]`.
@@ -306,8 +304,8 @@ async fn respond(
         let choice = if chat {
             serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
         } else {
-            serde_json::json!({"index": 0, "text": delta.get("content").cloned().unwrap_or_default(),
-                "finish_reason": finish, "logprobs": null})
+            let text = delta.get("content").and_then(|c| c.as_str()).unwrap_or("");
+            serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
         };
         serde_json::json!({"id": id, "object": object, "created": created, "model": model.as_str(), "choices": [choice]})
     };
