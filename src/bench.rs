@@ -84,7 +84,13 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     };
     let gpu = Gpu::new(gpu)?;
     let (name, mut model) = match (&a.model, &a.synthetic) {
-        (Some(dir), _) => (dir.display().to_string(), Model::load(gpu, dir, &options)?),
+        (Some(dir), _) => {
+            let path = gemma_wgpu::weights::hub::resolve(dir)?;
+            (
+                dir.display().to_string(),
+                Model::load(gpu, &path, &options)?,
+            )
+        }
         (None, Some(preset)) => {
             let config = ModelConfig::preset(preset)?;
             (

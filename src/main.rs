@@ -31,6 +31,9 @@ struct Cli {
     /// Adapter: index from `gemma-wgpu devices` or a name substring.
     #[arg(long, global = true, env = "GEMMA_WGPU_ADAPTER")]
     adapter: Option<String>,
+    /// Use at most this many bytes per storage binding (emulates a smaller device).
+    #[arg(long, global = true, env = "GEMMA_WGPU_MAX_BINDING", hide = true)]
+    max_binding_size: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -401,6 +404,7 @@ fn main() -> Result<()> {
     let gpu = GpuOptions {
         backend,
         adapter: cli.adapter.clone(),
+        max_binding_size: cli.max_binding_size,
         ..Default::default()
     };
     match &cli.command {

@@ -384,3 +384,245 @@ fn chat_reads_turns_until_exit() {
         "{stderr}"
     );
 }
+
+/// A Hugging Face cache laid out as the hub client writes it:
+/// `models--owner--name/{refs/main, snapshots/<revision>/...}`.
+fn fake_hub(root: &std::path::Path, repo: &str, model: &str) {
+    let dir = root.join(format!("models--{}", repo.replace('/', "--")));
+    let snap = dir.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    std::fs::write(dir.join("refs/main"), "0123abcd").unwrap();
+    // An older snapshot without the files, which must not be picked.
+    std::fs::create_dir_all(dir.join("snapshots/old")).unwrap();
+    for entry in std::fs::read_dir(fixture(model)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, snap.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn repo_ids_resolve_in_the_hugging_face_cache() {
+    let (ids, generated) = golden("gemma2-bf16");
+    let root = std::env::temp_dir().join(format!("gemma-wgpu-hub-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    fake_hub(&root.join("hub-cache"), "google/tiny-gemma", "gemma2-bf16");
+    fake_hub(&root.join("hf-home/hub"), "acme/other-gemma", "gemma2-bf16");
+    let run = |repo: &str, var: &str, value: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+            .args([
+                "--backend",
+                "vulkan",
+                "generate",
+                "--model",
+                repo,
+                "--tokens",
+                &join(&ids),
+            ])
+            .args(["--max-tokens", "24", "--kv", "f32", "--json"])
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_HOME")
+            .env(var, value)
+            .output()
+            .unwrap()
+    };
+    for (repo, var, value) in [
+        ("google/tiny-gemma", "HF_HUB_CACHE", root.join("hub-cache")),
+        ("acme/other-gemma", "HF_HOME", root.join("hf-home")),
+    ] {
+        let out = run(repo, var, &value);
+        assert!(
+            out.status.success(),
+            "{repo}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got: Vec<i32> = v["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap() as i32)
+            .collect();
+        assert_eq!(got, generated, "{repo}");
+    }
+    // Not cached, and no network to fetch it: one clear line.
+    let out = run("google/not-cached", "HF_HUB_CACHE", &root.join("hub-cache"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not in the Hugging Face cache") && !err.contains("panicked"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn more_bad_input_gets_one_clear_line() {
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-bad2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = |name: &str| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for entry in std::fs::read_dir(fixture("gemma2-f32")).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+        }
+        d
+    };
+    // A corrupt tokenizer.json.
+    let tok = copy("tokenizer");
+    std::fs::write(tok.join("tokenizer.json"), "{ this is not a tokenizer").unwrap();
+    // A misshapen tensor: config says a larger hidden size than the weights have.
+    let shape = copy("shape");
+    let cfg = std::fs::read_to_string(shape.join("config.json")).unwrap();
+    std::fs::write(
+        shape.join("config.json"),
+        cfg.replace("\"intermediate_size\": 192", "\"intermediate_size\": 224"),
+    )
+    .unwrap();
+    // A missing tensor and an unsupported dtype, written as safetensors.
+    let bytes = std::fs::read(fixture("gemma2-f32") + "/model.safetensors").unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let write = |d: &std::path::Path, skip: &str, as_i32: &str| {
+        let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n != skip)
+            .map(|(n, t)| {
+                let view = if n == as_i32 {
+                    safetensors::tensor::TensorView::new(
+                        safetensors::Dtype::I32,
+                        t.shape().to_vec(),
+                        t.data(),
+                    )
+                    .unwrap()
+                } else {
+                    t
+                };
+                (n, view)
+            })
+            .collect();
+        safetensors::serialize_to_file(tensors, None, &d.join("model.safetensors")).unwrap();
+    };
+    let missing = copy("missing");
+    write(&missing, "model.layers.1.mlp.up_proj.weight", "");
+    let dtype = copy("dtype");
+    write(&dtype, "", "model.layers.0.self_attn.q_proj.weight");
+    let model = fixture("gemma2-f32");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "generate",
+                "--model",
+                tok.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "tokenizer",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                shape.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "expected shape [224, 96], found [192, 96]",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                missing.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "model.layers.1.mlp.up_proj.weight`: missing",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                dtype.to_str().unwrap(),
+                "--prompt",
+                "hi",
+            ],
+            "unsupported dtype I32",
+        ),
+        (
+            vec![
+                "--backend",
+                "metal",
+                "generate",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+            ],
+            "apt-get install -y mesa-vulkan-drivers",
+        ),
+        (
+            vec![
+                "--backend",
+                "vulkan",
+                "generate",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+                "--ctx",
+                "100000",
+            ],
+            "exceed the model's context of 8192",
+        ),
+        // A device whose bindings hold 16 KiB cannot take the 8192-position cache.
+        (
+            vec![
+                "--backend",
+                "vulkan",
+                "--max-binding-size",
+                "16384",
+                "generate",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+                "--ctx",
+                "8192",
+            ],
+            "use --ctx",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = gemma(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_gemma_3_270m_alias_runs_the_real_model() {
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "generate",
+        "--model",
+        "gemma-3-270m",
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "3",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["token_ids"], serde_json::json!([506, 5279, 529]));
+}

@@ -76,6 +76,8 @@ fn ids_of(v: &serde_json::Value) -> Vec<u32> {
 impl Engine {
     /// Loads a Hugging Face model directory or a `.gguf` file.
     pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
+        let resolved = crate::weights::hub::resolve(path)?;
+        let path = resolved.as_path();
         if path.is_file() {
             let g = crate::weights::gguf::Gguf::open(path)?;
             let tokenizer = Tokenizer::from_gguf(&g)?;

@@ -203,11 +203,18 @@ impl Model {
             _ => Some(options.format.unwrap_or(gemma::default_format(dtype))),
         };
         let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
-        let ctx = options
-            .ctx
-            .unwrap_or(c.max_positions.min(4096))
-            .min(c.max_positions)
-            .max(1);
+        if let Some(asked) = options.ctx
+            && asked > c.max_positions
+        {
+            return Err(Error::Config {
+                path: "--ctx".into(),
+                message: format!(
+                    "{asked} tokens exceed the model's context of {} (max_position_embeddings)",
+                    c.max_positions
+                ),
+            });
+        }
+        let ctx = options.ctx.unwrap_or(c.max_positions.min(4096)).max(1);
         let chunk = options.chunk.clamp(1, 512);
         check_fits(
             &gpu,

@@ -6,6 +6,7 @@
 
 pub mod gemma;
 pub mod gguf;
+pub mod hub;
 pub mod safetensors;
 
 use crate::reference::ggml;
