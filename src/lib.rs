@@ -1,9 +1,37 @@
 //! gemma-wgpu: a GPU-native inference engine for Google's Gemma models on wgpu and WGSL.
 //!
+//! The [`engine::Engine`] is the entry point: load a model (a Hugging Face directory, a `.gguf`
+//! file, a repo id in the local Hugging Face cache, or `gemma-3-270m`), tokenize, generate
+//! with a streaming callback, read logits:
+//!
+//! ```
+//! use gemma_wgpu::engine::{Engine, SamplingParams};
+//! use gemma_wgpu::gpu::GpuOptions;
+//! use gemma_wgpu::model::ModelOptions;
+//!
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemma2-bf16");
+//! let options = ModelOptions { all_logits: true, ..Default::default() };
+//! let mut engine = Engine::load(dir.as_ref(), &GpuOptions::default(), &options)?;
+//!
+//! // Text in, text out, streamed piece by piece (greedy by default).
+//! let prompt = engine.encode_prompt("Once upon a time", false)?;
+//! let mut streamed = String::new();
+//! let reply = engine.generate(&prompt, 8, &SamplingParams::default(), |piece| streamed.push_str(piece))?;
+//! assert_eq!(streamed, reply.text);
+//! assert!(!reply.ids.is_empty() && reply.ids.len() <= 8);
+//!
+//! // The logits of every prompt position, after the final soft-cap.
+//! engine.model.reset();
+//! let logits = engine.model.all_logits(&prompt)?;
+//! assert_eq!(logits.len(), prompt.len() * engine.model.config.vocab);
+//! # Ok::<(), gemma_wgpu::Error>(())
+//! ```
+//!
 //! Layout: [`gpu`] knows wgpu (adapters, features, buffers, pipelines), [`kernels`] knows WGSL
-//! (one type per shader in `shaders/`), [`weights`] knows weight formats and their GPU layout,
-//! and [`reference`] holds the plain CPU implementations that are the specification of every
-//! kernel.
+//! (one type per shader in `shaders/`), [`weights`] knows file and weight formats, [`model`]
+//! schedules the GPU forward pass, [`engine`] turns text into text, [`server`] speaks the OpenAI
+//! API, and [`reference`] holds the plain CPU implementations that are the specification of
+//! every kernel and of the model.
 
 pub mod config;
 pub mod engine;

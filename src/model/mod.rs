@@ -656,7 +656,14 @@ fn check_fits(
     if cache > limit {
         let fits = (limit as usize / (c.kv_dim() * kv.bytes())).saturating_sub(chunk);
         return Err(Error::TooLarge {
-            what: format!("a KV cache of {ctx} positions (use --ctx {fits} or less, or --kv f16)"),
+            what: format!(
+                "a KV cache of {ctx} positions (use --ctx {fits} or less{})",
+                if kv == KvDtype::F32 {
+                    ", or --kv f16"
+                } else {
+                    ""
+                }
+            ),
             needed: cache,
             allowed: limit,
         });
