@@ -30,7 +30,7 @@
 //! Layout: [`gpu`] knows wgpu (adapters, features, buffers, pipelines), [`kernels`] knows WGSL
 //! (one type per shader in `shaders/`), [`weights`] knows file and weight formats, [`model`]
 //! schedules the GPU forward pass, [`engine`] turns text into text, [`server`] speaks the OpenAI
-//! API, and [`reference`] holds the plain CPU implementations that are the specification of
+//! API, and [`reference`](mod@reference) holds the plain CPU implementations that are the specification of
 //! every kernel and of the model.
 
 pub mod config;

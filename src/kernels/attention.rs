@@ -72,7 +72,7 @@ impl Attention {
     }
 
     /// out [n_q, heads, head_dim] = attention of q [n_q, heads, head_dim] (rotated) at
-    /// `positions` [n_q] over `cache`, with the shape and rules of `cfg` (as the reference).
+    /// `positions` \[n_q\] over `cache`, with the shape and rules of `cfg` (as the reference).
     /// Every visible key must be in the cache: the range of positions a query sees (its
     /// window, or everything before it) must fit `capacity`.
     #[allow(clippy::too_many_arguments)]

@@ -35,7 +35,7 @@ impl Embedding {
         Ok(Embedding { kernel, format })
     }
 
-    /// out [n, table.cols] = table[ids[t]] * scale, one dispatch per chunk of the table.
+    /// out [n, table.cols] = table[ids\[t\]] * scale, one dispatch per chunk of the table.
     /// Ids must be below table.rows (the caller validates token ids).
     #[allow(clippy::too_many_arguments)]
     pub fn bind(

@@ -33,7 +33,7 @@ impl RmsNorm {
         Ok(RmsNorm { kernel })
     }
 
-    /// out [n, d] = rms_norm(x [n, d]) with weight w [d].
+    /// out [n, d] = rms_norm(x [n, d]) with weight w \[d\].
     pub fn bind(
         &self,
         gpu: &Gpu,

@@ -52,7 +52,7 @@ impl Rope {
         Ok(Rope { kernel })
     }
 
-    /// Rotates x [n, heads, head_dim] in place; token t at positions[t].
+    /// Rotates x [n, heads, head_dim] in place; token t at positions\[t\].
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &self,

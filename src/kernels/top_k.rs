@@ -25,7 +25,7 @@ pub struct TopK {
     merge: Kernel,
 }
 
-/// Bound top-k: its dispatches and where the result lands ([k] values, [k] indices).
+/// Bound top-k: its dispatches and where the result lands (\[k\] values, \[k\] indices).
 pub struct TopKOutput {
     pub dispatches: Vec<Dispatch>,
     pub values: wgpu::Buffer,

@@ -502,7 +502,7 @@ impl Model {
         Ok(())
     }
 
-    /// Calls `f(i, logits)` with the logits [vocab] (after the final soft-cap) of every
+    /// Calls `f(i, logits)` with the logits \[vocab\] (after the final soft-cap) of every
     /// position i of `tokens`, fed after what the cache holds. Needs
     /// `ModelOptions::all_logits`.
     pub fn logits_each(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {

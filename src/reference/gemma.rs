@@ -10,13 +10,13 @@ use crate::weights::WeightFormat;
 use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
 use crate::weights::safetensors::Checkpoint;
 
-/// One decoder layer; matrices are [out, in] row-major f32, norms [len].
+/// One decoder layer; matrices are [out, in] row-major f32, norms \[len\].
 pub struct Layer {
     pub input_norm: Vec<f32>,
     pub q: Vec<f32>,
     pub k: Vec<f32>,
     pub v: Vec<f32>,
-    /// Gemma 3: per-head norms of q and k, [head_dim].
+    /// Gemma 3: per-head norms of q and k, \[head_dim\].
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub o: Vec<f32>,

@@ -40,7 +40,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, w_offset: f32) -> Vec<f32> {
     y
 }
 
-/// (cos, sin) of pos * inv_freq[i] for pos < max_pos and i < head_dim / 2, laid out
+/// (cos, sin) of pos * inv_freq\[i\] for pos < max_pos and i < head_dim / 2, laid out
 /// [max_pos, head_dim / 2]. As transformers: inv_freq = 1 / theta^(2i / head_dim), divided by
 /// `factor` for linear scaling (1 for none), and the angle pos * inv_freq rounded to f32; cos
 /// and sin are then taken exactly (f64) and rounded.
@@ -59,7 +59,7 @@ pub fn rope_table(theta: f32, factor: f32, head_dim: usize, max_pos: usize) -> V
     table
 }
 
-/// Rotate-half RoPE of x [n, heads, head_dim] in place, token t at positions[t].
+/// Rotate-half RoPE of x [n, heads, head_dim] in place, token t at positions\[t\].
 pub fn rope(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, table: &[[f32; 2]]) {
     let half = head_dim / 2;
     for (t, &pos) in positions.iter().enumerate() {

@@ -21,7 +21,7 @@ pub enum LayerTensor {
     Up,
     Down,
     PostFeedforwardNorm,
-    /// Gemma 3: per-head RMSNorm of queries and keys, [head_dim].
+    /// Gemma 3: per-head RMSNorm of queries and keys, \[head_dim\].
     QNorm,
     KNorm,
 }
@@ -72,7 +72,7 @@ impl LayerTensor {
         }
     }
 
-    /// [rows, cols] of a matrix (out, in), [len] of a norm as [len, 1].
+    /// [rows, cols] of a matrix (out, in), \[len\] of a norm as [len, 1].
     pub fn shape(self, c: &ModelConfig) -> [usize; 2] {
         match self {
             LayerTensor::Q => [c.q_dim(), c.hidden],
@@ -89,7 +89,7 @@ impl LayerTensor {
 pub const EMBED: &str = "model.embed_tokens.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
 
-/// A norm weight [len] as f32.
+/// A norm weight \[len\] as f32.
 pub fn norm(ckpt: &Checkpoint, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(ckpt.tensor(name, &[len])?.to_f32())
 }
@@ -188,7 +188,7 @@ pub fn gguf_matrix(g: &Gguf, hf: &str, shape: [usize; 2], arch: Arch) -> Result<
     HostMatrix::from_ggml(ty, shape[0], shape[1], bytes)
 }
 
-/// A norm weight [len] from a GGUF file (with the 1 that llama.cpp's converter adds).
+/// A norm weight \[len\] from a GGUF file (with the 1 that llama.cpp's converter adds).
 pub fn gguf_norm(g: &Gguf, hf: &str, len: usize, arch: Arch) -> Result<Vec<f32>> {
     let (ty, bytes) = gguf_tensor(g, hf, [len, 1], arch)?;
     HostMatrix::from_ggml(ty, 1, len, bytes)

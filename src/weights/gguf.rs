@@ -120,7 +120,7 @@ impl GgmlType {
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
     pub ty: GgmlType,
-    /// GGML order: dims[0] is the innermost (columns of a matrix).
+    /// GGML order: dims\[0\] is the innermost (columns of a matrix).
     pub dims: Vec<usize>,
     /// Byte range in the file.
     pub start: usize,
