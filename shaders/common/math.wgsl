@@ -26,3 +26,14 @@ fn soft_cap(x: f32, cap: f32) -> f32 {
     }
     return x;
 }
+
+// Four int8 values packed in a u32 (element 0 in the low byte), widened to f32.
+fn i8x4(w: u32) -> vec4<f32> {
+    let v = vec4<i32>(
+        bitcast<i32>(w << 24u),
+        bitcast<i32>(w << 16u),
+        bitcast<i32>(w << 8u),
+        bitcast<i32>(w),
+    ) >> vec4<u32>(24u);
+    return vec4<f32>(v);
+}

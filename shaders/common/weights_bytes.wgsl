@@ -47,3 +47,14 @@ fn block_of(row: u32, g: u32, k: u32, qk: u32, stride: u32) -> vec2<u32> {
     let e = 8u * g;
     return vec2<u32>((row * (k / qk) + e / qk) * stride, e % qk);
 }
+
+// (scale, min) of sub-block t from the 12 packed bytes at addr (Q4_K and Q5_K; ggml's
+// get_scale_min_k4).
+fn scale_min_k4(addr: u32, t: u32) -> vec2<f32> {
+    if t < 4u {
+        return vec2<f32>(f32(wb(addr + t) & 63u), f32(wb(addr + t + 4u) & 63u));
+    }
+    let sc = (wb(addr + t + 4u) & 15u) | ((wb(addr + t - 4u) >> 6u) << 4u);
+    let m = (wb(addr + t + 4u) >> 4u) | ((wb(addr + t) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(m));
+}

@@ -8,15 +8,6 @@ struct W8 {
     hi: vec4<f32>,
 }
 
-fn i8x4(w: u32) -> vec4<f32> {
-    let v = vec4<i32>(
-        bitcast<i32>(w << 24u),
-        bitcast<i32>(w << 16u),
-        bitcast<i32>(w << 8u),
-        bitcast<i32>(w),
-    ) >> vec4<u32>(24u);
-    return vec4<f32>(v);
-}
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let word = row * (k / 4u) + 2u * g;

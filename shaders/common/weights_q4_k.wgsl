@@ -3,16 +3,6 @@
 // (qs[32 j + l] >> 4 h) & 15 in sub-block 2 j + h; value = d sc q - dmin m.
 // CPU reference: reference::ggml::dequantize_q4_k.
 
-// (scale, min) of sub-block t from the packed bytes at addr (ggml's get_scale_min_k4).
-fn scale_min_k4(addr: u32, t: u32) -> vec2<f32> {
-    if t < 4u {
-        return vec2<f32>(f32(wb(addr + t) & 63u), f32(wb(addr + t + 4u) & 63u));
-    }
-    let sc = (wb(addr + t + 4u) & 15u) | ((wb(addr + t - 4u) >> 6u) << 4u);
-    let m = (wb(addr + t + 4u) >> 4u) | ((wb(addr + t) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
-}
-
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let b = block_of(row, g, k, 256u, 144u);
     let dm = unpack2x16float(wu32(b.x));

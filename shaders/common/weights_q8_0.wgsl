@@ -8,15 +8,6 @@ struct W8 {
     hi: vec4<f32>,
 }
 
-fn i8x4(w: u32) -> vec4<f32> {
-    let v = vec4<i32>(
-        bitcast<i32>(w << 24u),
-        bitcast<i32>(w << 16u),
-        bitcast<i32>(w << 8u),
-        bitcast<i32>(w),
-    ) >> vec4<u32>(24u);
-    return vec4<f32>(v);
-}
 
 fn block_scale(s: u32) -> f32 {
     return unpack2x16float(w_scales[s / 2u])[s % 2u];

@@ -211,3 +211,22 @@ fn kl_divergence_against_a_saved_base() {
     assert!(kl > 0.0 && kl < 0.05, "{kl}");
     std::fs::remove_file(&base).unwrap();
 }
+
+#[test]
+fn a_full_chat_drops_its_oldest_turns() {
+    use gemma_wgpu::engine::chat::Conversation;
+    let mut e = engine("gemma2-bf16", Some(96));
+    let mut chat = Conversation::new();
+    let greedy = SamplingParams::default();
+    let mut dropped = 0;
+    for turn in 0..8 {
+        let (g, notes) = chat
+            .turn(&mut e, &format!("Tell me about the number {turn}, please."), 8, 16, &greedy, |_| {})
+            .unwrap();
+        assert!(!g.ids.is_empty());
+        dropped += notes.dropped_turns;
+        assert!(e.context().len() <= 96);
+    }
+    assert!(dropped > 0, "eight turns of ~25 tokens cannot fit 96 tokens without dropping");
+    assert_eq!(chat.messages.last().unwrap().role, "assistant");
+}
