@@ -221,12 +221,22 @@ fn a_full_chat_drops_its_oldest_turns() {
     let mut dropped = 0;
     for turn in 0..8 {
         let (g, notes) = chat
-            .turn(&mut e, &format!("Tell me about the number {turn}, please."), 8, 16, &greedy, |_| {})
+            .turn(
+                &mut e,
+                &format!("Tell me about the number {turn}, please."),
+                8,
+                16,
+                &greedy,
+                |_| {},
+            )
             .unwrap();
         assert!(!g.ids.is_empty());
         dropped += notes.dropped_turns;
         assert!(e.context().len() <= 96);
     }
-    assert!(dropped > 0, "eight turns of ~25 tokens cannot fit 96 tokens without dropping");
+    assert!(
+        dropped > 0,
+        "eight turns of ~25 tokens cannot fit 96 tokens without dropping"
+    );
     assert_eq!(chat.messages.last().unwrap().role, "assistant");
 }
