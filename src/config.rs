@@ -123,7 +123,8 @@ fn rope_entry(v: &serde_json::Value) -> (Option<f64>, Option<f64>, Option<String
     )
 }
 
-fn ids(v: &Option<serde_json::Value>) -> Vec<u32> {
+/// A token-id field of config.json or generation_config.json: one id or a list.
+pub fn token_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
     match v {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
@@ -304,8 +305,8 @@ impl ModelConfig {
                 .max_position_embeddings
                 .unwrap_or(if arch == Arch::Gemma3 { 131_072 } else { 8192 }),
             layers,
-            bos_id: ids(&c.bos_token_id).first().copied(),
-            eos_ids: ids(&c.eos_token_id),
+            bos_id: token_ids(c.bos_token_id.as_ref()).first().copied(),
+            eos_ids: token_ids(c.eos_token_id.as_ref()),
             norm_offset: 1.0,
         })
     }

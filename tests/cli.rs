@@ -70,6 +70,29 @@ fn devices_with_an_adapter_prints_only_that_one() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Each command fails with `expected` in its stderr and no panic.
+fn expect_clear_errors(cases: &[(Vec<&str>, &str)]) {
+    for (args, expected) in cases {
+        let out = gemma(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// Copies the files of fixture `model` into `dst`.
+fn copy_fixture(model: &str, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(fixture(model)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -303,16 +326,7 @@ fn bad_input_gets_one_clear_line_and_no_panic() {
             "unknown weight format",
         ),
     ];
-    for (args, expected) in cases {
-        let out = gemma(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            err.contains(expected),
-            "{args:?}: expected `{expected}` in:\n{err}"
-        );
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-    }
+    expect_clear_errors(&cases);
 }
 
 #[test]
@@ -395,10 +409,7 @@ fn fake_hub(root: &std::path::Path, repo: &str, model: &str) {
     std::fs::write(dir.join("refs/main"), "0123abcd").unwrap();
     // An older snapshot without the files, which must not be picked.
     std::fs::create_dir_all(dir.join("snapshots/old")).unwrap();
-    for entry in std::fs::read_dir(fixture(model)).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, snap.join(p.file_name().unwrap())).unwrap();
-    }
+    copy_fixture(model, &snap);
 }
 
 #[test]
@@ -462,11 +473,7 @@ fn more_bad_input_gets_one_clear_line() {
     let _ = std::fs::remove_dir_all(&dir);
     let copy = |name: &str| {
         let d = dir.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        for entry in std::fs::read_dir(fixture("gemma2-f32")).unwrap() {
-            let p = entry.unwrap().path();
-            std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
-        }
+        copy_fixture("gemma2-f32", &d);
         d
     };
     // A corrupt tokenizer.json.
@@ -594,16 +601,7 @@ fn more_bad_input_gets_one_clear_line() {
             "use --ctx",
         ),
     ];
-    for (args, expected) in cases {
-        let out = gemma(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            err.contains(expected),
-            "{args:?}: expected `{expected}` in:\n{err}"
-        );
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-    }
+    expect_clear_errors(&cases);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

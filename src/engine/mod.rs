@@ -61,18 +61,6 @@ pub struct Engine {
     context: Vec<u32>,
 }
 
-fn ids_of(v: &serde_json::Value) -> Vec<u32> {
-    match v {
-        serde_json::Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => vec![],
-    }
-}
-
 impl Engine {
     /// Loads a Hugging Face model directory or a `.gguf` file.
     pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
@@ -81,7 +69,7 @@ impl Engine {
         if path.is_file() {
             let g = crate::weights::gguf::Gguf::open(path)?;
             let tokenizer = Tokenizer::from_gguf(&g)?;
-            let model = Model::load(Gpu::new(gpu)?, path, options)?;
+            let model = Model::from_gguf(Gpu::new(gpu)?, &g, options)?;
             // End of generation: the file's eos and, for chat, <end_of_turn>.
             let mut eos = model.config.eos_ids.clone();
             eos.extend(tokenizer.token_id("<end_of_turn>"));
@@ -106,7 +94,7 @@ impl Engine {
         let mut eos = std::fs::read_to_string(path.join("generation_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("eos_token_id").map(ids_of))
+            .map(|v| crate::config::token_ids(v.get("eos_token_id")))
             .unwrap_or_default();
         if eos.is_empty() {
             eos = model.config.eos_ids.clone();
@@ -155,15 +143,10 @@ impl Engine {
         params: &SamplingParams,
         on_text: impl FnMut(&str),
     ) -> Result<Generation> {
+        // Start over when the cache holds something else, or all of the prompt (its last
+        // token must be fed again for its logits).
         let held = self.context.len();
-        if held > prompt.len() || self.context[..] != prompt[..held] {
-            // The cache holds something else: start over.
-            self.model.reset();
-            self.context.clear();
-        }
-        let held = self.context.len();
-        if held == prompt.len() {
-            // Nothing new to prefill: the last token must be fed again for its logits.
+        if held >= prompt.len() || self.context[..] != prompt[..held] {
             self.model.reset();
             self.context.clear();
         }

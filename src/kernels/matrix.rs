@@ -90,28 +90,14 @@ impl GpuMatrix {
                 ),
             });
         }
-        let per_chunk = Self::rows_per_chunk(gpu, format, cols)?;
-        let mut chunks = Vec::new();
-        let mut row_start = 0;
-        while row_start < rows {
-            let n = per_chunk.min(rows - row_start);
-            let name = format!("{label}[{row_start}..{}]", row_start + n);
-            chunks.push(MatrixChunk {
-                row_start,
-                rows: n,
-                data: gpu.storage_init(&name, &data[row_start * row_bytes..][..n * row_bytes]),
-                scales: gpu.storage_init(
+        Self::chunked(gpu, label, format, rows, cols, |name, start, n| {
+            (
+                gpu.storage_init(name, &data[start * row_bytes..][..n * row_bytes]),
+                gpu.storage_init(
                     &format!("{name}.scales"),
-                    &scales[row_start * row_scale_bytes..][..n * row_scale_bytes],
+                    &scales[start * row_scale_bytes..][..n * row_scale_bytes],
                 ),
-            });
-            row_start += n;
-        }
-        Ok(GpuMatrix {
-            format,
-            rows,
-            cols,
-            chunks,
+            )
         })
     }
 
@@ -123,20 +109,39 @@ impl GpuMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<GpuMatrix> {
+        Self::chunked(gpu, label, format, rows, cols, |name, _, n| {
+            (
+                gpu.storage_zeroed(name, (n * format.data_bytes_per_row(cols)) as u64),
+                gpu.storage_zeroed(
+                    &format!("{name}.scales"),
+                    (n * format.scales_per_row(cols) * 2) as u64,
+                ),
+            )
+        })
+    }
+
+    /// Splits rows into chunks that fit one binding; `buffers(name, row_start, rows)` makes
+    /// each chunk's data and scale buffers.
+    fn chunked(
+        gpu: &Gpu,
+        label: &str,
+        format: WeightFormat,
+        rows: usize,
+        cols: usize,
+        buffers: impl Fn(&str, usize, usize) -> (wgpu::Buffer, wgpu::Buffer),
+    ) -> Result<GpuMatrix> {
         let per_chunk = Self::rows_per_chunk(gpu, format, cols)?;
         let mut chunks = Vec::new();
         let mut row_start = 0;
         while row_start < rows {
             let n = per_chunk.min(rows - row_start);
             let name = format!("{label}[{row_start}..{}]", row_start + n);
+            let (data, scales) = buffers(&name, row_start, n);
             chunks.push(MatrixChunk {
                 row_start,
                 rows: n,
-                data: gpu.storage_zeroed(&name, (n * format.data_bytes_per_row(cols)) as u64),
-                scales: gpu.storage_zeroed(
-                    &format!("{name}.scales"),
-                    (n * format.scales_per_row(cols) * 2) as u64,
-                ),
+                data,
+                scales,
             });
             row_start += n;
         }

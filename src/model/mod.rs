@@ -152,18 +152,21 @@ impl Model {
     /// Loads a Hugging Face model directory or a `.gguf` file onto `gpu`.
     pub fn load(gpu: Gpu, path: &std::path::Path, options: &ModelOptions) -> Result<Model> {
         if path.is_file() {
-            let g = Gguf::open(path)?;
-            let config = ModelConfig::from_gguf(&g)?;
-            // llama.cpp scales the embedding by sqrt(hidden) in f32, whatever the file's
-            // types, and transformers running a GGUF in float32 does the same.
-            let dtype = SourceDtype::F32;
-            let expand = options.expand_blocks.unwrap_or(gpu.caps.cpu_like);
-            let arch = config.arch;
-            return Self::build(gpu, config, Source::Gguf(&g, expand, arch), dtype, options);
+            return Self::from_gguf(gpu, &Gguf::open(path)?, options);
         }
         let config = ModelConfig::from_dir(path)?;
         let ckpt = Checkpoint::open(path)?;
         Self::from_checkpoint(gpu, config, &ckpt, options)
+    }
+
+    pub fn from_gguf(gpu: Gpu, g: &Gguf, options: &ModelOptions) -> Result<Model> {
+        let config = ModelConfig::from_gguf(g)?;
+        // llama.cpp scales the embedding by sqrt(hidden) in f32, whatever the file's types,
+        // and transformers running a GGUF in float32 does the same.
+        let dtype = SourceDtype::F32;
+        let expand = options.expand_blocks.unwrap_or(gpu.caps.cpu_like);
+        let arch = config.arch;
+        Self::build(gpu, config, Source::Gguf(g, expand, arch), dtype, options)
     }
 
     pub fn from_checkpoint(
