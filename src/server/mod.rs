@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -38,6 +38,9 @@ struct Job {
     stop: Vec<String>,
     ignore_eos: bool,
     out: mpsc::UnboundedSender<Piece>,
+    id: u64,
+    /// Set when the client is gone (see Watch).
+    gone: Arc<AtomicBool>,
 }
 
 enum Prompt {
@@ -49,6 +52,37 @@ enum Prompt {
 struct AppState {
     jobs: mpsc::Sender<Job>,
     model: Arc<String>,
+    /// The engine's cancel flag and the id of the job it runs (0: none).
+    cancel: Arc<AtomicBool>,
+    running: Arc<AtomicU64>,
+}
+
+/// Marks a job's client as gone when dropped before `finish`: a queued job is then skipped,
+/// a running one stopped. Tokens the worker would never send (text held back) cannot hide a
+/// disconnect this way.
+struct Watch {
+    id: u64,
+    gone: Arc<AtomicBool>,
+    running: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl Watch {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.gone.store(true, Ordering::Relaxed);
+            if self.running.load(Ordering::Relaxed) == self.id {
+                self.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Server settings.
@@ -66,12 +100,17 @@ pub async fn serve(
     options: ServeOptions,
 ) -> std::io::Result<()> {
     let (jobs, rx) = mpsc::channel::<Job>(options.queue.max(1));
+    let cancel = engine.cancel.clone();
+    let running = Arc::new(AtomicU64::new(0));
+    let worker_running = running.clone();
     std::thread::Builder::new()
         .name("gemma-wgpu engine".into())
-        .spawn(move || worker(engine, rx))?;
+        .spawn(move || worker(engine, rx, worker_running))?;
     let state = AppState {
         jobs,
         model: Arc::new(options.model_name),
+        cancel,
+        running,
     };
     let app = Router::new()
         .route(
@@ -86,11 +125,19 @@ pub async fn serve(
     axum::serve(listener, app).await
 }
 
-fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>) {
+fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>, running: Arc<AtomicU64>) {
     while let Some(job) = rx.blocking_recv() {
-        if job.out.is_closed() {
+        if job.out.is_closed() || job.gone.load(Ordering::Relaxed) {
             continue;
         }
+        running.store(job.id, Ordering::Relaxed);
+        serve_job(&mut engine, job);
+        running.store(0, Ordering::Relaxed);
+    }
+}
+
+fn serve_job(engine: &mut Engine, job: Job) {
+    {
         let ids = match &job.prompt {
             Prompt::Chat(m) => engine.tokenizer.encode_chat(m),
             Prompt::Text(t) => engine.tokenizer.encode(t, true),
@@ -101,7 +148,7 @@ fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>) {
                 let _ = job
                     .out
                     .send(Piece::Failed(ApiError::bad_request(&e.to_string(), None)));
-                continue;
+                return;
             }
         };
         if ids.len() >= engine.model.ctx {
@@ -109,10 +156,11 @@ fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>) {
                 ids.len(),
                 engine.model.ctx,
             )));
-            continue;
+            return;
         }
         let max_tokens = job.max_tokens.min(engine.model.ctx - ids.len());
         let cancel = engine.cancel.clone();
+        let gone = job.gone.clone();
         let out = job.out.clone();
         // Text is held back while it could be the start of a stop string.
         let mut text = String::new();
@@ -126,6 +174,9 @@ fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>) {
         let result = engine.generate(&ids, max_tokens, &job.params, |piece| {
             if stopped_by_string {
                 return;
+            }
+            if gone.load(Ordering::Relaxed) {
+                cancel.store(true, Ordering::Relaxed);
             }
             text.push_str(piece);
             if let Some(at) = job.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
@@ -196,7 +247,10 @@ fn submit(
     s: &AppState,
     prompt: Prompt,
     settings: api::Settings,
-) -> Result<mpsc::UnboundedReceiver<Piece>, ApiError> {
+) -> Result<(mpsc::UnboundedReceiver<Piece>, Watch), ApiError> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let gone = Arc::new(AtomicBool::new(false));
     let (out, rx) = mpsc::unbounded_channel();
     s.jobs
         .try_send(Job {
@@ -206,9 +260,18 @@ fn submit(
             stop: settings.stop,
             ignore_eos: settings.ignore_eos,
             out,
+            id,
+            gone: gone.clone(),
         })
         .map_err(|_| ApiError::busy())?;
-    Ok(rx)
+    let watch = Watch {
+        id,
+        gone,
+        running: s.running.clone(),
+        cancel: s.cancel.clone(),
+        finished: false,
+    };
+    Ok((rx, watch))
 }
 
 async fn chat_completions(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
@@ -221,11 +284,11 @@ async fn chat_completions(State(s): State<AppState>, body: axum::body::Bytes) ->
         Err(e) => return e.into_response(),
     };
     let stream = common.stream;
-    let rx = match submit(&s, Prompt::Chat(messages), common) {
-        Ok(rx) => rx,
+    let (rx, watch) = match submit(&s, Prompt::Chat(messages), common) {
+        Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    respond(rx, s.model.clone(), stream, true).await
+    respond(rx, watch, s.model.clone(), stream, true).await
 }
 
 async fn completions(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
@@ -238,16 +301,17 @@ async fn completions(State(s): State<AppState>, body: axum::body::Bytes) -> Resp
         Err(e) => return e.into_response(),
     };
     let stream = common.stream;
-    let rx = match submit(&s, Prompt::Text(prompt), common) {
-        Ok(rx) => rx,
+    let (rx, watch) = match submit(&s, Prompt::Text(prompt), common) {
+        Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    respond(rx, s.model.clone(), stream, false).await
+    respond(rx, watch, s.model.clone(), stream, false).await
 }
 
 /// The response: one JSON body, or server-sent events ending in `data: [DONE]`.
 async fn respond(
     mut rx: mpsc::UnboundedReceiver<Piece>,
+    mut watch: Watch,
     model: Arc<String>,
     stream: bool,
     chat: bool,
@@ -263,12 +327,16 @@ async fn respond(
         while let Some(p) = rx.recv().await {
             match p {
                 Piece::Text(t) => text.push_str(&t),
-                Piece::Failed(e) => return e.into_response(),
+                Piece::Failed(e) => {
+                    watch.finish();
+                    return e.into_response();
+                }
                 Piece::Done {
                     finish,
                     prompt_tokens,
                     completion_tokens,
                 } => {
+                    watch.finish();
                     let choice = if chat {
                         serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text},
                             "finish_reason": finish, "logprobs": null})
@@ -293,6 +361,7 @@ async fn respond(
     // Streaming: wait for the first piece so that errors still get a status code.
     let first = rx.recv().await;
     if let Some(Piece::Failed(e)) = first {
+        watch.finish();
         return e.into_response();
     }
     let object = if chat {
@@ -310,6 +379,7 @@ async fn respond(
         serde_json::json!({"id": id, "object": object, "created": created, "model": model.as_str(), "choices": [choice]})
     };
     let (tx, events) = mpsc::unbounded_channel::<Result<Event, std::convert::Infallible>>();
+    let watcher = tx.clone();
     let send = move |data: String| tx.send(Ok(Event::default().data(data))).is_ok();
     tokio::spawn(async move {
         if chat
@@ -336,6 +406,7 @@ async fn respond(
                     prompt_tokens,
                     completion_tokens,
                 } => {
+                    watch.finish();
                     let mut last = chunk(serde_json::json!({}), Some(finish));
                     last["usage"] = serde_json::json!({"prompt_tokens": prompt_tokens,
                         "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
@@ -343,11 +414,17 @@ async fn respond(
                     break;
                 }
                 Piece::Failed(e) => {
+                    watch.finish();
                     send(e.body().to_string());
                     break;
                 }
             }
-            next = rx.recv().await;
+            // A client that hangs up ends this task; dropping `watch` then stops the job,
+            // even while it produces no text to send.
+            next = tokio::select! {
+                p = rx.recv() => p,
+                _ = watcher.closed() => return,
+            };
         }
         send("[DONE]".to_string());
     });
