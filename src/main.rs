@@ -54,6 +54,31 @@ enum Command {
     Chat(chat::ChatArgs),
     /// An OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models).
     Serve(ServeArgs),
+    /// Print the token ids of a text, as llama.cpp's llama-tokenize does.
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// A Hugging Face model directory (its tokenizer.json), a .gguf file or a model name.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// The text to tokenize.
+    #[arg(short, long, group = "text", required = true)]
+    prompt: Option<String>,
+    /// A file holding the text to tokenize.
+    #[arg(short, long, group = "text")]
+    file: Option<PathBuf>,
+    /// Read `<start_of_turn>`, `<end_of_turn>` and the other control tokens written in the
+    /// text as those tokens (default: as plain text).
+    #[arg(long)]
+    special: bool,
+    /// Do not put `<bos>` first.
+    #[arg(long)]
+    no_bos: bool,
+    /// One JSON object: ids, and each token's piece and byte range in the text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -398,6 +423,35 @@ fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
     })
 }
 
+fn tokenize(a: &TokenizeArgs) -> Result<()> {
+    let text = match (&a.prompt, &a.file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("{}: could not read the text", file.display()))?,
+        (None, None) => bail!("give --prompt TEXT or --file FILE"),
+    };
+    let path = gemma_wgpu::weights::hub::resolve(&a.model)?;
+    let tokenizer = gemma_wgpu::engine::Tokenizer::load(&path)?;
+    let encoding = tokenizer.encode_full(&text, !a.no_bos, a.special)?;
+    let ids = encoding.get_ids();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let tokens: Vec<serde_json::Value> = ids
+            .iter()
+            .zip(encoding.get_offsets())
+            .map(|(&id, &(start, end))| {
+                serde_json::json!({"id": id, "piece": tokenizer.piece(id), "start": start, "end": end})
+            })
+            .collect();
+        let json = serde_json::json!({"ids": ids, "tokens": tokens});
+        writeln!(out, "{json}")?;
+    } else {
+        let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+        writeln!(out, "[{}]", list.join(", "))?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
@@ -415,5 +469,6 @@ fn main() -> Result<()> {
         Command::Perplexity(a) => perplexity(&gpu, a),
         Command::Chat(a) => chat::run(&gpu, a),
         Command::Serve(a) => serve(&gpu, a),
+        Command::Tokenize(a) => tokenize(a),
     }
 }

@@ -624,3 +624,69 @@ fn the_gemma_3_270m_alias_runs_the_real_model() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["token_ids"], serde_json::json!([506, 5279, 529]));
 }
+
+#[test]
+fn tokenize_prints_ids_from_a_directory_or_a_gguf_file() {
+    let text = "Hello   world<start_of_turn>user\n  x";
+    let ids = |args: &[&str]| -> String {
+        let out = gemma(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = fixture("gemma1-bf16");
+    let gguf = format!("{dir}.gguf");
+    // The same tokenizer read from tokenizer.json and rebuilt from GGUF metadata.
+    let plain = ids(&["tokenize", "-m", &dir, "-p", text]);
+    assert_eq!(
+        plain,
+        ids(&["tokenize", "--model", &gguf, "--prompt", text])
+    );
+    assert!(
+        plain.starts_with("[2, ") && plain.ends_with("]\n"),
+        "{plain}"
+    );
+    // --special reads the chat markup as its control token (id 4 in this vocabulary).
+    let special = ids(&["tokenize", "-m", &dir, "-p", text, "--special"]);
+    assert_eq!(
+        special,
+        ids(&["tokenize", "-m", &gguf, "-p", text, "--special"])
+    );
+    assert!(
+        special.contains(", 4, ") && !plain.contains(", 4, "),
+        "{special}"
+    );
+    assert!(special.len() < plain.len());
+    // --no-bos, --file, and --json with pieces and byte ranges.
+    let tmp = std::env::temp_dir().join(format!("gemma-wgpu-tokenize-{}", std::process::id()));
+    std::fs::write(&tmp, text).unwrap();
+    let file = tmp.to_str().unwrap();
+    let no_bos = ids(&["tokenize", "-m", &gguf, "-f", file, "--no-bos"]);
+    assert_eq!(no_bos.replacen("[", "[2, ", 1), plain);
+    let json: serde_json::Value =
+        serde_json::from_str(&ids(&["tokenize", "-m", &gguf, "-f", file, "--json"])).unwrap();
+    std::fs::remove_file(&tmp).unwrap();
+    let tokens = json["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), json["ids"].as_array().unwrap().len());
+    assert_eq!(tokens[0]["piece"], "<bos>");
+    let mut covered = String::new();
+    for t in &tokens[1..] {
+        let (start, end) = (t["start"].as_u64().unwrap(), t["end"].as_u64().unwrap());
+        covered.push_str(&text[start as usize..end as usize]);
+    }
+    assert_eq!(covered, text, "the byte ranges cover the text in order");
+    expect_clear_errors(&[
+        (
+            vec!["tokenize", "-m", "/no/such/model", "-p", "x"],
+            "/no/such/model",
+        ),
+        (
+            vec!["tokenize", "-m", &dir, "-f", "/no/such/file"],
+            "/no/such/file",
+        ),
+        (vec!["tokenize", "-m", &dir], "--prompt"),
+    ]);
+}

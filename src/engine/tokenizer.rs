@@ -3,13 +3,15 @@
 
 use crate::{Error, Result};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 /// Gemma's chat format (`<start_of_turn>role ... <end_of_turn>`, the assistant as `model`),
 /// for GGUF files that carry no template.
 pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    /// Locked only to switch between parsing control tokens and reading them as plain text.
+    inner: Mutex<tokenizers::Tokenizer>,
     /// Jinja chat template from tokenizer_config.json.
     chat_template: Option<String>,
     bos_token: String,
@@ -52,7 +54,7 @@ impl Tokenizer {
             Err(_) => serde_json::Value::Null,
         };
         Ok(Tokenizer {
-            inner,
+            inner: Mutex::new(inner),
             chat_template: config
                 .get("chat_template")
                 .and_then(|t| t.as_str())
@@ -63,9 +65,10 @@ impl Tokenizer {
     }
 
     /// The tokenizer a GGUF file describes (`tokenizer.ggml.model = llama`: SentencePiece
-    /// pieces with byte fallback), rebuilt as transformers rebuilds Gemma's: runs of spaces
-    /// respelled with `▁`, BPE merges recovered from the vocabulary and ranked by the pieces'
-    /// order in the file, control tokens special and user-defined ones matched whole.
+    /// pieces with byte fallback), rebuilt as transformers' converter rebuilds Gemma's
+    /// `tokenizer.json`: runs of spaces respelled with `▁`, BPE merges recovered from the
+    /// pieces and ranked by their SentencePiece scores, control and user-defined pieces matched
+    /// whole before the rest of the text is segmented.
     pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> Result<Tokenizer> {
         let bad = |m: &str| Error::Tokenizer(format!("{}: {m}", g.path.display()));
         let model = g
@@ -77,113 +80,41 @@ impl Tokenizer {
                 "tokenizer.ggml.model `{model}` is not supported (Gemma files use `llama`)"
             )));
         }
-        let tokens: Vec<String> = g
-            .get("tokenizer.ggml.tokens")
-            .and_then(|v| v.as_array())
-            .ok_or_else(|| bad("no tokenizer.ggml.tokens"))?
-            .iter()
-            .map(|t| t.as_str().unwrap_or("").to_string())
-            .collect();
-        let types: Vec<u64> = g
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|t| t.as_u64().unwrap_or(1)).collect())
-            .unwrap_or_else(|| vec![1; tokens.len()]);
-        let spelled: Vec<String> = tokens
-            .iter()
-            .map(|t| {
-                if t.contains(' ') && t.trim().is_empty() {
-                    "\u{2581}".repeat(t.chars().count())
-                } else {
-                    t.clone()
-                }
-            })
-            .collect();
-        let mut vocab = serde_json::Map::new();
-        let mut ids = std::collections::HashMap::new();
-        for (i, t) in spelled.iter().enumerate() {
-            vocab.insert(t.clone(), (i as u64).into());
-            ids.insert(t.as_str(), i);
-        }
-        // Merges: every split of every piece into two pieces, earlier pieces first, and within
-        // a piece the longer left part first.
-        let mut merges = Vec::new();
-        for t in &spelled {
-            let cuts: Vec<usize> = t.char_indices().map(|(i, _)| i).skip(1).collect();
-            for &cut in cuts.iter().rev() {
-                let (l, r) = t.split_at(cut);
-                if ids.contains_key(l) && ids.contains_key(r) {
-                    merges.push(serde_json::json!([l, r]));
-                }
-            }
-        }
-        // Control tokens (type 3) are special; user-defined ones (type 4) are matched whole
-        // but only where their spelling is a vocabulary entry (runs of spaces, respelled
-        // above, are not).
-        let added: Vec<serde_json::Value> = tokens
-            .iter()
-            .zip(&types)
-            .enumerate()
-            .filter(|(_, (t, ty))| **ty == 3 || (**ty == 4 && ids.contains_key(t.as_str())))
-            .map(|(i, (t, ty))| {
-                serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": *ty == 3})
-            })
-            .collect();
+        let pieces = SentencePieces::from_gguf(g).map_err(|m| bad(&m))?;
+        let id_of = |key: &str| g.get(key).and_then(|v| v.as_u64());
         let token = |key: &str, default: &str| -> String {
-            g.get(key)
-                .and_then(|v| v.as_u64())
-                .and_then(|i| tokens.get(i as usize).cloned())
+            id_of(key)
+                .and_then(|i| pieces.spelled.get(i as usize).cloned())
                 .unwrap_or_else(|| default.to_string())
         };
         let bos = token("tokenizer.ggml.bos_token_id", "<bos>");
         let eos = token("tokenizer.ggml.eos_token_id", "<eos>");
         let unk = token("tokenizer.ggml.unknown_token_id", "<unk>");
+        // What Gemma's tokenizer_config.json marks special: the file's bos, eos, unk and pad
+        // tokens and the turn and image markers. Other control pieces stay plain added tokens.
+        let mut special: Vec<usize> = [
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.unknown_token_id",
+            "tokenizer.ggml.padding_token_id",
+        ]
+        .iter()
+        .filter_map(|k| id_of(k).map(|i| i as usize))
+        .collect();
+        special.extend(GEMMA_MARKUP.iter().filter_map(|m| pieces.id(m)));
         let add_bos = g
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.as_bool())
             .unwrap_or(true);
-        let bos_id = ids.get(bos.as_str()).copied().unwrap_or(2);
-        let post = if add_bos {
-            serde_json::json!({"type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                         {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {bos.clone(): {"id": bos, "ids": [bos_id], "tokens": [bos]}}})
-        } else {
-            serde_json::Value::Null
-        };
-        let mut normalizers = vec![
-            serde_json::json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
-        ];
-        if g.get("tokenizer.ggml.add_space_prefix")
+        let add_space_prefix = g
+            .get("tokenizer.ggml.add_space_prefix")
             .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-        {
-            normalizers.insert(
-                0,
-                serde_json::json!({"type": "Prepend", "prepend": "\u{2581}"}),
-            );
-        }
-        let spec = serde_json::json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": {"type": "Sequence", "normalizers": normalizers},
-            "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
-            "post_processor": post,
-            "decoder": {"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-                {"type": "ByteFallback"}, {"type": "Fuse"}]},
-            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab, "merges": merges},
-        });
+            .unwrap_or(false);
+        let spec = pieces.tokenizer_json(&special, &unk, add_bos.then_some(&bos), add_space_prefix);
         let inner: tokenizers::Tokenizer = serde_json::from_value(spec)
             .map_err(|e| bad(&format!("could not build the tokenizer: {e}")))?;
         Ok(Tokenizer {
-            inner,
+            inner: Mutex::new(inner),
             // Files without a template get Gemma's own turn format.
             chat_template: Some(
                 g.get("tokenizer.chat_template")
@@ -196,29 +127,66 @@ impl Tokenizer {
         })
     }
 
-    /// Token ids of `text`; `special` adds what the tokenizer's post-processor adds (Gemma:
-    /// `<bos>` first).
-    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, special)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
-            .get_ids()
-            .to_vec())
+    /// The tokenizer of a model directory (tokenizer.json) or of a GGUF file, without its
+    /// weights.
+    pub fn load(path: &Path) -> Result<Tokenizer> {
+        if path.is_file() {
+            Tokenizer::from_gguf(&crate::weights::gguf::Gguf::open(path)?)
+        } else {
+            Tokenizer::from_dir(path)
+        }
     }
 
+    fn inner(&self) -> MutexGuard<'_, tokenizers::Tokenizer> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Token ids of `text`; `special` adds what the tokenizer's post-processor adds (Gemma:
+    /// `<bos>` first). Control tokens written in the text (`<start_of_turn>`) are parsed.
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        Ok(self.encode_full(text, special, true)?.get_ids().to_vec())
+    }
+
+    /// As [`Tokenizer::encode`], with the choice of reading control tokens' spellings as plain
+    /// text (`parse_special` false), as Hugging Face's `encode_special_tokens` does.
+    pub fn encode_full(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<tokenizers::Encoding> {
+        let mut inner = self.inner();
+        inner.set_encode_special_tokens(!parse_special);
+        let encoding = inner.encode(text, add_bos);
+        inner.set_encode_special_tokens(false);
+        encoding.map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The text of `ids`, special tokens (`<bos>`, `<end_of_turn>`) left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
+        self.inner()
             .decode(ids, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
+    /// The text of `ids`, special tokens included: the inverse of `encode` without `<bos>`.
+    pub fn decode_verbatim(&self, ids: &[u32]) -> Result<String> {
+        self.inner()
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The piece (vocabulary entry) of `id`.
+    pub fn piece(&self, id: u32) -> Option<String> {
+        self.inner().id_to_token(id)
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        self.inner().token_to_id(token)
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.inner().get_vocab_size(true)
     }
 
     /// The chat template applied to `messages`, followed by the model's turn opening when
@@ -258,12 +226,198 @@ impl Tokenizer {
     }
 }
 
+/// Gemma's chat and image markers, special in its tokenizer_config.json.
+const GEMMA_MARKUP: [&str; 4] = [
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+];
+
+/// SentencePiece's piece types, as GGUF's `tokenizer.ggml.token_type` numbers them.
+const PIECE_UNKNOWN: u64 = 2;
+const PIECE_CONTROL: u64 = 3;
+const PIECE_USER_DEFINED: u64 = 4;
+
+/// A SentencePiece vocabulary read from GGUF metadata, with space runs spelled as `▁`.
+struct SentencePieces {
+    spelled: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<u64>,
+    ids: std::collections::HashMap<String, usize>,
+}
+
+impl SentencePieces {
+    fn from_gguf(g: &crate::weights::gguf::Gguf) -> std::result::Result<Self, String> {
+        let array = |key: &str| g.get(key).and_then(|v| v.as_array());
+        let tokens = array("tokenizer.ggml.tokens").ok_or("no tokenizer.ggml.tokens")?;
+        let spelled: Vec<String> = tokens
+            .iter()
+            .map(|t| {
+                let t = t.as_str().unwrap_or("");
+                if t.contains(' ') && t.trim().is_empty() {
+                    "\u{2581}".repeat(t.chars().count())
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let n = spelled.len();
+        let types: Vec<u64> = match array("tokenizer.ggml.token_type") {
+            Some(a) if a.len() == n => a.iter().map(|t| t.as_u64().unwrap_or(1)).collect(),
+            Some(a) => return Err(format!("{} token types for {n} tokens", a.len())),
+            None => vec![1; n],
+        };
+        // Without scores, earlier pieces rank first, as SentencePiece's trainer orders them.
+        let scores: Vec<f32> = match array("tokenizer.ggml.scores") {
+            Some(a) if a.len() == n => a
+                .iter()
+                .map(|s| s.as_f64().unwrap_or(f64::NEG_INFINITY) as f32)
+                .collect(),
+            Some(a) => return Err(format!("{} token scores for {n} tokens", a.len())),
+            None => (0..n).map(|i| -(i as f32)).collect(),
+        };
+        // A later piece with the same spelling wins, as in transformers' converter.
+        let ids = spelled
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i))
+            .collect();
+        Ok(SentencePieces {
+            spelled,
+            scores,
+            types,
+            ids,
+        })
+    }
+
+    fn id(&self, piece: &str) -> Option<usize> {
+        self.ids.get(piece).copied()
+    }
+
+    /// Whether piece `i` is matched whole before segmentation (an added token).
+    fn is_added(&self, i: usize) -> bool {
+        matches!(
+            self.types[i],
+            PIECE_UNKNOWN | PIECE_CONTROL | PIECE_USER_DEFINED
+        )
+    }
+
+    /// BPE merges as transformers' `SentencePieceExtractor` derives them: every split of every
+    /// piece into two pieces, ranked by the merged piece's score (highest first), then by the
+    /// longer left part, then the longer right part, ties in vocabulary order. SentencePiece
+    /// scores control and user-defined pieces 0; llama.cpp's converter writes -1000 for them,
+    /// so they are read as 0 here. Space runs (user-defined) thus merge into the longest run
+    /// first: 70 spaces become 31 + 31 + 8.
+    fn merges(&self) -> Vec<(&str, &str)> {
+        struct Merge<'a> {
+            left: &'a str,
+            right: &'a str,
+            score: f32,
+            left_chars: usize,
+            right_chars: usize,
+            order: (usize, usize, usize),
+        }
+        let mut merges = Vec::new();
+        for (i, piece) in self.spelled.iter().enumerate() {
+            let score = if self.is_added(i) {
+                0.0
+            } else {
+                self.scores[i]
+            };
+            let chars = piece.chars().count();
+            for (left_chars, (cut, _)) in piece.char_indices().enumerate().skip(1) {
+                let (left, right) = piece.split_at(cut);
+                if let (Some(l), Some(r)) = (self.id(left), self.id(right)) {
+                    merges.push(Merge {
+                        left,
+                        right,
+                        score,
+                        left_chars,
+                        right_chars: chars - left_chars,
+                        order: (i, l, r),
+                    });
+                }
+            }
+        }
+        merges.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(b.left_chars.cmp(&a.left_chars))
+                .then(b.right_chars.cmp(&a.right_chars))
+                .then(a.order.cmp(&b.order))
+        });
+        merges.into_iter().map(|m| (m.left, m.right)).collect()
+    }
+
+    /// The tokenizers-library description of Gemma's tokenizer (the layout of its official
+    /// tokenizer.json): `▁` for spaces, one word per text (split on nothing, since the spaces
+    /// are gone), BPE with byte fallback, `bos` prepended when given.
+    fn tokenizer_json(
+        &self,
+        special: &[usize],
+        unk: &str,
+        bos: Option<&String>,
+        add_space_prefix: bool,
+    ) -> serde_json::Value {
+        use serde_json::json;
+        let vocab: serde_json::Map<String, serde_json::Value> = self
+            .spelled
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i.into()))
+            .collect();
+        let added: Vec<serde_json::Value> = (0..self.spelled.len())
+            .filter(|&i| self.is_added(i))
+            .map(|i| {
+                json!({"id": i, "content": self.spelled[i], "single_word": false,
+                    "lstrip": false, "rstrip": false, "normalized": false,
+                    "special": special.contains(&i)})
+            })
+            .collect();
+        let post = match bos {
+            Some(bos) => {
+                let bos_id = self.id(bos).unwrap_or(2);
+                json!({"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {bos.clone(): {"id": bos, "ids": [bos_id], "tokens": [bos]}}})
+            }
+            None => serde_json::Value::Null,
+        };
+        let mut normalizers =
+            vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
+        if add_space_prefix {
+            normalizers.insert(0, json!({"type": "Prepend", "prepend": "\u{2581}"}));
+        }
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "Sequence", "normalizers": normalizers},
+            "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
+            "post_processor": post,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": vocab, "merges": self.merges()},
+        })
+    }
+}
+
 /// Turns a stream of token ids into text pieces, holding back a piece while it ends in an
-/// incomplete UTF-8 sequence (byte-fallback tokens split multi-byte characters).
+/// incomplete UTF-8 sequence (byte-fallback tokens split multi-byte characters). Each step
+/// decodes only the ids since the last printed piece, so a long generation stays linear.
 pub struct TextStream<'a> {
     tokenizer: &'a Tokenizer,
     ids: Vec<u32>,
-    printed: usize,
+    /// `ids[prefix..read]` is the last printed piece: decoded again as the left context.
+    prefix: usize,
+    read: usize,
 }
 
 impl<'a> TextStream<'a> {
@@ -271,33 +425,33 @@ impl<'a> TextStream<'a> {
         TextStream {
             tokenizer,
             ids: vec![],
-            printed: 0,
+            prefix: 0,
+            read: 0,
         }
     }
 
     /// The new text that `id` completes, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}')
-            || text.len() <= self.printed
-            || !text.is_char_boundary(self.printed)
-        {
-            return Ok(None);
-        }
-        let piece = text[self.printed..].to_string();
-        self.printed = text.len();
-        Ok(Some(piece))
+        self.next_piece(false)
     }
 
     /// Whatever is still held back (an incomplete character at the very end).
     pub fn finish(&mut self) -> Result<Option<String>> {
-        let text = self.tokenizer.decode(&self.ids)?;
-        if text.len() > self.printed && text.is_char_boundary(self.printed) {
-            let piece = text[self.printed..].to_string();
-            self.printed = text.len();
-            return Ok(Some(piece));
+        self.next_piece(true)
+    }
+
+    fn next_piece(&mut self, last: bool) -> Result<Option<String>> {
+        let printed = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let text = self.tokenizer.decode(&self.ids[self.prefix..])?;
+        if (!last && text.ends_with('\u{FFFD}'))
+            || text.len() <= printed.len()
+            || !text.is_char_boundary(printed.len())
+        {
+            return Ok(None);
         }
-        Ok(None)
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Ok(Some(text[printed.len()..].to_string()))
     }
 }
