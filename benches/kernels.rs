@@ -12,6 +12,7 @@ use gemma_wgpu::gpu::{Clock, Dispatch, Gpu, GpuOptions};
 use gemma_wgpu::kernels::kv_store::KvCache;
 use gemma_wgpu::kernels::rms_norm::RmsNormParams;
 use gemma_wgpu::kernels::*;
+use gemma_wgpu::weights::gguf::GgmlType;
 use gemma_wgpu::weights::{HostMatrix, WeightFormat};
 use std::time::Duration;
 
@@ -110,13 +111,48 @@ impl Bench {
 
     fn matrix(&mut self, name: &str, rows: usize, k: usize, n: usize) {
         for format in WeightFormat::ALL {
-            let kind = if n == 1 { "matvec" } else { "matmul" };
-            if !self.wanted(kind) {
+            if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
                 continue;
             }
             let host = HostMatrix::from_f32(format, rows, k, &values(rows * k, 7)).unwrap();
-            let w = GpuMatrix::upload(&self.gpu, name, &host).unwrap();
-            drop(host);
+            self.matrix_of(name, &host, n);
+        }
+    }
+
+    /// One weight format: quantized from random values where there is a quantizer, else
+    /// random GGUF blocks (every byte below 0x7c, so each f16 scale is finite), both as stored
+    /// and as CPU adapters expand them (i8_affine).
+    fn matrix_in(&mut self, name: &str, format: WeightFormat, rows: usize, k: usize, n: usize) {
+        if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
+            return;
+        }
+        if WeightFormat::ALL.contains(&format) {
+            let host = HostMatrix::from_f32(format, rows, k, &values(rows * k, 7)).unwrap();
+            return self.matrix_of(name, &host, n);
+        }
+        let ty = match format {
+            WeightFormat::Q5_0 => GgmlType::Q5_0,
+            WeightFormat::Q4K => GgmlType::Q4K,
+            WeightFormat::Q6K => GgmlType::Q6K,
+            _ => unimplemented!("bench rows in {format}"),
+        };
+        let (qk, size, _) = format.ggml_block().unwrap();
+        let bytes: Vec<u8> = values(rows * k / qk * size, 11)
+            .iter()
+            .map(|v| ((v + 1.0) * 61.9) as u8)
+            .collect();
+        let host = HostMatrix::from_ggml(ty, rows, k, &bytes).unwrap();
+        self.matrix_of(name, &host, n);
+        if let Some(expanded) = host.to_i8_affine() {
+            self.matrix_of(name, &expanded, n);
+        }
+    }
+
+    fn matrix_of(&mut self, name: &str, host: &HostMatrix, n: usize) {
+        let (format, rows, k) = (host.format, host.rows, host.cols);
+        let kind = if n == 1 { "matvec" } else { "matmul" };
+        {
+            let w = GpuMatrix::upload(&self.gpu, name, host).unwrap();
             let x = self.buffer("x", n * k);
             let y = self.gpu.storage_zeroed("y", (n * rows * 4) as u64);
             let dispatches = if n == 1 {
@@ -274,6 +310,16 @@ fn main() {
     b.small_kernels(2304, 9216, 256_000);
     // Gemma 2 9B: hidden 3584, 16 heads / 8 kv of 256, intermediate 14336.
     b.matrix("9b.down", 3584, 14336, 1);
+    // Gemma 2 2B in Q4_K, and Gemma 3 270M (hidden 640, 4 heads / 1 kv of 256, intermediate
+    // 2048, vocab 262144) in the real Q4_K_M file's formats: q, k, gate and up in Q5_0 (640 is
+    // no multiple of 256), v and the tied embedding in Q8_0, o in Q4_K, down in Q6_K.
+    b.matrix_in("2b.gate_up", WeightFormat::Q4K, 2 * 9216, 2304, 1);
+    b.matrix_in("2b.down", WeightFormat::Q4K, 2304, 9216, 1);
+    b.matrix_in("270m.q", WeightFormat::Q5_0, 1024, 640, 1);
+    b.matrix_in("270m.gate_up", WeightFormat::Q5_0, 2 * 2048, 640, 1);
+    b.matrix_in("270m.o", WeightFormat::Q4K, 640, 1024, 1);
+    b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 1);
+    b.matrix_in("270m.lm_head", WeightFormat::Q8_0, 262_144, 640, 1);
     b.attention("9b", 16, 8, 256, 4096);
 
     println!("timer: {:?}, {} repetitions per row", b.clock, b.reps);

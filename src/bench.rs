@@ -8,7 +8,7 @@ use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::{Model, ModelOptions};
 use gemma_wgpu::weights::WeightFormat;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["model", "synthetic"])))]
@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// One JSON object per test instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also break one decode token (after the prompt) into GPU time per kernel, with
+    /// dispatches, command buffers and host time per token (needs TIMESTAMP_QUERY).
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Mean and sample standard deviation.
@@ -135,5 +139,73 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
             );
         }
     }
+    if a.profile {
+        profile(m, a)?;
+    }
+    Ok(())
+}
+
+/// One decode token after `a.prompt` prompt tokens, by kernel.
+fn profile(m: &mut Model, a: &BenchArgs) -> Result<()> {
+    once(m, a.prompt, 0)?;
+    let p = m.profile_decode(2)?;
+    let gpu_total: Duration = p.dispatches.iter().map(|d| d.2).sum();
+    let mut kinds: Vec<(String, usize, Duration)> = vec![];
+    for (kernel, _, t) in &p.dispatches {
+        match kinds.iter_mut().find(|k| &k.0 == kernel) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += *t;
+            }
+            None => kinds.push((kernel.clone(), 1, *t)),
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let info = &m.gpu.info;
+    let layers = m.config.layers.len();
+    if a.json {
+        let kernels: Vec<serde_json::Value> = kinds
+            .iter()
+            .map(|(k, n, t)| serde_json::json!({"kernel": k, "dispatches": n, "gpu_us": us(*t)}))
+            .collect();
+        let o = serde_json::json!({
+            "profile": "decode", "context": a.prompt, "adapter": m.gpu.describe(),
+            "driver": info.driver, "driver_info": info.driver_info,
+            "dispatches_per_token": p.dispatches.len(), "layers": layers,
+            "command_buffers_per_token": p.command_buffers,
+            "host_encode_submit_us": us(p.host_encode_submit),
+            "gpu_us": us(gpu_total), "wall_us": us(p.wall), "kernels": kernels,
+        });
+        println!("{o}");
+        return Ok(());
+    }
+    println!();
+    println!(
+        "decode profile, one token after {} prompt tokens, {} ({} {})",
+        a.prompt,
+        m.gpu.describe(),
+        info.driver,
+        info.driver_info
+    );
+    println!("| kernel | dispatches | GPU us | % |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (k, n, t) in &kinds {
+        println!(
+            "| {k} | {n} | {:.1} | {:.1} |",
+            us(*t),
+            100.0 * t.as_secs_f64() / gpu_total.as_secs_f64().max(1e-12)
+        );
+    }
+    println!(
+        "dispatches per token: {} ({:.1} per layer over {layers} layers); command buffers per \
+         token: {}; host encode+submit: {:.0} us; GPU sum: {:.0} us; one step's wall time: {:.0} us",
+        p.dispatches.len(),
+        p.dispatches.len() as f64 / layers as f64,
+        p.command_buffers,
+        us(p.host_encode_submit),
+        us(gpu_total),
+        us(p.wall)
+    );
     Ok(())
 }

@@ -40,6 +40,12 @@ pub enum Error {
     Tokenizer(String),
     #[error("GPU readback failed: {0}")]
     Readback(String),
+    #[error("{what} needs the adapter feature {feature}, which `{adapter}` lacks")]
+    MissingFeature {
+        what: &'static str,
+        feature: &'static str,
+        adapter: String,
+    },
     #[error("{what} needs {needed} bytes but the adapter allows at most {allowed} bytes")]
     TooLarge {
         what: String,

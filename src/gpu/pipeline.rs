@@ -147,6 +147,7 @@ impl Kernel {
         }
         Ok(Dispatch {
             label: label.to_string(),
+            kernel: self.label.clone(),
             pipeline: self.pipeline.clone(),
             bind_group,
             grid,
@@ -158,6 +159,8 @@ impl Kernel {
 /// A pipeline with its bind group and workgroup grid: everything needed to run it once more.
 pub struct Dispatch {
     label: String,
+    /// The kernel's label (`matvec`, `rms_norm`, ...): what profiles group by.
+    kernel: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32, u32),
@@ -173,9 +176,18 @@ impl Dispatch {
         self.grid
     }
 
+    pub fn kernel(&self) -> &str {
+        &self.kernel
+    }
+
+    /// Whether encoding it records any work (a zero grid records nothing).
+    pub fn is_empty(&self) -> bool {
+        self.grid.0 * self.grid.1 * self.grid.2 == 0
+    }
+
     /// Records the dispatch into a compute pass; cannot fail.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if self.grid.0 * self.grid.1 * self.grid.2 == 0 {
+        if self.is_empty() {
             return;
         }
         pass.set_pipeline(&self.pipeline);

@@ -18,6 +18,7 @@ use crate::weights::safetensors::Checkpoint;
 use crate::weights::{HostMatrix, SourceDtype, WeightFormat};
 use crate::{Error, Result};
 use plan::{Activations, Plan};
+use std::time::{Duration, Instant};
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -124,6 +125,18 @@ struct Resources {
     _final_norm: wgpu::Buffer,
     _tables: Vec<RopeTable>,
     _kernels: Kernels,
+}
+
+/// Where one decode step's time goes.
+pub struct StepProfile {
+    /// (kernel, dispatch label, GPU time) of every dispatch of the step, in order.
+    pub dispatches: Vec<(String, String, Duration)>,
+    /// Command buffers an ordinary step submits.
+    pub command_buffers: usize,
+    /// Host time to encode and submit an ordinary step.
+    pub host_encode_submit: Duration,
+    /// An ordinary step from encoding to completion.
+    pub wall: Duration,
 }
 
 pub struct Model {
@@ -471,6 +484,71 @@ impl Model {
             rest = &rest[take..];
         }
         self.read_candidates(greedy)
+    }
+
+    /// Profiles one greedy decode step at the current position (which it does not advance):
+    /// an ordinary step for its host and wall times, then the same step again with every
+    /// dispatch between two GPU timestamps.
+    pub fn profile_decode(&mut self, token: u32) -> Result<StepProfile> {
+        if !self.gpu.caps.timestamps {
+            return Err(Error::MissingFeature {
+                what: "a profile",
+                feature: "TIMESTAMP_QUERY",
+                adapter: self.gpu.describe(),
+            });
+        }
+        self.check_tokens(&[token])?;
+        let plan = &self.decode;
+        self.act
+            .write_inputs(&self.gpu, &[token], self.position, plan.n);
+        let start = Instant::now();
+        let encoders = plan.encode(&self.gpu, 0, true, true);
+        self.gpu
+            .queue
+            .submit(encoders.into_iter().map(|e| e.finish()));
+        let host_encode_submit = start.elapsed();
+        self.gpu.wait()?;
+        let wall = start.elapsed();
+
+        let (dispatches, command_buffers) = plan.step_counts(true);
+        let queries = 2 * dispatches as u32;
+        let set = self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: queries,
+        });
+        let bytes = 8 * queries as u64;
+        let resolve = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile.resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = Readback::new(&self.gpu, "profile.readback", bytes);
+        let (mut e, timed) = plan.encode_timed(&self.gpu, &set, true);
+        e.resolve_query_set(&set, 0..queries, &resolve, 0);
+        readback.copy_from(&mut e, &resolve, 0);
+        self.gpu.queue.submit([e.finish()]);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&readback.read(&self.gpu)?);
+        let period = self.gpu.queue.get_timestamp_period() as f64;
+        let dispatches = timed
+            .iter()
+            .zip(ticks.chunks_exact(2))
+            .map(|(d, t)| {
+                let ns = t[1].saturating_sub(t[0]) as f64 * period;
+                (
+                    d.kernel().to_string(),
+                    d.label().to_string(),
+                    Duration::from_nanos(ns as u64),
+                )
+            })
+            .collect();
+        Ok(StepProfile {
+            dispatches,
+            command_buffers,
+            host_encode_submit,
+            wall,
+        })
     }
 
     fn read_candidates(&self, greedy: bool) -> Result<Candidates> {

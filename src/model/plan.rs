@@ -356,6 +356,66 @@ impl Plan {
         out
     }
 
+    /// The dispatches of a step with its head, in order.
+    fn step_dispatches(&self, greedy: bool) -> Vec<&Dispatch> {
+        let mut d: Vec<&Dispatch> = self
+            .embed
+            .iter()
+            .chain(self.layers.iter().flatten())
+            .collect();
+        d.push(&self.final_norm);
+        d.extend(self.head.iter().chain(&self.candidates(greedy).dispatches));
+        d
+    }
+
+    /// Dispatches (that record work) and command buffers of one step with its head.
+    pub fn step_counts(&self, greedy: bool) -> (usize, usize) {
+        let d = self.step_dispatches(greedy);
+        (
+            d.iter().filter(|d| !d.is_empty()).count(),
+            self.layers.len() + 1,
+        )
+    }
+
+    /// A step with its head, each dispatch in its own pass between two timestamps (queries
+    /// 2i and 2i + 1 of `queries`): what a profile times. Returns the dispatches in order.
+    pub fn encode_timed(
+        &self,
+        gpu: &Gpu,
+        queries: &wgpu::QuerySet,
+        greedy: bool,
+    ) -> (wgpu::CommandEncoder, Vec<&Dispatch>) {
+        let d: Vec<&Dispatch> = self
+            .step_dispatches(greedy)
+            .into_iter()
+            .filter(|d| !d.is_empty())
+            .collect();
+        let mut e = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profile"),
+            });
+        for (i, x) in d.iter().enumerate() {
+            {
+                let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(x.label()),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: queries,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                x.encode(&mut pass);
+            }
+            // The final norm is followed by the copy of the head's input row.
+            if std::ptr::eq(*x, &self.final_norm) {
+                let bytes = (self.hidden * 4) as u64;
+                e.copy_buffer_to_buffer(&self.h, 0, &self.h_last, 0, bytes);
+            }
+        }
+        (e, d)
+    }
+
     /// A step that ends in the logits of every row.
     pub fn encode_all_logits(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
         let mut out = self.encode_layers(gpu);
