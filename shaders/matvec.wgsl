@@ -4,9 +4,10 @@
 // pairs, quantized formats only); x [n, k] f32; y [n, out_stride] f32.
 // Two layouts, chosen per adapter with ROW_PER_INVOCATION:
 // - GPUs: grid (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes
-//   ROWS (<= 4) consecutive rows; its invocations share the k dimension in groups of 8
-//   (neighbouring invocations on neighbouring groups, coalesced; or, with CONTIGUOUS, each its
-//   own run) and reduce once for all ROWS rows.
+//   ROWS (<= 4) consecutive rows; its invocations share the k dimension in units of RUN
+//   consecutive groups of 8 weights (a quantized block's 16 bytes, read and scaled by one
+//   invocation rather than four), neighbouring invocations on neighbouring units (coalesced;
+//   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows.
 // - CPU adapters: grid (ceil(rows / WG) as a 2-D grid, 1, n). Each invocation walks one whole
 //   row, so reads are contiguous per invocation and nothing needs reducing.
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
@@ -28,6 +29,8 @@ struct Params {
 override WG: u32 = 64u;
 override ROWS: u32 = 4u;
 override CONTIGUOUS: bool = false;
+// Consecutive 8-weight groups per unit of work; divides k / 8.
+override RUN: u32 = 1u;
 override ROW_PER_INVOCATION: bool = false;
 
 fn dot8(w: W8, base: u32) -> f32 {
@@ -52,7 +55,8 @@ fn main(inv: Invocation) {
     let first = (inv.wg.x + inv.wg.y * inv.nwg.x) * ROWS;
     let v = inv.wg.z;
     let groups = p.k / 8u;
-    let per = (groups + WG - 1u) / WG;
+    let units = groups / RUN;
+    let per = (units + WG - 1u) / WG;
     let xbase = v * (p.k / 4u);
     // Rows past the end of the chunk repeat the last row and are not stored.
     let last = p.rows - 1u;
@@ -62,18 +66,21 @@ fn main(inv: Invocation) {
     let r3 = min(first + 3u, last);
     var acc = vec4<f32>(0.0);
     for (var j = 0u; j < per; j++) {
-        let g = select(inv.lid + j * WG, inv.lid * per + j, CONTIGUOUS);
-        if g < groups {
-            let xb = xbase + 2u * g;
-            acc.x += dot8(w_load8(r0, g, p.k), xb);
-            if ROWS > 1u {
-                acc.y += dot8(w_load8(r1, g, p.k), xb);
-            }
-            if ROWS > 2u {
-                acc.z += dot8(w_load8(r2, g, p.k), xb);
-            }
-            if ROWS > 3u {
-                acc.w += dot8(w_load8(r3, g, p.k), xb);
+        let unit = select(inv.lid + j * WG, inv.lid * per + j, CONTIGUOUS);
+        if unit < units {
+            for (var q = 0u; q < RUN; q++) {
+                let g = unit * RUN + q;
+                let xb = xbase + 2u * g;
+                acc.x += dot8(w_load8(r0, g, p.k), xb);
+                if ROWS > 1u {
+                    acc.y += dot8(w_load8(r1, g, p.k), xb);
+                }
+                if ROWS > 2u {
+                    acc.z += dot8(w_load8(r2, g, p.k), xb);
+                }
+                if ROWS > 3u {
+                    acc.w += dot8(w_load8(r3, g, p.k), xb);
+                }
             }
         }
     }

@@ -11,6 +11,17 @@ const ROWS: u32 = 4;
 /// Invocations per workgroup.
 const WG: u32 = 64;
 
+/// 8-weight groups an invocation takes at a time on GPUs: a quantized block's 32 weights (its
+/// 16-byte code vector and scale loaded once, not by four neighbours), a 16-weight i8_affine
+/// group, or one group of plain floats (neighbours then read neighbouring 16 bytes).
+fn run_for(format: WeightFormat) -> u32 {
+    match format {
+        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::Bf16 => 1,
+        WeightFormat::I8Affine => 2,
+        _ => 4,
+    }
+}
+
 pub struct Matvec {
     kernel: Kernel,
     format: WeightFormat,
@@ -32,6 +43,7 @@ impl Matvec {
                 ("WG", WG as f64),
                 ("ROWS", ROWS as f64),
                 ("CONTIGUOUS", 0.0),
+                ("RUN", run_for(format) as f64),
                 ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
             ],
         )?;

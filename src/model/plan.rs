@@ -293,40 +293,37 @@ impl Plan {
         if greedy { &self.top1 } else { &self.top_k }
     }
 
-    fn encoder(gpu: &Gpu, label: &str, dispatches: &[&Dispatch]) -> wgpu::CommandEncoder {
+    /// Records `dispatches` as one compute pass of `e`.
+    fn pass(e: &mut wgpu::CommandEncoder, label: &str, dispatches: &[&Dispatch]) {
+        let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for d in dispatches {
+            d.encode(&mut pass);
+        }
+    }
+
+    /// The embedding and every layer, in one pass (wgpu orders the dispatches with barriers),
+    /// with `then` appended to the same pass.
+    fn encode_layers(&self, gpu: &Gpu, then: &[&Dispatch]) -> wgpu::CommandEncoder {
         let mut e = gpu
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
             });
-            for d in dispatches {
-                d.encode(&mut pass);
-            }
-        }
+        let d: Vec<&Dispatch> = self
+            .embed
+            .iter()
+            .chain(self.layers.iter().flatten())
+            .chain(then.iter().copied())
+            .collect();
+        Self::pass(&mut e, "layers", &d);
         e
     }
 
-    /// The layers: one encoder each (the embedding joins layer 0).
-    fn encode_layers(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
-        self.layers
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| {
-                let mut d: Vec<&Dispatch> = vec![];
-                if i == 0 {
-                    d.extend(&self.embed);
-                }
-                d.extend(layer);
-                Self::encoder(gpu, &format!("layer {i}"), &d)
-            })
-            .collect()
-    }
-
-    /// A step: the layers, then (with `head`) the final norm, row `row` as the query for the
-    /// next token, the lm_head, the soft-cap and the top-k.
+    /// A step, one command buffer: the layers, then (with `head`) the final norm, row `row` as
+    /// the query for the next token, the lm_head, the soft-cap and the top-k.
     pub fn encode(
         &self,
         gpu: &Gpu,
@@ -334,26 +331,17 @@ impl Plan {
         head: bool,
         greedy: bool,
     ) -> Vec<wgpu::CommandEncoder> {
-        let mut out = self.encode_layers(gpu);
-        if head {
-            let mut e = Self::encoder(gpu, "final_norm", &[&self.final_norm]);
-            let bytes = (self.hidden * 4) as u64;
-            e.copy_buffer_to_buffer(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
-            let top = self.candidates(greedy);
-            let d: Vec<&Dispatch> = self.head.iter().chain(&top.dispatches).collect();
-            // Same encoder: the copy is recorded between the two passes.
-            {
-                let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("head"),
-                    timestamp_writes: None,
-                });
-                for x in d {
-                    x.encode(&mut pass);
-                }
-            }
-            out.push(e);
+        if !head {
+            return vec![self.encode_layers(gpu, &[])];
         }
-        out
+        let mut e = self.encode_layers(gpu, &[&self.final_norm]);
+        let bytes = (self.hidden * 4) as u64;
+        // Between the two passes: the head's input row.
+        e.copy_buffer_to_buffer(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
+        let top = self.candidates(greedy);
+        let d: Vec<&Dispatch> = self.head.iter().chain(&top.dispatches).collect();
+        Self::pass(&mut e, "head", &d);
+        vec![e]
     }
 
     /// The dispatches of a step with its head, in order.
@@ -418,11 +406,9 @@ impl Plan {
 
     /// A step that ends in the logits of every row.
     pub fn encode_all_logits(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
-        let mut out = self.encode_layers(gpu);
-        let d: Vec<&Dispatch> = std::iter::once(&self.final_norm)
+        let then: Vec<&Dispatch> = std::iter::once(&self.final_norm)
             .chain(&self.all_logits)
             .collect();
-        out.push(Self::encoder(gpu, "all_logits", &d));
-        out
+        vec![self.encode_layers(gpu, &then)]
     }
 }
