@@ -69,6 +69,7 @@ step kernel-tests-gl 40 env GEMMA_WGPU_TEST_BACKENDS=gl "$bin/kernels" --test-th
 echo
 echo "## kernel tests"; grep -E "^test result|FAILED|panicked" "$out/kernel-tests.log" | head -20
 echo "## kernel tests on GL"; grep -E "^test result|FAILED|panicked" "$out/kernel-tests-gl.log" | head -5
+grep -A8 -m1 "panicked" "$out/kernel-tests-gl.log" | cut -c1-400
 echo "## model tests"; grep -E "^test result|FAILED|panicked" "$out/model-tests.log" | head -20
 echo "## kernel bench"; grep -E "^adapter|^copy|^timer|^\| (matvec|matmul|attention|copy)" "$out/kernel-bench.log"
 echo "## whole model (synthetic weights)"
