@@ -3,7 +3,8 @@
 //! GFLOP/s, and the fraction of a plain copy kernel's bandwidth measured in the same run.
 //!
 //! `cargo bench --bench kernels`; GEMMA_WGPU_BACKEND / GEMMA_WGPU_ADAPTER choose the device,
-//! GEMMA_WGPU_BENCH_FILTER=matvec keeps the rows whose kernel name contains the text.
+//! GEMMA_WGPU_BENCH_FILTER=matvec keeps the rows whose kernel name contains the text,
+//! GEMMA_WGPU_LAYOUT=cpu|gpu forces an adapter class's access patterns.
 //!
 //! Napkin math: decode is bandwidth-bound, a matvec reads every weight once, so its GB/s over
 //! the copy kernel's GB/s (which reads and writes) is the fraction of the memory system used.
@@ -288,6 +289,12 @@ fn main() {
             .parse()
             .expect("GEMMA_WGPU_BACKEND"),
         adapter: std::env::var("GEMMA_WGPU_ADAPTER").ok(),
+        // Both layouts can be timed on one adapter: GEMMA_WGPU_LAYOUT=cpu or gpu.
+        cpu_layout: match std::env::var("GEMMA_WGPU_LAYOUT").as_deref() {
+            Ok("cpu") => Some(true),
+            Ok("gpu") => Some(false),
+            _ => None,
+        },
         ..Default::default()
     };
     let gpu = Gpu::new(&options).unwrap_or_else(|e| panic!("{e}"));
