@@ -75,6 +75,10 @@ fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
 }
 
 pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
+    let limit = gemma_wgpu::engine::sampling::MAX_TOKENS_LIMIT;
+    if a.prompt > limit || a.generate > limit || a.reps > 10_000 {
+        anyhow::bail!("-p and -n must be at most {limit} tokens, -r at most 10000 repetitions");
+    }
     let options = ModelOptions {
         format: a.dtype,
         kv: a.kv,

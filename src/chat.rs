@@ -22,17 +22,17 @@ pub struct ChatArgs {
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Longest reply in tokens.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
+    max_tokens: i64,
 }
 
 pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
+    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let cancel = engine.cancel.clone();
     ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed))?;
-    let params = a.sampling.params();
     // Room kept for the reply when old turns must go.
-    let reserve = a.max_tokens.min(engine.model.ctx / 4);
+    let reserve = max_tokens.min(engine.model.ctx / 4);
     let dim = std::io::stderr().is_terminal();
     let mut chat = Conversation::new();
     let stdin = std::io::stdin();
@@ -60,7 +60,7 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
             }
             _ => {}
         }
-        let result = chat.turn(&mut engine, line, a.max_tokens, reserve, &params, |piece| {
+        let result = chat.turn(&mut engine, line, max_tokens, reserve, &params, |piece| {
             print!("{piece}");
             let _ = std::io::stdout().flush();
         });

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use gemma_wgpu::engine::{Engine, SamplingParams, StopReason};
+use gemma_wgpu::engine::{Engine, SamplingParams, StopReason, sampling};
 use gemma_wgpu::gpu::{self, BackendChoice, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::ModelOptions;
@@ -129,8 +129,8 @@ struct GenerateArgs {
     /// Wrap the prompt in the model's chat template (tokenizer_config.json).
     #[arg(long)]
     chat: bool,
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    max_tokens: i64,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Print one JSON object at the end ({"token_ids", "text"}) instead of streaming text.
@@ -138,35 +138,52 @@ struct GenerateArgs {
     json: bool,
 }
 
-/// Sampling flags shared by generate and chat.
+/// Sampling flags shared by generate and chat. Numbers are taken as given (negative too) and
+/// checked by the library, so that an out-of-range one gets its range in the error.
 #[derive(Args, Clone)]
 pub struct SamplingArgs {
     /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample among the k best (0: all candidates the GPU returns, 64).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    top_k: i64,
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
 impl SamplingArgs {
-    pub fn params(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-            seed: self.seed,
+    /// The checked parameters, and `max_tokens` checked.
+    pub fn params(&self, max_tokens: i64) -> Result<(SamplingParams, usize)> {
+        let checked = || {
+            let params = SamplingParams {
+                temperature: self.temperature,
+                top_k: sampling::top_k_from(self.top_k)?,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            };
+            params.validate()?;
+            Ok((params, sampling::max_tokens_from(max_tokens, usize::MAX)?))
+        };
+        checked().map_err(flag_error)
+    }
+}
+
+/// The library names settings as the API does (`top_p`); here they are flags (`--top-p`).
+pub fn flag_error(e: gemma_wgpu::Error) -> anyhow::Error {
+    match e {
+        gemma_wgpu::Error::InvalidSetting { name, message } => {
+            anyhow::anyhow!("--{} {message}", name.replace('_', "-"))
         }
+        e => e.into(),
     }
 }
 
@@ -261,14 +278,14 @@ fn prompt_ids(engine: &Engine, p: &PromptArgs, chat: bool) -> Result<Vec<u32>> {
 }
 
 fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
+    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
     let load_start = std::time::Instant::now();
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let load_time = load_start.elapsed();
     let ids = prompt_ids(&engine, &a.prompt, a.chat)?;
-    let params = a.sampling.params();
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
-    let g = engine.generate(&ids, a.max_tokens, &params, |piece| {
+    let g = engine.generate(&ids, max_tokens, &params, |piece| {
         if !json {
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();

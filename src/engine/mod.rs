@@ -167,6 +167,7 @@ impl Engine {
         params: &SamplingParams,
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
+        params.validate()?;
         if new.is_empty() {
             return Err(Error::Tokenizer("the prompt is empty".into()));
         }
