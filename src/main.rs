@@ -1,4 +1,8 @@
 //! The `gemma-wgpu` command line: parses arguments and calls the library.
+//!
+//! Errors end the run with one line on stderr and exit status 1. Output that nobody reads
+//! any more (stdout closed early, as by `| head`) ends it quietly with status 0, as a finished
+//! run: a broken pipe is how a reader says it has what it wanted.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -9,6 +13,7 @@ use gemma_wgpu::model::ModelOptions;
 use gemma_wgpu::weights::WeightFormat;
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 mod bench;
 mod chat;
@@ -17,7 +22,10 @@ mod chat;
 #[command(
     name = "gemma-wgpu",
     version,
-    about = "Gemma inference on any GPU through wgpu"
+    about = "Gemma inference on any GPU through wgpu",
+    after_help = "Exit status: 0 on success, also when the reader of stdout stops early (as \
+                  `| head` does); 1 on an error, told in one line on stderr; 2 for arguments \
+                  that do not parse."
 )]
 struct Cli {
     /// Backend: vulkan, metal, dx12, gl or auto.
@@ -232,23 +240,27 @@ fn devices(backend: BackendChoice, adapter: Option<&str>) -> Result<()> {
         }
         .into());
     }
+    let mut stdout = std::io::stdout().lock();
     for a in adapters {
-        println!("[{}] {}", a.index, a.name);
-        println!(
+        writeln!(stdout, "[{}] {}", a.index, a.name)?;
+        writeln!(
+            stdout,
             "    backend: {}  type: {}  driver: {}",
             a.backend, a.device_type, a.driver
-        );
-        println!(
+        )?;
+        writeln!(
+            stdout,
             "    shader-f16: {}  subgroups: {}  timestamps: {}",
             yes(a.shader_f16),
             yes(a.subgroups),
             yes(a.timestamps)
-        );
-        println!(
+        )?;
+        writeln!(
+            stdout,
             "    max storage binding: {}  max buffer: {}",
             mib(a.max_binding_size),
             mib(a.max_buffer_size)
-        );
+        )?;
     }
     Ok(())
 }
@@ -285,12 +297,23 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
     let ids = prompt_ids(&engine, &a.prompt, a.chat)?;
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
+    // Text nobody can read any more stops the generation.
+    let cancel = engine.cancel.clone();
+    let mut failed = None;
     let g = engine.generate(&ids, max_tokens, &params, |piece| {
-        if !json {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
+        if !json && failed.is_none() {
+            let written = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush());
+            if let Err(e) = written {
+                failed = Some(e);
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     })?;
+    if let Some(e) = failed {
+        return Err(anyhow::Error::new(e).context("writing to stdout"));
+    }
     if json {
         let out = serde_json::json!({ "token_ids": g.ids, "text": g.text });
         writeln!(stdout, "{out}")?;
@@ -322,6 +345,7 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
             a.out.display()
         );
     }
+    gemma_wgpu::engine::check_new_file(&a.out)?;
     let options = ModelOptions {
         all_logits: true,
         ..Default::default()
@@ -335,8 +359,9 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
         vec![ids.len(), vocab],
         bytemuck::cast_slice(&logits),
     )?;
-    safetensors::serialize_to_file([("logits", view)], None, &a.out)
+    let bytes = safetensors::serialize([("logits", view)], None)
         .with_context(|| format!("writing {}", a.out.display()))?;
+    gemma_wgpu::engine::write_new_file(&a.out, &bytes)?;
     eprintln!(
         "wrote logits [{}, {vocab}] to {}",
         ids.len(),
@@ -346,9 +371,13 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
 }
 
 fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
-    use gemma_wgpu::engine::perplexity::KlBase;
+    use gemma_wgpu::engine::perplexity::{KlBase, check_kl_base};
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
+    // A base file that cannot be read or written fails now, not after the run.
+    if let Some(p) = &a.kl_base {
+        check_kl_base(p)?;
+    }
     let options = ModelOptions {
         format: a.dtype,
         kv: a.kv,
@@ -364,27 +393,41 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
         None => KlBase::None,
     };
     let start = std::time::Instant::now();
+    // Progress is a courtesy: a closed stderr must not end the run.
     let r = engine.perplexity(&text, a.ctx, kl, |c, ppl| {
-        eprint!("[{}]{ppl:.4},", c + 1);
-        let _ = std::io::stderr().flush();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "[{}]{ppl:.4},", c + 1).and_then(|()| err.flush());
     })?;
-    eprintln!();
-    eprintln!(
-        "{} chunks of {} tokens, {} scored, {:.1} s on {}",
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{} chunks of {} tokens, {} scored, {:.1} s on {}",
         r.chunks,
         a.ctx,
         r.scored,
         start.elapsed().as_secs_f64(),
         engine.model.gpu.describe()
     );
+    let mut result = String::new();
     match (&a.kl_base, r.kl) {
-        (Some(p), Some((kl, err))) => {
-            println!("KL divergence from {}: {kl:.6} +/- {err:.6}", p.display())
+        (Some(p), Some((kl, err))) => result.push_str(&format!(
+            "KL divergence from {}: {kl:.6} +/- {err:.6}\n",
+            p.display()
+        )),
+        (Some(p), None) => {
+            result.push_str(&format!("saved this run as a KL base to {}\n", p.display()))
         }
-        (Some(p), None) => println!("saved this run as a KL base to {}", p.display()),
         _ => {}
     }
-    println!("PPL = {:.4} +/- {:.5}", r.ppl, r.error);
+    result.push_str(&format!("PPL = {:.4} +/- {:.5}\n", r.ppl, r.error));
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(result.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // The run's result survives on stderr when stdout cannot take it.
+        let _ = std::io::stderr().write_all(result.as_bytes());
+        return Err(anyhow::Error::new(e).context("writing to stdout"));
+    }
     Ok(())
 }
 
@@ -415,7 +458,26 @@ fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
     })
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
     let gpu = GpuOptions {
