@@ -20,6 +20,11 @@ pub enum Error {
     AdapterNotFound { wanted: String, available: String },
     #[error("could not open device on `{adapter}`: {message}")]
     RequestDevice { adapter: String, message: String },
+    #[error("the adapter ran out of memory allocating {what}; {hint}")]
+    OutOfMemory { what: String, hint: String },
+    /// A wgpu error outside any error scope, or the device lost.
+    #[error("GPU error: {0}")]
+    Device(String),
     #[error("kernel `{kernel}` failed to build: {message}")]
     Pipeline { kernel: String, message: String },
     #[error("kernel `{kernel}`: {message}")]

@@ -42,6 +42,9 @@ struct Cli {
     /// Use at most this many bytes per storage binding (emulates a smaller device).
     #[arg(long, global = true, env = "GEMMA_WGPU_MAX_BINDING", hide = true)]
     max_binding_size: Option<u64>,
+    /// Allocate at most this many bytes of GPU buffers (emulates a device with less memory).
+    #[arg(long, global = true, env = "GEMMA_WGPU_MAX_MEMORY", hide = true)]
+    max_memory: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -484,6 +487,7 @@ fn run() -> Result<()> {
         backend,
         adapter: cli.adapter.clone(),
         max_binding_size: cli.max_binding_size,
+        max_memory: cli.max_memory,
         ..Default::default()
     };
     match &cli.command {
