@@ -79,6 +79,49 @@ struct ServeArgs {
     /// Requests that may wait behind the one being generated; more get HTTP 503.
     #[arg(long, default_value_t = 8)]
     queue: usize,
+    #[command(flatten)]
+    access: ServeAccessArgs,
+    #[command(flatten)]
+    limits: ServeLimitArgs,
+}
+
+/// Who may use the server.
+#[derive(Args)]
+struct ServeAccessArgs {
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health.
+    #[arg(long, env = "GEMMA_WGPU_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Also accept requests whose Host header names HOST (besides IP addresses and
+    /// localhost); repeatable; `*` accepts any.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Let web pages from ORIGIN (e.g. https://app.example) call the server (CORS);
+    /// repeatable. Without it, requests from web pages are refused.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+}
+
+/// Limits on connections and requests.
+#[derive(Args)]
+struct ServeLimitArgs {
+    /// Open connections at most; more are answered 503 and closed.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers; slower ones are disconnected.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's body once its headers are in (408 after).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    body_timeout: f64,
+    /// Seconds a kept-alive connection may sit idle between requests.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    idle_timeout: f64,
+    /// Largest `max_tokens` a request may ask for (default: as many as the context holds).
+    #[arg(long, allow_negative_numbers = true)]
+    max_tokens_limit: Option<i64>,
 }
 
 #[derive(Args)]
@@ -435,13 +478,33 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
 }
 
 fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
-    let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    use gemma_wgpu::server::{ServeOptions, seconds};
     let name = a
         .load
         .model
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "gemma".into());
+    let (access, limits) = (&a.access, &a.limits);
+    let max_tokens_limit = match limits.max_tokens_limit {
+        Some(n) => sampling::count("--max-tokens-limit", n, sampling::MAX_TOKENS_LIMIT)?,
+        None => sampling::MAX_TOKENS_LIMIT,
+    };
+    let options = ServeOptions {
+        model_name: name.clone(),
+        queue: a.queue,
+        api_key: access.api_key.clone(),
+        allowed_hosts: access.allowed_hosts.clone(),
+        cors_origins: access.cors_origins.clone(),
+        max_connections: limits.max_connections,
+        max_body_bytes: limits.max_body_bytes,
+        header_timeout: seconds("--header-timeout", limits.header_timeout)?,
+        body_timeout: seconds("--body-timeout", limits.body_timeout)?,
+        idle_timeout: seconds("--idle-timeout", limits.idle_timeout)?,
+        max_tokens_limit,
+    };
+    options.validate()?;
+    let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
@@ -452,10 +515,6 @@ fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
             engine.model.gpu.describe(),
             listener.local_addr()?
         );
-        let options = gemma_wgpu::server::ServeOptions {
-            model_name: name,
-            queue: a.queue,
-        };
         gemma_wgpu::server::serve(engine, listener, options).await?;
         Ok(())
     })
