@@ -345,13 +345,16 @@ fn worker(
         }
         running.store(job.id, Ordering::Relaxed);
         metrics.running.store(1, Ordering::Relaxed);
-        serve_job(&mut engine, job, &metrics, &draining);
+        let last = serve_job(&mut engine, &job, &metrics, &draining);
+        // Done before the client hears so: its next look at /metrics sees the job finished.
         metrics.running.store(0, Ordering::Relaxed);
         running.store(0, Ordering::Relaxed);
+        let _ = job.out.send(last);
     }
 }
 
-fn serve_job(engine: &mut Engine, job: Job, metrics: &Metrics, draining: &AtomicBool) {
+/// Runs one job, sending its text as it comes; returns its last piece (done or failed).
+fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &AtomicBool) -> Piece {
     let started = Instant::now();
     {
         let ids = match &job.prompt {
@@ -360,19 +363,10 @@ fn serve_job(engine: &mut Engine, job: Job, metrics: &Metrics, draining: &Atomic
         };
         let ids = match ids {
             Ok(ids) => ids,
-            Err(e) => {
-                let _ = job
-                    .out
-                    .send(Piece::Failed(ApiError::bad_request(&e.to_string(), None)));
-                return;
-            }
+            Err(e) => return Piece::Failed(ApiError::bad_request(&e.to_string(), None)),
         };
         if ids.len() >= engine.model.ctx {
-            let _ = job.out.send(Piece::Failed(ApiError::context_length(
-                ids.len(),
-                engine.model.ctx,
-            )));
-            return;
+            return Piece::Failed(ApiError::context_length(ids.len(), engine.model.ctx));
         }
         let max_tokens = job.max_tokens.min(engine.model.ctx - ids.len());
         let cancel = engine.cancel.clone();
@@ -431,8 +425,7 @@ fn serve_job(engine: &mut Engine, job: Job, metrics: &Metrics, draining: &Atomic
                     && !stopped_by_string
                     && draining.load(Ordering::Relaxed)
                 {
-                    let _ = out.send(Piece::Failed(ApiError::shutting_down()));
-                    return;
+                    return Piece::Failed(ApiError::shutting_down());
                 }
                 if sent < text.len() {
                     let _ = out.send(Piece::Text(text[sent..].to_string()));
@@ -446,11 +439,9 @@ fn serve_job(engine: &mut Engine, job: Job, metrics: &Metrics, draining: &Atomic
                     completion_tokens,
                     tokens_per_second: g.decode_tokens_per_second(),
                 };
-                let _ = out.send(Piece::Done { finish, stats });
+                Piece::Done { finish, stats }
             }
-            Err(e) => {
-                let _ = out.send(Piece::Failed(ApiError::server(&e.to_string())));
-            }
+            Err(e) => Piece::Failed(ApiError::server(&e.to_string())),
         }
     }
 }
