@@ -222,7 +222,7 @@ pub async fn front(State(f): State<Arc<Front>>, mut req: Request, next: Next) ->
     // Polled endpoints stay out of the log unless they fail.
     let polled = (path == "/health" || path == "/metrics") && status < 400;
     if response.extensions().get::<Logged>().is_none() && !polled {
-        eprintln!(
+        super::log_line!(
             "[{id}] {method} {path} {status} | {:.3} s",
             start.elapsed().as_secs_f64()
         );

@@ -199,7 +199,7 @@ pub async fn accept_loop(
                     // Out of file descriptors, most likely: report it now and then, and give
                     // open connections time to end.
                     if last_report.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        eprintln!("accepting a connection failed: {e}");
+                        super::log_line!("accepting a connection failed: {e}");
                         last_report = Some(Instant::now());
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -31,6 +31,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
+/// Writes one line to stderr, the server's log. Unlike `eprintln!`, a closed stderr does not
+/// panic (in a connection's task, that would end the connection).
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use log_line;
+
 /// A finished generation's numbers, for its usage, its log line and the metrics.
 #[derive(Clone, Copy, Debug)]
 struct Stats {
@@ -247,7 +257,7 @@ pub async fn serve(
     };
     let local = listener.local_addr().map_err(io)?;
     if options.api_key.is_none() && !local.ip().is_loopback() {
-        eprintln!(
+        log_line!(
             "warning: listening on {local} without --api-key: anyone who can reach this \
              address can use the model"
         );
@@ -309,11 +319,11 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let accepting = tokio::spawn(conn::accept_loop(listener, app, limits, stopped));
     shutdown_signal().await;
-    eprintln!("shutting down: no new connections; ending running and queued requests");
+    log_line!("shutting down: no new connections; ending running and queued requests");
     // A second signal does not wait.
     tokio::spawn(async {
         shutdown_signal().await;
-        eprintln!("second signal: exiting now");
+        log_line!("second signal: exiting now");
         std::process::exit(1);
     });
     draining.store(true, Ordering::Relaxed);
@@ -524,7 +534,7 @@ impl RequestLog {
             ),
             None => String::new(),
         };
-        eprintln!(
+        log_line!(
             "[{}] POST {} {}{note}{tokens} | {:.3} s",
             self.id,
             self.path,
