@@ -7,6 +7,7 @@ use gemma_wgpu::gpu::{Gpu, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::{Model, ModelOptions};
 use gemma_wgpu::weights::WeightFormat;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,10 @@ fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
 }
 
 pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
+    let limit = gemma_wgpu::engine::sampling::MAX_TOKENS_LIMIT;
+    if a.prompt > limit || a.generate > limit || a.reps > 10_000 {
+        anyhow::bail!("-p and -n must be at most {limit} tokens, -r at most 10000 repetitions");
+    }
     let options = ModelOptions {
         format: a.dtype,
         kv: a.kv,
@@ -120,6 +125,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         (format!("pp{}", a.prompt), stats(&pp)),
         (format!("tg{}", a.generate), stats(&tg)),
     ];
+    let mut out = std::io::stdout().lock();
     if a.json {
         for (test, (mean, sd)) in rows {
             let o = serde_json::json!({
@@ -127,16 +133,17 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
                 "adapter": adapter, "test": test, "tokens_per_second": mean, "stddev": sd,
                 "repetitions": a.reps,
             });
-            println!("{o}");
+            writeln!(out, "{o}")?;
         }
     } else {
-        println!("| model | dtype | adapter | test | t/s |");
-        println!("| --- | --- | --- | --- | ---: |");
+        writeln!(out, "| model | dtype | adapter | test | t/s |")?;
+        writeln!(out, "| --- | --- | --- | --- | ---: |")?;
         for (test, (mean, sd)) in rows {
-            println!(
+            writeln!(
+                out,
                 "| {model} | {} | {adapter} | {test} | {mean:.2} ± {sd:.2} |",
                 m.format.name()
-            );
+            )?;
         }
     }
     if a.profile {

@@ -22,17 +22,18 @@ pub struct ChatArgs {
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Longest reply in tokens.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
+    max_tokens: i64,
 }
 
 pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
+    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let cancel = engine.cancel.clone();
+    let stop = cancel.clone();
     ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed))?;
-    let params = a.sampling.params();
     // Room kept for the reply when old turns must go.
-    let reserve = a.max_tokens.min(engine.model.ctx / 4);
+    let reserve = max_tokens.min(engine.model.ctx / 4);
     let dim = std::io::stderr().is_terminal();
     let mut chat = Conversation::new();
     let stdin = std::io::stdin();
@@ -42,11 +43,11 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
         engine.model.gpu.describe()
     );
     loop {
-        print!("> ");
+        write!(stdout, "> ")?;
         stdout.flush()?;
         let mut line = String::new();
         if stdin.lock().read_line(&mut line)? == 0 {
-            println!();
+            writeln!(stdout)?;
             break;
         }
         let line = line.trim();
@@ -55,15 +56,24 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
             "/exit" | "/quit" => break,
             "/reset" => {
                 chat.reset();
-                println!("(new conversation)");
+                writeln!(stdout, "(new conversation)")?;
                 continue;
             }
             _ => {}
         }
-        let result = chat.turn(&mut engine, line, a.max_tokens, reserve, &params, |piece| {
-            print!("{piece}");
-            let _ = std::io::stdout().flush();
+        // A reply nobody can read any more stops, and so does the chat.
+        let mut failed = None;
+        let result = chat.turn(&mut engine, line, max_tokens, reserve, &params, |piece| {
+            if failed.is_none()
+                && let Err(e) = write!(stdout, "{piece}").and_then(|()| stdout.flush())
+            {
+                failed = Some(e);
+                stop.store(true, Ordering::Relaxed);
+            }
         });
+        if let Some(e) = failed {
+            return Err(anyhow::Error::new(e).context("writing to stdout"));
+        }
         let (g, notes) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -71,7 +81,7 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
                 continue;
             }
         };
-        println!();
+        writeln!(stdout)?;
         if notes.dropped_turns > 0 {
             eprintln!(
                 "(the context was full: dropped the {} oldest turn(s))",

@@ -12,10 +12,19 @@ pub enum Error {
     NoAdapter { filter: String },
     #[error("unknown backend `{0}`: expected one of vulkan, metal, dx12, gl, auto")]
     UnknownBackend(String),
+    /// A setting out of its range; `name` as the API spells it (`top_p`), the CLI turns it
+    /// into its flag (`--top-p`).
+    #[error("{name} {message}")]
+    InvalidSetting { name: &'static str, message: String },
     #[error("no adapter matches `{wanted}`; available: {available}")]
     AdapterNotFound { wanted: String, available: String },
     #[error("could not open device on `{adapter}`: {message}")]
     RequestDevice { adapter: String, message: String },
+    #[error("the adapter ran out of memory allocating {what}; {hint}")]
+    OutOfMemory { what: String, hint: String },
+    /// A wgpu error outside any error scope, or the device lost.
+    #[error("GPU error: {0}")]
+    Device(String),
     #[error("kernel `{kernel}` failed to build: {message}")]
     Pipeline { kernel: String, message: String },
     #[error("kernel `{kernel}`: {message}")]

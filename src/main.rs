@@ -1,14 +1,19 @@
 //! The `gemma-wgpu` command line: parses arguments and calls the library.
+//!
+//! Errors end the run with one line on stderr and exit status 1. Output that nobody reads
+//! any more (stdout closed early, as by `| head`) ends it quietly with status 0, as a finished
+//! run: a broken pipe is how a reader says it has what it wanted.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use gemma_wgpu::engine::{Engine, SamplingParams, StopReason};
+use gemma_wgpu::engine::{Engine, SamplingParams, StopReason, sampling};
 use gemma_wgpu::gpu::{self, BackendChoice, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::ModelOptions;
 use gemma_wgpu::weights::WeightFormat;
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 mod bench;
 mod chat;
@@ -17,7 +22,10 @@ mod chat;
 #[command(
     name = "gemma-wgpu",
     version,
-    about = "Gemma inference on any GPU through wgpu"
+    about = "Gemma inference on any GPU through wgpu",
+    after_help = "Exit status: 0 on success, also when the reader of stdout stops early (as \
+                  `| head` does); 1 on an error, told in one line on stderr; 2 for arguments \
+                  that do not parse."
 )]
 struct Cli {
     /// Backend: vulkan, metal, dx12, gl or auto.
@@ -34,6 +42,9 @@ struct Cli {
     /// Use at most this many bytes per storage binding (emulates a smaller device).
     #[arg(long, global = true, env = "GEMMA_WGPU_MAX_BINDING", hide = true)]
     max_binding_size: Option<u64>,
+    /// Allocate at most this many bytes of GPU buffers (emulates a device with less memory).
+    #[arg(long, global = true, env = "GEMMA_WGPU_MAX_MEMORY", hide = true)]
+    max_memory: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -93,6 +104,49 @@ struct ServeArgs {
     /// Requests that may wait behind the one being generated; more get HTTP 503.
     #[arg(long, default_value_t = 8)]
     queue: usize,
+    #[command(flatten)]
+    access: ServeAccessArgs,
+    #[command(flatten)]
+    limits: ServeLimitArgs,
+}
+
+/// Who may use the server.
+#[derive(Args)]
+struct ServeAccessArgs {
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health.
+    #[arg(long, env = "GEMMA_WGPU_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Also accept requests whose Host header names HOST (besides IP addresses and
+    /// localhost); repeatable; `*` accepts any.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Let web pages from ORIGIN (e.g. https://app.example) call the server (CORS);
+    /// repeatable. Without it, requests from web pages are refused.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+}
+
+/// Limits on connections and requests.
+#[derive(Args)]
+struct ServeLimitArgs {
+    /// Open connections at most; more are answered 503 and closed.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers; slower ones are disconnected.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's body once its headers are in (408 after).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    body_timeout: f64,
+    /// Seconds a kept-alive connection may sit idle between requests.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    idle_timeout: f64,
+    /// Largest `max_tokens` a request may ask for (default: as many as the context holds).
+    #[arg(long, allow_negative_numbers = true)]
+    max_tokens_limit: Option<i64>,
 }
 
 #[derive(Args)]
@@ -154,8 +208,8 @@ struct GenerateArgs {
     /// Wrap the prompt in the model's chat template (tokenizer_config.json).
     #[arg(long)]
     chat: bool,
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    max_tokens: i64,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Print one JSON object at the end ({"token_ids", "text"}) instead of streaming text.
@@ -163,35 +217,52 @@ struct GenerateArgs {
     json: bool,
 }
 
-/// Sampling flags shared by generate and chat.
+/// Sampling flags shared by generate and chat. Numbers are taken as given (negative too) and
+/// checked by the library, so that an out-of-range one gets its range in the error.
 #[derive(Args, Clone)]
 pub struct SamplingArgs {
     /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample among the k best (0: all candidates the GPU returns, 64).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    top_k: i64,
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
 impl SamplingArgs {
-    pub fn params(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-            seed: self.seed,
+    /// The checked parameters, and `max_tokens` checked.
+    pub fn params(&self, max_tokens: i64) -> Result<(SamplingParams, usize)> {
+        let checked = || {
+            let params = SamplingParams {
+                temperature: self.temperature,
+                top_k: sampling::top_k_from(self.top_k)?,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            };
+            params.validate()?;
+            Ok((params, sampling::max_tokens_from(max_tokens, usize::MAX)?))
+        };
+        checked().map_err(flag_error)
+    }
+}
+
+/// The library names settings as the API does (`top_p`); here they are flags (`--top-p`).
+pub fn flag_error(e: gemma_wgpu::Error) -> anyhow::Error {
+    match e {
+        gemma_wgpu::Error::InvalidSetting { name, message } => {
+            anyhow::anyhow!("--{} {message}", name.replace('_', "-"))
         }
+        e => e.into(),
     }
 }
 
@@ -240,23 +311,27 @@ fn devices(backend: BackendChoice, adapter: Option<&str>) -> Result<()> {
         }
         .into());
     }
+    let mut stdout = std::io::stdout().lock();
     for a in adapters {
-        println!("[{}] {}", a.index, a.name);
-        println!(
+        writeln!(stdout, "[{}] {}", a.index, a.name)?;
+        writeln!(
+            stdout,
             "    backend: {}  type: {}  driver: {}",
             a.backend, a.device_type, a.driver
-        );
-        println!(
+        )?;
+        writeln!(
+            stdout,
             "    shader-f16: {}  subgroups: {}  timestamps: {}",
             yes(a.shader_f16),
             yes(a.subgroups),
             yes(a.timestamps)
-        );
-        println!(
+        )?;
+        writeln!(
+            stdout,
             "    max storage binding: {}  max buffer: {}",
             mib(a.max_binding_size),
             mib(a.max_buffer_size)
-        );
+        )?;
     }
     Ok(())
 }
@@ -286,19 +361,30 @@ fn prompt_ids(engine: &Engine, p: &PromptArgs, chat: bool) -> Result<Vec<u32>> {
 }
 
 fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
+    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
     let load_start = std::time::Instant::now();
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let load_time = load_start.elapsed();
     let ids = prompt_ids(&engine, &a.prompt, a.chat)?;
-    let params = a.sampling.params();
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
-    let g = engine.generate(&ids, a.max_tokens, &params, |piece| {
-        if !json {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
+    // Text nobody can read any more stops the generation.
+    let cancel = engine.cancel.clone();
+    let mut failed = None;
+    let g = engine.generate(&ids, max_tokens, &params, |piece| {
+        if !json && failed.is_none() {
+            let written = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush());
+            if let Err(e) = written {
+                failed = Some(e);
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     })?;
+    if let Some(e) = failed {
+        return Err(anyhow::Error::new(e).context("writing to stdout"));
+    }
     if json {
         let out = serde_json::json!({ "token_ids": g.ids, "text": g.text });
         writeln!(stdout, "{out}")?;
@@ -330,6 +416,7 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
             a.out.display()
         );
     }
+    gemma_wgpu::engine::check_new_file(&a.out)?;
     let options = ModelOptions {
         all_logits: true,
         ..Default::default()
@@ -343,8 +430,9 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
         vec![ids.len(), vocab],
         bytemuck::cast_slice(&logits),
     )?;
-    safetensors::serialize_to_file([("logits", view)], None, &a.out)
+    let bytes = safetensors::serialize([("logits", view)], None)
         .with_context(|| format!("writing {}", a.out.display()))?;
+    gemma_wgpu::engine::write_new_file(&a.out, &bytes)?;
     eprintln!(
         "wrote logits [{}, {vocab}] to {}",
         ids.len(),
@@ -354,9 +442,13 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
 }
 
 fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
-    use gemma_wgpu::engine::perplexity::KlBase;
+    use gemma_wgpu::engine::perplexity::{KlBase, check_kl_base};
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
+    // A base file that cannot be read or written fails now, not after the run.
+    if let Some(p) = &a.kl_base {
+        check_kl_base(p)?;
+    }
     let options = ModelOptions {
         format: a.dtype,
         kv: a.kv,
@@ -372,38 +464,72 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
         None => KlBase::None,
     };
     let start = std::time::Instant::now();
+    // Progress is a courtesy: a closed stderr must not end the run.
     let r = engine.perplexity(&text, a.ctx, kl, |c, ppl| {
-        eprint!("[{}]{ppl:.4},", c + 1);
-        let _ = std::io::stderr().flush();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "[{}]{ppl:.4},", c + 1).and_then(|()| err.flush());
     })?;
-    eprintln!();
-    eprintln!(
-        "{} chunks of {} tokens, {} scored, {:.1} s on {}",
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{} chunks of {} tokens, {} scored, {:.1} s on {}",
         r.chunks,
         a.ctx,
         r.scored,
         start.elapsed().as_secs_f64(),
         engine.model.gpu.describe()
     );
+    let mut result = String::new();
     match (&a.kl_base, r.kl) {
-        (Some(p), Some((kl, err))) => {
-            println!("KL divergence from {}: {kl:.6} +/- {err:.6}", p.display())
+        (Some(p), Some((kl, err))) => result.push_str(&format!(
+            "KL divergence from {}: {kl:.6} +/- {err:.6}\n",
+            p.display()
+        )),
+        (Some(p), None) => {
+            result.push_str(&format!("saved this run as a KL base to {}\n", p.display()))
         }
-        (Some(p), None) => println!("saved this run as a KL base to {}", p.display()),
         _ => {}
     }
-    println!("PPL = {:.4} +/- {:.5}", r.ppl, r.error);
+    result.push_str(&format!("PPL = {:.4} +/- {:.5}\n", r.ppl, r.error));
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(result.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // The run's result survives on stderr when stdout cannot take it.
+        let _ = std::io::stderr().write_all(result.as_bytes());
+        return Err(anyhow::Error::new(e).context("writing to stdout"));
+    }
     Ok(())
 }
 
 fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
-    let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    use gemma_wgpu::server::{ServeOptions, seconds};
     let name = a
         .load
         .model
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "gemma".into());
+    let (access, limits) = (&a.access, &a.limits);
+    let max_tokens_limit = match limits.max_tokens_limit {
+        Some(n) => sampling::count("--max-tokens-limit", n, sampling::MAX_TOKENS_LIMIT)?,
+        None => sampling::MAX_TOKENS_LIMIT,
+    };
+    let options = ServeOptions {
+        model_name: name.clone(),
+        queue: a.queue,
+        api_key: access.api_key.clone(),
+        allowed_hosts: access.allowed_hosts.clone(),
+        cors_origins: access.cors_origins.clone(),
+        max_connections: limits.max_connections,
+        max_body_bytes: limits.max_body_bytes,
+        header_timeout: seconds("--header-timeout", limits.header_timeout)?,
+        body_timeout: seconds("--body-timeout", limits.body_timeout)?,
+        idle_timeout: seconds("--idle-timeout", limits.idle_timeout)?,
+        max_tokens_limit,
+    };
+    options.validate()?;
+    let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
@@ -414,10 +540,6 @@ fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
             engine.model.gpu.describe(),
             listener.local_addr()?
         );
-        let options = gemma_wgpu::server::ServeOptions {
-            model_name: name,
-            queue: a.queue,
-        };
         gemma_wgpu::server::serve(engine, listener, options).await?;
         Ok(())
     })
@@ -452,13 +574,33 @@ fn tokenize(a: &TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let backend: BackendChoice = cli.backend.parse()?;
     let gpu = GpuOptions {
         backend,
         adapter: cli.adapter.clone(),
         max_binding_size: cli.max_binding_size,
+        max_memory: cli.max_memory,
         ..Default::default()
     };
     match &cli.command {

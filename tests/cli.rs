@@ -690,3 +690,348 @@ fn tokenize_prints_ids_from_a_directory_or_a_gguf_file() {
         (vec!["tokenize", "-m", &dir], "--prompt"),
     ]);
 }
+
+/// Each command fails with exit status 1 and one line on stderr holding `expected`.
+fn expect_one_line(cases: &[(Vec<&str>, &str)]) {
+    for (args, expected) in cases {
+        let out = gemma(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(expected) && err.trim_end().lines().count() == 1,
+            "{args:?}: expected one line with `{expected}`, found:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_settings_get_their_range_before_any_loading() {
+    let model = fixture("gemma2-bf16");
+    let m = model.as_str();
+    let generate = |extra: &[&'static str]| -> Vec<&str> {
+        let mut v = vec!["generate", "--model", m, "--prompt", "hi"];
+        v.extend_from_slice(extra);
+        v
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            generate(&["--temperature", "nan"]),
+            "--temperature must be a finite number >= 0 (0 is greedy), not NaN",
+        ),
+        (generate(&["--temperature", "-0.5"]), "not -0.5"),
+        (generate(&["--temperature", "inf"]), "not inf"),
+        (
+            generate(&["--top-k", "-1"]),
+            "--top-k must be a whole number >= 0",
+        ),
+        (
+            generate(&["--top-p", "0"]),
+            "--top-p must be in (0, 1], not 0",
+        ),
+        (
+            generate(&["--top-p", "1.5"]),
+            "--top-p must be in (0, 1], not 1.5",
+        ),
+        (generate(&["--min-p", "-0.1"]), "--min-p must be in [0, 1]"),
+        (
+            generate(&["--repetition-penalty", "0"]),
+            "--repetition-penalty must be a finite number > 0",
+        ),
+        (generate(&["--repetition-penalty", "NaN"]), "not NaN"),
+        (
+            generate(&["--max-tokens", "-5"]),
+            "--max-tokens must be between 0 and 1048576, not -5",
+        ),
+        (
+            generate(&["--max-tokens", "99999999999"]),
+            "not 99999999999",
+        ),
+        (
+            vec!["chat", "--model", m, "--temperature", "nan"],
+            "--temperature must be a finite number",
+        ),
+        (
+            vec!["chat", "--model", m, "--repetition-penalty", "-1"],
+            "--repetition-penalty must be a finite number > 0",
+        ),
+        (
+            vec!["serve", "--model", m, "--queue", "18446744073709551615"],
+            "--queue must be at most 65536",
+        ),
+        (
+            vec!["serve", "--model", m, "--header-timeout", "0"],
+            "--header-timeout must be a number of seconds above 0",
+        ),
+        (
+            vec!["serve", "--model", m, "--max-connections", "0"],
+            "--max-connections must be between 1 and",
+        ),
+        (
+            vec!["bench", "--model", m, "-p", "99999999999"],
+            "-p and -n must be at most",
+        ),
+    ];
+    expect_one_line(&cases);
+}
+
+/// Runs `args` with stdout going to `stdout`, stdin empty.
+fn gemma_to(args: &[&str], stdout: std::process::Stdio) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run gemma-wgpu")
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_and_a_full_one_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(12),
+    )
+    .unwrap();
+    let model = fixture("gemma2-bf16");
+    let m = model.as_str();
+    let text = text.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["devices"],
+        vec![
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "16",
+        ],
+        vec!["bench", "--model", m, "-p", "4", "-n", "2", "-r", "1"],
+        vec!["perplexity", "--model", m, "--file", text, "--ctx", "32"],
+        vec!["chat", "--model", m, "--max-tokens", "4"],
+    ];
+    for args in &commands {
+        let args = [&["--backend", "vulkan"][..], args].concat();
+        // A pipe whose reader is gone (as after `| head`): exit 0, nothing on stderr about it.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = gemma_to(&args, writer.into());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Error"),
+            "{args:?}: {err}"
+        );
+        // A full disk: one clear line, exit 1.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = gemma_to(&args, full.into());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("No space left on device") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        if args.contains(&"perplexity") {
+            assert!(
+                err.contains("PPL = "),
+                "the result survives on stderr: {err}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kl_bases_and_output_files_are_checked_before_the_run() {
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-kl-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let fox = path("fox.txt");
+    std::fs::write(
+        &fox,
+        "The quick brown fox jumps over the lazy dog. ".repeat(12),
+    )
+    .unwrap();
+    let cats = path("cats.txt");
+    std::fs::write(
+        &cats,
+        "Cats and dogs and birds live in the old house. ".repeat(12),
+    )
+    .unwrap();
+    let model = fixture("gemma2-bf16");
+    let base = path("base.safetensors");
+    let ppl = |file: &str, ctx: &str, base: &str| -> Vec<String> {
+        [
+            "--backend",
+            "vulkan",
+            "perplexity",
+            "--model",
+            &model,
+            "--file",
+            file,
+            "--ctx",
+            ctx,
+            "--kl-base",
+            base,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        gemma(&args)
+    };
+    // Save a base, then compare with it: KL 0.
+    let saved = run(&ppl(&fox, "32", &base));
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    let same = run(&ppl(&fox, "32", &base));
+    let stdout = String::from_utf8_lossy(&same.stdout);
+    assert!(
+        stdout.contains("KL divergence from") && stdout.contains("0.000000"),
+        "{stdout}"
+    );
+    // A base with token ids outside its vocabulary (it would index past the logits).
+    let bytes = std::fs::read(&base).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut ids: Vec<u32> = bytemuck::pod_collect_to_vec(st.tensor("ids").unwrap().data());
+    ids[3] = 999_999;
+    let ids_view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::U32,
+        st.tensor("ids").unwrap().shape().to_vec(),
+        bytemuck::cast_slice(&ids),
+    )
+    .unwrap();
+    let tampered = path("tampered.safetensors");
+    let tensors = vec![
+        ("ids".to_string(), ids_view),
+        ("logp".to_string(), st.tensor("logp").unwrap()),
+        ("rest".to_string(), st.tensor("rest").unwrap()),
+    ];
+    safetensors::serialize_to_file(tensors, header.metadata().clone(), tampered.as_ref()).unwrap();
+    // A base from before the metadata (or another program).
+    let old = path("old.safetensors");
+    let tensors: Vec<_> = st.tensors();
+    safetensors::serialize_to_file(tensors, None, old.as_ref()).unwrap();
+    let garbage = path("garbage.safetensors");
+    std::fs::write(&garbage, "not a base").unwrap();
+    let out_exists = path("fox.txt");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            ppl(&fox, "16", &base),
+            "this KL base was made with --ctx 32; this run uses --ctx 16",
+        ),
+        (ppl(&cats, "32", &base), "was made from another text"),
+        (
+            ppl(&fox, "32", &tampered),
+            "token id 999999 is outside the KL base's vocabulary",
+        ),
+        (ppl(&fox, "32", &old), "not a KL base file of this version"),
+        (ppl(&fox, "32", &garbage), "not a KL base file"),
+        (
+            ppl(&fox, "32", "/no/such/dir/base.safetensors"),
+            "cannot be written",
+        ),
+        (
+            [
+                "logits",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+                "--out",
+                "/no/such/dir/logits.safetensors",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            "cannot be written",
+        ),
+        (
+            [
+                "logits",
+                "--model",
+                &model,
+                "--prompt",
+                "hi",
+                "--out",
+                &out_exists,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            "never overwritten",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{args:?}: expected `{expected}` in:\n{err}"
+        );
+        // Refused before any chunk was scored.
+        assert!(!err.contains("[1]"), "{args:?}: the run started:\n{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn running_out_of_gpu_memory_names_what_and_the_setting_that_helps() {
+    let model = fixture("gemma2-bf16");
+    let run = |memory: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--backend",
+            "vulkan",
+            "--max-memory",
+            memory,
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "hi",
+        ];
+        args.extend_from_slice(extra);
+        gemma(&args)
+    };
+    // The weights do not fit.
+    let out = run("100000", &["--dtype", "bf16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the adapter ran out of memory allocating `model.")
+            && err.contains("a smaller --dtype than bf16 (q8_0 or q4_0)")
+            && err.trim_end().lines().count() == 1
+            && !err.contains("panicked"),
+        "{err}"
+    );
+    // The weights fit, a long context's caches do not.
+    let out = run("3000000", &["--ctx", "8192"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(".kv.") && err.contains("use --ctx 4096 or less (now 8192)"),
+        "{err}"
+    );
+    // Within the limit, the same command runs.
+    let out = run("100000000", &["--max-tokens", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -167,6 +167,7 @@ impl Engine {
         params: &SamplingParams,
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
+        params.validate()?;
         if new.is_empty() {
             return Err(Error::Tokenizer("the prompt is empty".into()));
         }
@@ -225,4 +226,45 @@ impl Engine {
             decode_time: decode_start.elapsed(),
         })
     }
+}
+
+/// Checks, before a long run, that `path` can be written as a new file: it does not exist
+/// and its directory takes a new file (made and removed again here).
+pub fn check_new_file(path: &Path) -> Result<()> {
+    let io = |message: String| Error::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    if path.exists() {
+        return Err(io(
+            "exists; choose a new file name (it is never overwritten)".into(),
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io(format!("cannot be written: {e}")))?;
+    std::fs::remove_file(path).map_err(|e| io(format!("cannot be written: {e}")))
+}
+
+/// Writes `bytes` to `path`, which must not exist yet.
+pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        // No half-written file that a later run would take for a whole one.
+        let _ = std::fs::remove_file(path);
+        return Err(io(e));
+    }
+    Ok(())
 }

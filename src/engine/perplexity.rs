@@ -37,11 +37,38 @@ fn log_probs(logits: &[f32], ids: &[u32]) -> (Vec<f64>, f64) {
 }
 
 /// The KL base: per scored position, the base run's KL_TOP best ids with their log-probs and
-/// the log of the remaining mass.
+/// the log of the remaining mass, and what the run was (checked against the run comparing
+/// with it: a base from another text, context or vocabulary would give a meaningless KL).
 struct Base {
     ids: Vec<u32>,
     logp: Vec<f32>,
     rest: Vec<f32>,
+    run: Run,
+}
+
+/// What a KL base was made from, stored in the file's metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    vocab: usize,
+    ctx: usize,
+    /// Scored positions.
+    rows: usize,
+    /// FNV-1a of the text's token ids.
+    tokens: u64,
+}
+
+/// Marks a KL base file and its layout version.
+const KL_FORMAT: &str = "gemma-wgpu kl-base 1";
+
+/// FNV-1a (64 bits) of the token ids' little-endian bytes: a fingerprint of the text as this
+/// tokenizer reads it, not a security measure.
+fn fingerprint(tokens: &[u32]) -> u64 {
+    tokens
+        .iter()
+        .flat_map(|t| t.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 fn read_base(path: &Path) -> Result<Base> {
@@ -50,14 +77,87 @@ fn read_base(path: &Path) -> Result<Base> {
         message: m,
     };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a KL base file ({e})")))?;
-    let get = |n: &str| st.tensor(n).map_err(|e| bad(format!("{n}: {e}")));
-    Ok(Base {
-        ids: bytemuck::pod_collect_to_vec(get("ids")?.data()),
-        logp: bytemuck::pod_collect_to_vec(get("logp")?.data()),
-        rest: bytemuck::pod_collect_to_vec(get("rest")?.data()),
-    })
+    let not_base = |e: safetensors::SafeTensorError| bad(format!("not a KL base file ({e})"));
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(not_base)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(not_base)?;
+    let meta = header.metadata().as_ref();
+    let field = |k: &str| meta.and_then(|m| m.get(k));
+    if field("format").map(String::as_str) != Some(KL_FORMAT) {
+        return Err(bad(format!(
+            "not a KL base file of this version (no `format: {KL_FORMAT}` in its metadata); \
+             make it again with `perplexity --kl-base`"
+        )));
+    }
+    let number = |k: &str| -> Result<u64> {
+        field(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("KL base metadata `{k}` is missing or not a number")))
+    };
+    let run = Run {
+        vocab: number("vocab")? as usize,
+        ctx: number("ctx")? as usize,
+        rows: number("rows")? as usize,
+        tokens: field("tokens")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .ok_or_else(|| bad("KL base metadata `tokens` is missing or not hex".into()))?,
+    };
+    let get = |n: &str, dtype: safetensors::Dtype, shape: &[usize]| {
+        let t = st.tensor(n).map_err(|e| bad(format!("{n}: {e}")))?;
+        if t.dtype() != dtype || t.shape() != shape {
+            return Err(bad(format!(
+                "tensor `{n}`: expected {dtype:?} {shape:?}, found {:?} {:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        Ok(t.data().to_vec())
+    };
+    let (rows, top) = (run.rows, KL_TOP);
+    let base = Base {
+        ids: bytemuck::pod_collect_to_vec(&get("ids", safetensors::Dtype::U32, &[rows, top])?),
+        logp: bytemuck::pod_collect_to_vec(&get("logp", safetensors::Dtype::F32, &[rows, top])?),
+        rest: bytemuck::pod_collect_to_vec(&get("rest", safetensors::Dtype::F32, &[rows])?),
+        run,
+    };
+    if let Some(id) = base.ids.iter().find(|&&i| i as usize >= run.vocab) {
+        return Err(bad(format!(
+            "token id {id} is outside the KL base's vocabulary of {}",
+            run.vocab
+        )));
+    }
+    if base.logp.iter().chain(&base.rest).any(|v| !v.is_finite()) {
+        return Err(bad(
+            "the KL base holds log-probabilities that are not finite".into(),
+        ));
+    }
+    Ok(base)
+}
+
+impl Base {
+    /// Refuses a base made from another vocabulary, context or text than `run`.
+    fn check(&self, path: &Path, run: Run) -> Result<()> {
+        let b = self.run;
+        let problem = if b.vocab != run.vocab {
+            format!(
+                "was made with a vocabulary of {} tokens; this model has {} (another model \
+                 family?)",
+                b.vocab, run.vocab
+            )
+        } else if b.ctx != run.ctx {
+            format!(
+                "was made with --ctx {}; this run uses --ctx {}",
+                b.ctx, run.ctx
+            )
+        } else if b.tokens != run.tokens || b.rows != run.rows {
+            "was made from another text (or tokenizer): its tokens differ from this run's".into()
+        } else {
+            return Ok(());
+        };
+        Err(Error::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("this KL base {problem}"),
+        })
+    }
 }
 
 fn view<'a>(
@@ -103,10 +203,32 @@ fn write_base(path: &Path, base: &Base) -> Result<()> {
             )?,
         ),
     ];
-    safetensors::serialize_to_file(tensors, None, path).map_err(|e| Error::Io {
+    let r = base.run;
+    let metadata = [
+        ("format", KL_FORMAT.to_string()),
+        ("vocab", r.vocab.to_string()),
+        ("ctx", r.ctx.to_string()),
+        ("rows", r.rows.to_string()),
+        ("tokens", format!("{:016x}", r.tokens)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(|e| Error::Io {
         path: path.display().to_string(),
         message: e.to_string(),
-    })
+    })?;
+    super::write_new_file(path, &bytes)
+}
+
+/// Checks `--kl-base` before a long run: an existing file must be a well-formed KL base, a
+/// new one must be writable.
+pub fn check_kl_base(path: &Path) -> Result<()> {
+    if path.exists() {
+        read_base(path).map(drop)
+    } else {
+        super::check_new_file(path)
+    }
 }
 
 /// What a run does with `--kl-base`.
@@ -142,16 +264,31 @@ impl Engine {
             )));
         }
         let bos = self.model.config.bos_id.unwrap_or(2);
+        let first = ctx / 2;
+        let run = Run {
+            vocab: self.model.config.vocab,
+            ctx,
+            rows: chunks * (ctx - 1 - first),
+            tokens: fingerprint(&tokens),
+        };
         let base = match kl {
-            KlBase::Compare(p) => Some(read_base(p)?),
-            _ => None,
+            KlBase::Compare(p) => {
+                let base = read_base(p)?;
+                base.check(p, run)?;
+                Some(base)
+            }
+            KlBase::Save(p) => {
+                super::check_new_file(p)?;
+                None
+            }
+            KlBase::None => None,
         };
         let mut saved = Base {
             ids: vec![],
             logp: vec![],
             rest: vec![],
+            run,
         };
-        let first = ctx / 2;
         let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
         let (mut kl_sum, mut kl2) = (0.0f64, 0.0f64);
         for c in 0..chunks {

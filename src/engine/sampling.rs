@@ -5,6 +5,7 @@
 //! temperature, then top-k, top-p and min-p filtering.
 
 use crate::model::Candidates;
+use crate::{Error, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -35,9 +36,70 @@ impl Default for SamplingParams {
     }
 }
 
+/// The most tokens one generation may ask for (`--max-tokens`, a request's `max_tokens`):
+/// more than any context holds.
+pub const MAX_TOKENS_LIMIT: usize = 1 << 20;
+
+fn invalid<T>(name: &'static str, message: String) -> Result<T> {
+    Err(Error::InvalidSetting { name, message })
+}
+
 impl SamplingParams {
     pub fn greedy(&self) -> bool {
         self.temperature <= 0.0 && self.repetition_penalty == 1.0
+    }
+
+    /// Checks every value's range. Out of range, sampling goes wrong silently: a NaN
+    /// temperature turns every probability into NaN (the last candidate always wins), a
+    /// penalty of 0 or NaN repeats one token forever.
+    pub fn validate(&self) -> Result<()> {
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) {
+            return invalid(
+                "temperature",
+                format!("must be a finite number >= 0 (0 is greedy), not {t}"),
+            );
+        }
+        let p = self.top_p;
+        if !(p > 0.0 && p <= 1.0) {
+            return invalid("top_p", format!("must be in (0, 1], not {p}"));
+        }
+        let m = self.min_p;
+        if !(0.0..=1.0).contains(&m) {
+            return invalid("min_p", format!("must be in [0, 1], not {m}"));
+        }
+        let r = self.repetition_penalty;
+        if !(r.is_finite() && r > 0.0) {
+            return invalid(
+                "repetition_penalty",
+                format!("must be a finite number > 0 (1 is none), not {r}"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A `top_k` as given (a command line takes any integer): 0 or more, 0 meaning every
+/// candidate.
+pub fn top_k_from(given: i64) -> Result<usize> {
+    usize::try_from(given).or_else(|_| {
+        invalid(
+            "top_k",
+            format!("must be a whole number >= 0 (0: every candidate), not {given}"),
+        )
+    })
+}
+
+/// A `max_tokens` as given: from 0 to `limit` (at most [`MAX_TOKENS_LIMIT`]).
+pub fn max_tokens_from(given: i64, limit: usize) -> Result<usize> {
+    count("max_tokens", given, limit.min(MAX_TOKENS_LIMIT))
+}
+
+/// A count of tokens as given, from 0 to `max`; `name` says which in the error.
+pub fn count(name: &'static str, given: i64, max: usize) -> Result<usize> {
+    match usize::try_from(given) {
+        Ok(n) if n <= max => Ok(n),
+        _ => invalid(name, format!("must be between 0 and {max}, not {given}")),
     }
 }
 
@@ -123,6 +185,51 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_settings_are_refused_by_name() {
+        let name = |p: SamplingParams| match p.validate() {
+            Err(Error::InvalidSetting { name, .. }) => name,
+            other => panic!("{p:?} gave {other:?}"),
+        };
+        let d = SamplingParams::default;
+        for t in [f32::NAN, f32::INFINITY, -0.5] {
+            assert_eq!(
+                name(SamplingParams {
+                    temperature: t,
+                    ..d()
+                }),
+                "temperature"
+            );
+        }
+        for p in [0.0, 1.5, f32::NAN] {
+            assert_eq!(name(SamplingParams { top_p: p, ..d() }), "top_p");
+        }
+        for m in [-0.1, 1.1, f32::NAN] {
+            assert_eq!(name(SamplingParams { min_p: m, ..d() }), "min_p");
+        }
+        for r in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let p = SamplingParams {
+                repetition_penalty: r,
+                ..d()
+            };
+            assert_eq!(name(p), "repetition_penalty");
+        }
+        let fine = SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.9,
+            min_p: 0.05,
+            repetition_penalty: 1.1,
+            seed: 1,
+        };
+        assert!(fine.validate().is_ok() && d().validate().is_ok());
+        assert!(top_k_from(-1).is_err() && top_k_from(0).ok() == Some(0));
+        assert!(max_tokens_from(-1, MAX_TOKENS_LIMIT).is_err());
+        assert!(max_tokens_from(i64::MAX, usize::MAX).is_err());
+        assert_eq!(max_tokens_from(64, 64).ok(), Some(64));
+        assert!(max_tokens_from(65, 64).is_err());
+    }
 
     fn cands() -> Candidates {
         Candidates {

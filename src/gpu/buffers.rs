@@ -1,8 +1,12 @@
 //! Buffer creation and readback.
+//!
+//! Every buffer is made under an out-of-memory error scope: one that does not fit is recorded
+//! as a [`Fault`] naming it (wgpu would panic), and the caller's next check returns it as an
+//! error. Such a buffer is invalid, and is never mapped.
 
-use super::Gpu;
+use super::{Fault, Gpu};
 use crate::{Error, Result};
-use wgpu::util::DeviceExt;
+use std::sync::atomic::Ordering;
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
@@ -14,42 +18,69 @@ fn padded(len: u64) -> u64 {
 }
 
 impl Gpu {
+    /// A buffer of `size` bytes (a multiple of 4), holding `contents` when given (the rest
+    /// zero). Out of memory, or past the emulated limit, the fault is recorded and the
+    /// buffer returned is unusable.
+    fn buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        contents: Option<&[u8]>,
+    ) -> wgpu::Buffer {
+        let total = self.allocated.fetch_add(size, Ordering::Relaxed) + size;
+        if self.max_memory.is_some_and(|limit| total > limit) {
+            self.faults.record(Fault::OutOfMemory {
+                label: label.to_string(),
+                bytes: size,
+            });
+            return self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4,
+                usage,
+                mapped_at_creation: false,
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: contents.is_some(),
+        });
+        if pollster::block_on(scope.pop()).is_some() {
+            self.faults.record(Fault::OutOfMemory {
+                label: label.to_string(),
+                bytes: size,
+            });
+            return buffer;
+        }
+        if let Some(bytes) = contents {
+            match buffer.get_mapped_range_mut(..) {
+                Ok(mut view) => view.slice(..bytes.len()).copy_from_slice(bytes),
+                Err(e) => self.faults.record(Fault::Other(format!("{label}: {e}"))),
+            }
+            buffer.unmap();
+        }
+        buffer
+    }
+
     /// A storage buffer holding `bytes` (padded with zeros to a multiple of 4).
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        if bytes.len() as u64 == padded(bytes.len() as u64) {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: bytes,
-                    usage: STORAGE,
-                })
-        } else {
-            let mut data = bytes.to_vec();
-            data.resize(padded(bytes.len() as u64) as usize, 0);
-            self.storage_init(label, &data)
-        }
+        let size = padded(bytes.len() as u64);
+        self.buffer(label, size, STORAGE, Some(bytes))
     }
 
     /// A zero-filled storage buffer of `size` bytes (at least 4).
     pub fn storage_zeroed(&self, label: &str, size: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: padded(size),
-            usage: STORAGE,
-            mapped_at_creation: false,
-        })
+        self.buffer(label, padded(size), STORAGE, None)
     }
 
     /// A uniform buffer holding `bytes`.
     pub fn uniform_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        let mut data = bytes.to_vec();
-        data.resize(data.len().max(16).next_multiple_of(16), 0);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &data,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
+        let size = (bytes.len().max(16).next_multiple_of(16)) as u64;
+        let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        self.buffer(label, size, usage, Some(bytes))
     }
 
     /// Copies a whole buffer back to the host and waits for it. For tests and tools: the decode
@@ -82,12 +113,8 @@ pub struct Readback {
 
 impl Readback {
     pub fn new(gpu: &Gpu, label: &str, size: u64) -> Readback {
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: padded(size),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        let staging = gpu.buffer(label, padded(size), usage, None);
         Readback { staging }
     }
 

@@ -5,15 +5,19 @@
 
 mod adapter;
 mod buffers;
+mod faults;
 mod pipeline;
 mod timer;
 
 pub use adapter::{AdapterReport, BackendChoice, list_adapters};
 pub use buffers::Readback;
+pub use faults::{Fault, Faults};
 pub use pipeline::{Access, Dispatch, Kernel};
 pub use timer::Clock;
 
 use crate::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// How to choose and open a device.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +35,9 @@ pub struct GpuOptions {
     /// Force the CPU-style (true) or GPU-style (false) access patterns instead of choosing by
     /// the adapter's device type (tests both layouts on one adapter).
     pub cpu_layout: Option<bool>,
+    /// Allocate at most this many bytes of buffers in all: a larger request fails as an
+    /// out-of-memory would (emulates a device with less memory).
+    pub max_memory: Option<u64>,
 }
 
 /// What the opened device can do, resolved once; kernels read these, never wgpu features.
@@ -62,6 +69,11 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub caps: Caps,
+    /// Errors wgpu reports outside the calls that cause them, for the next check.
+    faults: Faults,
+    /// Bytes of buffers made so far, and the emulated limit on them.
+    allocated: AtomicU64,
+    max_memory: Option<u64>,
 }
 
 impl Gpu {
@@ -93,6 +105,18 @@ impl Gpu {
             adapter: info.name.clone(),
             message: e.to_string(),
         })?;
+        // wgpu panics on an error no scope catches; record it for the next check instead.
+        let faults = Faults::default();
+        let sink = faults.clone();
+        device.on_uncaptured_error(Arc::new(move |e| sink.record(Fault::from_wgpu(&e))));
+        let sink = faults.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                sink.record(Fault::Other(format!(
+                    "the device was lost ({reason:?}): {message}"
+                )));
+            }
+        });
         let features = device.features();
         let mut max_binding_size = limits
             .max_storage_buffer_binding_size
@@ -118,6 +142,9 @@ impl Gpu {
             queue,
             info,
             caps,
+            faults,
+            allocated: AtomicU64::new(0),
+            max_memory: options.max_memory,
         })
     }
 
@@ -129,12 +156,28 @@ impl Gpu {
         )
     }
 
-    /// Waits until every submitted command has finished.
+    /// Waits until every submitted command has finished; a GPU fault since the last check
+    /// (an allocation out of memory, an uncaptured error, the device lost) is the error.
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Readback(e.to_string()))
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.check(|_| "a smaller --ctx or --dtype needs less memory".into())
+    }
+
+    /// The faults wgpu reported since the last check; they say what went wrong after the
+    /// fact (an out-of-memory buffer only fails where it is used).
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
+    }
+
+    /// Returns the fault recorded since the last check, if any, as an error; `hint` names the
+    /// setting that would need less memory, from the label of what did not fit.
+    pub fn check(&self, hint: impl FnOnce(&str) -> String) -> Result<()> {
+        match self.faults.take() {
+            Some(f) => Err(f.into_error(hint)),
+            None => Ok(()),
+        }
     }
 
     /// Splits `workgroups` into an (x, y) grid whose dimensions the adapter accepts; shaders

@@ -205,7 +205,25 @@ impl Model {
         )
     }
 
+    /// Builds the model; a buffer that did not fit on the way is the error, whatever failed
+    /// after it, with the setting that would need less memory.
     fn build(
+        gpu: Gpu,
+        config: ModelConfig,
+        source: Source,
+        dtype: SourceDtype,
+        options: &ModelOptions,
+    ) -> Result<Model> {
+        let faults = gpu.faults();
+        let ctx = options.ctx.unwrap_or(config.max_positions.min(4096));
+        let built = Self::build_unchecked(gpu, config, source, dtype, options);
+        match faults.take() {
+            Some(fault) => Err(fault.into_error(|label| memory_advice(label, ctx, options))),
+            None => built,
+        }
+    }
+
+    fn build_unchecked(
         gpu: Gpu,
         config: ModelConfig,
         source: Source,
@@ -719,6 +737,28 @@ impl Source<'_> {
                 Ok(b)
             }
         }
+    }
+}
+
+/// Which setting would make a load need less memory, from the label of the buffer that did
+/// not fit (see the labels in `plan.rs`, `kv_store.rs` and `rope.rs`).
+fn memory_advice(label: &str, ctx: usize, options: &ModelOptions) -> String {
+    let smaller_ctx = format!("--ctx {} or less (now {ctx})", (ctx / 2).max(1));
+    if label.contains(".kv.") {
+        let f16 = match options.kv {
+            Some(KvDtype::F32) => ", or --kv f16",
+            _ => "",
+        };
+        format!("the KV caches grow with the context: use {smaller_ctx}{f16}")
+    } else if label.starts_with("rope") || label.starts_with("logits") {
+        format!("use {smaller_ctx}")
+    } else {
+        let dtype = match options.format {
+            Some(WeightFormat::Q4_0) => "a smaller model".to_string(),
+            Some(f) => format!("a smaller --dtype than {f} (q8_0 or q4_0)"),
+            None => "--dtype q8_0 or q4_0".to_string(),
+        };
+        format!("the weights need less memory with {dtype}; the KV caches with {smaller_ctx}")
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request bodies of the OpenAI API subset we serve, their validation, and error bodies.
 
-use crate::engine::{Message, SamplingParams};
-use axum::http::StatusCode;
+use crate::engine::{Message, SamplingParams, sampling};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -60,13 +60,94 @@ impl ApiError {
     pub fn not_found() -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
-            message:
-                "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /health"
-                    .into(),
+            message: "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions, \
+                      /health, /metrics"
+                .into(),
             kind: "invalid_request_error",
             param: None,
             code: None,
         }
+    }
+
+    /// A client error with its own status and code.
+    fn client(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status,
+            message,
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(code),
+        }
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
+        ApiError::client(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}; use {allowed}"),
+        )
+    }
+
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            message.to_string(),
+        )
+    }
+
+    pub fn forbidden(code: &'static str, message: String) -> ApiError {
+        ApiError::client(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn unsupported_media_type(found: &str) -> ApiError {
+        ApiError::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the request body must be JSON (Content-Type: application/json), not `{found}`"
+            ),
+        )
+    }
+
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("the request body is larger than this server's limit of {limit} bytes"),
+        )
+    }
+
+    pub fn timeout(seconds: f64) -> ApiError {
+        ApiError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {seconds} s"),
+        )
+    }
+
+    pub fn shutting_down() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server is shutting down".into(),
+            kind: "server_error",
+            param: None,
+            code: Some("shutting_down"),
+        }
+    }
+
+    pub fn too_many_connections() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server has too many open connections; retry later".into(),
+            kind: "server_busy",
+            param: None,
+            code: Some("too_many_connections"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     pub fn body(&self) -> serde_json::Value {
@@ -76,7 +157,23 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let status = self.status;
+        let mut response = (status, axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // The body was not read to its end: the connection cannot carry another request.
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -97,8 +194,8 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 pub struct Common {
     #[allow(dead_code)]
     pub model: Option<String>,
-    pub max_tokens: Option<u32>,
-    pub max_completion_tokens: Option<u32>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub seed: Option<u64>,
@@ -128,7 +225,8 @@ pub struct Settings {
 }
 
 impl Common {
-    fn settings(&self) -> Result<Settings, ApiError> {
+    /// The worker's settings, each checked; `max_tokens_limit` is the server's ceiling.
+    fn settings(&self, max_tokens_limit: usize) -> Result<Settings, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad_request("only n = 1 is supported", Some("n")));
         }
@@ -140,12 +238,33 @@ impl Common {
             ));
         }
         let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::bad_request(
-                "top_p must be in (0, 1]",
-                Some("top_p"),
-            ));
-        }
+        let params = SamplingParams {
+            temperature,
+            top_p,
+            seed: self.seed.unwrap_or_else(rand::random),
+            ..Default::default()
+        };
+        params.validate().map_err(setting_error)?;
+        let name = if self.max_completion_tokens.is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
+            None => 256.min(max_tokens_limit),
+            Some(n) => sampling::max_tokens_from(n, max_tokens_limit).map_err(|_| {
+                let limit = max_tokens_limit.min(sampling::MAX_TOKENS_LIMIT);
+                let whose = if limit < sampling::MAX_TOKENS_LIMIT {
+                    " (this server's limit)"
+                } else {
+                    ""
+                };
+                ApiError::bad_request(
+                    &format!("{name} must be between 0 and {limit}{whose}, not {n}"),
+                    Some(name),
+                )
+            })?,
+        };
         let stop = match &self.stop {
             None => vec![],
             Some(Stop::One(s)) => vec![s.clone()],
@@ -158,20 +277,22 @@ impl Common {
             ));
         }
         Ok(Settings {
-            max_tokens: self
-                .max_completion_tokens
-                .or(self.max_tokens)
-                .unwrap_or(256) as usize,
-            params: SamplingParams {
-                temperature,
-                top_p,
-                seed: self.seed.unwrap_or_else(rand::random),
-                ..Default::default()
-            },
+            max_tokens,
+            params,
             stop,
             stream: self.stream,
             ignore_eos: self.ignore_eos,
         })
+    }
+}
+
+/// A setting the library refused, as a 400 naming the parameter.
+fn setting_error(e: crate::Error) -> ApiError {
+    match e {
+        crate::Error::InvalidSetting { name, message } => {
+            ApiError::bad_request(&format!("{name} {message}"), Some(name))
+        }
+        e => ApiError::bad_request(&e.to_string(), None),
     }
 }
 
@@ -204,7 +325,7 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    pub fn validate(self) -> Result<(Vec<Message>, Settings), ApiError> {
+    pub fn validate(self, max_tokens_limit: usize) -> Result<(Vec<Message>, Settings), ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::bad_request(
                 "messages must not be empty",
@@ -265,7 +386,7 @@ impl ChatRequest {
                 _ => out.push(Message { role, content }),
             }
         }
-        Ok((out, self.common.settings()?))
+        Ok((out, self.common.settings(max_tokens_limit)?))
     }
 }
 
@@ -284,7 +405,7 @@ pub enum PromptField {
 }
 
 impl CompletionRequest {
-    pub fn validate(self) -> Result<(String, Settings), ApiError> {
+    pub fn validate(self, max_tokens_limit: usize) -> Result<(String, Settings), ApiError> {
         let prompt = match self.prompt {
             PromptField::One(p) => p,
             PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
@@ -301,6 +422,6 @@ impl CompletionRequest {
                 Some("prompt"),
             ));
         }
-        Ok((prompt, self.common.settings()?))
+        Ok((prompt, self.common.settings(max_tokens_limit)?))
     }
 }

@@ -1,32 +1,59 @@
 //! An OpenAI-compatible HTTP server: `/v1/chat/completions`, `/v1/completions`, `/v1/models`,
-//! `/health`, streaming (server-sent events) or not.
+//! `/health`, `/metrics`, streaming (server-sent events) or not.
 //!
 //! One engine runs on one worker thread; requests wait in a bounded queue (a full queue is
 //! answered 503), generate in turn, and stream their text back. A client that goes away stops
-//! its generation. Bad requests get 400 with an OpenAI-style error body.
+//! its generation. Bad requests get 4xx with an OpenAI-style error body. In front of every
+//! endpoint: the Host and Origin checks, the API key and JSON bodies (`access`); around every
+//! connection: the connection cap and the timeouts (`conn`). SIGTERM or Ctrl-C stops
+//! accepting, ends what is generating or queued with an error (a stream with an error event
+//! and `data: [DONE]`), and returns.
 
+mod access;
 mod api;
+mod conn;
+mod metrics;
 
 use crate::engine::{Engine, Message, SamplingParams, StopReason};
+use crate::{Error, Result};
+use access::{Access, Front, Logged, RequestId};
 use api::{ApiError, ChatRequest, CompletionRequest};
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// Writes one line to stderr, the server's log. Unlike `eprintln!`, a closed stderr does not
+/// panic (in a connection's task, that would end the connection).
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use log_line;
+
+/// A finished generation's numbers, for its usage, its log line and the metrics.
+#[derive(Clone, Copy, Debug)]
+struct Stats {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    /// Decode speed after the first token.
+    tokens_per_second: f64,
+}
 
 /// What the worker sends back while generating.
 enum Piece {
     Text(String),
-    Done {
-        finish: &'static str,
-        prompt_tokens: usize,
-        completion_tokens: usize,
-    },
+    Done { finish: &'static str, stats: Stats },
     Failed(ApiError),
 }
 
@@ -41,6 +68,8 @@ struct Job {
     id: u64,
     /// Set when the client is gone (see Watch).
     gone: Arc<AtomicBool>,
+    /// When the request arrived (time to first token counts from here).
+    arrived: Instant,
 }
 
 enum Prompt {
@@ -55,6 +84,10 @@ struct AppState {
     /// The engine's cancel flag and the id of the job it runs (0: none).
     cancel: Arc<AtomicBool>,
     running: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+    max_tokens_limit: usize,
 }
 
 /// Marks a job's client as gone when dropped before `finish`: a queued job is then skipped,
@@ -86,57 +119,253 @@ impl Drop for Watch {
 }
 
 /// Server settings.
+#[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// The name `/v1/models` reports and responses carry.
     pub model_name: String,
     /// Requests that may wait behind the one generating.
     pub queue: usize,
+    /// Required as `Authorization: Bearer KEY` on every endpoint but `/health`.
+    pub api_key: Option<String>,
+    /// Host header names accepted besides IP addresses and localhost (`*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// Origins whose web pages may call the server (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Largest request body (413 above).
+    pub max_body_bytes: usize,
+    /// Time to send a request's headers, counted from its first byte.
+    pub header_timeout: Duration,
+    /// Time to send a request's body once its headers are in (408 after).
+    pub body_timeout: Duration,
+    /// Time a kept-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Largest `max_tokens` a request may ask for.
+    pub max_tokens_limit: usize,
 }
 
-/// Runs the worker on `engine` and serves on `listener` until the process ends.
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            model_name: "gemma".into(),
+            queue: 8,
+            api_key: None,
+            allowed_hosts: vec![],
+            cors_origins: vec![],
+            max_connections: 256,
+            max_body_bytes: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_tokens_limit: crate::engine::sampling::MAX_TOKENS_LIMIT,
+        }
+    }
+}
+
+/// The most a bounded queue or connection count may be: far beyond what one engine serves.
+pub const MAX_QUEUE: usize = 1 << 16;
+
+/// A timeout given in seconds on the command line (`flag` names it in the error).
+pub fn seconds(flag: &'static str, value: f64) -> Result<Duration> {
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::InvalidSetting {
+            name: flag,
+            message: format!("must be a number of seconds above 0 and at most 86400, not {value}"),
+        })
+    }
+}
+
+impl ServeOptions {
+    /// Checks the ranges (a queue of `usize::MAX` cannot be allocated, 0 connections would
+    /// serve nobody).
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |name, message: String| Err(Error::InvalidSetting { name, message });
+        if self.queue > MAX_QUEUE {
+            return invalid(
+                "--queue",
+                format!("must be at most {MAX_QUEUE}, not {}", self.queue),
+            );
+        }
+        if !(1..=MAX_QUEUE).contains(&self.max_connections) {
+            return invalid(
+                "--max-connections",
+                format!(
+                    "must be between 1 and {MAX_QUEUE}, not {}",
+                    self.max_connections
+                ),
+            );
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("--max-body-bytes", "must be at least 1".into());
+        }
+        if self.api_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
+            return invalid("--api-key", "must not be empty".into());
+        }
+        for (name, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return invalid(name, "must be above 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Runs the worker on `engine` and serves on `listener` until SIGTERM or Ctrl-C; then stops
+/// accepting, ends running and queued requests with an error, lets open connections finish
+/// (for a few seconds at most) and returns.
 pub async fn serve(
     engine: Engine,
     listener: tokio::net::TcpListener,
     options: ServeOptions,
-) -> std::io::Result<()> {
+) -> Result<()> {
+    options.validate()?;
+    let io = |e: std::io::Error| Error::Io {
+        path: "server".into(),
+        message: e.to_string(),
+    };
+    let local = listener.local_addr().map_err(io)?;
+    if options.api_key.is_none() && !local.ip().is_loopback() {
+        log_line!(
+            "warning: listening on {local} without --api-key: anyone who can reach this \
+             address can use the model"
+        );
+    }
     let (jobs, rx) = mpsc::channel::<Job>(options.queue.max(1));
     let cancel = engine.cancel.clone();
     let running = Arc::new(AtomicU64::new(0));
-    let worker_running = running.clone();
-    std::thread::Builder::new()
-        .name("gemma-wgpu engine".into())
-        .spawn(move || worker(engine, rx, worker_running))?;
+    let metrics = Arc::new(Metrics::default());
+    let draining = Arc::new(AtomicBool::new(false));
+    let (worker_done, worker_ended) = tokio::sync::oneshot::channel::<()>();
+    {
+        let (running, metrics, draining) = (running.clone(), metrics.clone(), draining.clone());
+        std::thread::Builder::new()
+            .name("gemma-wgpu engine".into())
+            .spawn(move || {
+                worker(engine, rx, running, metrics, draining);
+                let _ = worker_done.send(());
+            })
+            .map_err(io)?;
+    }
     let state = AppState {
         jobs,
-        model: Arc::new(options.model_name),
-        cancel,
-        running,
+        model: Arc::new(options.model_name.clone()),
+        cancel: cancel.clone(),
+        running: running.clone(),
+        metrics: metrics.clone(),
+        max_body_bytes: options.max_body_bytes,
+        body_timeout: options.body_timeout,
+        max_tokens_limit: options.max_tokens_limit,
     };
+    let front = Arc::new(Front {
+        access: Access::new(
+            options.api_key.clone(),
+            &options.allowed_hosts,
+            &options.cors_origins,
+        ),
+        metrics,
+        draining: draining.clone(),
+    });
     let app = Router::new()
         .route(
             "/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(front, access::front))
         .with_state(state);
-    axum::serve(listener, app).await
+    let limits = conn::ConnLimits {
+        max_connections: options.max_connections,
+        header_timeout: options.header_timeout,
+        idle_timeout: options.idle_timeout,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let accepting = tokio::spawn(conn::accept_loop(listener, app, limits, stopped));
+    shutdown_signal().await;
+    log_line!("shutting down: no new connections; ending running and queued requests");
+    // A second signal does not wait.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        log_line!("second signal: exiting now");
+        std::process::exit(1);
+    });
+    draining.store(true, Ordering::Relaxed);
+    if running.load(Ordering::Relaxed) != 0 {
+        cancel.store(true, Ordering::Relaxed);
+    }
+    let _ = stop.send(true);
+    let _ = accepting.await;
+    // The worker ends once every connection (and with it every job sender) is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker_ended).await;
+    Ok(())
 }
 
-fn worker(mut engine: Engine, mut rx: mpsc::Receiver<Job>, running: Arc<AtomicU64>) {
+fn worker(
+    mut engine: Engine,
+    mut rx: mpsc::Receiver<Job>,
+    running: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
+) {
     while let Some(job) = rx.blocking_recv() {
+        metrics.queued.fetch_sub(1, Ordering::Relaxed);
         if job.out.is_closed() || job.gone.load(Ordering::Relaxed) {
             continue;
         }
+        if draining.load(Ordering::Relaxed) {
+            let _ = job.out.send(Piece::Failed(ApiError::shutting_down()));
+            continue;
+        }
         running.store(job.id, Ordering::Relaxed);
-        serve_job(&mut engine, job);
+        metrics.running.store(1, Ordering::Relaxed);
+        let last = serve_job(&mut engine, &job, &metrics, &draining);
+        // Done before the client hears so: its next look at /metrics sees the job finished.
+        metrics.running.store(0, Ordering::Relaxed);
         running.store(0, Ordering::Relaxed);
+        let _ = job.out.send(last);
     }
 }
 
-fn serve_job(engine: &mut Engine, job: Job) {
+/// Runs one job, sending its text as it comes; returns its last piece (done or failed).
+fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &AtomicBool) -> Piece {
+    let started = Instant::now();
     {
         let ids = match &job.prompt {
             Prompt::Chat(m) => engine.tokenizer.encode_chat(m),
@@ -144,19 +373,10 @@ fn serve_job(engine: &mut Engine, job: Job) {
         };
         let ids = match ids {
             Ok(ids) => ids,
-            Err(e) => {
-                let _ = job
-                    .out
-                    .send(Piece::Failed(ApiError::bad_request(&e.to_string(), None)));
-                return;
-            }
+            Err(e) => return Piece::Failed(ApiError::bad_request(&e.to_string(), None)),
         };
         if ids.len() >= engine.model.ctx {
-            let _ = job.out.send(Piece::Failed(ApiError::context_length(
-                ids.len(),
-                engine.model.ctx,
-            )));
-            return;
+            return Piece::Failed(ApiError::context_length(ids.len(), engine.model.ctx));
         }
         let max_tokens = job.max_tokens.min(engine.model.ctx - ids.len());
         let cancel = engine.cancel.clone();
@@ -175,7 +395,7 @@ fn serve_job(engine: &mut Engine, job: Job) {
             if stopped_by_string {
                 return;
             }
-            if gone.load(Ordering::Relaxed) {
+            if gone.load(Ordering::Relaxed) || draining.load(Ordering::Relaxed) {
                 cancel.store(true, Ordering::Relaxed);
             }
             text.push_str(piece);
@@ -207,6 +427,16 @@ fn serve_job(engine: &mut Engine, job: Job) {
         }
         match result {
             Ok(g) => {
+                let completion_tokens = g.ids.len() - usize::from(g.stop == StopReason::Eos);
+                let ttft = started.duration_since(job.arrived) + g.prefill_time;
+                let per_token = (g.ids.len() > 1).then(|| g.decode_time / (g.ids.len() - 1) as u32);
+                metrics.count_generation(ids.len(), completion_tokens, ttft, per_token);
+                if g.stop == StopReason::Cancelled
+                    && !stopped_by_string
+                    && draining.load(Ordering::Relaxed)
+                {
+                    return Piece::Failed(ApiError::shutting_down());
+                }
                 if sent < text.len() {
                     let _ = out.send(Piece::Text(text[sent..].to_string()));
                 }
@@ -214,16 +444,14 @@ fn serve_job(engine: &mut Engine, job: Job) {
                     StopReason::MaxTokens | StopReason::ContextFull => "length",
                     _ => "stop",
                 };
-                let completion_tokens = g.ids.len() - usize::from(g.stop == StopReason::Eos);
-                let _ = out.send(Piece::Done {
-                    finish,
+                let stats = Stats {
                     prompt_tokens: ids.len(),
                     completion_tokens,
-                });
+                    tokens_per_second: g.decode_tokens_per_second(),
+                };
+                Piece::Done { finish, stats }
             }
-            Err(e) => {
-                let _ = out.send(Piece::Failed(ApiError::server(&e.to_string())));
-            }
+            Err(e) => Piece::Failed(ApiError::server(&e.to_string())),
         }
     }
 }
@@ -242,28 +470,112 @@ async fn models(State(s): State<AppState>) -> Response {
     .into_response()
 }
 
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// 405 with the method the path takes.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let allowed = if path.starts_with("/v1/") && path.ends_with("completions") {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut r = ApiError::method_not_allowed(method.as_str(), path, allowed).into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    r
+}
+
+/// Reads a request body of at most `max_body_bytes` within `body_timeout` (413, 408).
+async fn read_body(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limit = s.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(s.body_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::timeout(s.body_timeout.as_secs_f64())),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit)),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            &format!("reading the request body failed: {e}"),
+            None,
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The log line of one generation request, written when it ends.
+struct RequestLog {
+    id: u64,
+    path: &'static str,
+    start: Instant,
+}
+
+impl RequestLog {
+    fn write(&self, status: StatusCode, stats: Option<Stats>, note: &str) {
+        let tokens = match stats {
+            Some(s) => format!(
+                " | prompt {} tokens, generated {}, {:.1} tok/s",
+                s.prompt_tokens, s.completion_tokens, s.tokens_per_second
+            ),
+            None => String::new(),
+        };
+        log_line!(
+            "[{}] POST {} {}{note}{tokens} | {:.3} s",
+            self.id,
+            self.path,
+            status.as_u16(),
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A response whose request `log` has been (or will be) written by its handler.
+fn logged(mut r: Response) -> Response {
+    r.extensions_mut().insert(Logged);
+    r
+}
+
 /// Queues a job; a full queue is 503.
 fn submit(
     s: &AppState,
+    id: u64,
     prompt: Prompt,
     settings: api::Settings,
 ) -> Result<(mpsc::UnboundedReceiver<Piece>, Watch), ApiError> {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let gone = Arc::new(AtomicBool::new(false));
     let (out, rx) = mpsc::unbounded_channel();
-    s.jobs
-        .try_send(Job {
-            prompt,
-            max_tokens: settings.max_tokens,
-            params: settings.params,
-            stop: settings.stop,
-            ignore_eos: settings.ignore_eos,
-            out,
-            id,
-            gone: gone.clone(),
-        })
-        .map_err(|_| ApiError::busy())?;
+    // Counted before sending: the worker may take the job at once.
+    s.metrics.queued.fetch_add(1, Ordering::Relaxed);
+    let sent = s.jobs.try_send(Job {
+        prompt,
+        max_tokens: settings.max_tokens,
+        params: settings.params,
+        stop: settings.stop,
+        ignore_eos: settings.ignore_eos,
+        out,
+        id,
+        gone: gone.clone(),
+        arrived: Instant::now(),
+    });
+    if sent.is_err() {
+        s.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        return Err(ApiError::busy());
+    }
     let watch = Watch {
         id,
         gone,
@@ -274,38 +586,54 @@ fn submit(
     Ok((rx, watch))
 }
 
-async fn chat_completions(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let req: ChatRequest = match api::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
+async fn chat_completions(
+    State(s): State<AppState>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let log = RequestLog {
+        id,
+        path: "/v1/chat/completions",
+        start: Instant::now(),
     };
-    let (messages, common) = match req.validate() {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
+    let submitted = async {
+        let body = read_body(&s, &headers, body).await?;
+        let req: ChatRequest = api::parse(&body)?;
+        let (messages, common) = req.validate(s.max_tokens_limit)?;
+        let stream = common.stream;
+        let (rx, watch) = submit(&s, id, Prompt::Chat(messages), common)?;
+        Ok::<_, ApiError>((rx, watch, stream))
     };
-    let stream = common.stream;
-    let (rx, watch) = match submit(&s, Prompt::Chat(messages), common) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    respond(rx, watch, s.model.clone(), stream, true).await
+    match submitted.await {
+        Ok((rx, watch, stream)) => respond(rx, watch, s.model.clone(), stream, true, log).await,
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn completions(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let req: CompletionRequest = match api::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
+async fn completions(
+    State(s): State<AppState>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let log = RequestLog {
+        id,
+        path: "/v1/completions",
+        start: Instant::now(),
     };
-    let (prompt, common) = match req.validate() {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
+    let submitted = async {
+        let body = read_body(&s, &headers, body).await?;
+        let req: CompletionRequest = api::parse(&body)?;
+        let (prompt, common) = req.validate(s.max_tokens_limit)?;
+        let stream = common.stream;
+        let (rx, watch) = submit(&s, id, Prompt::Text(prompt), common)?;
+        Ok::<_, ApiError>((rx, watch, stream))
     };
-    let stream = common.stream;
-    let (rx, watch) = match submit(&s, Prompt::Text(prompt), common) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    respond(rx, watch, s.model.clone(), stream, false).await
+    match submitted.await {
+        Ok((rx, watch, stream)) => respond(rx, watch, s.model.clone(), stream, false, log).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The response: one JSON body, or server-sent events ending in `data: [DONE]`.
@@ -315,6 +643,7 @@ async fn respond(
     model: Arc<String>,
     stream: bool,
     chat: bool,
+    log: RequestLog,
 ) -> Response {
     let id = format!(
         "{}-{:x}",
@@ -329,30 +658,32 @@ async fn respond(
                 Piece::Text(t) => text.push_str(&t),
                 Piece::Failed(e) => {
                     watch.finish();
-                    return e.into_response();
+                    log.write(e.status(), None, "");
+                    return logged(e.into_response());
                 }
-                Piece::Done {
-                    finish,
-                    prompt_tokens,
-                    completion_tokens,
-                } => {
+                Piece::Done { finish, stats } => {
                     watch.finish();
+                    log.write(StatusCode::OK, Some(stats), "");
                     let choice = if chat {
                         serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text},
                             "finish_reason": finish, "logprobs": null})
                     } else {
                         serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
                     };
-                    return Json(serde_json::json!({
-                        "id": id,
-                        "object": if chat { "chat.completion" } else { "text_completion" },
-                        "created": created,
-                        "model": model.as_str(),
-                        "choices": [choice],
-                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                  "total_tokens": prompt_tokens + completion_tokens},
-                    }))
-                    .into_response();
+                    let (prompt_tokens, completion_tokens) =
+                        (stats.prompt_tokens, stats.completion_tokens);
+                    return logged(
+                        Json(serde_json::json!({
+                            "id": id,
+                            "object": if chat { "chat.completion" } else { "text_completion" },
+                            "created": created,
+                            "model": model.as_str(),
+                            "choices": [choice],
+                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                      "total_tokens": prompt_tokens + completion_tokens},
+                        }))
+                        .into_response(),
+                    );
                 }
             }
         }
@@ -362,7 +693,8 @@ async fn respond(
     let first = rx.recv().await;
     if let Some(Piece::Failed(e)) = first {
         watch.finish();
-        return e.into_response();
+        log.write(e.status(), None, "");
+        return logged(e.into_response());
     }
     let object = if chat {
         "chat.completion.chunk"
@@ -382,6 +714,7 @@ async fn respond(
     let watcher = tx.clone();
     let send = move |data: String| tx.send(Ok(Event::default().data(data))).is_ok();
     tokio::spawn(async move {
+        let gone = || log.write(StatusCode::OK, None, ", client disconnected");
         if chat
             && !send(
                 chunk(
@@ -391,6 +724,7 @@ async fn respond(
                 .to_string(),
             )
         {
+            gone();
             return;
         }
         let mut next = first;
@@ -398,24 +732,25 @@ async fn respond(
             match p {
                 Piece::Text(t) => {
                     if !send(chunk(serde_json::json!({"content": t}), None).to_string()) {
+                        gone();
                         return; // dropping rx tells the worker the client is gone
                     }
                 }
-                Piece::Done {
-                    finish,
-                    prompt_tokens,
-                    completion_tokens,
-                } => {
+                Piece::Done { finish, stats } => {
                     watch.finish();
                     let mut last = chunk(serde_json::json!({}), Some(finish));
-                    last["usage"] = serde_json::json!({"prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+                    last["usage"] = serde_json::json!({"prompt_tokens": stats.prompt_tokens,
+                        "completion_tokens": stats.completion_tokens,
+                        "total_tokens": stats.prompt_tokens + stats.completion_tokens});
                     send(last.to_string());
+                    log.write(StatusCode::OK, Some(stats), "");
                     break;
                 }
                 Piece::Failed(e) => {
                     watch.finish();
                     send(e.body().to_string());
+                    let note = format!(", ended by an error ({})", e.status().as_u16());
+                    log.write(StatusCode::OK, None, &note);
                     break;
                 }
             }
@@ -423,10 +758,16 @@ async fn respond(
             // even while it produces no text to send.
             next = tokio::select! {
                 p = rx.recv() => p,
-                _ = watcher.closed() => return,
+                _ = watcher.closed() => {
+                    gone();
+                    return;
+                }
             };
+            if next.is_none() {
+                log.write(StatusCode::OK, None, ", the engine stopped");
+            }
         }
         send("[DONE]".to_string());
     });
-    Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(events)).into_response()
+    logged(Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(events)).into_response())
 }
