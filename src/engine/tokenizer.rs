@@ -198,6 +198,12 @@ impl Tokenizer {
             .ok_or_else(|| Error::Tokenizer("tokenizer_config.json has no chat_template".into()))?;
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A template comes from a model file: it gets a budget of instructions and nesting,
+        // and its output may not grow past what a context could hold.
+        env.set_fuel(Some(
+            TEMPLATE_FUEL_PER_MESSAGE * (messages.len() as u64 + 16),
+        ));
+        env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -207,22 +213,77 @@ impl Tokenizer {
                 ))
             },
         );
-        env.render_str(
-            template,
-            minijinja::context! {
-                messages => messages,
-                bos_token => &self.bos_token,
-                eos_token => &self.eos_token,
-                add_generation_prompt => generation_prompt,
-            },
-        )
-        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+        let bad = |e: &dyn std::fmt::Display| Error::Tokenizer(format!("chat template: {e}"));
+        let template = env.template_from_str(template).map_err(|e| bad(&e))?;
+        let content: usize = messages
+            .iter()
+            .map(|m| m.content.len() + m.role.len())
+            .sum();
+        let mut out = BoundedText::new(content + TEMPLATE_OUTPUT_SLACK);
+        template
+            .render_captured_to(
+                minijinja::context! {
+                    messages => messages,
+                    bos_token => &self.bos_token,
+                    eos_token => &self.eos_token,
+                    add_generation_prompt => generation_prompt,
+                },
+                &mut out,
+            )
+            .map(drop)
+            .map_err(|e| match out.overflowed {
+                true => bad(&format!(
+                    "its output grew past {} bytes for {content} bytes of messages",
+                    out.limit
+                )),
+                false => bad(&e),
+            })?;
+        String::from_utf8(out.bytes).map_err(|e| bad(&e))
     }
 
     /// The chat template applied to `messages` with a generation prompt, as token ids. The
     /// template writes `<bos>` itself, so nothing more is added.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         self.encode(&self.render_chat(messages, true)?, false)
+    }
+}
+
+/// Template instructions allowed per chat message (Gemma's templates use a few dozen).
+const TEMPLATE_FUEL_PER_MESSAGE: u64 = 20_000;
+/// Nesting depth of template calls and blocks.
+const TEMPLATE_RECURSION_LIMIT: usize = 64;
+/// Bytes a template may write beyond the messages' own text (markup, system prompts).
+const TEMPLATE_OUTPUT_SLACK: usize = 1 << 20;
+
+/// A byte sink that refuses to grow past `limit`.
+struct BoundedText {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl BoundedText {
+    fn new(limit: usize) -> Self {
+        BoundedText {
+            bytes: vec![],
+            limit,
+            overflowed: false,
+        }
+    }
+}
+
+impl std::io::Write for BoundedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -453,5 +514,59 @@ impl<'a> TextStream<'a> {
         self.prefix = self.read;
         self.read = self.ids.len();
         Ok(Some(text[printed.len()..].to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_template(template: &str) -> Tokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+        let mut t = Tokenizer::from_dir(&dir).unwrap();
+        t.chat_template = Some(template.to_string());
+        t
+    }
+
+    fn user(content: &str) -> Message {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn hostile_chat_templates_stop_with_an_error() {
+        let start = std::time::Instant::now();
+        let spin = "{% for i in range(50000) %}{% for j in range(50000) %}{% endfor %}{% endfor %}";
+        let grow = "{% for i in range(10000) %}{% for j in range(10000) %}{{ 'x' * 10000 }}{% endfor %}{% endfor %}";
+        let deep = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        for template in [spin, grow, deep] {
+            let err = with_template(template)
+                .render_chat(&[user("hi")], true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("tokenizer: chat template: "), "{err}");
+        }
+        let err = with_template(grow)
+            .render_chat(&[user("hi")], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grew past"), "{err}");
+        let err = with_template(spin)
+            .render_chat(&[user("hi")], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fuel"), "{err}");
+        assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn long_chats_render_within_the_budget() {
+        let t = with_template(GEMMA_CHAT_TEMPLATE);
+        let messages: Vec<Message> = (0..2000).map(|i| user(&format!("turn {i}"))).collect();
+        let text = t.render_chat(&messages, true).unwrap();
+        assert!(text.ends_with("<start_of_turn>model\n"));
+        assert_eq!(text.matches("<start_of_turn>user").count(), 2000);
     }
 }
