@@ -92,14 +92,17 @@ fn the_official_openai_client_works() {
         "{}/tests/server/openai_client.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = Command::new("python3")
+    // scripts/test.sh installs the client into its own virtual environment and names it here.
+    let python = std::env::var("GEMMA_WGPU_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
         .args([&script, &server.base])
         .output()
-        .expect("python3");
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("No module named 'openai'"),
-        "the openai package is missing: python3 -m pip install openai (.ci/run installs it)"
+        "the openai package is missing for {python}: run scripts/test.sh (it installs it), or \
+         python3 -m pip install openai==3.57.0"
     );
     assert!(
         out.status.success(),
