@@ -264,7 +264,7 @@ impl Bench {
             8.0 * vocab as f64,
         ));
         let top = TopK::new(gpu).unwrap();
-        for k in [1usize, 40] {
+        for k in [1usize, 40, 64] {
             let t = top.bind(gpu, "top_k", &logits, vocab, k).unwrap();
             pending.push((
                 "top_k".into(),

@@ -2,10 +2,13 @@
 // smaller index first, as torch.topk and argmax order them); argmax is k = 1. Decoding reads
 // back these 2k words instead of the logits.
 //
-// Phase `partial`, grid (n_slices): workgroup s ranks the slice [s * slice, (s + 1) * slice)
-// and writes its k best to cand_val / cand_idx [n_slices, k]. Phase `merge`, grid (1): ranks
-// the n_slices * k candidates the same way into out_val / out_idx [k]. Each round r finds the
-// best element ranked strictly below round r - 1's pick, so nothing is written back to x.
+// Phase `partial`, grid (n_slices): workgroup s (WG invocations; 1 on CPU adapters) ranks the
+// slice [s * slice, (s + 1) * slice) in one read of it: each invocation keeps its own k best
+// in a sorted private list (an element enters only if it beats the list's last), then k
+// rounds of a workgroup argmax over the lists'
+// heads pop the slice's k best into cand_val / cand_idx [n_slices, k]. Phase `merge`, grid (1):
+// ranks the n_slices * k candidates into out_val / out_idx [k]; each round r finds the best
+// candidate ranked strictly below round r - 1's pick. k <= MAX_K.
 // Missing entries (k larger than a slice) get value -inf and index 0xffffffff.
 // Bindings: params; x; cand_val; cand_idx; out_val; out_idx.
 // Wrapper: src/kernels/top_k.rs. CPU reference: reference::top_k.
@@ -37,24 +40,47 @@ fn below(v: f32, i: u32, pv: f32, pi: u32) -> bool {
     return v < pv || (v == pv && i > pi);
 }
 
+// The private lists' length: the kernel's largest k (top_k.rs: MAX_K).
+const MAX_K: u32 = 64u;
+
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
     let s = inv.wg.x;
     let lo = s * p.slice;
     let hi = min(p.n, lo + p.slice);
-    var prev = ArgMax(bitcast<f32>(0x7f800000u), NONE);
-    for (var r = 0u; r < p.k; r++) {
-        var best = ArgMax(neg_inf(), NONE);
-        for (var i = lo + inv.lid; i < hi; i += WG) {
-            let v = x[i];
-            if (r == 0u || below(v, i, prev.value, prev.index)) {
-                best = argmax_merge(best, ArgMax(v, i));
+    let k = min(p.k, MAX_K);
+    // This invocation's best elements, best first; elements come in increasing index, so an
+    // equal value never passes one already held.
+    var vals: array<f32, MAX_K>;
+    var idxs: array<u32, MAX_K>;
+    var count = 0u;
+    for (var i = lo + inv.lid; i < hi; i += WG) {
+        let v = x[i];
+        if count < k || below(vals[k - 1u], idxs[k - 1u], v, i) {
+            var at = min(count, k - 1u);
+            while at > 0u && below(vals[at - 1u], idxs[at - 1u], v, i) {
+                vals[at] = vals[at - 1u];
+                idxs[at] = idxs[at - 1u];
+                at -= 1u;
             }
+            vals[at] = v;
+            idxs[at] = i;
+            count = min(count + 1u, k);
         }
-        prev = wg_argmax(best.value, best.index, inv);
+    }
+    var head = 0u;
+    for (var r = 0u; r < k; r++) {
+        var mine = ArgMax(neg_inf(), NONE);
+        if head < count {
+            mine = ArgMax(vals[head], idxs[head]);
+        }
+        let best = wg_argmax(mine.value, mine.index, inv);
+        if head < count && best.index != NONE && idxs[head] == best.index {
+            head += 1u;
+        }
         if inv.lid == 0u {
-            cand_val[s * p.k + r] = prev.value;
-            cand_idx[s * p.k + r] = prev.index;
+            cand_val[s * p.k + r] = best.value;
+            cand_idx[s * p.k + r] = best.index;
         }
     }
 }
