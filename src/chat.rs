@@ -155,7 +155,11 @@ impl Input {
 
 /// A line that is a command: `/word` (a path such as `/usr/bin` is text).
 fn command(line: &str) -> Option<&str> {
-    let word = line.strip_prefix('/')?.split_whitespace().next().unwrap_or("");
+    let word = line
+        .strip_prefix('/')?
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
     (!word.contains('/')).then_some(word)
 }
 

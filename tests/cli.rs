@@ -1066,7 +1066,10 @@ fn chat_answers_commands_itself_and_takes_multi_line_messages() {
         &["--system", "Answer briefly."],
         "/help\n/frobnicate now\n\"\"\"First line\nsecond line\n\"\"\"\n/usr/bin is a path\n/bye\nnot read\n",
     );
-    assert!(stdout.contains("/reset") && stdout.contains("\"\"\""), "{stdout}");
+    assert!(
+        stdout.contains("/reset") && stdout.contains("\"\"\""),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("(unknown command /frobnicate; /help lists the commands)"),
         "{stdout}"
@@ -1112,6 +1115,9 @@ fn ctrl_c_at_the_chat_prompt_says_how_to_leave_and_twice_quits() {
     interrupt();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("(Ctrl-C again, /exit or Ctrl-D quits)"), "{stderr}");
+    assert!(
+        stderr.contains("(Ctrl-C again, /exit or Ctrl-D quits)"),
+        "{stderr}"
+    );
     assert_eq!(out.status.code(), Some(130), "{stderr}");
 }

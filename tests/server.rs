@@ -871,10 +871,18 @@ fn requests_shaped_as_langchain_and_llama_server_send_them_are_served() {
     let r = request(base, "POST", "/v1/chat/completions", &[JSON], Some(&body));
     assert_eq!(r.status, 200, "{}", r.body);
     let data = events(&r.body);
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{}", r.body);
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        r.body
+    );
     let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["choices"], serde_json::json!([]), "{usage}");
-    assert!(usage["usage"]["prompt_tokens"].as_u64().unwrap() > 10, "{usage}");
+    assert!(
+        usage["usage"]["prompt_tokens"].as_u64().unwrap() > 10,
+        "{usage}"
+    );
     assert_eq!(usage["model"], "my-gemma");
     // Every other chunk has its one choice.
     for d in &data[..data.len() - 2] {
@@ -927,12 +935,21 @@ fn requests_shaped_as_langchain_and_llama_server_send_them_are_served() {
         let lp = c["logprob"].as_f64().unwrap();
         let top = c["top_logprobs"].as_array().unwrap();
         assert_eq!(top.len(), 3, "{c}");
-        assert!(lp <= 0.0 && (top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-6, "{c}");
+        assert!(
+            lp <= 0.0 && (top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-6,
+            "{c}"
+        );
         assert_eq!(top[0]["token"], c["token"]);
-        assert!(top.windows(2).all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64()));
+        assert!(
+            top.windows(2)
+                .all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64())
+        );
         text.push_str(c["token"].as_str().unwrap());
     }
-    assert_eq!(text, v["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        text,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
     let (status, v) = post(
         base,
         "/v1/completions",
@@ -941,7 +958,11 @@ fn requests_shaped_as_langchain_and_llama_server_send_them_are_served() {
     assert_eq!(status, 200, "{v}");
     let lp = &v["choices"][0]["logprobs"];
     assert_eq!(lp["tokens"].as_array().map(Vec::len), Some(3), "{v}");
-    assert_eq!(lp["top_logprobs"][0].as_object().map(|o| o.len()), Some(2), "{v}");
+    assert_eq!(
+        lp["top_logprobs"][0].as_object().map(|o| o.len()),
+        Some(2),
+        "{v}"
+    );
     assert_eq!(lp["text_offset"][0], 0);
 
     // What the server cannot do yet is refused, not ignored.
@@ -975,7 +996,10 @@ fn requests_shaped_as_langchain_and_llama_server_send_them_are_served() {
         let (status, v) = post(base, "/v1/chat/completions", body);
         assert_eq!(status, 400, "{body}: {v}");
         assert_eq!(v["error"]["param"], param, "{v}");
-        assert!(!v["error"]["message"].as_str().unwrap().contains("internal"), "{v}");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().contains("internal"),
+            "{v}"
+        );
     }
 
     // The alias is the model's id.
@@ -984,7 +1008,10 @@ fn requests_shaped_as_langchain_and_llama_server_send_them_are_served() {
     let r = request(base, "GET", "/v1/models/my-gemma", &[], None);
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!((v["id"].as_str(), v["object"].as_str()), (Some("my-gemma"), Some("model")));
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("my-gemma"), Some("model"))
+    );
     let r = request(base, "GET", "/v1/models/gpt-4", &[], None);
     assert_eq!(r.status, 404, "{}", r.body);
     assert!(r.body.contains("model_not_found"), "{}", r.body);

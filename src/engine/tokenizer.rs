@@ -270,7 +270,11 @@ impl Tokenizer {
         generation_prompt: bool,
     ) -> Result<RenderedChat> {
         let text = self.render_chat(messages, generation_prompt)?;
-        let taken = |c: char| messages.iter().any(|m| m.content.contains(c) || m.role.contains(c));
+        let taken = |c: char| {
+            messages
+                .iter()
+                .any(|m| m.content.contains(c) || m.role.contains(c))
+        };
         let Some(mark) = ('\u{E000}'..='\u{F8FF}').find(|&c| !taken(c)) else {
             return Err(Error::Tokenizer(
                 "the messages use every private-use character".into(),

@@ -419,7 +419,10 @@ impl Common {
             stop,
             stream: self.stream,
             ignore_eos: self.ignore_eos,
-            include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
             logprobs,
         })
     }

@@ -154,7 +154,10 @@ fn completion_logprobs(lps: &[Logprob], mut offset: usize) -> serde_json::Value 
 enum Piece {
     /// Text and the log-probabilities of the tokens since the last piece (when asked for).
     Text(String, Vec<Logprob>),
-    Done { finish: &'static str, stats: Stats },
+    Done {
+        finish: &'static str,
+        stats: Stats,
+    },
     Failed(ApiError),
 }
 
