@@ -78,6 +78,11 @@ content = r.choices[0].logprobs.content
 assert len(content) == r.usage.completion_tokens, r
 assert all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content), content
 assert client.models.retrieve(model).id == model
+# Streamed, each chunk carries the log-probabilities of its tokens.
+s = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4,
+                                   temperature=0, logprobs=True, top_logprobs=2, stream=True)
+streamed = [lp for c in s if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content]
+assert [lp.token for lp in streamed] == [lp.token for lp in content], (streamed, content)
 
 # Bad requests are 400s the client raises as BadRequestError.
 for bad in [dict(messages=[]), dict(messages=[{"role": "user", "content": ""}]),
