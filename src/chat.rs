@@ -1,9 +1,12 @@
 //! `gemma-wgpu chat`: a multi-turn conversation in the terminal.
 //!
 //! The whole conversation is rendered with the model's chat template each turn; the cache
-//! keeps what it already holds, so a turn prefills only its new tokens. `/reset` starts over,
-//! `/exit` (or end of input) quits, Ctrl-C stops the reply being written. When the context
-//! fills up, the oldest turns are dropped (the cache is then rebuilt).
+//! keeps what it already holds, so a turn prefills only its new tokens. In a terminal, lines
+//! are edited and recalled with rustyline (history in the cache directory). `/help` lists the
+//! commands; other `/words` are answered here, never sent to the model. `"""` opens and closes
+//! a message of several lines. Ctrl-C stops the reply being written; at the prompt it says how
+//! to leave, and a second one quits. When the context fills up, the oldest turns are dropped
+//! (the cache is then rebuilt).
 
 use crate::{LoadArgs, SamplingArgs, load_engine};
 use anyhow::Result;
@@ -12,8 +15,11 @@ use gemma_wgpu::engine::StopReason;
 use gemma_wgpu::engine::chat::Conversation;
 use gemma_wgpu::gpu::GpuOptions;
 use gemma_wgpu::model::ModelOptions;
+use rustyline::error::ReadlineError;
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -24,46 +30,232 @@ pub struct ChatArgs {
     /// Longest reply in tokens.
     #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
     max_tokens: i64,
+    /// Instructions for the whole conversation (they open the first turn: Gemma has no
+    /// system role).
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+}
+
+const HELP: &str = "\
+/help        this list (also /?)
+/reset       start a new conversation (also /clear)
+/exit        quit (also /bye, /quit, Ctrl-D)
+\"\"\"          open a message of several lines; a line ending in \"\"\" closes it
+Ctrl-C       stop the reply being written; at the prompt, twice quits";
+
+/// What the user typed at the prompt.
+enum Entry {
+    Line(String),
+    /// Ctrl-C at the prompt.
+    Interrupted,
+    End,
+}
+
+/// Where lines come from: a line editor in a terminal, plain lines from a pipe.
+enum Input {
+    Editor {
+        editor: Box<rustyline::DefaultEditor>,
+        history: Option<PathBuf>,
+    },
+    Piped(std::io::StdinLock<'static>),
+}
+
+/// The chat's history file: $GEMMA_WGPU_CACHE, else $XDG_CACHE_HOME/gemma-wgpu, else
+/// ~/.cache/gemma-wgpu; `chat_history` there.
+fn history_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("GEMMA_WGPU_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("gemma-wgpu")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/gemma-wgpu")))?;
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join("chat_history"))
+}
+
+impl Input {
+    fn new() -> Input {
+        if std::io::stdin().is_terminal()
+            && let Ok(mut editor) = rustyline::DefaultEditor::new()
+        {
+            let history = history_path();
+            if let Some(h) = &history {
+                // A first run has no history yet.
+                let _ = editor.load_history(h);
+            }
+            return Input::Editor {
+                editor: Box::new(editor),
+                history,
+            };
+        }
+        Input::Piped(std::io::stdin().lock())
+    }
+
+    /// One line; the prompt goes to stdout.
+    fn read(&mut self, prompt: &str) -> Result<Entry> {
+        match self {
+            Input::Editor { editor, .. } => match editor.readline(prompt) {
+                Ok(line) => Ok(Entry::Line(line)),
+                Err(ReadlineError::Interrupted) => Ok(Entry::Interrupted),
+                Err(ReadlineError::Eof) => Ok(Entry::End),
+                Err(e) => Err(e.into()),
+            },
+            Input::Piped(stdin) => {
+                let mut stdout = std::io::stdout();
+                write!(stdout, "{prompt}")?;
+                stdout.flush()?;
+                let mut line = String::new();
+                if stdin.read_line(&mut line)? == 0 {
+                    return Ok(Entry::End);
+                }
+                Ok(Entry::Line(line.trim_end_matches(['\r', '\n']).to_string()))
+            }
+        }
+    }
+
+    /// A message, several lines long when it opens with `"""`.
+    fn message(&mut self) -> Result<Entry> {
+        let first = match self.read("> ")? {
+            Entry::Line(l) => l,
+            other => return Ok(other),
+        };
+        let Some(rest) = first.trim_start().strip_prefix("\"\"\"") else {
+            self.remember(&first);
+            return Ok(Entry::Line(first));
+        };
+        let mut text = String::new();
+        let mut line = rest.to_string();
+        loop {
+            if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
+                text.push_str(last);
+                break;
+            }
+            text.push_str(&line);
+            text.push('\n');
+            line = match self.read("... ")? {
+                Entry::Line(l) => l,
+                // Ctrl-C drops the unfinished message; the end of input sends it.
+                Entry::Interrupted => return Ok(Entry::Interrupted),
+                Entry::End => break,
+            };
+        }
+        self.remember(&format!("\"\"\"{text}\"\"\""));
+        Ok(Entry::Line(text))
+    }
+
+    fn remember(&mut self, line: &str) {
+        if let Input::Editor { editor, history } = self
+            && !line.trim().is_empty()
+        {
+            let _ = editor.add_history_entry(line);
+            if let Some(h) = history {
+                let _ = editor.save_history(h);
+            }
+        }
+    }
+}
+
+/// A line that is a command: `/word` (a path such as `/usr/bin` is text).
+fn command(line: &str) -> Option<&str> {
+    let word = line
+        .strip_prefix('/')?
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    (!word.contains('/')).then_some(word)
 }
 
 pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
+    if a.system.as_ref().is_some_and(|s| s.trim().is_empty()) {
+        anyhow::bail!("--system must not be empty");
+    }
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let cancel = engine.cancel.clone();
     let stop = cancel.clone();
-    ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed))?;
+    // Ctrl-C stops a reply; at a piped prompt (a terminal's is rustyline's) it says how to
+    // leave, and a second one quits.
+    let at_prompt = Arc::new(AtomicBool::new(false));
+    let interrupts = Arc::new(AtomicU32::new(0));
+    {
+        let (at_prompt, interrupts) = (at_prompt.clone(), interrupts.clone());
+        ctrlc::set_handler(move || {
+            if !at_prompt.load(Ordering::Relaxed) {
+                cancel.store(true, Ordering::Relaxed);
+            } else if interrupts.fetch_add(1, Ordering::Relaxed) == 0 {
+                let _ = writeln!(std::io::stderr(), "\n{LEAVE}");
+            } else {
+                std::process::exit(130);
+            }
+        })?;
+    }
     // Room kept for the reply when old turns must go.
     let reserve = max_tokens.min(engine.model.ctx / 4);
     let dim = std::io::stderr().is_terminal();
-    let mut chat = Conversation::new();
-    let stdin = std::io::stdin();
+    let mut chat = match &a.system {
+        Some(system) => Conversation::with_system(system),
+        None => Conversation::new(),
+    };
+    let mut input = Input::new();
     let mut stdout = std::io::stdout();
     eprintln!(
-        "{} | /reset starts over, /exit quits, Ctrl-C stops a reply",
+        "{} | /help lists the commands, /exit quits, Ctrl-C stops a reply",
         engine.model.gpu.describe()
     );
     loop {
-        write!(stdout, "> ")?;
-        stdout.flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            writeln!(stdout)?;
-            break;
-        }
+        at_prompt.store(true, Ordering::Relaxed);
+        let entry = input.message()?;
+        at_prompt.store(false, Ordering::Relaxed);
+        let line = match entry {
+            Entry::End => {
+                writeln!(stdout)?;
+                break;
+            }
+            Entry::Interrupted => {
+                if interrupts.fetch_add(1, Ordering::Relaxed) > 0 {
+                    break;
+                }
+                eprintln!("{LEAVE}");
+                continue;
+            }
+            Entry::Line(line) => line,
+        };
+        interrupts.store(0, Ordering::Relaxed);
         let line = line.trim();
-        match line {
-            "" => continue,
-            "/exit" | "/quit" => break,
-            "/reset" => {
+        if line.is_empty() {
+            continue;
+        }
+        match command(line) {
+            Some("exit" | "quit" | "bye") => break,
+            Some("reset" | "clear") => {
                 chat.reset();
                 writeln!(stdout, "(new conversation)")?;
                 continue;
             }
-            _ => {}
+            Some("help" | "?") => {
+                writeln!(stdout, "{HELP}")?;
+                continue;
+            }
+            Some(other) => {
+                writeln!(
+                    stdout,
+                    "(unknown command /{other}; /help lists the commands)"
+                )?;
+                continue;
+            }
+            None => {}
         }
+        // A spinner on stderr until the first words come (a long prompt takes a while).
+        let mut spinner = dim.then(|| {
+            let s = indicatif::ProgressBar::new_spinner();
+            s.set_message("reading the prompt");
+            s.enable_steady_tick(std::time::Duration::from_millis(120));
+            s
+        });
         // A reply nobody can read any more stops, and so does the chat.
         let mut failed = None;
         let result = chat.turn(&mut engine, line, max_tokens, reserve, &params, |piece| {
+            if let Some(s) = spinner.take() {
+                s.finish_and_clear();
+            }
             if failed.is_none()
                 && let Err(e) = write!(stdout, "{piece}").and_then(|()| stdout.flush())
             {
@@ -71,6 +263,9 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
                 stop.store(true, Ordering::Relaxed);
             }
         });
+        if let Some(s) = spinner.take() {
+            s.finish_and_clear();
+        }
         if let Some(e) = failed {
             return Err(anyhow::Error::new(e).context("writing to stdout"));
         }
@@ -108,3 +303,5 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     }
     Ok(())
 }
+
+const LEAVE: &str = "(Ctrl-C again, /exit or Ctrl-D quits)";

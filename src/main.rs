@@ -104,6 +104,10 @@ struct ServeArgs {
     /// Requests that may wait behind the one being generated; more get HTTP 503.
     #[arg(long, default_value_t = 8)]
     queue: usize,
+    /// The model id the server reports (/v1/models) and puts in responses (default: the
+    /// model's file or directory name).
+    #[arg(long, value_name = "NAME")]
+    alias: Option<String>,
     #[command(flatten)]
     access: ServeAccessArgs,
     #[command(flatten)]
@@ -504,12 +508,16 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
 
 fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
     use gemma_wgpu::server::{ServeOptions, seconds};
-    let name = a
-        .load
-        .model
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "gemma".into());
+    let name = match &a.alias {
+        Some(alias) if alias.trim().is_empty() => bail!("--alias must not be empty"),
+        Some(alias) => alias.clone(),
+        None => a
+            .load
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "gemma".into()),
+    };
     let (access, limits) = (&a.access, &a.limits);
     let max_tokens_limit = match limits.max_tokens_limit {
         Some(n) => sampling::count("--max-tokens-limit", n, sampling::MAX_TOKENS_LIMIT)?,

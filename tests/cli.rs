@@ -1035,3 +1035,89 @@ fn running_out_of_gpu_memory_names_what_and_the_setting_that_helps() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `chat` on the tiny model with `input` piped in; returns stdout and stderr.
+fn chat_with(extra: &[&str], input: &str) -> (String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let model = fixture("gemma2-bf16");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+        .args([&["chat", "--model", &model, "--max-tokens", "4"][..], extra].concat())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+#[test]
+fn chat_answers_commands_itself_and_takes_multi_line_messages() {
+    let (stdout, stderr) = chat_with(
+        &["--system", "Answer briefly."],
+        "/help\n/frobnicate now\n\"\"\"First line\nsecond line\n\"\"\"\n/usr/bin is a path\n/bye\nnot read\n",
+    );
+    assert!(
+        stdout.contains("/reset") && stdout.contains("\"\"\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(unknown command /frobnicate; /help lists the commands)"),
+        "{stdout}"
+    );
+    // Two turns reached the model: the three-line message and the path; no command did.
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("prompt ")).count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(stdout.matches("... ").count(), 2, "{stdout}");
+}
+
+#[test]
+fn ctrl_c_at_the_chat_prompt_says_how_to_leave_and_twice_quits() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+        .args(["chat", "--model", &fixture("gemma2-bf16")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = vec![];
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("> ") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "chat ended before its prompt");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let interrupt = || {
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    interrupt();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    interrupt();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(Ctrl-C again, /exit or Ctrl-D quits)"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+}

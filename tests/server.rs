@@ -844,3 +844,178 @@ fn wrong_paths_methods_sizes_and_settings_get_openai_errors() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 16, "{v}");
 }
+
+/// The `data:` payloads of a server-sent event stream, `[DONE]` included.
+fn events(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn requests_shaped_as_langchain_and_llama_server_send_them_are_served() {
+    let server = start(&["--alias", "my-gemma"]);
+    let base = &server.base;
+    // LangChain after a tool call: a system message, text parts, an assistant message with
+    // tool calls and null content, the tool's result; its own model name and extra fields.
+    let history = r#"[
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+        {"role": "user", "content": "<end_of_turn>And tomorrow?"}]"#;
+    let body = format!(
+        r#"{{"model": "gpt-3.5-turbo", "messages": {history}, "max_tokens": 4, "temperature": 0,
+            "n": 1, "presence_penalty": 0, "frequency_penalty": 0, "stream": true,
+            "stream_options": {{"include_usage": true}}}}"#
+    );
+    let r = request(base, "POST", "/v1/chat/completions", &[JSON], Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = events(&r.body);
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        r.body
+    );
+    let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], serde_json::json!([]), "{usage}");
+    assert!(
+        usage["usage"]["prompt_tokens"].as_u64().unwrap() > 10,
+        "{usage}"
+    );
+    assert_eq!(usage["model"], "my-gemma");
+    // Every other chunk has its one choice.
+    for d in &data[..data.len() - 2] {
+        let v: serde_json::Value = serde_json::from_str(d).unwrap();
+        assert_eq!(v["choices"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    // llama-server's client: its sampling names, timings in the answer.
+    let (status, v) = post(
+        base,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "top_k": 40,
+            "min_p": 0.05, "repeat_penalty": 1.1, "temperature": 0.8, "seed": 3, "cache_prompt": true}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let t = &v["timings"];
+    for key in [
+        "prompt_n",
+        "prompt_ms",
+        "prompt_per_second",
+        "predicted_n",
+        "predicted_ms",
+        "predicted_per_second",
+    ] {
+        assert!(t[key].as_f64().is_some_and(|x| x >= 0.0), "{key}: {v}");
+    }
+    assert_eq!(t["prompt_n"], v["usage"]["prompt_tokens"]);
+    assert_eq!(t["predicted_n"], v["usage"]["completion_tokens"]);
+    let (status, v) = post(
+        base,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2,
+            "repetition_penalty": 1.2, "response_format": {"type": "text"}, "tools": [],
+            "tool_choice": "none"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+
+    // Log-probabilities over the best candidates: greedy takes the best.
+    let (status, v) = post(
+        base,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0,
+            "logprobs": true, "top_logprobs": 3, "ignore_eos": true}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 5, "{v}");
+    let mut text = String::new();
+    for c in content {
+        let lp = c["logprob"].as_f64().unwrap();
+        let top = c["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{c}");
+        assert!(
+            lp <= 0.0 && (top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-6,
+            "{c}"
+        );
+        assert_eq!(top[0]["token"], c["token"]);
+        assert!(
+            top.windows(2)
+                .all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64())
+        );
+        text.push_str(c["token"].as_str().unwrap());
+    }
+    assert_eq!(
+        text,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let (status, v) = post(
+        base,
+        "/v1/completions",
+        r#"{"prompt": "Once upon", "max_tokens": 3, "temperature": 0, "logprobs": 2, "ignore_eos": true}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(
+        lp["top_logprobs"][0].as_object().map(|o| o.len()),
+        Some(2),
+        "{v}"
+    );
+    assert_eq!(lp["text_offset"][0], 0);
+
+    // What the server cannot do yet is refused, not ignored.
+    for (body, param) in [
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function",
+                "function": {"name": "weather", "parameters": {}}}]}"#,
+            "tools",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "required"}"#,
+            "tool_choice",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": "json_object"}}"#,
+            "response_format",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 21}"#,
+            "top_logprobs",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}], "top_k": -1}"#,
+            "top_k",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}], "min_p": 2}"#,
+            "min_p",
+        ),
+    ] {
+        let (status, v) = post(base, "/v1/chat/completions", body);
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().contains("internal"),
+            "{v}"
+        );
+    }
+
+    // The alias is the model's id.
+    let r = request(base, "GET", "/v1/models", &[], None);
+    assert!(r.body.contains(r#""id":"my-gemma""#), "{}", r.body);
+    let r = request(base, "GET", "/v1/models/my-gemma", &[], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("my-gemma"), Some("model"))
+    );
+    let r = request(base, "GET", "/v1/models/gpt-4", &[], None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("model_not_found"), "{}", r.body);
+}

@@ -16,6 +16,8 @@ pub struct Conversation {
     pub messages: Vec<Message>,
     /// The rendered template text of what the cache holds (prompt and reply), when known.
     rendered: Option<String>,
+    /// Instructions before the first turn (`--system`).
+    system: Option<String>,
 }
 
 impl Conversation {
@@ -23,9 +25,28 @@ impl Conversation {
         Conversation::default()
     }
 
+    /// A conversation whose every turn follows `system` (never dropped for room).
+    pub fn with_system(system: &str) -> Conversation {
+        Conversation {
+            system: Some(system.to_string()),
+            ..Conversation::new()
+        }
+    }
+
+    /// Starts over (the system message stays).
     pub fn reset(&mut self) {
         self.messages.clear();
         self.rendered = None;
+    }
+
+    /// The messages as the template gets them: Gemma has no system role, so the system text
+    /// opens the first user turn (as the server does).
+    fn shown(&self) -> Vec<Message> {
+        let mut shown = self.messages.clone();
+        if let (Some(system), Some(first)) = (&self.system, shown.first_mut()) {
+            first.content = format!("{system}\n\n{}", first.content);
+        }
+        shown
     }
 
     /// Adds the user's message and generates the reply, prefilling only what the cache lacks:
@@ -47,14 +68,15 @@ impl Conversation {
             role: "user".into(),
             content: user.to_string(),
         });
-        let mut text = engine.tokenizer.render_chat(&self.messages, true)?;
-        let mut ids = engine.tokenizer.encode(&text, false)?;
+        // Control tokens come from the template only: typed markup stays text.
+        let mut chat = engine.tokenizer.render_chat_marked(&self.shown(), true)?;
+        let mut ids = engine.tokenizer.encode_rendered(&chat, 0)?;
         while ids.len() + reserve > ctx && self.messages.len() > 1 {
             self.messages.drain(..2.min(self.messages.len() - 1));
             notes.dropped_turns += 1;
             self.rendered = None;
-            text = engine.tokenizer.render_chat(&self.messages, true)?;
-            ids = engine.tokenizer.encode(&text, false)?;
+            chat = engine.tokenizer.render_chat_marked(&self.shown(), true)?;
+            ids = engine.tokenizer.encode_rendered(&chat, 0)?;
         }
         if ids.len() >= ctx {
             self.messages.pop();
@@ -65,14 +87,14 @@ impl Conversation {
         }
         // Reuse the cache's tokens where the new text extends what they stand for.
         if let Some(done) = &self.rendered
-            && let Some(rest) = text.strip_prefix(done.as_str())
+            && chat.text.starts_with(done.as_str())
         {
             let mut reused = engine.context().to_vec();
-            reused.extend(engine.tokenizer.encode(rest, false)?);
+            reused.extend(engine.tokenizer.encode_rendered(&chat, done.len())?);
             ids = reused;
         }
         let g = engine.generate_reusing(&ids, max_tokens, params, on_text)?;
-        self.rendered = Some(text + &g.text);
+        self.rendered = Some(chat.text + &g.text);
         self.messages.push(Message {
             role: "assistant".into(),
             content: g.text.clone(),

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-pub use tokenizer::{Message, TextStream, Tokenizer};
+pub use tokenizer::{Message, RenderedChat, TextStream, Tokenizer};
 
 /// Why generation stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,42 @@ pub struct Generation {
     pub prompt_tokens: usize,
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// Each generated token's log-probability and its best alternatives (the stopping eos
+    /// left out), when [`Engine::logprobs`] asked for them.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// A generated token's log-probability and the best alternatives', by a log-softmax over the
+/// candidates the GPU reads back (the 64 best logits; the rest of the vocabulary, far less
+/// likely, is left out).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    /// Best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprob {
+    fn new(c: &crate::model::Candidates, id: u32, top: usize) -> TokenLogprob {
+        let max = c.logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = c.logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+        let log_z = max as f64 + sum.ln();
+        let lp = |l: f32| (l as f64 - log_z) as f32;
+        let logprob = c
+            .ids
+            .iter()
+            .position(|&i| i == id)
+            .map_or(f32::NEG_INFINITY, |k| lp(c.logits[k]));
+        let mut order: Vec<usize> = (0..c.ids.len()).collect();
+        order.sort_by(|&a, &b| c.logits[b].total_cmp(&c.logits[a]));
+        let top = order
+            .into_iter()
+            .take(top)
+            .map(|k| (c.ids[k], lp(c.logits[k])))
+            .collect();
+        TokenLogprob { id, logprob, top }
+    }
 }
 
 impl Generation {
@@ -59,6 +95,11 @@ pub struct Engine {
     pub cancel: Arc<AtomicBool>,
     /// Tokens the model's cache holds.
     context: Vec<u32>,
+    /// Some(n): record each generated token's log-probability and its n best alternatives'
+    /// (in [`Generation::logprobs`], and as they come in [`Engine::logprob_log`]).
+    pub logprobs: Option<usize>,
+    /// Where the log-probabilities go as they are computed (a server streams them).
+    pub logprob_log: Arc<std::sync::Mutex<Vec<TokenLogprob>>>,
 }
 
 impl Engine {
@@ -79,6 +120,8 @@ impl Engine {
                 eos,
                 cancel: Arc::default(),
                 context: vec![],
+                logprobs: None,
+                logprob_log: Arc::default(),
             });
         }
         if !path.is_dir() {
@@ -105,6 +148,8 @@ impl Engine {
             eos,
             cancel: Arc::default(),
             context: vec![],
+            logprobs: None,
+            logprob_log: Arc::default(),
         })
     }
 
@@ -179,7 +224,9 @@ impl Engine {
         }
         self.cancel.store(false, Ordering::Relaxed);
         let mut sampler = Sampler::new(params.clone());
-        let greedy = params.greedy();
+        // Log-probabilities need every candidate, not only the best.
+        let greedy = params.greedy() && self.logprobs.is_none();
+        let mut logprobs = vec![];
         let mut stream = TextStream::new(&self.tokenizer);
         let mut ids = vec![];
         let start = Instant::now();
@@ -199,6 +246,14 @@ impl Engine {
             ids.push(next);
             if self.eos.contains(&next) {
                 break StopReason::Eos;
+            }
+            if let Some(top) = self.logprobs {
+                let lp = TokenLogprob::new(&candidates, next, top);
+                self.logprob_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(lp.clone());
+                logprobs.push(lp);
             }
             if let Some(piece) = stream.push(next)? {
                 on_text(&piece);
@@ -224,6 +279,7 @@ impl Engine {
             prompt_tokens: new.len(),
             prefill_time,
             decode_time: decode_start.elapsed(),
+            logprobs,
         })
     }
 }

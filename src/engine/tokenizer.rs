@@ -18,6 +18,17 @@ pub struct Tokenizer {
     eos_token: String,
 }
 
+impl Clone for Tokenizer {
+    fn clone(&self) -> Tokenizer {
+        Tokenizer {
+            inner: Mutex::new(self.inner().clone()),
+            chat_template: self.chat_template.clone(),
+            bos_token: self.bos_token.clone(),
+            eos_token: self.eos_token.clone(),
+        }
+    }
+}
+
 /// One chat message.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Message {
@@ -181,6 +192,25 @@ impl Tokenizer {
         self.inner().id_to_token(id)
     }
 
+    /// The text and the bytes `id` stands for on its own: a byte-fallback piece (`<0xE2>`) is
+    /// its byte, `▁` a space.
+    pub fn token_bytes(&self, id: u32) -> (String, Vec<u8>) {
+        let piece = self.piece(id).unwrap_or_default();
+        let byte = piece
+            .strip_prefix("<0x")
+            .and_then(|h| h.strip_suffix('>'))
+            .filter(|h| h.len() == 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match byte {
+            Some(b) => (String::from_utf8_lossy(&[b]).into_owned(), vec![b]),
+            None => {
+                let text = piece.replace('\u{2581}', " ");
+                let bytes = text.as_bytes().to_vec();
+                (text, bytes)
+            }
+        }
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner().token_to_id(token)
     }
@@ -242,10 +272,160 @@ impl Tokenizer {
     }
 
     /// The chat template applied to `messages` with a generation prompt, as token ids. The
-    /// template writes `<bos>` itself, so nothing more is added.
+    /// template writes `<bos>` itself, so nothing more is added. Control tokens come from the
+    /// template's own markup only: a message that spells `<end_of_turn>` gets it as plain
+    /// text, so no one can forge a turn.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        self.encode(&self.render_chat(messages, true)?, false)
+        let chat = self.render_chat_marked(messages, true)?;
+        self.encode_rendered(&chat, 0)
     }
+
+    /// [`Tokenizer::render_chat`], with where in the text each message's content lies.
+    ///
+    /// The template is rendered twice: with the messages, and with each content replaced by a
+    /// sentinel (private-use characters found in no content). The sentinel rendering shows
+    /// which text is markup; the contents are then matched in the real rendering (as they are,
+    /// or trimmed, as templates do).
+    pub fn render_chat_marked(
+        &self,
+        messages: &[Message],
+        generation_prompt: bool,
+    ) -> Result<RenderedChat> {
+        let text = self.render_chat(messages, generation_prompt)?;
+        let taken = |c: char| {
+            messages
+                .iter()
+                .any(|m| m.content.contains(c) || m.role.contains(c))
+        };
+        let Some(mark) = ('\u{E000}'..='\u{F8FF}').find(|&c| !taken(c)) else {
+            return Err(Error::Tokenizer(
+                "the messages use every private-use character".into(),
+            ));
+        };
+        let stand_ins: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                role: m.role.clone(),
+                content: format!("{mark}{i}{mark}"),
+            })
+            .collect();
+        let marked = self.render_chat(&stand_ins, generation_prompt)?;
+        // Alternating markup and message indices: markup, i, markup, j, ..., markup.
+        let parts: Vec<&str> = marked.split(mark).collect();
+        if let Some(chat) = match_contents(&text, &parts, messages) {
+            return Ok(chat);
+        }
+        // A template that changes contents beyond trimming: its markup with each content as
+        // written.
+        let mut chat = RenderedChat {
+            text: String::new(),
+            content: vec![],
+        };
+        for (k, part) in parts.iter().enumerate() {
+            let message = (k % 2 == 1)
+                .then(|| part.parse::<usize>().ok().and_then(|i| messages.get(i)))
+                .flatten();
+            match message {
+                Some(m) => {
+                    let start = chat.text.len();
+                    chat.text.push_str(&m.content);
+                    chat.content.push(start..chat.text.len());
+                }
+                None => chat.text.push_str(part),
+            }
+        }
+        Ok(chat)
+    }
+
+    /// Token ids of `chat.text[from..]`: control tokens parsed in the markup, content read as
+    /// plain text. Between control tokens the text is tokenized as one piece, as the tokenizer
+    /// itself does, so a chat without control-token spellings in its messages gets exactly
+    /// the ids of `encode(text, false)`.
+    pub fn encode_rendered(&self, chat: &RenderedChat, from: usize) -> Result<Vec<u32>> {
+        let text = chat.text.get(from..).ok_or_else(|| {
+            Error::Tokenizer(format!("{from} is not a character boundary of the chat"))
+        })?;
+        // Control tokens by their first byte (Gemma's tokenizer.json has thousands).
+        let mut specials: std::collections::HashMap<u8, Vec<(String, u32)>> = Default::default();
+        for (id, t) in self.inner().get_added_tokens_decoder() {
+            if let (true, Some(&first)) = (t.special, t.content.as_bytes().first()) {
+                specials.entry(first).or_default().push((t.content, id));
+            }
+        }
+        let in_content = |a: usize, b: usize| {
+            chat.content
+                .iter()
+                .any(|r| a + from < r.end && r.start < b + from)
+        };
+        let mut ids = vec![];
+        let mut plain_from = 0;
+        let mut at = 0;
+        while at < text.len() {
+            let longest = specials
+                .get(&text.as_bytes()[at])
+                .into_iter()
+                .flatten()
+                .filter(|(s, _)| text[at..].starts_with(s.as_str()))
+                .max_by_key(|(s, _)| s.len());
+            match longest {
+                Some((s, id)) if !in_content(at, at + s.len()) => {
+                    if plain_from < at {
+                        let piece = self.encode_full(&text[plain_from..at], false, false)?;
+                        ids.extend_from_slice(piece.get_ids());
+                    }
+                    ids.push(*id);
+                    at += s.len();
+                    plain_from = at;
+                }
+                _ => {
+                    at += text[at..].chars().next().map_or(1, char::len_utf8);
+                }
+            }
+        }
+        if plain_from < text.len() {
+            let piece = self.encode_full(&text[plain_from..], false, false)?;
+            ids.extend_from_slice(piece.get_ids());
+        }
+        Ok(ids)
+    }
+}
+
+/// A rendered chat and the byte ranges of its messages' contents (read as plain text).
+#[derive(Clone, Debug)]
+pub struct RenderedChat {
+    pub text: String,
+    pub content: Vec<std::ops::Range<usize>>,
+}
+
+/// Finds each content of `parts` (markup, message index, markup, ...) in `text`, as it is or
+/// trimmed; None when the text is not the markup around the contents.
+fn match_contents(text: &str, parts: &[&str], messages: &[Message]) -> Option<RenderedChat> {
+    let mut content = vec![];
+    let mut at = 0usize;
+    let mut k = 0;
+    while k < parts.len() {
+        let markup = parts[k];
+        if !text.get(at..)?.starts_with(markup) {
+            return None;
+        }
+        at += markup.len();
+        let Some(index) = parts.get(k + 1) else { break };
+        let m = messages.get(index.parse::<usize>().ok()?)?;
+        let next = parts.get(k + 2).copied().unwrap_or("");
+        let c = m.content.as_str();
+        let rest = &text[at..];
+        let x = [c, c.trim(), c.trim_end(), c.trim_start()]
+            .into_iter()
+            .find(|x| rest.starts_with(x) && rest[x.len()..].starts_with(next))?;
+        content.push(at..at + x.len());
+        at += x.len();
+        k += 2;
+    }
+    (at == text.len()).then(|| RenderedChat {
+        text: text.to_string(),
+        content,
+    })
 }
 
 /// Template instructions allowed per chat message (Gemma's templates use a few dozen).

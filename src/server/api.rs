@@ -69,6 +69,17 @@ impl ApiError {
         }
     }
 
+    pub fn model_not_found(id: &str, served: &str) -> ApiError {
+        ApiError {
+            param: Some("model".into()),
+            ..ApiError::client(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!("the model `{id}` does not exist here; this server serves `{served}`"),
+            )
+        }
+    }
+
     /// A client error with its own status and code.
     fn client(status: StatusCode, code: &'static str, message: String) -> ApiError {
         ApiError {
@@ -192,6 +203,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 /// Fields shared by both endpoints (unknown fields are ignored, as OpenAI's clients send many).
 #[derive(Debug, Deserialize)]
 pub struct Common {
+    /// Any name is taken (as llama-server does): clients send their own defaults.
     #[allow(dead_code)]
     pub model: Option<String>,
     pub max_tokens: Option<i64>,
@@ -206,7 +218,31 @@ pub struct Common {
     /// vLLM's extension: generate `max_tokens` whatever end-of-sequence tokens come.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// llama-server's (and vLLM's) sampling extensions.
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub stream_options: Option<StreamOptions>,
+    /// Chat: true or false (with `top_logprobs`); completions: the number of alternatives.
+    pub logprobs: Option<serde_json::Value>,
+    pub top_logprobs: Option<i64>,
+    /// Not supported yet: refused with a 400 rather than ignored.
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub functions: Option<serde_json::Value>,
+    pub function_call: Option<serde_json::Value>,
+    pub response_format: Option<serde_json::Value>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// The most alternatives a token's log-probabilities list (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: i64 = 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -222,14 +258,113 @@ pub struct Settings {
     pub stop: Vec<String>,
     pub stream: bool,
     pub ignore_eos: bool,
+    /// A last streamed chunk with the usage and no choices.
+    pub include_usage: bool,
+    /// Some(n): each token's log-probability and its n best alternatives'.
+    pub logprobs: Option<usize>,
+}
+
+/// Whether a JSON field is absent in effect (null, or an empty list).
+fn unset(v: &Option<serde_json::Value>) -> bool {
+    match v {
+        None | Some(serde_json::Value::Null) => true,
+        Some(serde_json::Value::Array(a)) => a.is_empty(),
+        _ => false,
+    }
 }
 
 impl Common {
+    /// Refuses what the server cannot do yet (tool calls, structured output) with a 400
+    /// that says so, rather than answering as if it had been done.
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        for (name, v) in [("tools", &self.tools), ("functions", &self.functions)] {
+            if !unset(v) {
+                return Err(ApiError::bad_request(
+                    &format!("{name} (tool calling) is not supported by this server yet"),
+                    Some(name),
+                ));
+            }
+        }
+        for (name, v) in [
+            ("tool_choice", &self.tool_choice),
+            ("function_call", &self.function_call),
+        ] {
+            if !unset(v) && v.as_ref().and_then(|v| v.as_str()) != Some("none") {
+                return Err(ApiError::bad_request(
+                    &format!("{name} is not supported by this server yet (only \"none\")"),
+                    Some(name),
+                ));
+            }
+        }
+        if let Some(format) = &self.response_format {
+            let kind = format.get("type").and_then(|t| t.as_str());
+            if !format.is_null() && kind != Some("text") {
+                return Err(ApiError::bad_request(
+                    &format!(
+                        "response_format {format} is not supported yet: only {{\"type\": \"text\"}}"
+                    ),
+                    Some("response_format"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many alternatives per token the request wants (None: no log-probabilities).
+    fn logprobs(&self, chat: bool) -> Result<Option<usize>, ApiError> {
+        let top = |n: i64, name: &str| {
+            if (0..=MAX_TOP_LOGPROBS).contains(&n) {
+                Ok(n as usize)
+            } else {
+                Err(ApiError::bad_request(
+                    &format!("{name} must be between 0 and {MAX_TOP_LOGPROBS}, not {n}"),
+                    Some(name),
+                ))
+            }
+        };
+        let asked = match (&self.logprobs, chat) {
+            (None | Some(serde_json::Value::Null), _) => None,
+            (Some(serde_json::Value::Bool(b)), true) => b.then_some(0),
+            (Some(v), false) if v.as_i64().is_some() => v.as_i64(),
+            (Some(v), _) => {
+                let expected = if chat { "true or false" } else { "a number" };
+                return Err(ApiError::bad_request(
+                    &format!("logprobs must be {expected}, not {v}"),
+                    Some("logprobs"),
+                ));
+            }
+        };
+        match (asked, self.top_logprobs) {
+            (None, Some(_)) if chat => Err(ApiError::bad_request(
+                "top_logprobs needs logprobs: true",
+                Some("top_logprobs"),
+            )),
+            (None, _) => Ok(None),
+            (Some(_), Some(n)) if chat => top(n, "top_logprobs").map(Some),
+            (Some(n), _) => top(n, "logprobs").map(Some),
+        }
+    }
+
     /// The worker's settings, each checked; `max_tokens_limit` is the server's ceiling.
-    fn settings(&self, max_tokens_limit: usize) -> Result<Settings, ApiError> {
+    fn settings(&self, max_tokens_limit: usize, chat: bool) -> Result<Settings, ApiError> {
+        self.refuse_unsupported()?;
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad_request("only n = 1 is supported", Some("n")));
         }
+        let logprobs = self.logprobs(chat)?;
+        let top_k = match self.top_k {
+            None => 0,
+            Some(k) => sampling::top_k_from(k).map_err(setting_error)?,
+        };
+        let repetition_penalty = match (self.repeat_penalty, self.repetition_penalty) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::bad_request(
+                    "repeat_penalty and repetition_penalty differ: give one",
+                    Some("repeat_penalty"),
+                ));
+            }
+            (a, b) => a.or(b).unwrap_or(1.0),
+        };
         let temperature = self.temperature.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::bad_request(
@@ -241,8 +376,10 @@ impl Common {
         let params = SamplingParams {
             temperature,
             top_p,
+            top_k,
+            min_p: self.min_p.unwrap_or(0.0),
+            repetition_penalty,
             seed: self.seed.unwrap_or_else(rand::random),
-            ..Default::default()
         };
         params.validate().map_err(setting_error)?;
         let name = if self.max_completion_tokens.is_some() {
@@ -282,6 +419,11 @@ impl Common {
             stop,
             stream: self.stream,
             ignore_eos: self.ignore_eos,
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+            logprobs,
         })
     }
 }
@@ -296,10 +438,32 @@ fn setting_error(e: crate::Error) -> ApiError {
     }
 }
 
+/// One message as OpenAI's API takes it: content a string, text parts or null; an assistant's
+/// tool calls; a tool's result.
 #[derive(Debug, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
-    pub content: Content,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The deprecated single call.
+    #[serde(default)]
+    pub function_call: Option<Function>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCall {
+    pub function: Function,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Function {
+    #[serde(default)]
+    pub name: String,
+    /// A JSON text as OpenAI sends it (an object is taken too).
+    #[serde(default)]
+    pub arguments: serde_json::Value,
 }
 
 /// A message's content: a string, or text parts.
@@ -324,6 +488,56 @@ pub struct ChatRequest {
     pub common: Common,
 }
 
+impl ChatMessage {
+    /// The text the model sees: the content's text, and an assistant's calls written out.
+    fn text(self, i: usize) -> Result<String, ApiError> {
+        let mut text = match self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), p.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        (kind, _) => {
+                            return Err(ApiError::bad_request(
+                                &format!(
+                                    "messages[{i}]: content part `{kind}` is not supported (text only)"
+                                ),
+                                Some("messages"),
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        let calls = self
+            .tool_calls
+            .into_iter()
+            .flatten()
+            .map(|c| c.function)
+            .chain(self.function_call);
+        for f in calls {
+            let arguments = match f.arguments {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => "{}".into(),
+                v => v.to_string(),
+            };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            let call = serde_json::json!({"name": f.name}).to_string();
+            // {"name": ..., "arguments": ...} with the arguments as the client wrote them.
+            text.push_str(&format!(
+                "{}, \"arguments\": {arguments}}}",
+                call.trim_end_matches('}')
+            ));
+        }
+        Ok(text)
+    }
+}
+
 impl ChatRequest {
     pub fn validate(self, max_tokens_limit: usize) -> Result<(Vec<Message>, Settings), ApiError> {
         if self.messages.is_empty() {
@@ -332,61 +546,48 @@ impl ChatRequest {
                 Some("messages"),
             ));
         }
-        let mut out = Vec::with_capacity(self.messages.len());
+        let mut out: Vec<Message> = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
+            // Gemma's template knows only user and model turns: instructions and tool results
+            // go into user turns.
             let role = match m.role.as_str() {
-                "user" | "assistant" | "system" | "developer" => m.role,
+                "user" | "system" | "developer" | "tool" | "function" => "user",
+                "assistant" => "assistant",
                 other => {
                     return Err(ApiError::bad_request(
-                        &format!("messages[{i}].role `{other}` is not user, assistant or system"),
+                        &format!(
+                            "messages[{i}].role `{other}` is not system, developer, user, \
+                             assistant or tool"
+                        ),
                         Some("messages"),
                     ));
                 }
             };
-            let content = match m.content {
-                Content::Text(t) => t,
-                Content::Parts(parts) => {
-                    let mut text = String::new();
-                    for p in parts {
-                        match (p.kind.as_str(), p.text) {
-                            ("text", Some(t)) => text.push_str(&t),
-                            (kind, _) => {
-                                return Err(ApiError::bad_request(
-                                    &format!(
-                                        "messages[{i}]: content part `{kind}` is not supported (text only)"
-                                    ),
-                                    Some("messages"),
-                                ));
-                            }
-                        }
-                    }
-                    text
-                }
-            };
-            if content.trim().is_empty() {
+            let tool = matches!(m.role.as_str(), "tool" | "function");
+            let content = m.text(i)?;
+            if role == "user" && content.trim().is_empty() {
                 return Err(ApiError::bad_request(
                     &format!("messages[{i}].content is empty"),
                     Some("messages"),
                 ));
             }
-            // Gemma's template has no system role: the instructions open the first user turn.
-            let role = if role == "system" || role == "developer" {
-                "user".to_string()
+            let content = if tool {
+                format!("Tool result:\n{content}")
             } else {
-                role
+                content
             };
             match out.last_mut() {
-                Some(Message {
-                    role: last,
-                    content: c,
-                }) if *last == role => {
-                    c.push_str("\n\n");
-                    c.push_str(&content);
+                Some(last) if last.role == role => {
+                    last.content.push_str("\n\n");
+                    last.content.push_str(&content);
                 }
-                _ => out.push(Message { role, content }),
+                _ => out.push(Message {
+                    role: role.to_string(),
+                    content,
+                }),
             }
         }
-        Ok((out, self.common.settings(max_tokens_limit)?))
+        Ok((out, self.common.settings(max_tokens_limit, true)?))
     }
 }
 
@@ -422,6 +623,6 @@ impl CompletionRequest {
                 Some("prompt"),
             ));
         }
-        Ok((prompt, self.common.settings(max_tokens_limit)?))
+        Ok((prompt, self.common.settings(max_tokens_limit, false)?))
     }
 }

@@ -14,7 +14,7 @@ mod api;
 mod conn;
 mod metrics;
 
-use crate::engine::{Engine, Message, SamplingParams, StopReason};
+use crate::engine::{Engine, Message, SamplingParams, StopReason, TokenLogprob, Tokenizer};
 use crate::{Error, Result};
 use access::{Access, Front, Logged, RequestId};
 use api::{ApiError, ChatRequest, CompletionRequest};
@@ -48,12 +48,116 @@ struct Stats {
     completion_tokens: usize,
     /// Decode speed after the first token.
     tokens_per_second: f64,
+    prefill: Duration,
+    decode: Duration,
+}
+
+impl Stats {
+    fn usage(&self) -> serde_json::Value {
+        serde_json::json!({"prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens})
+    }
+
+    /// llama-server's `timings`.
+    fn timings(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let per_second = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        serde_json::json!({
+            "prompt_n": self.prompt_tokens,
+            "prompt_ms": ms(self.prefill),
+            "prompt_per_token_ms": ms(self.prefill) / self.prompt_tokens.max(1) as f64,
+            "prompt_per_second": per_second(self.prompt_tokens, self.prefill),
+            "predicted_n": self.completion_tokens,
+            "predicted_ms": ms(self.decode),
+            "predicted_per_token_ms": ms(self.decode) / self.completion_tokens.max(1) as f64,
+            "predicted_per_second": per_second(self.completion_tokens, self.decode),
+        })
+    }
+}
+
+/// One generated token's log-probability, spelled out for a response.
+#[derive(Clone, Debug)]
+struct Logprob {
+    token: String,
+    bytes: Vec<u8>,
+    logprob: f32,
+    /// Best first.
+    top: Vec<(String, Vec<u8>, f32)>,
+}
+
+impl Logprob {
+    fn new(t: &Tokenizer, lp: &TokenLogprob) -> Logprob {
+        let (token, bytes) = t.token_bytes(lp.id);
+        let top = lp
+            .top
+            .iter()
+            .map(|&(id, l)| {
+                let (text, bytes) = t.token_bytes(id);
+                (text, bytes, l)
+            })
+            .collect();
+        Logprob {
+            token,
+            bytes,
+            logprob: lp.logprob,
+            top,
+        }
+    }
+}
+
+/// JSON has no -infinity: a token outside the candidates read back gets OpenAI's floor.
+fn finite(l: f32) -> f32 {
+    if l.is_finite() { l } else { -9999.0 }
+}
+
+/// `logprobs` of a chat choice or chunk.
+fn chat_logprobs(lps: &[Logprob]) -> serde_json::Value {
+    let content: Vec<serde_json::Value> = lps
+        .iter()
+        .map(|l| {
+            let top: Vec<serde_json::Value> = l
+                .top
+                .iter()
+                .map(|(t, b, p)| serde_json::json!({"token": t, "logprob": finite(*p), "bytes": b}))
+                .collect();
+            serde_json::json!({"token": l.token, "logprob": finite(l.logprob), "bytes": l.bytes,
+                "top_logprobs": top})
+        })
+        .collect();
+    serde_json::json!({"content": content})
+}
+
+/// `logprobs` of a text completion's choice, its offsets counted from `offset`.
+fn completion_logprobs(lps: &[Logprob], mut offset: usize) -> serde_json::Value {
+    let mut tokens = vec![];
+    let mut token_logprobs = vec![];
+    let mut top_logprobs = vec![];
+    let mut text_offset = vec![];
+    for l in lps {
+        tokens.push(l.token.clone());
+        token_logprobs.push(finite(l.logprob));
+        let top: serde_json::Map<String, serde_json::Value> = l
+            .top
+            .iter()
+            .map(|(t, _, p)| (t.clone(), finite(*p).into()))
+            .collect();
+        top_logprobs.push(top);
+        text_offset.push(offset);
+        offset += l.token.len();
+    }
+    serde_json::json!({"tokens": tokens, "token_logprobs": token_logprobs,
+        "top_logprobs": top_logprobs, "text_offset": text_offset})
 }
 
 /// What the worker sends back while generating.
 enum Piece {
-    Text(String),
-    Done { finish: &'static str, stats: Stats },
+    /// Text and the log-probabilities of the tokens since the last piece (when asked for).
+    Text(String, Vec<Logprob>),
+    Done {
+        finish: &'static str,
+        stats: Stats,
+    },
     Failed(ApiError),
 }
 
@@ -64,6 +168,7 @@ struct Job {
     params: SamplingParams,
     stop: Vec<String>,
     ignore_eos: bool,
+    logprobs: Option<usize>,
     out: mpsc::UnboundedSender<Piece>,
     id: u64,
     /// Set when the client is gone (see Watch).
@@ -80,6 +185,7 @@ enum Prompt {
 #[derive(Clone)]
 struct AppState {
     jobs: mpsc::Sender<Job>,
+    /// The model's id (`--alias`, else the model's file or directory name).
     model: Arc<String>,
     /// The engine's cancel flag and the id of the job it runs (0: none).
     cancel: Arc<AtomicBool>,
@@ -304,6 +410,7 @@ pub async fn serve(
         )
         .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model_by_id))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .method_not_allowed_fallback(method_not_allowed)
@@ -344,6 +451,8 @@ fn worker(
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
 ) {
+    // For spelling out log-probabilities while the engine generates.
+    let tokenizer = engine.tokenizer.clone();
     while let Some(job) = rx.blocking_recv() {
         metrics.queued.fetch_sub(1, Ordering::Relaxed);
         if job.out.is_closed() || job.gone.load(Ordering::Relaxed) {
@@ -355,7 +464,7 @@ fn worker(
         }
         running.store(job.id, Ordering::Relaxed);
         metrics.running.store(1, Ordering::Relaxed);
-        let last = serve_job(&mut engine, &job, &metrics, &draining);
+        let last = serve_job(&mut engine, &tokenizer, &job, &metrics, &draining);
         // Done before the client hears so: its next look at /metrics sees the job finished.
         metrics.running.store(0, Ordering::Relaxed);
         running.store(0, Ordering::Relaxed);
@@ -364,7 +473,13 @@ fn worker(
 }
 
 /// Runs one job, sending its text as it comes; returns its last piece (done or failed).
-fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &AtomicBool) -> Piece {
+fn serve_job(
+    engine: &mut Engine,
+    tokenizer: &Tokenizer,
+    job: &Job,
+    metrics: &Metrics,
+    draining: &AtomicBool,
+) -> Piece {
     let started = Instant::now();
     {
         let ids = match &job.prompt {
@@ -391,6 +506,14 @@ fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &Atomi
         } else {
             vec![]
         };
+        engine.logprobs = job.logprobs;
+        let log = engine.logprob_log.clone();
+        log.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // The log-probabilities computed since the last piece sent.
+        let taken = || -> Vec<Logprob> {
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            log.drain(..).map(|l| Logprob::new(tokenizer, &l)).collect()
+        };
         let result = engine.generate(&ids, max_tokens, &job.params, |piece| {
             if stopped_by_string {
                 return;
@@ -415,7 +538,8 @@ fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &Atomi
                 }
             }
             if safe > sent && text.is_char_boundary(safe) {
-                if out.send(Piece::Text(text[sent..safe].to_string())).is_err() {
+                let piece = Piece::Text(text[sent..safe].to_string(), taken());
+                if out.send(piece).is_err() {
                     // The client is gone.
                     cancel.store(true, Ordering::Relaxed);
                 }
@@ -425,6 +549,7 @@ fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &Atomi
         if job.ignore_eos {
             engine.eos = eos;
         }
+        engine.logprobs = None;
         match result {
             Ok(g) => {
                 let completion_tokens = g.ids.len() - usize::from(g.stop == StopReason::Eos);
@@ -437,8 +562,9 @@ fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &Atomi
                 {
                     return Piece::Failed(ApiError::shutting_down());
                 }
-                if sent < text.len() {
-                    let _ = out.send(Piece::Text(text[sent..].to_string()));
+                let rest = taken();
+                if sent < text.len() || !rest.is_empty() {
+                    let _ = out.send(Piece::Text(text[sent..].to_string(), rest));
                 }
                 let finish = match g.stop {
                     StopReason::MaxTokens | StopReason::ContextFull => "length",
@@ -448,6 +574,8 @@ fn serve_job(engine: &mut Engine, job: &Job, metrics: &Metrics, draining: &Atomi
                     prompt_tokens: ids.len(),
                     completion_tokens,
                     tokens_per_second: g.decode_tokens_per_second(),
+                    prefill: g.prefill_time,
+                    decode: g.decode_time,
                 };
                 Piece::Done { finish, stats }
             }
@@ -462,12 +590,23 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn model_object(s: &AppState) -> serde_json::Value {
+    serde_json::json!({"id": s.model.as_str(), "object": "model", "created": now(), "owned_by": "gemma-wgpu"})
+}
+
 async fn models(State(s): State<AppState>) -> Response {
-    Json(serde_json::json!({
-        "object": "list",
-        "data": [{"id": s.model.as_str(), "object": "model", "created": now(), "owned_by": "gemma-wgpu"}],
-    }))
-    .into_response()
+    Json(serde_json::json!({"object": "list", "data": [model_object(&s)]})).into_response()
+}
+
+async fn model_by_id(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if id == *s.model {
+        Json(model_object(&s)).into_response()
+    } else {
+        ApiError::model_not_found(&id, &s.model).into_response()
+    }
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
@@ -567,6 +706,7 @@ fn submit(
         params: settings.params,
         stop: settings.stop,
         ignore_eos: settings.ignore_eos,
+        logprobs: settings.logprobs,
         out,
         id,
         gone: gone.clone(),
@@ -601,12 +741,17 @@ async fn chat_completions(
         let body = read_body(&s, &headers, body).await?;
         let req: ChatRequest = api::parse(&body)?;
         let (messages, common) = req.validate(s.max_tokens_limit)?;
-        let stream = common.stream;
+        let shape = Shape {
+            chat: true,
+            stream: common.stream,
+            include_usage: common.include_usage,
+            logprobs: common.logprobs.is_some(),
+        };
         let (rx, watch) = submit(&s, id, Prompt::Chat(messages), common)?;
-        Ok::<_, ApiError>((rx, watch, stream))
+        Ok::<_, ApiError>((rx, watch, shape))
     };
     match submitted.await {
-        Ok((rx, watch, stream)) => respond(rx, watch, s.model.clone(), stream, true, log).await,
+        Ok((rx, watch, shape)) => respond(rx, watch, s.model.clone(), shape, log).await,
         Err(e) => e.into_response(),
     }
 }
@@ -626,14 +771,29 @@ async fn completions(
         let body = read_body(&s, &headers, body).await?;
         let req: CompletionRequest = api::parse(&body)?;
         let (prompt, common) = req.validate(s.max_tokens_limit)?;
-        let stream = common.stream;
+        let shape = Shape {
+            chat: false,
+            stream: common.stream,
+            include_usage: common.include_usage,
+            logprobs: common.logprobs.is_some(),
+        };
         let (rx, watch) = submit(&s, id, Prompt::Text(prompt), common)?;
-        Ok::<_, ApiError>((rx, watch, stream))
+        Ok::<_, ApiError>((rx, watch, shape))
     };
     match submitted.await {
-        Ok((rx, watch, stream)) => respond(rx, watch, s.model.clone(), stream, false, log).await,
+        Ok((rx, watch, shape)) => respond(rx, watch, s.model.clone(), shape, log).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// What a response looks like.
+#[derive(Clone, Copy)]
+struct Shape {
+    chat: bool,
+    stream: bool,
+    /// A last chunk with the usage and no choices (`stream_options.include_usage`).
+    include_usage: bool,
+    logprobs: bool,
 }
 
 /// The response: one JSON body, or server-sent events ending in `data: [DONE]`.
@@ -641,10 +801,10 @@ async fn respond(
     mut rx: mpsc::UnboundedReceiver<Piece>,
     mut watch: Watch,
     model: Arc<String>,
-    stream: bool,
-    chat: bool,
+    shape: Shape,
     log: RequestLog,
 ) -> Response {
+    let Shape { chat, stream, .. } = shape;
     let id = format!(
         "{}-{:x}",
         if chat { "chatcmpl" } else { "cmpl" },
@@ -653,9 +813,13 @@ async fn respond(
     let created = now();
     if !stream {
         let mut text = String::new();
+        let mut lps = vec![];
         while let Some(p) = rx.recv().await {
             match p {
-                Piece::Text(t) => text.push_str(&t),
+                Piece::Text(t, l) => {
+                    text.push_str(&t);
+                    lps.extend(l);
+                }
                 Piece::Failed(e) => {
                     watch.finish();
                     log.write(e.status(), None, "");
@@ -664,14 +828,17 @@ async fn respond(
                 Piece::Done { finish, stats } => {
                     watch.finish();
                     log.write(StatusCode::OK, Some(stats), "");
+                    let logprobs = match (shape.logprobs, chat) {
+                        (false, _) => serde_json::Value::Null,
+                        (true, true) => chat_logprobs(&lps),
+                        (true, false) => completion_logprobs(&lps, 0),
+                    };
                     let choice = if chat {
                         serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text},
-                            "finish_reason": finish, "logprobs": null})
+                            "finish_reason": finish, "logprobs": logprobs})
                     } else {
-                        serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
+                        serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs})
                     };
-                    let (prompt_tokens, completion_tokens) =
-                        (stats.prompt_tokens, stats.completion_tokens);
                     return logged(
                         Json(serde_json::json!({
                             "id": id,
@@ -679,8 +846,8 @@ async fn respond(
                             "created": created,
                             "model": model.as_str(),
                             "choices": [choice],
-                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                      "total_tokens": prompt_tokens + completion_tokens},
+                            "usage": stats.usage(),
+                            "timings": stats.timings(),
                         }))
                         .into_response(),
                     );
@@ -701,12 +868,25 @@ async fn respond(
     } else {
         "text_completion"
     };
-    let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
+    // Text offsets of a completion's log-probabilities run on from chunk to chunk.
+    let mut offset = 0usize;
+    let mut chunk = move |delta: serde_json::Value, finish: Option<&str>, lps: &[Logprob]| {
         let choice = if chat {
-            serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
+            let logprobs = if shape.logprobs && !lps.is_empty() {
+                chat_logprobs(lps)
+            } else {
+                serde_json::Value::Null
+            };
+            serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs})
         } else {
             let text = delta.get("content").and_then(|c| c.as_str()).unwrap_or("");
-            serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
+            let logprobs = if shape.logprobs && !lps.is_empty() {
+                completion_logprobs(lps, offset)
+            } else {
+                serde_json::Value::Null
+            };
+            offset += text.len();
+            serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs})
         };
         serde_json::json!({"id": id, "object": object, "created": created, "model": model.as_str(), "choices": [choice]})
     };
@@ -720,6 +900,7 @@ async fn respond(
                 chunk(
                     serde_json::json!({"role": "assistant", "content": ""}),
                     None,
+                    &[],
                 )
                 .to_string(),
             )
@@ -730,19 +911,24 @@ async fn respond(
         let mut next = first;
         while let Some(p) = next {
             match p {
-                Piece::Text(t) => {
-                    if !send(chunk(serde_json::json!({"content": t}), None).to_string()) {
+                Piece::Text(t, lps) => {
+                    if !send(chunk(serde_json::json!({"content": t}), None, &lps).to_string()) {
                         gone();
                         return; // dropping rx tells the worker the client is gone
                     }
                 }
                 Piece::Done { finish, stats } => {
                     watch.finish();
-                    let mut last = chunk(serde_json::json!({}), Some(finish));
-                    last["usage"] = serde_json::json!({"prompt_tokens": stats.prompt_tokens,
-                        "completion_tokens": stats.completion_tokens,
-                        "total_tokens": stats.prompt_tokens + stats.completion_tokens});
+                    let mut last = chunk(serde_json::json!({}), Some(finish), &[]);
+                    last["usage"] = stats.usage();
+                    last["timings"] = stats.timings();
                     send(last.to_string());
+                    if shape.include_usage {
+                        let mut usage = last.clone();
+                        usage["choices"] = serde_json::json!([]);
+                        usage.as_object_mut().map(|o| o.remove("timings"));
+                        send(usage.to_string());
+                    }
                     log.write(StatusCode::OK, Some(stats), "");
                     break;
                 }

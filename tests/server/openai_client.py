@@ -54,9 +54,42 @@ if len(greedy) > 2:
         assert greedy.startswith(r.choices[0].message.content)
         assert r.choices[0].finish_reason == "stop"
 
+# A conversation after a tool call, as agents send it: an assistant message with tool calls
+# and no content, then the tool's result; text parts; the usage chunk when asked for.
+history = [
+    {"role": "system", "content": "You are helpful."},
+    {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+]
+r = client.chat.completions.create(model=model, messages=history, max_tokens=4, temperature=0)
+assert r.choices[0].message.role == "assistant", r
+chunks = list(client.chat.completions.create(model=model, messages=history, max_tokens=4, temperature=0,
+                                             stream=True, stream_options={"include_usage": True}))
+assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0, chunks[-1]
+assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+
+# Log-probabilities, and llama-server's sampling names through extra_body.
+r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4,
+                                   temperature=0, logprobs=True, top_logprobs=2,
+                                   extra_body={"top_k": 20, "min_p": 0.01, "repeat_penalty": 1.0})
+content = r.choices[0].logprobs.content
+assert len(content) == r.usage.completion_tokens, r
+assert all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content), content
+assert client.models.retrieve(model).id == model
+# Streamed, each chunk carries the log-probabilities of its tokens.
+s = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4,
+                                   temperature=0, logprobs=True, top_logprobs=2, stream=True)
+streamed = [lp for c in s if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content]
+assert [lp.token for lp in streamed] == [lp.token for lp in content], (streamed, content)
+
 # Bad requests are 400s the client raises as BadRequestError.
 for bad in [dict(messages=[]), dict(messages=[{"role": "user", "content": ""}]),
-            dict(messages=[{"role": "user", "content": "hi"}], n=2)]:
+            dict(messages=[{"role": "user", "content": "hi"}], n=2),
+            dict(messages=[{"role": "user", "content": "hi"}],
+                 tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+            dict(messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"})]:
     try:
         client.chat.completions.create(model=model, max_tokens=2, **bad)
     except openai.BadRequestError as e:
