@@ -14,6 +14,8 @@ pub struct TurnNotes {
 #[derive(Default)]
 pub struct Conversation {
     pub messages: Vec<Message>,
+    /// A system message put before the messages each turn (never dropped).
+    pub system: Option<String>,
     /// The rendered template text of what the cache holds (prompt and reply), when known.
     rendered: Option<String>,
 }
@@ -21,6 +23,15 @@ pub struct Conversation {
 impl Conversation {
     pub fn new() -> Conversation {
         Conversation::default()
+    }
+
+    /// The messages as the template gets them: the system message first.
+    fn with_system(&self) -> Vec<Message> {
+        let system = self.system.as_ref().map(|s| Message {
+            role: "system".into(),
+            content: s.clone(),
+        });
+        system.into_iter().chain(self.messages.clone()).collect()
     }
 
     pub fn reset(&mut self) {
@@ -47,13 +58,13 @@ impl Conversation {
             role: "user".into(),
             content: user.to_string(),
         });
-        let mut text = engine.tokenizer.render_chat(&self.messages, true)?;
+        let mut text = engine.tokenizer.render_chat(&self.with_system(), true)?;
         let mut ids = engine.tokenizer.encode(&text, false)?;
         while ids.len() + reserve > ctx && self.messages.len() > 1 {
             self.messages.drain(..2.min(self.messages.len() - 1));
             notes.dropped_turns += 1;
             self.rendered = None;
-            text = engine.tokenizer.render_chat(&self.messages, true)?;
+            text = engine.tokenizer.render_chat(&self.with_system(), true)?;
             ids = engine.tokenizer.encode(&text, false)?;
         }
         if ids.len() >= ctx {
