@@ -8,8 +8,8 @@
 use crate::{LoadArgs, SamplingArgs, load_engine};
 use anyhow::Result;
 use clap::Args;
-use gemma_wgpu::engine::StopReason;
 use gemma_wgpu::engine::chat::Conversation;
+use gemma_wgpu::engine::{SamplingDefaults, StopReason};
 use gemma_wgpu::gpu::GpuOptions;
 use gemma_wgpu::model::ModelOptions;
 use std::io::{BufRead, IsTerminal, Write};
@@ -18,17 +18,28 @@ use std::sync::atomic::Ordering;
 #[derive(Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    load: LoadArgs,
+    pub load: LoadArgs,
     #[command(flatten)]
-    sampling: SamplingArgs,
+    pub sampling: SamplingArgs,
     /// Longest reply in tokens.
-    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
-    max_tokens: i64,
+    #[arg(
+        short = 'n',
+        long,
+        default_value_t = 512,
+        allow_negative_numbers = true
+    )]
+    pub max_tokens: i64,
+    /// A system message at the start of the conversation (kept across /reset).
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
 }
 
 pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
-    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
+    // Flags are checked before the model loads.
+    a.sampling
+        .params(a.max_tokens, &SamplingDefaults::default())?;
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    let (params, max_tokens) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
     let cancel = engine.cancel.clone();
     let stop = cancel.clone();
     ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed))?;
@@ -36,11 +47,13 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     let reserve = max_tokens.min(engine.model.ctx / 4);
     let dim = std::io::stderr().is_terminal();
     let mut chat = Conversation::new();
+    chat.system = a.system.clone();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     eprintln!(
-        "{} | /reset starts over, /exit quits, Ctrl-C stops a reply",
-        engine.model.gpu.describe()
+        "{} | seed {} | /reset starts over, /exit quits, Ctrl-C stops a reply",
+        engine.model.gpu.describe(),
+        params.seed
     );
     loop {
         write!(stdout, "> ")?;
