@@ -118,6 +118,8 @@ struct Facts {
     model_type: String,
     backend: String,
     adapter: String,
+    /// Adapter, backend and device type, as `--json` gave them before.
+    describe: String,
     dtype: &'static str,
     kv: String,
 }
@@ -131,7 +133,7 @@ fn json_row(f: &Facts, t: Test, samples: &[f64], reps: usize) -> serde_json::Val
         "model_n_params": f.params, "backends": f.backend, "gpu_info": f.adapter,
         "type_k": f.kv, "type_v": f.kv, "n_prompt": t.n_prompt, "n_gen": t.n_gen,
         "avg_ts": mean, "stddev_ts": sd, "samples_ts": samples,
-        "model": f.model, "dtype": f.dtype, "kv": f.kv, "adapter": f.adapter,
+        "model": f.model, "dtype": f.dtype, "kv": f.kv, "adapter": f.describe,
         "test": t.name(), "tokens_per_second": mean, "stddev": sd, "repetitions": reps,
     })
 }
@@ -216,6 +218,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         model_type: crate::weight_type(m),
         backend: format!("{:?}", m.gpu.info.backend),
         adapter: m.gpu.info.name.clone(),
+        describe: m.gpu.describe(),
         dtype: m.format.name(),
         kv: format!("{:?}", m.kv).to_lowercase(),
     };

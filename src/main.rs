@@ -428,10 +428,10 @@ pub fn load_summary(name: &str, m: &Model) -> String {
         format!("{:?}", m.config.arch).to_lowercase(),
         count_si(m.config.parameters() as u64),
         weight_type(m),
-        mib(m.file_bytes),
+        mib_f(m.file_bytes),
         m.ctx,
         format!("{:?}", m.kv).to_lowercase(),
-        mib(m.kv_bytes),
+        mib_f(m.kv_bytes),
         m.gpu.describe()
     )
 }
