@@ -1,6 +1,6 @@
 //! `gemma-wgpu bench`: prefill and decode tokens/s in the style of llama-bench.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use gemma_wgpu::config::ModelConfig;
 use gemma_wgpu::gpu::{Gpu, GpuOptions};
@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// TIMESTAMP_QUERY).
     #[arg(long)]
     profile: bool,
+    /// Also draw t/s per test (mean and standard deviation) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Mean and sample standard deviation.
@@ -174,6 +177,16 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         anyhow::bail!("-p and -n must be at most {limit} tokens, -r at most 10000 repetitions");
     }
     let output = if a.json { Output::Jsonl } else { a.output };
+    // A plot that cannot be written fails now, not after the run.
+    if let Some(p) = &a.plot {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) || p.is_dir() {
+            anyhow::bail!(
+                "--plot {}: not a file in an existing directory",
+                p.display()
+            );
+        }
+    }
     let tests: Vec<Test> = (a.prompt.iter().filter(|&&p| p > 0))
         .map(|&p| Test {
             n_prompt: p,
@@ -239,6 +252,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     note("bench: warm-up");
     once(m, max_p.min(16), max_n.min(2))?;
     let reps = a.reps.max(1);
+    let mut plotted = vec![];
     for (i, &t) in tests.iter().enumerate() {
         note(&format!(
             "bench: test {}/{}: {} ({reps} repetitions)",
@@ -257,6 +271,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
             samples.push(ts);
         }
         let (mean, sd) = stats(&samples);
+        plotted.push((t.name(), mean, sd));
         note(&format!(
             "bench: test {}/{}: {} {mean:.2} ± {sd:.2} t/s in {:.1} s",
             i + 1,
@@ -290,9 +305,57 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         writeln!(out, "\n]")?;
     }
     drop(out);
+    if let Some(p) = &a.plot {
+        plot(
+            p,
+            &format!("{} {}, {}", facts.model, facts.model_type, facts.adapter),
+            &plotted,
+        )
+        .with_context(|| format!("writing the plot {}", p.display()))?;
+        note(&format!("bench: plot written to {}", p.display()));
+    }
     if a.profile {
         profile(m, a, output)?;
     }
+    Ok(())
+}
+
+/// A bar per test: its mean t/s, a line for ± one standard deviation, the test's name.
+fn plot(path: &std::path::Path, title: &str, tests: &[(String, f64, f64)]) -> Result<()> {
+    use plotters::prelude::*;
+    let top = tests.iter().map(|t| t.1 + t.2).fold(1.0, f64::max) * 1.2;
+    let root = SVGBackend::new(path, (160 + 120 * tests.len() as u32, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(8)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..tests.len().max(1) as f64, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("tokens/s")
+        .draw()?;
+    let bar = RGBColor(66, 133, 244);
+    for (i, (name, mean, sd)) in tests.iter().enumerate() {
+        let x = i as f64;
+        chart.draw_series([Rectangle::new(
+            [(x + 0.2, 0.0), (x + 0.8, *mean)],
+            bar.filled(),
+        )])?;
+        chart.draw_series([PathElement::new(
+            [(x + 0.5, (mean - sd).max(0.0)), (x + 0.5, mean + sd)],
+            BLACK.stroke_width(2),
+        )])?;
+        chart.draw_series([Text::new(
+            format!("{name}: {mean:.1}"),
+            (x + 0.22, mean + sd + top * 0.03),
+            ("sans-serif", 14),
+        )])?;
+    }
+    root.present()?;
     Ok(())
 }
 

@@ -1335,6 +1335,22 @@ fn bench_takes_lists_and_writes_llama_bench_fields() {
     ] {
         assert!(!row[field].is_null(), "{field} missing from {row}");
     }
+    // --plot draws a bar per test into an SVG file.
+    let svg = std::env::temp_dir().join(format!("gemma-wgpu-bench-{}.svg", std::process::id()));
+    let args = ["bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--plot"];
+    let out = gemma(&[&args[..], &[svg.to_str().unwrap()]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+    assert!(
+        drawn.contains("pp4: ") && drawn.contains("tg2: "),
+        "{drawn}"
+    );
+    std::fs::remove_file(&svg).unwrap();
     // `adapter` names the backend and device type, as before.
     assert!(
         row["adapter"].as_str().unwrap().contains("(Vulkan, Cpu)"),
