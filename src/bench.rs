@@ -1,6 +1,6 @@
 //! `gemma-wgpu bench`: prefill and decode tokens/s in the style of llama-bench.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use gemma_wgpu::config::ModelConfig;
 use gemma_wgpu::gpu::{Gpu, GpuOptions};
@@ -11,11 +11,20 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Output formats, as llama-bench's `-o`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Md,
+    Csv,
+    Json,
+    Jsonl,
+}
+
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["model", "synthetic"])))]
 pub struct BenchArgs {
-    /// A Hugging Face model directory.
-    #[arg(long)]
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(short, long)]
     model: Option<PathBuf>,
     /// A model of a release's shape with random weights made on the GPU: gemma2-2b,
     /// gemma2-9b or gemma2-27b.
@@ -27,22 +36,30 @@ pub struct BenchArgs {
     /// KV cache type: f16 or f32.
     #[arg(long)]
     kv: Option<KvDtype>,
-    /// Prompt tokens to prefill.
-    #[arg(short = 'p', default_value_t = 512)]
-    prompt: usize,
-    /// Tokens to generate.
-    #[arg(short = 'n', default_value_t = 128)]
-    generate: usize,
+    /// Prompt tokens to prefill, one test each (comma-separated; 0: no prefill test).
+    #[arg(short = 'p', value_delimiter = ',', default_value = "512")]
+    prompt: Vec<usize>,
+    /// Tokens to generate, one test each (comma-separated; 0: no generation test).
+    #[arg(short = 'n', value_delimiter = ',', default_value = "128")]
+    generate: Vec<usize>,
     /// Repetitions.
     #[arg(short = 'r', default_value_t = 3)]
     reps: usize,
-    /// One JSON object per test instead of a table.
+    /// Output format: md (a table), csv, json (one array) or jsonl (an object per test),
+    /// with llama-bench's field names.
+    #[arg(short = 'o', long, value_enum, default_value = "md")]
+    output: Output,
+    /// One JSON object per test instead of a table (as `-o jsonl`).
     #[arg(long)]
     json: bool,
-    /// Also break one decode token (after the prompt) into GPU time per kernel, with
-    /// dispatches, command buffers and host time per token (needs TIMESTAMP_QUERY).
+    /// Also break one decode token (after the first -p's prompt tokens) into GPU time per
+    /// kernel, with dispatches, command buffers and host time per token (needs
+    /// TIMESTAMP_QUERY).
     #[arg(long)]
     profile: bool,
+    /// Also draw t/s per test (mean and standard deviation) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Mean and sample standard deviation.
@@ -79,15 +96,111 @@ fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
     Ok((pp, tg))
 }
 
+/// One test: `pp` prompt tokens (a prefill test) or `tg` generated tokens (a decode test).
+#[derive(Clone, Copy)]
+struct Test {
+    n_prompt: usize,
+    n_gen: usize,
+}
+
+impl Test {
+    fn name(self) -> String {
+        if self.n_gen == 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        }
+    }
+}
+
+/// What the rows say about the model and adapter.
+struct Facts {
+    model: String,
+    size: u64,
+    params: u64,
+    model_type: String,
+    backend: String,
+    adapter: String,
+    /// Adapter, backend and device type, as `--json` gave them before.
+    describe: String,
+    dtype: &'static str,
+    kv: String,
+}
+
+/// One finished test as a JSON object: llama-bench's field names, and the ones this
+/// command's `--json` gave before (`tokens_per_second`, `stddev`, ...).
+fn json_row(f: &Facts, t: Test, samples: &[f64], reps: usize) -> serde_json::Value {
+    let (mean, sd) = stats(samples);
+    serde_json::json!({
+        "model_filename": f.model, "model_type": f.model_type, "model_size": f.size,
+        "model_n_params": f.params, "backends": f.backend, "gpu_info": f.adapter,
+        "type_k": f.kv, "type_v": f.kv, "n_prompt": t.n_prompt, "n_gen": t.n_gen,
+        "avg_ts": mean, "stddev_ts": sd, "samples_ts": samples,
+        "model": f.model, "dtype": f.dtype, "kv": f.kv, "adapter": f.describe,
+        "test": t.name(), "tokens_per_second": mean, "stddev": sd, "repetitions": reps,
+    })
+}
+
+const CSV_FIELDS: [&str; 12] = [
+    "model_filename",
+    "model_type",
+    "model_size",
+    "model_n_params",
+    "backends",
+    "gpu_info",
+    "type_k",
+    "n_prompt",
+    "n_gen",
+    "test",
+    "avg_ts",
+    "stddev_ts",
+];
+
+/// A CSV field, quoted where it needs to be.
+fn csv(v: &serde_json::Value) -> String {
+    let s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
 pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     let limit = gemma_wgpu::engine::sampling::MAX_TOKENS_LIMIT;
-    if a.prompt > limit || a.generate > limit || a.reps > 10_000 {
+    let max_p = a.prompt.iter().copied().max().unwrap_or(0);
+    let max_n = a.generate.iter().copied().max().unwrap_or(0);
+    if max_p > limit || max_n > limit || a.reps > 10_000 {
         anyhow::bail!("-p and -n must be at most {limit} tokens, -r at most 10000 repetitions");
     }
+    let output = if a.json { Output::Jsonl } else { a.output };
+    // A plot that cannot be written fails now, not after the run.
+    if let Some(p) = &a.plot {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) || p.is_dir() {
+            anyhow::bail!(
+                "--plot {}: not a file in an existing directory",
+                p.display()
+            );
+        }
+    }
+    let tests: Vec<Test> = (a.prompt.iter().filter(|&&p| p > 0))
+        .map(|&p| Test {
+            n_prompt: p,
+            n_gen: 0,
+        })
+        .chain(a.generate.iter().filter(|&&n| n > 0).map(|&n| Test {
+            n_prompt: 0,
+            n_gen: n,
+        }))
+        .collect();
     let options = ModelOptions {
         format: a.dtype,
         kv: a.kv,
-        ctx: Some((a.prompt + a.generate + 1).max(64)),
+        ctx: Some((max_p + max_n + 1).max(64)),
         progress: true,
         ..Default::default()
     };
@@ -110,51 +223,152 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         (None, None) => anyhow::bail!("give --model DIR or --synthetic NAME"),
     };
     let m = &mut model;
-    once(m, a.prompt.min(16), a.generate.min(2))?; // warm-up
-    let mut pp = vec![];
-    let mut tg = vec![];
-    for _ in 0..a.reps.max(1) {
-        let (p, _) = once(m, a.prompt, 0)?;
-        let (_, g) = once(m, 1, a.generate)?;
-        pp.push(p);
-        tg.push(g);
-    }
-    let adapter = m.gpu.describe();
-    let model = name;
-    let rows = [
-        (format!("pp{}", a.prompt), stats(&pp)),
-        (format!("tg{}", a.generate), stats(&tg)),
-    ];
+    note(&crate::load_summary(&name, m));
+    let facts = Facts {
+        model: name,
+        size: m.file_bytes,
+        params: m.config.parameters() as u64,
+        model_type: crate::weight_type(m),
+        backend: format!("{:?}", m.gpu.info.backend),
+        adapter: m.gpu.info.name.clone(),
+        describe: m.gpu.describe(),
+        dtype: m.format.name(),
+        kv: format!("{:?}", m.kv).to_lowercase(),
+    };
     let mut out = std::io::stdout().lock();
-    if a.json {
-        for (test, (mean, sd)) in rows {
-            let o = serde_json::json!({
-                "model": model, "dtype": m.format.name(), "kv": format!("{:?}", m.kv),
-                "adapter": adapter, "test": test, "tokens_per_second": mean, "stddev": sd,
-                "repetitions": a.reps,
-            });
-            writeln!(out, "{o}")?;
-        }
-    } else {
-        writeln!(out, "| model | dtype | adapter | test | t/s |")?;
-        writeln!(out, "| --- | --- | --- | --- | ---: |")?;
-        for (test, (mean, sd)) in rows {
+    match output {
+        Output::Md => {
             writeln!(
                 out,
-                "| {model} | {} | {adapter} | {test} | {mean:.2} ± {sd:.2} |",
-                m.format.name()
+                "| model | size | params | type | backend | test | t/s |\n\
+                 | --- | ---: | ---: | --- | --- | ---: | ---: |"
             )?;
+            out.flush()?;
         }
+        Output::Csv => writeln!(out, "{}", CSV_FIELDS.join(","))?,
+        Output::Json => write!(out, "[")?,
+        Output::Jsonl => {}
+    }
+    note("bench: warm-up");
+    once(m, max_p.min(16), max_n.min(2))?;
+    let reps = a.reps.max(1);
+    let mut plotted = vec![];
+    for (i, &t) in tests.iter().enumerate() {
+        note(&format!(
+            "bench: test {}/{}: {} ({reps} repetitions)",
+            i + 1,
+            tests.len(),
+            t.name()
+        ));
+        let start = Instant::now();
+        let mut samples = vec![];
+        for _ in 0..reps {
+            let ts = if t.n_gen == 0 {
+                once(m, t.n_prompt, 0)?.0
+            } else {
+                once(m, 1, t.n_gen)?.1
+            };
+            samples.push(ts);
+        }
+        let (mean, sd) = stats(&samples);
+        plotted.push((t.name(), mean, sd));
+        note(&format!(
+            "bench: test {}/{}: {} {mean:.2} ± {sd:.2} t/s in {:.1} s",
+            i + 1,
+            tests.len(),
+            t.name(),
+            start.elapsed().as_secs_f64()
+        ));
+        let row = json_row(&facts, t, &samples, a.reps);
+        match output {
+            Output::Md => writeln!(
+                out,
+                "| {} | {} | {} | {} | {} ({}) | {} | {mean:.2} ± {sd:.2} |",
+                facts.model,
+                crate::mib_f(facts.size),
+                crate::count_si(facts.params),
+                facts.model_type,
+                facts.backend,
+                facts.adapter,
+                t.name()
+            )?,
+            Output::Csv => {
+                let fields: Vec<String> = CSV_FIELDS.iter().map(|f| csv(&row[f])).collect();
+                writeln!(out, "{}", fields.join(","))?;
+            }
+            Output::Json => write!(out, "{}\n  {row}", if i == 0 { "" } else { "," })?,
+            Output::Jsonl => writeln!(out, "{row}")?,
+        }
+        out.flush()?;
+    }
+    if output == Output::Json {
+        writeln!(out, "\n]")?;
+    }
+    drop(out);
+    if let Some(p) = &a.plot {
+        plot(
+            p,
+            &format!("{} {}, {}", facts.model, facts.model_type, facts.adapter),
+            &plotted,
+        )
+        .with_context(|| format!("writing the plot {}", p.display()))?;
+        note(&format!("bench: plot written to {}", p.display()));
     }
     if a.profile {
-        profile(m, a)?;
+        profile(m, a, output)?;
     }
     Ok(())
 }
 
+/// A bar per test: its mean t/s, a line for ± one standard deviation, the test's name.
+fn plot(path: &std::path::Path, title: &str, tests: &[(String, f64, f64)]) -> Result<()> {
+    use plotters::prelude::*;
+    let top = tests.iter().map(|t| t.1 + t.2).fold(1.0, f64::max) * 1.2;
+    let root = SVGBackend::new(path, (160 + 120 * tests.len() as u32, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(8)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..tests.len().max(1) as f64, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("tokens/s")
+        .draw()?;
+    let bar = RGBColor(66, 133, 244);
+    for (i, (name, mean, sd)) in tests.iter().enumerate() {
+        let x = i as f64;
+        chart.draw_series([Rectangle::new(
+            [(x + 0.2, 0.0), (x + 0.8, *mean)],
+            bar.filled(),
+        )])?;
+        chart.draw_series([PathElement::new(
+            [(x + 0.5, (mean - sd).max(0.0)), (x + 0.5, mean + sd)],
+            BLACK.stroke_width(2),
+        )])?;
+        chart.draw_series([Text::new(
+            format!("{name}: {mean:.1}"),
+            (x + 0.22, mean + sd + top * 0.03),
+            ("sans-serif", 14),
+        )])?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// A progress line on stderr; a closed stderr must not end the run.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// One decode token after `a.prompt` prompt tokens, by kernel.
-fn profile(m: &mut Model, a: &BenchArgs) -> Result<()> {
-    once(m, a.prompt, 0)?;
+/// With `-o csv` or `-o json` it goes to stderr as a table, so stdout stays one document.
+fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
+    let context = a.prompt.first().copied().unwrap_or(0);
+    once(m, context, 0)?;
     let p = m.profile_decode(2)?;
     let gpu_total: Duration = p.dispatches.iter().map(|d| d.2).sum();
     let mut kinds: Vec<(String, usize, Duration)> = vec![];
@@ -171,13 +385,13 @@ fn profile(m: &mut Model, a: &BenchArgs) -> Result<()> {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let info = &m.gpu.info;
     let layers = m.config.layers.len();
-    if a.json {
+    if output == Output::Jsonl {
         let kernels: Vec<serde_json::Value> = kinds
             .iter()
             .map(|(k, n, t)| serde_json::json!({"kernel": k, "dispatches": n, "gpu_us": us(*t)}))
             .collect();
         let o = serde_json::json!({
-            "profile": "decode", "context": a.prompt, "adapter": m.gpu.describe(),
+            "profile": "decode", "context": context, "adapter": m.gpu.describe(),
             "driver": info.driver, "driver_info": info.driver_info,
             "dispatches_per_token": p.dispatches.len(), "layers": layers,
             "command_buffers_per_token": p.command_buffers,
@@ -187,24 +401,31 @@ fn profile(m: &mut Model, a: &BenchArgs) -> Result<()> {
         println!("{o}");
         return Ok(());
     }
-    println!();
-    println!(
+    let mut w: Box<dyn Write> = match output {
+        Output::Md => Box::new(std::io::stdout().lock()),
+        _ => Box::new(std::io::stderr().lock()),
+    };
+    writeln!(w)?;
+    writeln!(
+        w,
         "decode profile, one token after {} prompt tokens, {} ({} {})",
-        a.prompt,
+        context,
         m.gpu.describe(),
         info.driver,
         info.driver_info
-    );
-    println!("| kernel | dispatches | GPU us | % |");
-    println!("| --- | ---: | ---: | ---: |");
+    )?;
+    writeln!(w, "| kernel | dispatches | GPU us | % |")?;
+    writeln!(w, "| --- | ---: | ---: | ---: |")?;
     for (k, n, t) in &kinds {
-        println!(
+        writeln!(
+            w,
             "| {k} | {n} | {:.1} | {:.1} |",
             us(*t),
             100.0 * t.as_secs_f64() / gpu_total.as_secs_f64().max(1e-12)
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        w,
         "dispatches per token: {} ({:.1} per layer over {layers} layers); command buffers per \
          token: {}; host encode+submit: {:.0} us; GPU sum: {:.0} us; one step's wall time: {:.0} us",
         p.dispatches.len(),
@@ -213,6 +434,6 @@ fn profile(m: &mut Model, a: &BenchArgs) -> Result<()> {
         us(p.host_encode_submit),
         us(gpu_total),
         us(p.wall)
-    );
+    )?;
     Ok(())
 }

@@ -11,8 +11,8 @@
 use crate::{LoadArgs, SamplingArgs, load_engine};
 use anyhow::Result;
 use clap::Args;
-use gemma_wgpu::engine::StopReason;
 use gemma_wgpu::engine::chat::Conversation;
+use gemma_wgpu::engine::{SamplingDefaults, StopReason};
 use gemma_wgpu::gpu::GpuOptions;
 use gemma_wgpu::model::ModelOptions;
 use rustyline::error::ReadlineError;
@@ -24,16 +24,21 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 #[derive(Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    load: LoadArgs,
+    pub load: LoadArgs,
     #[command(flatten)]
-    sampling: SamplingArgs,
+    pub sampling: SamplingArgs,
     /// Longest reply in tokens.
-    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
-    max_tokens: i64,
-    /// Instructions for the whole conversation (they open the first turn: Gemma has no
-    /// system role).
+    #[arg(
+        short = 'n',
+        long,
+        default_value_t = 512,
+        allow_negative_numbers = true
+    )]
+    pub max_tokens: i64,
+    /// Instructions for the whole conversation, kept across /reset (they open the first turn:
+    /// Gemma has no system role).
     #[arg(long, value_name = "TEXT")]
-    system: Option<String>,
+    pub system: Option<String>,
 }
 
 const HELP: &str = "\
@@ -164,11 +169,14 @@ fn command(line: &str) -> Option<&str> {
 }
 
 pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
-    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
+    // Flags are checked before the model loads.
+    a.sampling
+        .params(a.max_tokens, &SamplingDefaults::default())?;
     if a.system.as_ref().is_some_and(|s| s.trim().is_empty()) {
         anyhow::bail!("--system must not be empty");
     }
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    let (params, max_tokens) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
     let cancel = engine.cancel.clone();
     let stop = cancel.clone();
     // Ctrl-C stops a reply; at a piped prompt (a terminal's is rustyline's) it says how to
@@ -197,8 +205,9 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     let mut input = Input::new();
     let mut stdout = std::io::stdout();
     eprintln!(
-        "{} | /help lists the commands, /exit quits, Ctrl-C stops a reply",
-        engine.model.gpu.describe()
+        "{} | seed {} | /help lists the commands, /exit quits, Ctrl-C stops a reply",
+        engine.model.gpu.describe(),
+        params.seed
     );
     loop {
         at_prompt.store(true, Ordering::Relaxed);

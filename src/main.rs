@@ -6,12 +6,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use gemma_wgpu::engine::{Engine, SamplingParams, StopReason, sampling};
+use gemma_wgpu::engine::{Engine, SamplingDefaults, SamplingParams, StopReason, sampling};
 use gemma_wgpu::gpu::{self, BackendChoice, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
-use gemma_wgpu::model::ModelOptions;
+use gemma_wgpu::model::{Model, ModelOptions};
 use gemma_wgpu::weights::WeightFormat;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,6 +53,9 @@ struct Cli {
 enum Command {
     /// List every adapter with its features and limits.
     Devices,
+    /// Run a model as `ollama run` does: generate after PROMPT (in the chat template where
+    /// the model has one), or without a prompt start a chat.
+    Run(RunArgs),
     /// Generate text after a prompt.
     Generate(GenerateArgs),
     /// Write the logits of every position of a prompt to a safetensors file.
@@ -156,13 +159,13 @@ struct ServeLimitArgs {
 #[derive(Args)]
 struct PerplexityArgs {
     /// A Hugging Face model directory or a .gguf file.
-    #[arg(long)]
+    #[arg(short, long)]
     model: PathBuf,
     /// The text to score.
-    #[arg(long)]
+    #[arg(short, long)]
     file: PathBuf,
     /// Tokens per chunk.
-    #[arg(long, default_value_t = 512)]
+    #[arg(short, long, default_value_t = 512)]
     ctx: usize,
     /// A base run to measure KL divergence against: read when the file exists, written
     /// (from this run) when it does not.
@@ -178,7 +181,7 @@ struct PerplexityArgs {
 #[derive(Args, Clone)]
 pub struct LoadArgs {
     /// A Hugging Face model directory (config.json, safetensors, tokenizer.json) or a .gguf file.
-    #[arg(long)]
+    #[arg(short, long)]
     model: PathBuf,
     /// Weight format on the GPU: bf16, q8_0, q4_0 or f32 (default: the checkpoint's precision).
     #[arg(long)]
@@ -187,17 +190,20 @@ pub struct LoadArgs {
     #[arg(long)]
     kv: Option<KvDtype>,
     /// Context length in tokens (default: the model's maximum, at most 4096).
-    #[arg(long)]
+    #[arg(short, long)]
     ctx: Option<usize>,
 }
 
-/// The prompt, as text or as token ids.
+/// The prompt, as text (given, from stdin or from a file) or as token ids.
 #[derive(Args, Clone)]
 #[group(required = true, multiple = false)]
 struct PromptArgs {
-    /// Prompt text (`<bos>` is added).
-    #[arg(long)]
+    /// Prompt text (`<bos>` is added); `-` reads it from stdin.
+    #[arg(short, long)]
     prompt: Option<String>,
+    /// A file holding the prompt text.
+    #[arg(short, long)]
+    file: Option<PathBuf>,
     /// Raw token ids, comma-separated: 2,651,...
     #[arg(long, value_delimiter = ',')]
     tokens: Option<Vec<u32>>,
@@ -212,46 +218,101 @@ struct GenerateArgs {
     /// Wrap the prompt in the model's chat template (tokenizer_config.json).
     #[arg(long)]
     chat: bool,
-    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    /// A system message before the prompt (with --chat).
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(
+        short = 'n',
+        long,
+        default_value_t = 256,
+        allow_negative_numbers = true
+    )]
     max_tokens: i64,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Print one JSON object at the end ({"token_ids", "text"}) instead of streaming text.
+    /// Print one JSON object at the end ({"token_ids", "text", "finish_reason", "seed"})
+    /// instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Use the chat template when the model has one (`run`).
+    #[arg(skip)]
+    auto_chat: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A model name (gemma-3-270m), a Hugging Face repo id, a directory or a .gguf file.
+    model: PathBuf,
+    /// The prompt; without one, a chat starts.
+    prompt: Option<String>,
+    /// Weight format on the GPU: bf16, q8_0, q4_0 or f32 (default: the checkpoint's precision).
+    #[arg(long)]
+    dtype: Option<WeightFormat>,
+    /// KV cache type: f16 or f32.
+    #[arg(long)]
+    kv: Option<KvDtype>,
+    /// Context length in tokens (default: the model's maximum, at most 4096).
+    #[arg(short, long)]
+    ctx: Option<usize>,
+    /// A system message before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Tokens to generate at most (default: 256 after a prompt, 512 per chat reply).
+    #[arg(short = 'n', long, allow_negative_numbers = true)]
+    max_tokens: Option<i64>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 }
 
 /// Sampling flags shared by generate and chat. Numbers are taken as given (negative too) and
-/// checked by the library, so that an out-of-range one gets its range in the error.
+/// checked by the library, so that an out-of-range one gets its range in the error. A flag
+/// not given takes the model's own setting (generation_config.json, a GGUF's
+/// `general.sampling.*`), else the default shown.
 #[derive(Args, Clone)]
 pub struct SamplingArgs {
-    /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    temperature: f32,
-    /// Sample among the k best (0: all candidates the GPU returns, 64).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    top_k: i64,
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    min_p: f32,
+    /// 0 is greedy [default: 0].
+    #[arg(
+        short = 't',
+        long,
+        visible_alias = "temp",
+        allow_negative_numbers = true
+    )]
+    temperature: Option<f32>,
+    /// Sample among the k best (0: all candidates the GPU returns, 64) [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    top_k: Option<i64>,
+    /// [default: 1]
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    min_p: Option<f32>,
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     repetition_penalty: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Random seed [default: a new one each run, printed with the statistics].
+    #[arg(short, long)]
+    seed: Option<u64>,
 }
 
 impl SamplingArgs {
-    /// The checked parameters, and `max_tokens` checked.
-    pub fn params(&self, max_tokens: i64) -> Result<(SamplingParams, usize)> {
+    /// The checked parameters, flags first, then the model's `defaults`, and `max_tokens`
+    /// checked. Without --seed, a new random seed.
+    pub fn params(
+        &self,
+        max_tokens: i64,
+        defaults: &SamplingDefaults,
+    ) -> Result<(SamplingParams, usize)> {
         let checked = || {
             let params = SamplingParams {
-                temperature: self.temperature,
-                top_k: sampling::top_k_from(self.top_k)?,
-                top_p: self.top_p,
-                min_p: self.min_p,
+                temperature: self.temperature.or(defaults.temperature).unwrap_or(0.0),
+                top_k: sampling::top_k_from(self.top_k.or(defaults.top_k).unwrap_or(0))?,
+                top_p: self.top_p.or(defaults.top_p).unwrap_or(1.0),
+                min_p: self.min_p.or(defaults.min_p).unwrap_or(0.0),
                 repetition_penalty: self.repetition_penalty,
-                seed: self.seed,
+                seed: self
+                    .seed
+                    .unwrap_or_else(|| u64::from(rand::random::<u32>())),
             };
             params.validate()?;
             Ok((params, sampling::max_tokens_from(max_tokens, usize::MAX)?))
@@ -283,6 +344,11 @@ struct LogitsArgs {
 
 fn mib(bytes: u64) -> String {
     format!("{} MiB", bytes >> 20)
+}
+
+/// 241.41 MiB.
+pub fn mib_f(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn yes(b: bool) -> &'static str {
@@ -348,28 +414,126 @@ pub fn load_engine(gpu: &GpuOptions, load: &LoadArgs, options: ModelOptions) -> 
         progress: true,
         ..options
     };
-    Ok(Engine::load(&load.model, gpu, &options)?)
+    let engine = Engine::load(&load.model, gpu, &options)?;
+    // A summary is a courtesy: a closed stderr must not end the run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}",
+        load_summary(&load.model.display().to_string(), &engine.model)
+    );
+    Ok(engine)
 }
 
-fn prompt_ids(engine: &Engine, p: &PromptArgs, chat: bool) -> Result<Vec<u32>> {
-    match (&p.prompt, &p.tokens) {
-        (Some(text), _) => Ok(engine.encode_prompt(text, chat)?),
+/// One line on what was loaded, as llama.cpp prints it: model, arch, parameters, file type
+/// and size, context, KV cache type and size, adapter.
+pub fn load_summary(name: &str, m: &Model) -> String {
+    format!(
+        "model {name} | arch {} | {} params | {}, {} | ctx {} | kv {}, {} | {}",
+        format!("{:?}", m.config.arch).to_lowercase(),
+        count_si(m.config.parameters() as u64),
+        weight_type(m),
+        mib_f(m.file_bytes),
+        m.ctx,
+        format!("{:?}", m.kv).to_lowercase(),
+        mib_f(m.kv_bytes),
+        m.gpu.describe()
+    )
+}
+
+/// The weights' type: the file's (`Q4_K_M`), or what they became at load (`q8_0 from bf16`).
+pub fn weight_type(m: &Model) -> String {
+    let file = &m.file_type;
+    let on_gpu = m.format.name();
+    if m.formats.len() > 1 || file.eq_ignore_ascii_case(on_gpu) {
+        file.clone()
+    } else {
+        format!("{on_gpu} from {file}")
+    }
+}
+
+/// 268.10M, 2.61B.
+pub fn count_si(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n => format!("{:.2}M", n as f64 / 1e6),
+    }
+}
+
+/// How a generation ended, as `--json`'s `finish_reason` names it.
+fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::Eos => "eos",
+        StopReason::MaxTokens => "length",
+        StopReason::ContextFull => "context",
+        StopReason::Cancelled => "cancelled",
+    }
+}
+
+/// The prompt text: as given, read from stdin (`-`) or from a file, without one final line
+/// end; `None` for token ids.
+fn prompt_text(p: &PromptArgs) -> Result<Option<String>> {
+    let mut text = match (&p.prompt, &p.file) {
+        (Some(t), _) if t == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from stdin")?;
+            s
+        }
+        (Some(t), _) => return Ok(Some(t.clone())),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("{}: could not read the prompt", f.display()))?,
+        (None, None) => return Ok(None),
+    };
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(Some(text))
+}
+
+fn prompt_ids(
+    engine: &Engine,
+    text: Option<&str>,
+    p: &PromptArgs,
+    chat: bool,
+    system: Option<&str>,
+) -> Result<Vec<u32>> {
+    match (text, &p.tokens) {
+        (Some(text), _) => Ok(engine.encode_prompt_with_system(text, chat, system)?),
         (None, Some(ids)) => {
             if chat {
                 bail!("--chat needs --prompt text, not --tokens");
             }
             Ok(ids.clone())
         }
-        (None, None) => bail!("give --prompt TEXT or --tokens IDS"),
+        (None, None) => bail!("give --prompt TEXT, --file FILE or --tokens IDS"),
     }
 }
 
 fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
-    let (params, max_tokens) = a.sampling.params(a.max_tokens)?;
+    // Flags, the prompt and its file are checked before the model loads.
+    let (_, max_tokens) = a
+        .sampling
+        .params(a.max_tokens, &SamplingDefaults::default())?;
+    if a.system.is_some() && !a.chat && !a.auto_chat {
+        bail!("--system needs --chat (the system message goes into the chat template)");
+    }
+    let text = prompt_text(&a.prompt)?;
     let load_start = std::time::Instant::now();
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let load_time = load_start.elapsed();
-    let ids = prompt_ids(&engine, &a.prompt, a.chat)?;
+    let (params, _) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
+    let chat = a.chat || (a.auto_chat && engine.tokenizer.has_chat_template());
+    let ids = prompt_ids(
+        &engine,
+        text.as_deref(),
+        &a.prompt,
+        chat,
+        a.system.as_deref().filter(|_| chat),
+    )?;
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
     // Text nobody can read any more stops the generation.
@@ -390,7 +554,10 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
         return Err(anyhow::Error::new(e).context("writing to stdout"));
     }
     if json {
-        let out = serde_json::json!({ "token_ids": g.ids, "text": g.text });
+        let out = serde_json::json!({
+            "token_ids": g.ids, "text": g.text,
+            "finish_reason": finish_reason(g.stop), "seed": params.seed,
+        });
         writeln!(stdout, "{out}")?;
     } else {
         writeln!(stdout)?;
@@ -402,15 +569,56 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "{} | load {:.2} s | prompt {} tokens, {:.2} tok/s | generated {} tokens, {:.2} tok/s",
+        "{} | load {:.2} s | prompt {} tokens, {:.2} tok/s | generated {} tokens, {:.2} tok/s \
+         | finish_reason {} | seed {}",
         engine.model.gpu.describe(),
         load_time.as_secs_f64(),
         g.prompt_tokens,
         g.prefill_tokens_per_second(),
         g.ids.len(),
-        g.decode_tokens_per_second()
+        g.decode_tokens_per_second(),
+        finish_reason(g.stop),
+        params.seed
     );
     Ok(())
+}
+
+/// `run MODEL [PROMPT]`: generate or chat.
+fn run_model(gpu: &GpuOptions, a: &RunArgs) -> Result<()> {
+    let load = LoadArgs {
+        model: a.model.clone(),
+        dtype: a.dtype,
+        kv: a.kv,
+        ctx: a.ctx,
+    };
+    match &a.prompt {
+        Some(prompt) => generate(
+            gpu,
+            &GenerateArgs {
+                load,
+                prompt: PromptArgs {
+                    prompt: Some(prompt.clone()),
+                    file: None,
+                    tokens: None,
+                },
+                chat: false,
+                system: a.system.clone(),
+                max_tokens: a.max_tokens.unwrap_or(256),
+                sampling: a.sampling.clone(),
+                json: false,
+                auto_chat: true,
+            },
+        ),
+        None => chat::run(
+            gpu,
+            &chat::ChatArgs {
+                load,
+                sampling: a.sampling.clone(),
+                max_tokens: a.max_tokens.unwrap_or(512),
+                system: a.system.clone(),
+            },
+        ),
+    }
 }
 
 fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
@@ -425,8 +633,9 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
         all_logits: true,
         ..Default::default()
     };
+    let text = prompt_text(&a.prompt)?;
     let mut engine = load_engine(gpu, &a.load, options)?;
-    let ids = prompt_ids(&engine, &a.prompt, false)?;
+    let ids = prompt_ids(&engine, text.as_deref(), &a.prompt, false, None)?;
     let vocab = engine.model.config.vocab;
     let logits = engine.model.all_logits(&ids)?;
     let view = safetensors::tensor::TensorView::new(
@@ -462,6 +671,11 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
         ..Default::default()
     };
     let mut engine = Engine::load(&a.model, gpu, &options)?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}",
+        load_summary(&a.model.display().to_string(), &engine.model)
+    );
     let kl = match &a.kl_base {
         Some(p) if p.exists() => KlBase::Compare(p),
         Some(p) => KlBase::Save(p),
@@ -613,6 +827,7 @@ fn run() -> Result<()> {
     };
     match &cli.command {
         Command::Devices => devices(backend, cli.adapter.as_deref()),
+        Command::Run(a) => run_model(&gpu, a),
         Command::Generate(a) => generate(&gpu, a),
         Command::Logits(a) => logits(&gpu, a),
         Command::Bench(a) => bench::run(&gpu, a),

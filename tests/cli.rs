@@ -1121,3 +1121,403 @@ fn ctrl_c_at_the_chat_prompt_says_how_to_leave_and_twice_quits() {
     );
     assert_eq!(out.status.code(), Some(130), "{stderr}");
 }
+
+/// Runs `args` with `stdin` as its input and `env` added to the environment.
+fn gemma_with(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gemma-wgpu");
+    let mut input = child.stdin.take().expect("stdin");
+    // The command may end without reading its input.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    child.wait_with_output().expect("wait for gemma-wgpu")
+}
+
+/// The JSON object `generate --json` printed.
+fn generated(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+/// The prompt's token count in the statistics line.
+fn prompt_tokens(stderr: &[u8]) -> usize {
+    let err = String::from_utf8_lossy(stderr);
+    let at = err.find("| prompt ").expect("statistics line") + "| prompt ".len();
+    err[at..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a token count")
+}
+
+#[test]
+fn short_flags_prompt_files_stdin_seeds_and_finish_reasons() {
+    let model = fixture("gemma2-bf16");
+    let m = model.as_str();
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = gemma(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "4",
+        "--json",
+    ]);
+    let long = generated(&long);
+    assert_eq!(long["finish_reason"], "length");
+    assert!(long["seed"].is_u64(), "{long}");
+    // Short forms, a prompt file (its last line end dropped) and stdin give the same tokens.
+    let file = dir.join("prompt.txt");
+    std::fs::write(&file, "Once upon a time\n").unwrap();
+    let file = file.to_str().unwrap();
+    for (args, stdin) in [
+        (vec!["-p", "Once upon a time"], ""),
+        (vec!["-f", file], ""),
+        (vec!["--prompt", "-"], "Once upon a time\n"),
+    ] {
+        let mut all = vec!["generate", "-m", m, "-n", "4", "-c", "64", "--json"];
+        all.extend(args);
+        let out = gemma_with(&all, stdin, &[]);
+        assert_eq!(generated(&out)["token_ids"], long["token_ids"], "{all:?}");
+    }
+    // Without --seed each run draws a new seed, printed on stderr and in --json; with one,
+    // a sampled run repeats.
+    let sampled = |flags: &[&str]| {
+        let mut args = vec!["generate", "-m", m, "-p", "Hello", "-n", "6", "--json"];
+        args.extend_from_slice(flags);
+        let out = gemma(&args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let v = generated(&out);
+        assert!(
+            err.contains(&format!("| finish_reason length | seed {}", v["seed"])),
+            "{err}"
+        );
+        v
+    };
+    let (a, b) = (sampled(&["--temp", "1"]), sampled(&["--temperature", "1"]));
+    assert_ne!(a["seed"], b["seed"]);
+    let (a, b) = (
+        sampled(&["--temp", "1", "-s", "11"]),
+        sampled(&["-t", "1", "--seed", "11"]),
+    );
+    assert_eq!(
+        (a["seed"].clone(), &a["token_ids"]),
+        (11.into(), &b["token_ids"])
+    );
+    // A full context ends the generation with finish_reason `context`.
+    let out = gemma(&["generate", "-m", m, "-p", "Hello", "-c", "6", "--json"]);
+    assert_eq!(generated(&out)["finish_reason"], "context");
+    // --system goes into the chat template (Gemma 2's refuses a system turn: it opens the
+    // user's message instead).
+    let chat = |system: &[&str]| {
+        let mut args = vec!["generate", "-m", m, "-p", "Hi", "--chat", "-n", "2"];
+        args.extend_from_slice(system);
+        prompt_tokens(&gemma(&args).stderr)
+    };
+    assert!(chat(&["--system", "Answer in French."]) > chat(&[]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_generates_in_the_chat_template_or_starts_a_chat() {
+    let model = fixture("gemma2-bf16");
+    let m = model.as_str();
+    let run = gemma(&["run", m, "Hello there", "-n", "4"]);
+    let chat = gemma(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Hello there",
+        "--chat",
+        "-n",
+        "4",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.stdout, chat.stdout);
+    assert_eq!(prompt_tokens(&run.stderr), prompt_tokens(&chat.stderr));
+    // Without a prompt: the chat, with its system message.
+    let out = gemma_with(
+        &["run", m, "-n", "3", "--system", "Be brief."],
+        "Hi\n/exit\n",
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("/reset starts over") && err.contains("| seed "),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("prompt ")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn sampling_defaults_come_from_generation_config_and_flags_override_them() {
+    let dir = std::env::temp_dir().join(format!("gemma-wgpu-gencfg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_fixture("gemma2-bf16", &dir);
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"bos_token_id": 2, "eos_token_id": [1, 5], "do_sample": true, "temperature": 1.0,
+            "top_k": 3, "top_p": 0.9}"#,
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let ids = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "-m",
+            d,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        generated(&gemma(&args))["token_ids"].clone()
+    };
+    // The file's settings are what the flags would say.
+    let file = ids(&["-s", "5"]);
+    assert_eq!(
+        file,
+        ids(&["-s", "5", "-t", "1", "--top-k", "3", "--top-p", "0.9"])
+    );
+    // A flag overrides the file: temperature 0 is transformers' greedy continuation.
+    let greedy = ids(&["-t", "0"]);
+    let plain = gemma(&[
+        "generate",
+        "-m",
+        &fixture("gemma2-bf16"),
+        "-p",
+        "Once upon a time",
+        "-n",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(greedy, generated(&plain)["token_ids"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_takes_lists_and_writes_llama_bench_fields() {
+    let model = fixture("gemma2-bf16");
+    let m = model.as_str();
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "4,8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-o",
+        "json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Progress on stderr, a line as each test starts and ends.
+    for needle in [
+        "bench: test 1/3: pp4",
+        "bench: test 2/3: pp8",
+        "bench: test 3/3: tg2",
+    ] {
+        assert_eq!(err.matches(needle).count(), 2, "{err}");
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let tests: Vec<(u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["n_prompt"].as_u64().unwrap(),
+                r["n_gen"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tests, [(4, 0), (8, 0), (0, 2)]);
+    for r in &rows {
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["stddev_ts"].as_f64().unwrap() >= 0.0, "{r}");
+        assert!(r["model_size"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["model_n_params"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["model_type"], "bf16", "{r}");
+        assert_eq!(r["backends"], "Vulkan", "{r}");
+        assert!(r["gpu_info"].as_str().unwrap().contains("llvmpipe"), "{r}");
+    }
+    // csv: a header of llama-bench's names and a row per test; --json: as -o jsonl, with
+    // the fields it had before.
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "4",
+        "-n",
+        "0",
+        "-r",
+        "1",
+        "-o",
+        "csv",
+    ]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[0].contains("n_prompt,n_gen,test,avg_ts,stddev_ts"),
+        "{csv}"
+    );
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--json",
+    ]);
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "avg_ts",
+        "tokens_per_second",
+        "stddev",
+        "dtype",
+        "adapter",
+        "test",
+    ] {
+        assert!(!row[field].is_null(), "{field} missing from {row}");
+    }
+    // --plot draws a bar per test into an SVG file.
+    let svg = std::env::temp_dir().join(format!("gemma-wgpu-bench-{}.svg", std::process::id()));
+    let args = ["bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--plot"];
+    let out = gemma(&[&args[..], &[svg.to_str().unwrap()]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+    assert!(
+        drawn.contains("pp4: ") && drawn.contains("tg2: "),
+        "{drawn}"
+    );
+    std::fs::remove_file(&svg).unwrap();
+    // `adapter` names the backend and device type, as before.
+    assert!(
+        row["adapter"].as_str().unwrap().contains("(Vulkan, Cpu)"),
+        "{row}"
+    );
+}
+
+#[test]
+fn a_gguf_loads_with_a_summary_and_benches_as_its_file_type() {
+    let path = format!(
+        "{}/.cache/gemma-wgpu/gemma-3-270m-q4_k_m.gguf",
+        std::env::var("HOME").unwrap()
+    );
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "bench",
+        "-m",
+        "gemma-3-270m",
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-r",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}");
+    // The type is the file's (Q4_K_M), not the embedding's format.
+    let header = "| model | size | params | type | backend | test | t/s |";
+    assert!(table.starts_with(header), "{table}");
+    assert!(
+        table.contains("| 268.09M | Q4_K_M | Vulkan (llvmpipe"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| pp4 |") && table.contains("| tg2 |"),
+        "{table}"
+    );
+    // One summary line after the load; the weights counted are the file's bytes.
+    let summary = err
+        .lines()
+        .find(|l| l.starts_with("model gemma-3-270m | arch gemma3 | 268.09M params | Q4_K_M, "))
+        .unwrap_or_else(|| panic!("no summary in {err}"));
+    assert!(summary.contains("| ctx 64 | kv f16, "), "{summary}");
+    let mib: f64 = summary
+        .split("Q4_K_M, ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let file_mib = std::fs::metadata(path).unwrap().len() as f64 / (1 << 20) as f64;
+    assert!(
+        mib <= file_mib && mib >= 0.9 * file_mib,
+        "{mib} of {file_mib} MiB"
+    );
+}
+
+#[test]
+fn rust_backtrace_does_not_turn_user_errors_into_backtraces() {
+    let model = fixture("gemma2-bf16");
+    for args in [
+        vec!["generate", "-m", "/no/such/model", "-p", "x"],
+        vec!["generate", "-m", &model, "-f", "/no/such/prompt.txt"],
+        vec!["generate", "-m", &model, "-p", "x", "-t", "-1"],
+        vec!["bench", "-m", "/no/such/model", "-p", "4"],
+    ] {
+        for value in ["1", "full"] {
+            let out = gemma_with(
+                &args,
+                "",
+                &[("RUST_BACKTRACE", value), ("RUST_LIB_BACKTRACE", value)],
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(
+                err.starts_with("Error: ") && err.trim_end().lines().count() == 1,
+                "{args:?} with RUST_BACKTRACE={value}: {err}"
+            );
+            assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+        }
+    }
+}

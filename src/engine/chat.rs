@@ -14,10 +14,10 @@ pub struct TurnNotes {
 #[derive(Default)]
 pub struct Conversation {
     pub messages: Vec<Message>,
+    /// A system message put before the messages each turn (never dropped).
+    pub system: Option<String>,
     /// The rendered template text of what the cache holds (prompt and reply), when known.
     rendered: Option<String>,
-    /// Instructions before the first turn (`--system`).
-    system: Option<String>,
 }
 
 impl Conversation {

@@ -8,7 +8,7 @@ pub mod tokenizer;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{Model, ModelOptions};
 use crate::{Error, Result};
-pub use sampling::{Sampler, SamplingParams};
+pub use sampling::{Sampler, SamplingDefaults, SamplingParams};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +91,8 @@ pub struct Engine {
     pub tokenizer: Tokenizer,
     /// End-of-sequence ids (generation_config.json, else config.json).
     pub eos: Vec<u32>,
+    /// The model's own sampling settings, where it has some.
+    pub sampling_defaults: SamplingDefaults,
     /// Set it (from any thread) to stop the generation under way after its current token.
     pub cancel: Arc<AtomicBool>,
     /// Tokens the model's cache holds.
@@ -118,6 +120,7 @@ impl Engine {
                 model,
                 tokenizer,
                 eos,
+                sampling_defaults: SamplingDefaults::from_gguf(&g),
                 cancel: Arc::default(),
                 context: vec![],
                 logprobs: None,
@@ -134,10 +137,16 @@ impl Engine {
         let tokenizer = Tokenizer::from_dir(path)?;
         let gpu = Gpu::new(gpu)?;
         let model = Model::load(gpu, path, options)?;
-        let mut eos = std::fs::read_to_string(path.join("generation_config.json"))
+        let generation_config = std::fs::read_to_string(path.join("generation_config.json"))
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let mut eos = generation_config
+            .as_ref()
             .map(|v| crate::config::token_ids(v.get("eos_token_id")))
+            .unwrap_or_default();
+        let sampling_defaults = generation_config
+            .as_ref()
+            .map(SamplingDefaults::from_generation_config)
             .unwrap_or_default();
         if eos.is_empty() {
             eos = model.config.eos_ids.clone();
@@ -146,6 +155,7 @@ impl Engine {
             model,
             tokenizer,
             eos,
+            sampling_defaults,
             cancel: Arc::default(),
             context: vec![],
             logprobs: None,
@@ -155,11 +165,29 @@ impl Engine {
 
     /// The prompt's ids: `<bos>` and the text, or the chat template around it.
     pub fn encode_prompt(&self, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+        self.encode_prompt_with_system(prompt, chat, None)
+    }
+
+    /// As [`Engine::encode_prompt`], with a system message first in a chat.
+    pub fn encode_prompt_with_system(
+        &self,
+        prompt: &str,
+        chat: bool,
+        system: Option<&str>,
+    ) -> Result<Vec<u32>> {
         if chat {
-            self.tokenizer.encode_chat(&[Message {
+            let mut messages: Vec<Message> = system
+                .map(|s| Message {
+                    role: "system".into(),
+                    content: s.into(),
+                })
+                .into_iter()
+                .collect();
+            messages.push(Message {
                 role: "user".into(),
                 content: prompt.into(),
-            }])
+            });
+            self.tokenizer.encode_chat(&messages)
         } else {
             self.tokenizer.encode(prompt, true)
         }

@@ -103,6 +103,50 @@ pub fn count(name: &'static str, given: i64, max: usize) -> Result<usize> {
     }
 }
 
+/// Sampling settings a model ships with: generation_config.json's `temperature`, `top_k`,
+/// `top_p` (a Hugging Face directory) or `general.sampling.*` (a GGUF file). `None` where
+/// the model says nothing; flags and requests override them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingDefaults {
+    pub temperature: Option<f32>,
+    pub top_k: Option<i64>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+}
+
+impl SamplingDefaults {
+    /// From generation_config.json. `do_sample: false` means greedy whatever else it says;
+    /// `do_sample: true` without a temperature samples at 1, as transformers does.
+    pub fn from_generation_config(v: &serde_json::Value) -> SamplingDefaults {
+        let f = |key: &str| v.get(key).and_then(serde_json::Value::as_f64);
+        match v.get("do_sample").and_then(serde_json::Value::as_bool) {
+            Some(false) => SamplingDefaults::default(),
+            do_sample => SamplingDefaults {
+                temperature: f("temperature")
+                    .or(do_sample.map(|_| 1.0))
+                    .map(|t| t as f32),
+                top_k: v.get("top_k").and_then(serde_json::Value::as_i64),
+                top_p: f("top_p").map(|p| p as f32),
+                min_p: f("min_p").map(|p| p as f32),
+            },
+        }
+    }
+
+    /// From a GGUF file's `general.sampling.temp`, `.top_k`, `.top_p` and `.min_p`.
+    pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> SamplingDefaults {
+        let f = |key: &str| {
+            g.get(&format!("general.sampling.{key}"))
+                .and_then(|v| v.as_f64())
+        };
+        SamplingDefaults {
+            temperature: f("temp").map(|t| t as f32),
+            top_k: f("top_k").map(|k| k as i64),
+            top_p: f("top_p").map(|p| p as f32),
+            min_p: f("min_p").map(|p| p as f32),
+        }
+    }
+}
+
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,

@@ -221,7 +221,30 @@ impl Tokenizer {
 
     /// The chat template applied to `messages`, followed by the model's turn opening when
     /// `generation_prompt`.
+    /// A system message first goes to the template; where the template refuses one
+    /// (Gemma 2's raises "System role not supported"), it opens the first user message, as
+    /// Gemma 3's template does itself.
     pub fn render_chat(&self, messages: &[Message], generation_prompt: bool) -> Result<String> {
+        let rendered = self.render_template(messages, generation_prompt);
+        match messages {
+            [system, user, rest @ ..] if rendered.is_err() && system.role == "system" => {
+                let mut folded = vec![Message {
+                    role: user.role.clone(),
+                    content: format!("{}\n\n{}", system.content, user.content),
+                }];
+                folded.extend_from_slice(rest);
+                self.render_template(&folded, generation_prompt)
+            }
+            _ => rendered,
+        }
+    }
+
+    /// Whether the model has a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template.is_some()
+    }
+
+    fn render_template(&self, messages: &[Message], generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()

@@ -148,6 +148,12 @@ pub struct Model {
     /// Every weight format the model holds (GGUF files mix several).
     pub formats: Vec<WeightFormat>,
     pub kv: KvDtype,
+    /// The weights' type as stored in the file (a GGUF's `Q4_K_M`, a checkpoint's `bf16`).
+    pub file_type: String,
+    /// Bytes of the weights in the file.
+    pub file_bytes: u64,
+    /// Bytes of the KV caches on the GPU.
+    pub kv_bytes: u64,
     /// Positions the caches hold.
     pub ctx: usize,
     pub chunk: usize,
@@ -260,7 +266,10 @@ impl Model {
             options,
         )?;
 
-        let total = c.parameters() as u64 * dtype.bytes() as u64;
+        // The bar counts the file's bytes (a GGUF's tensors as stored).
+        let total = source
+            .file_bytes()
+            .unwrap_or(c.parameters() as u64 * dtype.bytes() as u64);
         let bar = options.progress.then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
@@ -273,7 +282,11 @@ impl Model {
         });
         let tick = |name: &str, elements: usize| {
             if let Some(b) = &bar {
-                b.inc((elements * dtype.bytes()) as u64);
+                b.inc(
+                    source
+                        .tensor_bytes(name)
+                        .unwrap_or((elements * dtype.bytes()) as u64),
+                );
                 b.set_message(name.to_string());
             }
         };
@@ -403,6 +416,16 @@ impl Model {
         let all_logits_readback = options
             .all_logits
             .then(|| Readback::new(&gpu, "logits", (chunk * c.vocab * 4) as u64));
+        let file_type = match &source {
+            Source::Gguf(g, ..) => g.file_type(),
+            Source::Checkpoint(_) => format!("{dtype:?}").to_lowercase(),
+            Source::Synthetic(_) => formats[0].name().to_string(),
+        };
+        let file_bytes = total;
+        let kv_bytes = layers
+            .iter()
+            .map(|l| l.cache.capacity as u64 * c.kv_dim() as u64 * 2 * kv.bytes() as u64)
+            .sum();
         Ok(Model {
             _resources: Resources {
                 _layers: layers,
@@ -416,6 +439,9 @@ impl Model {
             format: formats[0],
             formats,
             kv,
+            file_type,
+            file_bytes,
+            kv_bytes,
             ctx,
             chunk,
             act,
@@ -654,6 +680,26 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
+    /// Bytes of tensor data in the file, where the source is a file whose tensors keep their
+    /// stored size (GGUF).
+    fn file_bytes(&self) -> Option<u64> {
+        match self {
+            Source::Gguf(g, ..) => Some(g.tensor_bytes()),
+            _ => None,
+        }
+    }
+
+    /// The stored bytes of tensor `name` (Hugging Face name), where the file says.
+    fn tensor_bytes(&self, name: &str) -> Option<u64> {
+        match self {
+            Source::Gguf(g, _, arch) => {
+                let t = g.tensors.get(&gemma::gguf_name(name, *arch)?)?;
+                Some((t.end - t.start) as u64)
+            }
+            _ => None,
+        }
+    }
+
     fn matrix(
         &self,
         gpu: &Gpu,

@@ -116,6 +116,30 @@ impl GgmlType {
     }
 }
 
+/// llama.cpp's names of `general.file_type` values (`enum llama_ftype`).
+fn file_type_name(id: u64) -> Option<&'static str> {
+    Some(match id {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
+}
+
 /// One tensor's entry.
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
@@ -297,6 +321,39 @@ impl Gguf {
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
+    }
+
+    /// Bytes of tensor data in the file.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(|t| (t.end - t.start) as u64)
+            .sum()
+    }
+
+    /// The file's type as llama.cpp names it (`Q4_K_M`): `general.file_type` when the file
+    /// has it, else the type holding most of the tensor bytes.
+    pub fn file_type(&self) -> String {
+        if let Some(name) = self
+            .get("general.file_type")
+            .and_then(Value::as_u64)
+            .and_then(file_type_name)
+        {
+            return name.to_string();
+        }
+        let mut by_type: Vec<(GgmlType, u64)> = vec![];
+        for t in self.tensors.values() {
+            let bytes = (t.end - t.start) as u64;
+            match by_type.iter_mut().find(|(ty, _)| *ty == t.ty) {
+                Some(e) => e.1 += bytes,
+                None => by_type.push((t.ty, bytes)),
+            }
+        }
+        by_type
+            .iter()
+            .max_by_key(|e| e.1)
+            .map(|(ty, _)| format!("{ty:?}").to_uppercase().replace("K", "_K"))
+            .unwrap_or_else(|| "unknown".into())
     }
 
     /// The tensor `name`: its entry and bytes.
