@@ -1,12 +1,17 @@
 //! The model's tokenizer (tokenizer.json through the tokenizers crate), its special tokens and
 //! chat template (tokenizer_config.json), and streaming detokenisation.
 
+use crate::error::{printable, printable_message};
+use crate::weights::files::{MAX_JSON_BYTES, MAX_TOKENIZER_BYTES, read_text, read_text_if_present};
 use crate::{Error, Result};
 use std::path::Path;
 
 /// Gemma's chat format (`<start_of_turn>role ... <end_of_turn>`, the assistant as `model`),
 /// for GGUF files that carry no template.
 pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+/// Longest vocabulary piece of a GGUF file that gets BPE merges.
+const MAX_MERGED_PIECE_BYTES: usize = 256;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -41,15 +46,21 @@ impl Tokenizer {
                 message: "missing (the model directory needs its tokenizer.json)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let text = read_text(&path, MAX_TOKENIZER_BYTES)?;
+        let inner = text.parse::<tokenizers::Tokenizer>().map_err(|e| {
+            Error::Tokenizer(format!(
+                "{}: {}",
+                path.display(),
+                printable_message(&e.to_string())
+            ))
+        })?;
         let config_path = dir.join("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Config {
+        let config: serde_json::Value = match read_text_if_present(&config_path, MAX_JSON_BYTES)? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| Error::Config {
                 path: config_path.display().to_string(),
-                message: e.to_string(),
+                message: printable_message(&e.to_string()),
             })?,
-            Err(_) => serde_json::Value::Null,
+            None => serde_json::Value::Null,
         };
         Ok(Tokenizer {
             inner,
@@ -74,20 +85,19 @@ impl Tokenizer {
             .unwrap_or("");
         if model != "llama" {
             return Err(bad(&format!(
-                "tokenizer.ggml.model `{model}` is not supported (Gemma files use `llama`)"
+                "tokenizer.ggml.model `{}` is not supported (Gemma files use `llama`)",
+                printable(model)
             )));
         }
-        let tokens: Vec<String> = g
+        let tokens: &[String] = g
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.as_array())
-            .ok_or_else(|| bad("no tokenizer.ggml.tokens"))?
-            .iter()
-            .map(|t| t.as_str().unwrap_or("").to_string())
-            .collect();
+            .and_then(|a| a.as_strings())
+            .ok_or_else(|| bad("no tokenizer.ggml.tokens array of strings"))?;
         let types: Vec<u64> = g
             .get("tokenizer.ggml.token_type")
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|t| t.as_u64().unwrap_or(1)).collect())
+            .map(|a| a.values().map(|t| t.as_u64().unwrap_or(1)).collect())
             .unwrap_or_else(|| vec![1; tokens.len()]);
         let spelled: Vec<String> = tokens
             .iter()
@@ -106,9 +116,10 @@ impl Tokenizer {
             ids.insert(t.as_str(), i);
         }
         // Merges: every split of every piece into two pieces, earlier pieces first, and within
-        // a piece the longer left part first.
+        // a piece the longer left part first. Splitting costs the square of a piece's length:
+        // pieces longer than any real one (Gemma's longest is 48 bytes) are left whole.
         let mut merges = Vec::new();
-        for t in &spelled {
+        for t in spelled.iter().filter(|t| t.len() <= MAX_MERGED_PIECE_BYTES) {
             let cuts: Vec<usize> = t.char_indices().map(|(i, _)| i).skip(1).collect();
             for &cut in cuts.iter().rev() {
                 let (l, r) = t.split_at(cut);
