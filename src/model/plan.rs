@@ -310,7 +310,7 @@ impl Plan {
     }
 
     /// The layers: one encoder each (the embedding joins layer 0).
-    fn encode_layers(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
+    pub fn encode_layers(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
         self.layers
             .iter()
             .enumerate()
