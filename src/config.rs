@@ -242,11 +242,13 @@ impl ModelConfig {
         let kv_heads = c.num_key_value_heads.unwrap_or(heads);
         within("num_key_value_heads", kv_heads, heads)?;
         let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads);
-        if head_dim == 0 {
+        // Before any product with head_dim: a huge one would overflow it.
+        let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
+        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > max_head_dim {
             return Err(refuse(
                 "head_dim",
                 &head_dim,
-                "a multiple of 4 from 4 to 256",
+                &format!("a multiple of 4 from 4 to {max_head_dim}"),
             ));
         }
         if !heads.is_multiple_of(kv_heads) {
@@ -263,11 +265,6 @@ impl ModelConfig {
                 c.hidden_size,
                 c.intermediate_size,
                 heads * head_dim
-            )));
-        }
-        if !head_dim.is_multiple_of(4) || head_dim > crate::kernels::attention::MAX_HEAD_DIM {
-            return Err(bad(format!(
-                "head_dim {head_dim} must be a multiple of 4 and at most 256"
             )));
         }
         // RoPE: one (theta, factor) for global layers and one for sliding layers.
