@@ -547,10 +547,13 @@ impl Gguf {
             None => 32,
             Some(v) => match v.as_u64() {
                 Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a as usize,
-                _ => {
+                other => {
+                    let shown = match other {
+                        Some(a) => a.to_string(),
+                        None => printable(&format!("{v:?}")),
+                    };
                     return Err(c.fail(&format!(
-                        "general.alignment {} is not a power of two from 1 to {MAX_ALIGNMENT}",
-                        printable(&format!("{v:?}"))
+                        "general.alignment {shown} is not a power of two from 1 to {MAX_ALIGNMENT}"
                     )));
                 }
             },
