@@ -1,6 +1,7 @@
 //! The model's configuration: config.json read as transformers writes it, resolved once into
 //! plain per-model and per-layer values. Kernels receive numbers from here, never a config.
 
+use crate::error::{printable, printable_message};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -139,16 +140,44 @@ pub fn token_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
 }
 
 impl HfConfig {
+    /// Reads config.json (a regular file of bounded size).
     pub fn read(path: &Path) -> Result<HfConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.display().to_string(),
-            message: e.to_string(),
+        let text = crate::weights::files::read_text(path, crate::weights::files::MAX_JSON_BYTES)?;
+        HfConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a config.json; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<HfConfig> {
+        serde_json::from_str(text).map_err(|e| Error::Config {
+            path: path.to_string(),
+            message: printable_message(&e.to_string()),
         })
     }
+}
+
+/// Largest sizes a config may give (hidden, intermediate, heads times head_dim), far above any
+/// Gemma (4608, 36864, 4096) and small enough that every product of them fits a usize.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Most attention heads.
+pub const MAX_HEADS: usize = 1 << 12;
+/// Most decoder layers (Gemma 3 27B has 62).
+pub const MAX_LAYERS: usize = 1024;
+/// Largest vocabulary (Gemma's is 262144 at most).
+pub const MAX_VOCAB: usize = 1 << 24;
+/// Largest context and sliding window (Gemma 3: 131072).
+pub const MAX_POSITIONS: usize = 1 << 24;
+
+/// The names of config fields in errors: config.json's own, or the GGUF keys they come from.
+type FieldName<'a> = &'a dyn Fn(&str) -> String;
+
+fn json_field(name: &str) -> String {
+    name.to_string()
+}
+
+/// A positive, finite f32 (RoPE bases, soft-caps, scales).
+fn positive(v: f64) -> bool {
+    let v = v as f32;
+    v.is_finite() && v > 0.0
 }
 
 impl ModelConfig {
@@ -158,17 +187,38 @@ impl ModelConfig {
         ModelConfig::from_hf(&HfConfig::read(&path)?, &path.display().to_string())
     }
 
+    /// The configuration in the text of a config.json; `path` names it in errors.
+    pub fn from_json(text: &str, path: &str) -> Result<ModelConfig> {
+        ModelConfig::from_hf(&HfConfig::parse(text, path)?, path)
+    }
+
+    /// Resolves a config.json, refusing values the engine cannot compute with (each error
+    /// names its field).
     pub fn from_hf(c: &HfConfig, path: &str) -> Result<ModelConfig> {
+        Self::from_hf_named(c, path, &json_field)
+    }
+
+    fn from_hf_named(c: &HfConfig, path: &str, field: FieldName) -> Result<ModelConfig> {
         let bad = |message: String| Error::Config {
             path: path.to_string(),
             message,
+        };
+        // `name` is `found`, which is not `expected`.
+        let refuse = |name: &str, found: &dyn std::fmt::Display, expected: &str| {
+            bad(format!("{} is {found}; expected {expected}", field(name)))
+        };
+        let within = |name: &str, v: usize, max: usize| -> Result<()> {
+            if v == 0 || v > max {
+                return Err(refuse(name, &v, &format!("1 to {max}")));
+            }
+            Ok(())
         };
         let model_type = c.model_type.as_deref().unwrap_or("");
         let arch = Arch::from_model_type(model_type).ok_or_else(|| {
             bad(format!(
                 "unsupported architecture `{}` ({}); supported: gemma, gemma2, gemma3_text",
-                model_type,
-                c.architectures.join(", ")
+                printable(model_type),
+                printable(&c.architectures.join(", "))
             ))
         })?;
         // Gemma 1's configs say "gelu", which transformers maps to the tanh approximation.
@@ -179,13 +229,29 @@ impl ModelConfig {
             .unwrap_or("gelu_pytorch_tanh");
         if !matches!(activation, "gelu_pytorch_tanh" | "gelu_tanh" | "gelu") {
             return Err(bad(format!(
-                "unsupported activation `{activation}`; Gemma uses gelu_pytorch_tanh"
+                "unsupported activation `{}`; Gemma uses gelu_pytorch_tanh",
+                printable(activation)
             )));
         }
+        within("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS)?;
+        within("hidden_size", c.hidden_size, MAX_WIDTH)?;
+        within("intermediate_size", c.intermediate_size, MAX_WIDTH)?;
+        within("num_attention_heads", c.num_attention_heads, MAX_HEADS)?;
+        within("vocab_size", c.vocab_size, MAX_VOCAB)?;
         let heads = c.num_attention_heads;
         let kv_heads = c.num_key_value_heads.unwrap_or(heads);
-        let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads.max(1));
-        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        within("num_key_value_heads", kv_heads, heads)?;
+        let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads);
+        // Before any product with head_dim: a huge one would overflow it.
+        let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
+        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > max_head_dim {
+            return Err(refuse(
+                "head_dim",
+                &head_dim,
+                &format!("a multiple of 4 from 4 to {max_head_dim}"),
+            ));
+        }
+        if !heads.is_multiple_of(kv_heads) {
             return Err(bad(format!(
                 "{heads} attention heads are not a multiple of {kv_heads} kv heads"
             )));
@@ -199,11 +265,6 @@ impl ModelConfig {
                 c.hidden_size,
                 c.intermediate_size,
                 heads * head_dim
-            )));
-        }
-        if !head_dim.is_multiple_of(4) || head_dim > crate::kernels::attention::MAX_HEAD_DIM {
-            return Err(bad(format!(
-                "head_dim {head_dim} must be a multiple of 4 and at most 256"
             )));
         }
         // RoPE: one (theta, factor) for global layers and one for sliding layers.
@@ -232,10 +293,25 @@ impl ModelConfig {
             Some("linear") => global_factor.unwrap_or(1.0) as f32,
             Some(other) => {
                 return Err(bad(format!(
-                    "unsupported rope_type `{other}`; supported: default, linear"
+                    "unsupported rope_type `{}`; supported: default, linear",
+                    printable(other)
                 )));
             }
         };
+        if !positive(global_theta as f64) {
+            return Err(refuse(
+                "rope_theta",
+                &global_theta,
+                "a finite number above 0",
+            ));
+        }
+        if !positive(global_factor as f64) {
+            return Err(refuse(
+                "rope_scaling.factor",
+                &global_factor,
+                "a finite number above 0",
+            ));
+        }
         // Gemma 3's sliding layers use their own base and are never scaled.
         let local = match arch {
             Arch::Gemma3 => (
@@ -244,7 +320,15 @@ impl ModelConfig {
             ),
             _ => (global_theta, global_factor),
         };
+        if !positive(local.0 as f64) {
+            return Err(refuse(
+                "rope_local_base_freq",
+                &local.0,
+                "a finite number above 0",
+            ));
+        }
         let window = c.sliding_window.unwrap_or(4096);
+        within("sliding_window", window, MAX_POSITIONS)?;
         let pattern = c.sliding_window_pattern.unwrap_or(6).max(1);
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
@@ -282,6 +366,36 @@ impl ModelConfig {
             Arch::Gemma => head_dim as f64,
             _ => c.query_pre_attn_scalar.unwrap_or(256.0),
         };
+        let query_scale = (query_scalar as f32).powf(-0.5);
+        if !positive(query_scalar) || !positive(query_scale as f64) {
+            return Err(refuse(
+                "query_pre_attn_scalar",
+                &query_scalar,
+                "a finite number above 0",
+            ));
+        }
+        for (name, cap) in [
+            ("attn_logit_softcapping", c.attn_logit_softcapping),
+            ("final_logit_softcapping", c.final_logit_softcapping),
+        ] {
+            if let Some(cap) = cap
+                && !positive(cap)
+            {
+                return Err(refuse(name, &cap, "a finite number above 0, or none"));
+            }
+        }
+        let eps = c.rms_norm_eps.unwrap_or(1e-6);
+        if !(eps >= 0.0 && (eps as f32).is_finite()) {
+            return Err(refuse(
+                "rms_norm_eps",
+                &eps,
+                "a finite number of at least 0",
+            ));
+        }
+        let max_positions = c
+            .max_position_embeddings
+            .unwrap_or(if arch == Arch::Gemma3 { 131_072 } else { 8192 });
+        within("max_position_embeddings", max_positions, MAX_POSITIONS)?;
         Ok(ModelConfig {
             arch,
             hidden: c.hidden_size,
@@ -290,7 +404,7 @@ impl ModelConfig {
             kv_heads,
             head_dim,
             vocab: c.vocab_size,
-            query_scale: (query_scalar as f32).powf(-0.5),
+            query_scale,
             // Gemma 3 stores attn_logit_softcapping but never applies it; Gemma 1 has none.
             attn_softcap: match arch {
                 Arch::Gemma2 => c.attn_logit_softcapping.map(|v| v as f32),
@@ -300,10 +414,8 @@ impl ModelConfig {
                 Arch::Gemma => None,
                 _ => c.final_logit_softcapping.map(|v| v as f32),
             },
-            eps: c.rms_norm_eps.unwrap_or(1e-6) as f32,
-            max_positions: c
-                .max_position_embeddings
-                .unwrap_or(if arch == Arch::Gemma3 { 131_072 } else { 8192 }),
+            eps: eps as f32,
+            max_positions,
             layers,
             bos_id: token_ids(c.bos_token_id.as_ref()).first().copied(),
             eos_ids: token_ids(c.eos_token_id.as_ref()),
@@ -423,42 +535,106 @@ impl ModelConfig {
             "gemma3" => Arch::Gemma3,
             other => {
                 return Err(bad(format!(
-                    "unsupported architecture `{other}`; supported: gemma, gemma2, gemma3"
+                    "unsupported architecture `{}`; supported: gemma, gemma2, gemma3",
+                    printable(other)
                 )));
             }
         };
         let key = |k: &str| g.get(&format!("{arch_name}.{k}"));
-        let int = |k: &str| -> Result<usize> {
-            key(k)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(format!("metadata `{arch_name}.{k}` is missing")))
+        // Present keys must hold what they are for; absent ones take llama.cpp's defaults.
+        let opt_int = |k: &str| -> Result<Option<usize>> {
+            match key(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .map(|v| Some(usize::try_from(v).unwrap_or(usize::MAX)))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "metadata `{arch_name}.{k}` is {}; expected a non-negative integer",
+                            printable(&format!("{v:?}"))
+                        ))
+                    }),
+            }
         };
-        let float = |k: &str| key(k).and_then(|v| v.as_f64());
+        let int = |k: &str| -> Result<usize> {
+            opt_int(k)?.ok_or_else(|| bad(format!("metadata `{arch_name}.{k}` is missing")))
+        };
+        let float = |k: &str| -> Result<Option<f64>> {
+            match key(k) {
+                None => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                    bad(format!(
+                        "metadata `{arch_name}.{k}` is {}; expected a number",
+                        printable(&format!("{v:?}"))
+                    ))
+                }),
+            }
+        };
         let hidden = int("embedding_length")?;
         let heads = int("attention.head_count")?;
         let layers = int("block_count")?;
-        let head_dim = int("attention.key_length").unwrap_or(hidden / heads.max(1));
-        let vocab = g
+        // Every layer has at least 9 tensors (Gemma 1's): a count the file cannot back is
+        // refused before anything is made per layer.
+        let backed = g.tensors.len() / 9;
+        if layers > backed {
+            return Err(bad(format!(
+                "metadata `{arch_name}.block_count` is {layers}, but the file's {} tensors hold \
+                 at most {backed} layers",
+                g.tensors.len()
+            )));
+        }
+        let head_dim =
+            opt_int("attention.key_length")?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+        let embd = g
             .tensors
             .get("token_embd.weight")
-            .and_then(|t| t.dims.get(1).copied())
             .ok_or_else(|| bad("no token_embd.weight tensor".into()))?;
+        let vocab = match embd.dims[..] {
+            [_, rows] => rows,
+            _ => {
+                return Err(bad(format!(
+                    "token_embd.weight has dimensions {:?}; expected [hidden, vocab]",
+                    embd.dims
+                )));
+            }
+        };
+        if let Some(n) = opt_int("vocab_size")?
+            && n != vocab
+        {
+            return Err(bad(format!(
+                "metadata `{arch_name}.vocab_size` is {n}, but token_embd.weight has {vocab} rows"
+            )));
+        }
+        if let Some(tokens) = g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array())
+            && tokens.len() != vocab
+        {
+            return Err(bad(format!(
+                "tokenizer.ggml.tokens has {} tokens, but token_embd.weight has {vocab} rows",
+                tokens.len()
+            )));
+        }
         // llama.cpp: the 27B models scale queries by (hidden / heads)^-0.5, the others by
         // head_dim^-0.5 (their query_pre_attn_scalar).
         let is_27b = matches!((arch, layers), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
-        let query_pre_attn_scalar = if is_27b { hidden / heads } else { head_dim };
+        let query_pre_attn_scalar = if is_27b {
+            hidden.checked_div(heads).unwrap_or(0)
+        } else {
+            head_dim
+        };
         let layer_types = match arch {
             Arch::Gemma => None,
             Arch::Gemma2 => Some((0..layers).map(|i| i % 2 == 0).collect::<Vec<_>>()),
             Arch::Gemma3 => {
-                let pattern = int("attention.sliding_window_pattern").unwrap_or(6).max(1);
+                let pattern = opt_int("attention.sliding_window_pattern")?
+                    .unwrap_or(6)
+                    .max(1);
                 Some((0..layers).map(|i| (i + 1) % pattern != 0).collect())
             }
         };
         let scaling = key("rope.scaling.type")
             .and_then(|v| v.as_str())
             .map(String::from);
+        let scaling_factor = float("rope.scaling.factor")?.unwrap_or(1.0);
         let hf = HfConfig {
             model_type: Some(match arch {
                 Arch::Gemma => "gemma".into(),
@@ -470,21 +646,20 @@ impl ModelConfig {
             intermediate_size: int("feed_forward_length")?,
             num_hidden_layers: layers,
             num_attention_heads: heads,
-            num_key_value_heads: int("attention.head_count_kv").ok(),
+            num_key_value_heads: opt_int("attention.head_count_kv")?,
             head_dim: Some(head_dim),
             query_pre_attn_scalar: Some(query_pre_attn_scalar as f64),
-            sliding_window: int("attention.sliding_window").ok(),
-            attn_logit_softcapping: float("attn_logit_softcapping"),
-            final_logit_softcapping: float("final_logit_softcapping"),
-            rope_theta: float("rope.freq_base"),
+            sliding_window: opt_int("attention.sliding_window")?,
+            attn_logit_softcapping: float("attn_logit_softcapping")?,
+            final_logit_softcapping: float("final_logit_softcapping")?,
+            rope_theta: float("rope.freq_base")?,
             rope_parameters: None,
             rope_local_base_freq: Some(10_000.0),
-            rope_scaling: scaling.map(|t| {
-                serde_json::json!({"rope_type": t, "factor": float("rope.scaling.factor").unwrap_or(1.0)})
-            }),
+            rope_scaling: scaling
+                .map(|t| serde_json::json!({"rope_type": t, "factor": scaling_factor})),
             sliding_window_pattern: None,
-            rms_norm_eps: float("attention.layer_norm_rms_epsilon"),
-            max_position_embeddings: int("context_length").ok(),
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon")?,
+            max_position_embeddings: opt_int("context_length")?,
             hidden_activation: Some("gelu_pytorch_tanh".into()),
             hidden_act: None,
             vocab_size: vocab,
@@ -492,14 +667,46 @@ impl ModelConfig {
             dtype: None,
             layer_types: layer_types.map(|t| {
                 t.into_iter()
-                    .map(|s| if s { "sliding_attention" } else { "full_attention" }.to_string())
+                    .map(|s| {
+                        if s {
+                            "sliding_attention"
+                        } else {
+                            "full_attention"
+                        }
+                        .to_string()
+                    })
                     .collect()
             }),
-            bos_token_id: g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(Into::into),
-            eos_token_id: g.get("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64()).map(Into::into),
+            bos_token_id: g
+                .get("tokenizer.ggml.bos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(Into::into),
+            eos_token_id: g
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(Into::into),
             pad_token_id: None,
         };
-        let mut c = ModelConfig::from_hf(&hf, &path)?;
+        // Errors name the GGUF keys the values came from.
+        let field = |name: &str| -> String {
+            let k = match name {
+                "num_hidden_layers" => "block_count",
+                "hidden_size" => "embedding_length",
+                "intermediate_size" => "feed_forward_length",
+                "num_attention_heads" => "attention.head_count",
+                "num_key_value_heads" => "attention.head_count_kv",
+                "head_dim" | "query_pre_attn_scalar" => "attention.key_length",
+                "sliding_window" => "attention.sliding_window",
+                "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
+                "rope_theta" => "rope.freq_base",
+                "rope_scaling.factor" => "rope.scaling.factor",
+                "max_position_embeddings" => "context_length",
+                "vocab_size" => return "the vocabulary (token_embd.weight's rows)".into(),
+                other => other,
+            };
+            format!("metadata `{arch_name}.{k}`")
+        };
+        let mut c = ModelConfig::from_hf_named(&hf, &path, &field)?;
         c.norm_offset = 0.0;
         Ok(c)
     }
@@ -608,5 +815,96 @@ mod tests {
             e.contains("unsupported architecture `llama`") && e.contains("gemma2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn values_that_break_the_math_are_refused_by_name() {
+        let base = serde_json::json!({
+            "model_type": "gemma2", "hidden_size": 2304, "intermediate_size": 9216,
+            "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+            "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+            "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "vocab_size": 256000});
+        assert!(ModelConfig::from_json(&base.to_string(), "c").is_ok());
+        for (field, value, expected) in [
+            (
+                "sliding_window",
+                serde_json::json!(0),
+                "sliding_window is 0",
+            ),
+            (
+                "rms_norm_eps",
+                serde_json::json!(-1.0),
+                "rms_norm_eps is -1",
+            ),
+            ("rope_theta", serde_json::json!(0.0), "rope_theta is 0"),
+            ("rope_theta", serde_json::json!(-1.0), "rope_theta is -1"),
+            (
+                "query_pre_attn_scalar",
+                serde_json::json!(0),
+                "query_pre_attn_scalar is 0",
+            ),
+            (
+                "query_pre_attn_scalar",
+                serde_json::json!(1e-60),
+                "query_pre_attn_scalar is",
+            ),
+            (
+                "num_hidden_layers",
+                serde_json::json!(0),
+                "num_hidden_layers is 0",
+            ),
+            (
+                "num_hidden_layers",
+                serde_json::json!(1u64 << 40),
+                "expected 1 to 1024",
+            ),
+            (
+                "num_key_value_heads",
+                serde_json::json!(3),
+                "not a multiple of 3 kv heads",
+            ),
+            (
+                "num_key_value_heads",
+                serde_json::json!(0),
+                "num_key_value_heads is 0",
+            ),
+            ("head_dim", serde_json::json!(0), "head_dim is 0"),
+            ("hidden_size", serde_json::json!(0), "hidden_size is 0"),
+            ("vocab_size", serde_json::json!(0), "vocab_size is 0"),
+            (
+                "max_position_embeddings",
+                serde_json::json!(0),
+                "max_position_embeddings is 0",
+            ),
+            (
+                "attn_logit_softcapping",
+                serde_json::json!(0.0),
+                "attn_logit_softcapping is 0",
+            ),
+            (
+                "final_logit_softcapping",
+                serde_json::json!(-30.0),
+                "final_logit_softcapping is -30",
+            ),
+            (
+                "rope_scaling",
+                serde_json::json!({"rope_type": "linear", "factor": 0.0}),
+                "rope_scaling.factor is 0",
+            ),
+        ] {
+            let mut c = base.clone();
+            c[field] = value;
+            let e = ModelConfig::from_json(&c.to_string(), "c")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{field}: {e}");
+        }
+        // NaN and infinities are not JSON, but GGUF metadata holds them (see from_gguf).
+        let mut c = gemma2_2b();
+        for v in [f64::NAN, f64::INFINITY] {
+            c.rms_norm_eps = Some(v);
+            assert!(ModelConfig::from_hf(&c, "c").is_err());
+        }
     }
 }

@@ -5,8 +5,12 @@ pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
 
+use crate::config::ModelConfig;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{Model, ModelOptions};
+use crate::weights::files::{MAX_JSON_BYTES, read_text_if_present};
+use crate::weights::gemma;
+use crate::weights::safetensors::Checkpoint;
 use crate::{Error, Result};
 pub use sampling::{Sampler, SamplingDefaults, SamplingParams};
 use std::path::Path;
@@ -109,8 +113,11 @@ impl Engine {
     pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
         let resolved = crate::weights::hub::resolve(path)?;
         let path = resolved.as_path();
+        // Everything read from files is checked before the GPU is touched.
         if path.is_file() {
             let g = crate::weights::gguf::Gguf::open(path)?;
+            let config = ModelConfig::from_gguf(&g)?;
+            gemma::check_gguf(&g, &config)?;
             let tokenizer = Tokenizer::from_gguf(&g)?;
             let model = Model::from_gguf(Gpu::new(gpu)?, &g, options)?;
             // End of generation: the file's eos and, for chat, <end_of_turn>.
@@ -128,18 +135,26 @@ impl Engine {
             });
         }
         if !path.is_dir() {
+            let message = if path.exists() {
+                "is a FIFO, socket or device, not a model directory or a .gguf file"
+            } else {
+                "not found (expected a Hugging Face model directory or a .gguf file)"
+            };
             return Err(Error::Io {
                 path: path.display().to_string(),
-                message: "not found (expected a Hugging Face model directory or a .gguf file)"
-                    .into(),
+                message: message.into(),
             });
         }
+        let config = ModelConfig::from_dir(path)?;
+        let ckpt = Checkpoint::open(path)?;
+        gemma::check_checkpoint(&ckpt, &config)?;
         let tokenizer = Tokenizer::from_dir(path)?;
+        let generation =
+            read_text_if_present(&path.join("generation_config.json"), MAX_JSON_BYTES)?;
         let gpu = Gpu::new(gpu)?;
-        let model = Model::load(gpu, path, options)?;
-        let generation_config = std::fs::read_to_string(path.join("generation_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let model = Model::from_checkpoint(gpu, config, &ckpt, options)?;
+        let generation_config =
+            generation.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         let mut eos = generation_config
             .as_ref()
             .map(|v| crate::config::token_ids(v.get("eos_token_id")))

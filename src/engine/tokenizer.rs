@@ -1,6 +1,8 @@
 //! The model's tokenizer (tokenizer.json through the tokenizers crate), its special tokens and
 //! chat template (tokenizer_config.json), and streaming detokenisation.
 
+use crate::error::{printable, printable_message};
+use crate::weights::files::{MAX_JSON_BYTES, MAX_TOKENIZER_BYTES, read_text, read_text_if_present};
 use crate::{Error, Result};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -8,6 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 /// Gemma's chat format (`<start_of_turn>role ... <end_of_turn>`, the assistant as `model`),
 /// for GGUF files that carry no template.
 pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+/// Longest vocabulary piece of a GGUF file that gets BPE merges.
+const MAX_MERGED_PIECE_BYTES: usize = 256;
 
 pub struct Tokenizer {
     /// Locked only to switch between parsing control tokens and reading them as plain text.
@@ -54,15 +59,21 @@ impl Tokenizer {
                 message: "missing (the model directory needs its tokenizer.json)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let text = read_text(&path, MAX_TOKENIZER_BYTES)?;
+        let inner = text.parse::<tokenizers::Tokenizer>().map_err(|e| {
+            Error::Tokenizer(format!(
+                "{}: {}",
+                path.display(),
+                printable_message(&e.to_string())
+            ))
+        })?;
         let config_path = dir.join("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Config {
+        let config: serde_json::Value = match read_text_if_present(&config_path, MAX_JSON_BYTES)? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| Error::Config {
                 path: config_path.display().to_string(),
-                message: e.to_string(),
+                message: printable_message(&e.to_string()),
             })?,
-            Err(_) => serde_json::Value::Null,
+            None => serde_json::Value::Null,
         };
         Ok(Tokenizer {
             inner: Mutex::new(inner),
@@ -88,7 +99,8 @@ impl Tokenizer {
             .unwrap_or("");
         if model != "llama" {
             return Err(bad(&format!(
-                "tokenizer.ggml.model `{model}` is not supported (Gemma files use `llama`)"
+                "tokenizer.ggml.model `{}` is not supported (Gemma files use `llama`)",
+                printable(model)
             )));
         }
         let pieces = SentencePieces::from_gguf(g).map_err(|m| bad(&m))?;
@@ -514,28 +526,29 @@ struct SentencePieces {
 impl SentencePieces {
     fn from_gguf(g: &crate::weights::gguf::Gguf) -> std::result::Result<Self, String> {
         let array = |key: &str| g.get(key).and_then(|v| v.as_array());
-        let tokens = array("tokenizer.ggml.tokens").ok_or("no tokenizer.ggml.tokens")?;
+        let tokens = array("tokenizer.ggml.tokens")
+            .and_then(|a| a.as_strings())
+            .ok_or("no tokenizer.ggml.tokens array of strings")?;
         let spelled: Vec<String> = tokens
             .iter()
             .map(|t| {
-                let t = t.as_str().unwrap_or("");
                 if t.contains(' ') && t.trim().is_empty() {
                     "\u{2581}".repeat(t.chars().count())
                 } else {
-                    t.to_string()
+                    t.clone()
                 }
             })
             .collect();
         let n = spelled.len();
         let types: Vec<u64> = match array("tokenizer.ggml.token_type") {
-            Some(a) if a.len() == n => a.iter().map(|t| t.as_u64().unwrap_or(1)).collect(),
+            Some(a) if a.len() == n => a.values().map(|t| t.as_u64().unwrap_or(1)).collect(),
             Some(a) => return Err(format!("{} token types for {n} tokens", a.len())),
             None => vec![1; n],
         };
         // Without scores, earlier pieces rank first, as SentencePiece's trainer orders them.
         let scores: Vec<f32> = match array("tokenizer.ggml.scores") {
             Some(a) if a.len() == n => a
-                .iter()
+                .values()
                 .map(|s| s.as_f64().unwrap_or(f64::NEG_INFINITY) as f32)
                 .collect(),
             Some(a) => return Err(format!("{} token scores for {n} tokens", a.len())),
@@ -584,6 +597,11 @@ impl SentencePieces {
         }
         let mut merges = Vec::new();
         for (i, piece) in self.spelled.iter().enumerate() {
+            // Splitting costs the square of a piece's length: pieces longer than any real one
+            // (Gemma's longest is 48 bytes) are left whole.
+            if piece.len() > MAX_MERGED_PIECE_BYTES {
+                continue;
+            }
             let score = if self.is_added(i) {
                 0.0
             } else {

@@ -180,6 +180,7 @@ impl Model {
 
     pub fn from_gguf(gpu: Gpu, g: &Gguf, options: &ModelOptions) -> Result<Model> {
         let config = ModelConfig::from_gguf(g)?;
+        gemma::check_gguf(g, &config)?;
         // llama.cpp scales the embedding by sqrt(hidden) in f32, whatever the file's types,
         // and transformers running a GGUF in float32 does the same.
         let dtype = SourceDtype::F32;
@@ -194,6 +195,7 @@ impl Model {
         ckpt: &Checkpoint,
         options: &ModelOptions,
     ) -> Result<Model> {
+        gemma::check_checkpoint(ckpt, &config)?;
         let dtype = gemma::source_dtype(ckpt, &config)?;
         Self::build(gpu, config, Source::Checkpoint(ckpt), dtype, options)
     }
@@ -412,10 +414,12 @@ impl Model {
             candidates,
             options.all_logits,
         )?;
-        let readback = Readback::new(&gpu, "candidates", (candidates * 8) as u64);
+        // The candidates, then the final norm's output: a soft-capped logit is finite even
+        // when the hidden state is not (tanh saturates), so that is checked too.
+        let readback = Readback::new(&gpu, "candidates", (candidates * 8 + c.hidden * 4) as u64);
         let all_logits_readback = options
             .all_logits
-            .then(|| Readback::new(&gpu, "logits", (chunk * c.vocab * 4) as u64));
+            .then(|| Readback::new(&gpu, "logits", (chunk * (c.vocab + c.hidden) * 4) as u64));
         let file_type = match &source {
             Source::Gguf(g, ..) => g.file_type(),
             Source::Checkpoint(_) => format!("{dtype:?}").to_lowercase(),
@@ -495,6 +499,8 @@ impl Model {
         self.check_tokens(tokens)?;
         let mut rest = tokens;
         let mut encoders = Vec::new();
+        // The step that ends in the logits, to replay if they are not finite.
+        let mut last = (rest, self.position);
         while !rest.is_empty() {
             // Whole chunks through the prefill plan; a short tail token by token, unless it is
             // long enough that one padded chunk is cheaper.
@@ -508,16 +514,21 @@ impl Model {
             } else {
                 &self.prefill
             };
-            let last = rest.len() == take;
+            let is_last = rest.len() == take;
+            if is_last {
+                last = (&rest[..take], self.position);
+            }
             self.act
                 .write_inputs(&self.gpu, &rest[..take], self.position, plan.n);
-            let mut e = plan.encode(&self.gpu, take - 1, last, greedy);
-            if last {
+            let mut e = plan.encode(&self.gpu, take - 1, is_last, greedy);
+            if is_last {
                 let top = plan.candidates(greedy);
                 let head = e.last_mut().expect("head encoder");
                 self.readback.copy_at(head, &top.values, 0);
                 self.readback
                     .copy_at(head, &top.indices, (self.candidates * 4) as u64);
+                self.readback
+                    .copy_at(head, &self.act.h_last, (self.candidates * 8) as u64);
             }
             encoders.extend(e);
             // Each chunk's inputs are written before its commands: submit per chunk.
@@ -527,7 +538,20 @@ impl Model {
             self.position += take;
             rest = &rest[take..];
         }
-        self.read_candidates(greedy)
+        let (c, hidden_finite) = self.read_candidates(greedy)?;
+        // NaN or infinite logits make the top-k's comparisons meaningless: its ids are then
+        // placeholders (u32::MAX) or arbitrary.
+        let vocab = self.config.vocab;
+        // (A vocabulary smaller than k leaves placeholders after its last id.)
+        let real = c.ids.len().min(vocab);
+        if !hidden_finite
+            || c.logits[..real].iter().any(|l| !l.is_finite())
+            || c.ids[..real].iter().any(|&i| i as usize >= vocab)
+        {
+            let (tokens, start) = last;
+            return Err(self.locate_non_finite(tokens, start, tokens.len() > 1));
+        }
+        Ok(c)
     }
 
     /// Profiles one greedy decode step at the current position (which it does not advance):
@@ -595,15 +619,50 @@ impl Model {
         })
     }
 
-    fn read_candidates(&self, greedy: bool) -> Result<Candidates> {
+    /// The candidates, and whether the hidden state they come from is finite.
+    fn read_candidates(&self, greedy: bool) -> Result<(Candidates, bool)> {
         let bytes = self.readback.read(&self.gpu)?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         let k = if greedy { 1 } else { self.candidates };
-        let (values, ids) = words.split_at(self.candidates);
-        Ok(Candidates {
+        let (values, rest) = words.split_at(self.candidates);
+        let (ids, hidden) = rest.split_at(self.candidates);
+        let candidates = Candidates {
             ids: ids[..k].to_vec(),
             logits: values[..k].iter().map(|&v| f32::from_bits(v)).collect(),
-        })
+        };
+        Ok((candidates, all_finite(hidden)))
+    }
+
+    /// The error for logits that are not finite, naming the first layer whose output is not:
+    /// the step (`tokens` at `start`, through the prefill plan or the decode one) is run
+    /// again layer by layer, reading the residual stream after each. Running it again
+    /// rewrites the same cache entries with the same values.
+    fn locate_non_finite(&self, tokens: &[u32], start: usize, prefill: bool) -> Error {
+        let plan = if prefill { &self.prefill } else { &self.decode };
+        let rows = tokens.len().min(plan.n);
+        let n_layers = self.config.layers.len();
+        self.act.write_inputs(&self.gpu, tokens, start, plan.n);
+        let probe = Readback::new(
+            &self.gpu,
+            "non_finite.x",
+            (rows * self.config.hidden * 4) as u64,
+        );
+        for (i, mut e) in plan.encode_each_layer(&self.gpu).into_iter().enumerate() {
+            probe.copy_from(&mut e, &self.act.x, 0);
+            self.gpu.queue.submit([e.finish()]);
+            let bytes = match probe.read(&self.gpu) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            if !all_finite(&bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)) {
+                return Error::NonFinite {
+                    where_: format!(", first in the output of layer {i} of {n_layers}"),
+                };
+            }
+        }
+        Error::NonFinite {
+            where_: " after the last layer (final norm, lm_head or soft-cap)".into(),
+        }
     }
 
     /// Runs `tokens` through the model after what the cache holds, computing no logits
@@ -643,16 +702,22 @@ impl Model {
             self.act
                 .write_inputs(&self.gpu, chunk, self.position, self.chunk);
             let mut encoders = self.prefill.encode_all_logits(&self.gpu);
-            readback.copy_from(
-                encoders.last_mut().expect("logits encoder"),
-                self.act.all_logits(),
-                0,
-            );
+            let last = encoders.last_mut().expect("logits encoder");
+            readback.copy_from(last, self.act.all_logits(), 0);
+            // The final norm's output after the logits (see `readback`).
+            readback.copy_at(last, &self.act.h, (self.chunk * vocab * 4) as u64);
             self.gpu
                 .queue
                 .submit(encoders.into_iter().map(|e| e.finish()));
             let bytes = readback.read(&self.gpu)?;
             let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+            let hidden: Vec<u32> = bytemuck::pod_collect_to_vec(
+                &bytes[self.chunk * vocab * 4..][..chunk.len() * self.config.hidden * 4],
+            );
+            if logits[..chunk.len() * vocab].iter().any(|l| !l.is_finite()) || !all_finite(&hidden)
+            {
+                return Err(self.locate_non_finite(chunk, self.position, true));
+            }
             for r in 0..chunk.len() {
                 f(c * self.chunk + r, &logits[r * vocab..(r + 1) * vocab]);
             }
@@ -668,6 +733,12 @@ impl Model {
         self.logits_each(tokens, |_, l| out.extend_from_slice(l))?;
         Ok(out)
     }
+}
+
+/// Whether every f32 (given as its bits) is finite: by the exponent bits, so that no
+/// floating-point comparison can be optimised away.
+fn all_finite(bits: &[u32]) -> bool {
+    bits.iter().all(|&b| b & 0x7f80_0000 != 0x7f80_0000)
 }
 
 /// Where the weights come from.

@@ -322,6 +322,29 @@ impl Plan {
         e
     }
 
+    /// Each layer in an encoder of its own (the embedding joins layer 0), to look at the
+    /// residual stream between layers.
+    pub fn encode_each_layer(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut e = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("layer"),
+                    });
+                let mut d: Vec<&Dispatch> = vec![];
+                if i == 0 {
+                    d.extend(&self.embed);
+                }
+                d.extend(layer);
+                Self::pass(&mut e, &format!("layer {i}"), &d);
+                e
+            })
+            .collect()
+    }
+
     /// A step, one command buffer: the layers, then (with `head`) the final norm, row `row` as
     /// the query for the next token, the lm_head, the soft-cap and the top-k.
     pub fn encode(

@@ -155,20 +155,89 @@ pub fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
     Some(format!("blk.{layer}.{short}.weight"))
 }
 
-fn gguf_tensor<'a>(
+/// Calls `f(name, shape)` for every tensor a model of `c` reads, in the order the model loads
+/// them: matrices as [rows, cols], norms as [len, 1].
+pub fn each_tensor(
+    c: &ModelConfig,
+    mut f: impl FnMut(&str, [usize; 2]) -> Result<()>,
+) -> Result<()> {
+    f(EMBED, [c.vocab, c.hidden])?;
+    f(FINAL_NORM, [c.hidden, 1])?;
+    for i in 0..c.layers.len() {
+        for t in [
+            LayerTensor::Gate,
+            LayerTensor::Up,
+            LayerTensor::InputNorm,
+            LayerTensor::Q,
+            LayerTensor::K,
+            LayerTensor::V,
+            LayerTensor::QNorm,
+            LayerTensor::KNorm,
+            LayerTensor::O,
+            LayerTensor::PostAttentionNorm,
+            LayerTensor::PreFeedforwardNorm,
+            LayerTensor::Down,
+            LayerTensor::PostFeedforwardNorm,
+        ] {
+            if t.present(c.arch) {
+                f(&t.name(i, c.arch), t.shape(c))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks, before anything is uploaded, that `ckpt` holds every tensor of `c` in its shape.
+pub fn check_checkpoint(ckpt: &Checkpoint, c: &ModelConfig) -> Result<()> {
+    if let Some(rows) = ckpt.shape(EMBED).and_then(|s| s.first().copied())
+        && rows != c.vocab
+    {
+        return Err(crate::Error::Tensor {
+            name: EMBED.into(),
+            message: format!("has {rows} rows, but vocab_size is {}", c.vocab),
+        });
+    }
+    each_tensor(c, |name, [rows, cols]| {
+        let shape: &[usize] = if cols == 1 { &[rows] } else { &[rows, cols] };
+        ckpt.tensor(name, shape).map(drop)
+    })
+}
+
+/// Checks, before anything is uploaded, that `g` holds every tensor of `c` in its shape and
+/// in a type the engine reads at that shape.
+pub fn check_gguf(g: &Gguf, c: &ModelConfig) -> Result<()> {
+    each_tensor(c, |name, shape| gguf_info(g, name, shape, c.arch).map(drop))
+}
+
+/// Whether a [rows, cols] tensor of `ty` converts to a [`HostMatrix`].
+fn ggml_matrix_readable(ty: GgmlType, cols: usize) -> bool {
+    match (WeightFormat::of_ggml(ty), ty.block()) {
+        (Some(f), Some((per, _))) => {
+            cols > 0 && cols.is_multiple_of(f.block_len()) && cols.is_multiple_of(per)
+        }
+        _ => false,
+    }
+}
+
+/// The entry of the GGUF tensor for `hf`, checked to have `shape` and a readable type.
+fn gguf_info<'a>(
     g: &'a Gguf,
     hf: &str,
     shape: [usize; 2],
     arch: Arch,
-) -> Result<(GgmlType, &'a [u8])> {
+) -> Result<(String, &'a super::gguf::TensorInfo)> {
     let name = gguf_name(hf, arch).ok_or_else(|| crate::Error::Tensor {
         name: hf.to_string(),
         message: "has no GGUF counterpart".into(),
     })?;
-    let (info, bytes) = g.tensor(&name)?;
+    let info = g.tensors.get(&name).ok_or_else(|| crate::Error::Tensor {
+        name: name.clone(),
+        message: format!("missing from {}", g.path.display()),
+    })?;
     // GGUF lists dimensions innermost first: [cols, rows].
     let dims: Vec<usize> = info.dims.iter().copied().rev().collect();
-    let expected: Vec<usize> = if shape[1] == 1 {
+    let is_norm = shape[1] == 1;
+    let expected: Vec<usize> = if is_norm {
         vec![shape[0]]
     } else {
         shape.to_vec()
@@ -179,6 +248,36 @@ fn gguf_tensor<'a>(
             message: format!("expected shape {expected:?}, found {dims:?}"),
         });
     }
+    let readable = if is_norm {
+        info.ty == GgmlType::F32 || ggml_matrix_readable(info.ty, shape[0])
+    } else {
+        ggml_matrix_readable(info.ty, shape[1])
+    };
+    if !readable {
+        let what = if info.ty.block().is_none() {
+            format!("unsupported GGML type {:?}", info.ty)
+        } else {
+            format!(
+                "{:?} cannot hold this shape (rows of whole blocks)",
+                info.ty
+            )
+        };
+        return Err(crate::Error::Tensor {
+            name,
+            message: what,
+        });
+    }
+    Ok((name, info))
+}
+
+fn gguf_tensor<'a>(
+    g: &'a Gguf,
+    hf: &str,
+    shape: [usize; 2],
+    arch: Arch,
+) -> Result<(GgmlType, &'a [u8])> {
+    let (name, info) = gguf_info(g, hf, shape, arch)?;
+    let (_, bytes) = g.tensor(&name)?;
     Ok((info.ty, bytes))
 }
 

@@ -1,9 +1,29 @@
 //! GGUF files (version 2 and 3): memory-mapped metadata, tensor infos and tensor data.
+//!
+//! Every count, length, offset and size read from the file is checked before it is used:
+//! counts against the bytes left to hold them, sums and products with checked arithmetic.
+//! The tensor table must be what llama.cpp accepts: unique names, known types, whole blocks
+//! per row, offsets that are multiples of `general.alignment` (a power of two up to
+//! [`MAX_ALIGNMENT`]), data inside the data section and no two tensors overlapping.
 
+use crate::error::printable;
 use crate::{Error, Result};
 use memmap2::Mmap;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
+
+/// Largest `general.alignment` accepted (writers use 32; a page is 4 KiB, a huge page 2 MiB
+/// would be a file of its own).
+pub const MAX_ALIGNMENT: u64 = 1 << 20;
+/// Deepest nesting of metadata arrays (GGUF writers nest none).
+pub const MAX_ARRAY_DEPTH: usize = 4;
+/// GGML's limit on a tensor's dimensions.
+pub const MAX_DIMS: usize = 4;
+/// The metadata and tensor table must end within this many bytes of the file's start
+/// (Gemma 3's, with its 262144 tokens, end at 6.5 MB). Parsed, they take a few times their
+/// size in memory: this bounds that memory however large (or sparse) the file is.
+pub const MAX_HEADER_BYTES: usize = 64 << 20;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,7 +33,82 @@ pub enum Value {
     F64(f64),
     Bool(bool),
     String(String),
-    Array(Vec<Value>),
+    Array(Array),
+}
+
+/// A metadata array, its elements kept at their own width (a u8 array costs a byte per
+/// element, not an enum's 32).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    Array(Vec<Array>),
+}
+
+impl Array {
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+            Array::Array(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a [`Value`] (integers widened, strings and arrays cloned).
+    pub fn get(&self, i: usize) -> Option<Value> {
+        Some(match self {
+            Array::U8(v) => Value::U64(*v.get(i)? as u64),
+            Array::I8(v) => Value::I64(*v.get(i)? as i64),
+            Array::U16(v) => Value::U64(*v.get(i)? as u64),
+            Array::I16(v) => Value::I64(*v.get(i)? as i64),
+            Array::U32(v) => Value::U64(*v.get(i)? as u64),
+            Array::I32(v) => Value::I64(*v.get(i)? as i64),
+            Array::U64(v) => Value::U64(*v.get(i)?),
+            Array::I64(v) => Value::I64(*v.get(i)?),
+            Array::F32(v) => Value::F64(*v.get(i)? as f64),
+            Array::F64(v) => Value::F64(*v.get(i)?),
+            Array::Bool(v) => Value::Bool(*v.get(i)?),
+            Array::String(v) => Value::String(v.get(i)?.clone()),
+            Array::Array(v) => Value::Array(v.get(i)?.clone()),
+        })
+    }
+
+    /// The elements in order, as [`Array::get`] gives them.
+    pub fn values(&self) -> impl Iterator<Item = Value> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The elements of a string array.
+    pub fn as_strings(&self) -> Option<&[String]> {
+        match self {
+            Array::String(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Value {
@@ -48,7 +143,7 @@ impl Value {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
@@ -96,7 +191,7 @@ impl GgmlType {
         }
     }
 
-    /// (elements per block, bytes per block).
+    /// (elements per block, bytes per block) of the types this engine reads.
     pub fn block(self) -> Option<(usize, usize)> {
         Some(match self {
             GgmlType::F32 => (1, 4),
@@ -112,6 +207,35 @@ impl GgmlType {
             GgmlType::Q5K => (256, 176),
             GgmlType::Q6K => (256, 210),
             GgmlType::Other(_) => return None,
+        })
+    }
+
+    /// (elements per block, bytes per block) of every type ggml defines, read or not, so
+    /// that any tensor's extent can be checked (ggml.c's `type_traits`).
+    pub fn storage(self) -> Option<(usize, usize)> {
+        self.block().or(match self {
+            GgmlType::Other(id) => Some(match id {
+                9 => (32, 36),     // Q8_1
+                15 => (256, 292),  // Q8_K
+                16 => (256, 66),   // IQ2_XXS
+                17 => (256, 74),   // IQ2_XS
+                18 => (256, 98),   // IQ3_XXS
+                19 => (256, 50),   // IQ1_S
+                20 => (32, 18),    // IQ4_NL
+                21 => (256, 110),  // IQ3_S
+                22 => (256, 82),   // IQ2_S
+                23 => (256, 136),  // IQ4_XS
+                24 => (1, 1),      // I8
+                25 => (1, 2),      // I16
+                26 => (1, 4),      // I32
+                27 | 28 => (1, 8), // I64, F64
+                29 => (256, 56),   // IQ1_M
+                34 => (256, 54),   // TQ1_0
+                35 => (256, 66),   // TQ2_0
+                39 => (32, 17),    // MXFP4
+                _ => return None,
+            }),
+            _ => None,
         })
     }
 }
@@ -151,19 +275,40 @@ pub struct TensorInfo {
     pub end: usize,
 }
 
-/// A mapped GGUF file.
+/// The bytes a [`Gguf`] reads from.
+enum Bytes {
+    Mapped(Mmap),
+    /// A copy: a whole file, or only its first bytes (see [`Gguf::parse_header`]).
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A GGUF file: its metadata and tensor table, checked, and its bytes.
 pub struct Gguf {
     pub path: PathBuf,
     pub version: u32,
     pub metadata: HashMap<String, Value>,
     pub tensors: HashMap<String, TensorInfo>,
-    map: Mmap,
+    bytes: Bytes,
+    /// The file's length (more than `bytes` holds after [`Gguf::parse_header`]).
+    file_len: usize,
 }
 
 struct Cursor<'a> {
+    /// The header region: the file's first bytes, at most MAX_HEADER_BYTES of them.
     data: &'a [u8],
     pos: usize,
     path: &'a Path,
+    /// Whether `data` stops at MAX_HEADER_BYTES rather than at the file's end.
+    capped: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -174,59 +319,128 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        let end = end.ok_or_else(|| self.fail("truncated header"))?;
+        let end = end.ok_or_else(|| {
+            self.fail(if self.capped {
+                "metadata and tensor table longer than 64 MiB"
+            } else {
+                "truncated header"
+            })
+        })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
-    fn len(&mut self) -> Result<usize> {
+    /// A count of items that each take at least `min_each` bytes of what is left: a count
+    /// the file cannot hold is refused before anything is allocated for it.
+    fn count(&mut self, min_each: usize, what: &str) -> Result<usize> {
         let n = self.u64()?;
-        if n > self.data.len() as u64 {
-            return Err(self.fail("length beyond the file"));
+        let room = self.remaining() / min_each.max(1);
+        if n > room as u64 {
+            return Err(self.fail(&format!(
+                "{n} {what} cannot fit in the {} bytes that follow",
+                self.remaining()
+            )));
         }
         Ok(n as usize)
     }
 
     fn string(&mut self) -> Result<String> {
-        let n = self.len()?;
+        let n = self.count(1, "string bytes")?;
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+
+    /// `n` little-endian numbers of `N` bytes each.
+    fn numbers<const N: usize, T>(&mut self, n: usize, f: fn([u8; N]) -> T) -> Result<Vec<T>> {
+        let bytes = self.take(
+            n.checked_mul(N)
+                .ok_or_else(|| self.fail("array too long"))?,
+        )?;
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let mut a = [0; N];
+                a.copy_from_slice(c);
+                f(a)
+            })
+            .collect())
+    }
+
+    /// Bytes an element of type `ty` takes at least (a string its length, an array its type
+    /// and length).
+    fn min_size(&self, ty: u32) -> Result<usize> {
+        Ok(match ty {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8 | 10..=12 => 8,
+            9 => 12,
+            other => return Err(self.fail(&format!("unknown metadata type {other}"))),
+        })
+    }
+
+    fn array_value(&mut self, depth: usize) -> Result<Array> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(self.fail(&format!(
+                "metadata arrays nested more than {MAX_ARRAY_DEPTH} deep"
+            )));
+        }
+        let inner = self.u32()?;
+        let n = self.count(self.min_size(inner)?, "array elements")?;
+        Ok(match inner {
+            0 => Array::U8(self.take(n)?.to_vec()),
+            1 => Array::I8(self.numbers(n, i8::from_le_bytes)?),
+            2 => Array::U16(self.numbers(n, u16::from_le_bytes)?),
+            3 => Array::I16(self.numbers(n, i16::from_le_bytes)?),
+            4 => Array::U32(self.numbers(n, u32::from_le_bytes)?),
+            5 => Array::I32(self.numbers(n, i32::from_le_bytes)?),
+            6 => Array::F32(self.numbers(n, f32::from_le_bytes)?),
+            7 => Array::Bool(self.take(n)?.iter().map(|&b| b != 0).collect()),
+            8 => Array::String((0..n).map(|_| self.string()).collect::<Result<_>>()?),
+            9 => Array::Array(
+                (0..n)
+                    .map(|_| self.array_value(depth + 1))
+                    .collect::<Result<_>>()?,
+            ),
+            10 => Array::U64(self.numbers(n, u64::from_le_bytes)?),
+            11 => Array::I64(self.numbers(n, i64::from_le_bytes)?),
+            12 => Array::F64(self.numbers(n, f64::from_le_bytes)?),
+            other => return Err(self.fail(&format!("unknown metadata type {other}"))),
+        })
     }
 
     fn value(&mut self, ty: u32) -> Result<Value> {
         Ok(match ty {
             0 => Value::U64(self.take(1)?[0] as u64),
             1 => Value::I64(self.take(1)?[0] as i8 as i64),
-            2 => Value::U64(u16::from_le_bytes(self.take(2)?.try_into().expect("2")) as u64),
-            3 => Value::I64(i16::from_le_bytes(self.take(2)?.try_into().expect("2")) as i64),
+            2 => Value::U64(u16::from_le_bytes(self.array()?) as u64),
+            3 => Value::I64(i16::from_le_bytes(self.array()?) as i64),
             4 => Value::U64(self.u32()? as u64),
             5 => Value::I64(self.u32()? as i32 as i64),
             6 => Value::F64(f32::from_bits(self.u32()?) as f64),
             7 => Value::Bool(self.take(1)?[0] != 0),
             8 => Value::String(self.string()?),
-            9 => {
-                let inner = self.u32()?;
-                let n = self.len()?;
-                let mut items = Vec::with_capacity(n.min(1 << 20));
-                for _ in 0..n {
-                    items.push(self.value(inner)?);
-                }
-                Value::Array(items)
-            }
+            9 => Value::Array(self.array_value(0)?),
             10 => Value::U64(self.u64()?),
             11 => Value::I64(self.u64()? as i64),
             12 => Value::F64(f64::from_bits(self.u64()?)),
@@ -235,19 +449,63 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A tensor entry as the file gives it, before its place in the file is checked.
+struct RawTensor {
+    name: String,
+    dims: Vec<usize>,
+    ty: GgmlType,
+    offset: u64,
+}
+
+/// Bytes of one tensor entry at least: name length, dimension count, type and offset.
+const MIN_TENSOR_INFO: usize = 8 + 4 + 4 + 8;
+/// Bytes of one metadata entry at least: key length, type and a one-byte value.
+const MIN_KV: usize = 8 + 4 + 1;
+
 impl Gguf {
+    /// Maps and checks the GGUF file `path` (a regular file).
     pub fn open(path: &Path) -> Result<Gguf> {
         let io = |e: std::io::Error| Error::Io {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = super::files::open_regular(path)?;
         // SAFETY: mapped read-only; the file is not modified while the engine runs.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let len = map.len();
+        Self::read(path, Bytes::Mapped(map), len)
+    }
+
+    /// Checks a whole GGUF file held in memory.
+    pub fn parse(bytes: &[u8]) -> Result<Gguf> {
+        Self::read(
+            Path::new("<memory>"),
+            Bytes::Owned(bytes.to_vec()),
+            bytes.len(),
+        )
+    }
+
+    /// Checks the first bytes of a GGUF file of `file_len` bytes: all of its metadata and
+    /// tensor table must be in `prefix`; tensors are checked against `file_len`, and
+    /// [`Gguf::tensor`] gives only the data `prefix` holds.
+    pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Gguf> {
+        let file_len = usize::try_from(file_len)
+            .unwrap_or(usize::MAX)
+            .max(prefix.len());
+        Self::read(
+            Path::new("<memory>"),
+            Bytes::Owned(prefix.to_vec()),
+            file_len,
+        )
+    }
+
+    fn read(path: &Path, bytes: Bytes, file_len: usize) -> Result<Gguf> {
+        let data = bytes.as_slice();
         let mut c = Cursor {
-            data: &map,
+            data: &data[..data.len().min(MAX_HEADER_BYTES)],
             pos: 0,
             path,
+            capped: data.len() > MAX_HEADER_BYTES,
         };
         if c.take(4)? != b"GGUF" {
             return Err(c.fail("no GGUF magic"));
@@ -256,50 +514,152 @@ impl Gguf {
         if !(2..=3).contains(&version) {
             return Err(c.fail(&format!("unsupported version {version} (2 and 3 are read)")));
         }
-        let n_tensors = c.len()?;
-        let n_kv = c.len()?;
+        let n_tensors = c.count(MIN_TENSOR_INFO, "tensors")?;
+        let n_kv = c.count(MIN_KV, "metadata entries")?;
         let mut metadata = HashMap::new();
         for _ in 0..n_kv {
             let key = c.string()?;
             let ty = c.u32()?;
-            metadata.insert(key, c.value(ty)?);
+            let value = c.value(ty)?;
+            match metadata.entry(key) {
+                Entry::Occupied(e) => {
+                    return Err(c.fail(&format!("duplicate metadata key `{}`", printable(e.key()))));
+                }
+                Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+            }
         }
-        let mut infos = Vec::with_capacity(n_tensors);
+        // Grown as entries are read, not reserved from the count; names checked as they come,
+        // so that a run of identical (zeroed) entries stops at the second.
+        let mut raw = Vec::with_capacity(n_tensors.min(1024));
+        let mut names = std::collections::HashSet::with_capacity(n_tensors.min(1024));
         for _ in 0..n_tensors {
             let name = c.string()?;
+            if !names.insert(name.clone()) {
+                return Err(c.fail(&format!("tensor `{}` is listed twice", printable(&name))));
+            }
             let n_dims = c.u32()? as usize;
-            if n_dims > 4 {
-                return Err(c.fail(&format!("tensor `{name}` has {n_dims} dimensions")));
+            if n_dims > MAX_DIMS {
+                return Err(c.fail(&format!(
+                    "tensor `{}` has {n_dims} dimensions (at most {MAX_DIMS})",
+                    printable(&name)
+                )));
             }
-            let dims = (0..n_dims).map(|_| c.len()).collect::<Result<Vec<_>>>()?;
+            let mut dims = Vec::with_capacity(n_dims);
+            for _ in 0..n_dims {
+                let d = c.u64()?;
+                // ggml keeps dimensions as int64.
+                let d = usize::try_from(d)
+                    .ok()
+                    .filter(|&d| d <= i64::MAX as usize)
+                    .ok_or_else(|| {
+                        c.fail(&format!("tensor `{}` has dimension {d}", printable(&name)))
+                    })?;
+                dims.push(d);
+            }
             let ty = GgmlType::from_id(c.u32()?);
-            let offset = c.u64()? as usize;
-            infos.push((name, dims, ty, offset));
+            let offset = c.u64()?;
+            raw.push(RawTensor {
+                name,
+                dims,
+                ty,
+                offset,
+            });
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(32)
-            .max(1) as usize;
-        let data_start = c.pos.next_multiple_of(alignment);
-        let mut tensors = HashMap::new();
-        for (name, dims, ty, offset) in infos {
-            let elements: usize = dims.iter().product();
-            let bytes = match ty.block() {
-                Some((per, size)) if elements.is_multiple_of(per) => elements / per * size,
-                _ => 0,
-            };
-            let start = data_start + offset;
-            let end = start + bytes;
-            if end > map.len() {
-                return Err(Error::Checkpoint {
-                    path: path.display().to_string(),
-                    message: format!(
-                        "truncated: tensor `{name}` ends at byte {end}, the file has {}",
-                        map.len()
-                    ),
-                });
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a as usize,
+                other => {
+                    let shown = match other {
+                        Some(a) => a.to_string(),
+                        None => printable(&format!("{v:?}")),
+                    };
+                    return Err(c.fail(&format!(
+                        "general.alignment {shown} is not a power of two from 1 to {MAX_ALIGNMENT}"
+                    )));
+                }
+            },
+        };
+        let header_end = c.pos;
+        let tensors = Self::place(path, raw, header_end, alignment, file_len)?;
+        Ok(Gguf {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            bytes,
+            file_len,
+        })
+    }
+
+    /// Places each tensor in the data section (which starts at the first multiple of
+    /// `alignment` after the header) and checks the table as llama.cpp does.
+    fn place(
+        path: &Path,
+        raw: Vec<RawTensor>,
+        header_end: usize,
+        alignment: usize,
+        file_len: usize,
+    ) -> Result<HashMap<String, TensorInfo>> {
+        let bad = |message: String| Error::Checkpoint {
+            path: path.display().to_string(),
+            message,
+        };
+        // header_end <= file_len, and alignment is at most 2^20: no overflow.
+        let data_start = header_end.next_multiple_of(alignment);
+        let mut tensors = HashMap::with_capacity(raw.len());
+        for RawTensor {
+            name,
+            dims,
+            ty,
+            offset,
+        } in raw
+        {
+            let shown = printable(&name);
+            let (per, size) = ty.storage().ok_or_else(|| {
+                bad(format!(
+                    "tensor `{shown}` has GGML type {}, which ggml does not define",
+                    match ty {
+                        GgmlType::Other(id) => id,
+                        _ => 0,
+                    }
+                ))
+            })?;
+            let row = dims.first().copied().unwrap_or(1);
+            if !row.is_multiple_of(per) {
+                return Err(bad(format!(
+                    "tensor `{shown}`: rows of {row} {ty:?} values are not whole blocks of {per}"
+                )));
             }
+            let bytes = dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| (n / per).checked_mul(size));
+            let start = usize::try_from(offset)
+                .ok()
+                .and_then(|o| data_start.checked_add(o));
+            let (Some(bytes), Some(start)) = (bytes, start) else {
+                return Err(bad(format!(
+                    "tensor `{shown}` (dimensions {dims:?}, offset {offset}) lies outside the \
+                     file of {file_len} bytes"
+                )));
+            };
+            if !offset.is_multiple_of(alignment as u64) {
+                return Err(bad(format!(
+                    "tensor `{shown}`: offset {offset} is not a multiple of the alignment \
+                     {alignment}"
+                )));
+            }
+            let end = start.checked_add(bytes).filter(|&e| e <= file_len);
+            let Some(end) = end else {
+                return Err(bad(format!(
+                    "truncated: tensor `{shown}` ends at byte {}, the file has {file_len}",
+                    start as u128 + bytes as u128
+                )));
+            };
+            // Names are unique: checked as the entries were read.
             tensors.insert(
                 name,
                 TensorInfo {
@@ -310,13 +670,23 @@ impl Gguf {
                 },
             );
         }
-        Ok(Gguf {
-            path: path.to_path_buf(),
-            version,
-            metadata,
-            tensors,
-            map,
-        })
+        let mut ranges: Vec<(usize, usize, &str)> = tensors
+            .iter()
+            .filter(|(_, t)| t.end > t.start)
+            .map(|(n, t)| (t.start, t.end, n.as_str()))
+            .collect();
+        ranges.sort_unstable();
+        for pair in ranges.windows(2) {
+            let ((a_start, a_end, a), (b_start, _, b)) = (pair[0], pair[1]);
+            if b_start < a_end {
+                return Err(bad(format!(
+                    "tensors `{}` and `{}` overlap (bytes {a_start}..{a_end} and {b_start}..)",
+                    printable(a),
+                    printable(b)
+                )));
+            }
+        }
+        Ok(tensors)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -356,6 +726,11 @@ impl Gguf {
             .unwrap_or_else(|| "unknown".into())
     }
 
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> usize {
+        self.file_len
+    }
+
     /// The tensor `name`: its entry and bytes.
     pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
         let info = self.tensors.get(name).ok_or_else(|| Error::Tensor {
@@ -368,6 +743,128 @@ impl Gguf {
                 message: format!("unsupported GGML type {:?}", info.ty),
             });
         }
-        Ok((info, &self.map[info.start..info.end]))
+        let bytes = self
+            .bytes
+            .as_slice()
+            .get(info.start..info.end)
+            .ok_or_else(|| Error::Tensor {
+                name: name.to_string(),
+                message: format!(
+                    "its data (bytes {}..{}) was not read: only the header of {} is held",
+                    info.start,
+                    info.end,
+                    self.path.display()
+                ),
+            })?;
+        Ok((info, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn mapped_copied_and_header_only_reads_agree() {
+        for name in ["gemma1-bf16.gguf", "gemma2-window4096.gguf"] {
+            let path = fixture(name);
+            let bytes = std::fs::read(&path).unwrap();
+            let mapped = Gguf::open(&path).unwrap();
+            let copied = Gguf::parse(&bytes).unwrap();
+            let data_start = mapped.tensors.values().map(|t| t.start).min().unwrap();
+            let header = Gguf::parse_header(&bytes[..data_start], bytes.len() as u64).unwrap();
+            for g in [&copied, &header] {
+                assert_eq!(g.metadata, mapped.metadata, "{name}");
+                assert_eq!(g.tensors.len(), mapped.tensors.len(), "{name}");
+                for (n, t) in &mapped.tensors {
+                    let u = &g.tensors[n];
+                    assert_eq!(
+                        (u.ty, &u.dims, u.start, u.end),
+                        (t.ty, &t.dims, t.start, t.end)
+                    );
+                }
+            }
+            let (_, a) = mapped.tensor("token_embd.weight").unwrap();
+            let (_, b) = copied.tensor("token_embd.weight").unwrap();
+            assert_eq!(a, b);
+            // The header-only copy holds no data: a clean error, not a short slice.
+            let e = header.tensor("token_embd.weight").unwrap_err().to_string();
+            assert!(e.contains("only the header"), "{e}");
+        }
+    }
+
+    #[test]
+    fn arrays_keep_their_element_width() {
+        let g = Gguf::open(&fixture("gemma1-bf16.gguf")).unwrap();
+        let types = g
+            .get("tokenizer.ggml.token_type")
+            .unwrap()
+            .as_array()
+            .unwrap();
+        assert!(matches!(types, Array::I32(v) if v.len() == 520));
+        assert_eq!(types.get(0), Some(Value::I64(3)));
+        let tokens = g.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap();
+        assert_eq!(tokens.as_strings().map(|t| t[2].as_str()), Some("<bos>"));
+        assert_eq!(tokens.values().count(), 520);
+        // An enum per element would be 32 bytes: a u8 array is one byte per element.
+        assert_eq!(std::mem::size_of::<Array>(), 32);
+    }
+
+    /// GGUF v3 without tensors and with one metadata entry: `key`, of type `ty`, `payload`.
+    fn one_kv(key: &str, ty: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key.as_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(payload);
+        b
+    }
+
+    /// `count` arrays each holding the next, the innermost one u8 element.
+    fn nested(count: usize) -> Vec<u8> {
+        let mut a = vec![];
+        for _ in 0..count - 1 {
+            a.extend(9u32.to_le_bytes());
+            a.extend(1u64.to_le_bytes());
+        }
+        a.extend(0u32.to_le_bytes());
+        a.extend(1u64.to_le_bytes());
+        a.push(7);
+        a
+    }
+
+    #[test]
+    fn counts_depths_and_types_are_bounded_by_the_file() {
+        let err = |b: &[u8]| match Gguf::parse(b) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        };
+        // An array of 2^40 u16: 2 TiB that a 40-byte file cannot hold.
+        let mut a = 2u32.to_le_bytes().to_vec();
+        a.extend((1u64 << 40).to_le_bytes());
+        assert!(err(&one_kv("k", 9, &a)).contains("array elements cannot fit"));
+        // The top-level array and MAX_ARRAY_DEPTH - 1 inside it pass; one more does not.
+        assert!(Gguf::parse(&one_kv("k", 9, &nested(MAX_ARRAY_DEPTH))).is_ok());
+        let e = err(&one_kv("k", 9, &nested(MAX_ARRAY_DEPTH + 1)));
+        assert!(e.contains("nested more than 4 deep"), "{e}");
+        assert!(err(&one_kv("k", 13, &[0; 8])).contains("unknown metadata type 13"));
+        // A string longer than the file.
+        assert!(err(&one_kv("k", 8, &u64::MAX.to_le_bytes())).contains("cannot fit"));
+        for alignment in [0u32, 3, 7, 1 << 21] {
+            let e = err(&one_kv("general.alignment", 4, &alignment.to_le_bytes()));
+            assert!(e.contains("is not a power of two from 1 to 1048576"), "{e}");
+        }
+        for alignment in [1u32, 8, 1 << 20] {
+            assert!(Gguf::parse(&one_kv("general.alignment", 4, &alignment.to_le_bytes())).is_ok());
+        }
     }
 }

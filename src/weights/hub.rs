@@ -2,6 +2,8 @@
 //! local Hugging Face cache, downloaded there when missing and the network allows), or an
 //! alias for a model this project fetches itself.
 
+use super::files::{MAX_JSON_BYTES, check_plain_name, read_text};
+use super::safetensors::shard_names;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +32,10 @@ pub fn hub_caches() -> Vec<PathBuf> {
 pub fn cached_snapshot(cache: &Path, repo: &str) -> Option<PathBuf> {
     let dir = cache.join(format!("models--{}", repo.replace('/', "--")));
     let snapshots = dir.join("snapshots");
-    if let Ok(rev) = std::fs::read_to_string(dir.join("refs/main")) {
+    // A revision is one plain name (a commit hash): anything else is not followed.
+    if let Ok(rev) = read_text(&dir.join("refs/main"), 4096)
+        && check_plain_name(rev.trim(), "revision").is_ok()
+    {
         let s = snapshots.join(rev.trim());
         if s.join("config.json").exists() {
             return Some(s);
@@ -69,18 +74,9 @@ fn download(repo: &str) -> std::result::Result<PathBuf, String> {
     let _ = r.get("generation_config.json");
     match r.get("model.safetensors.index.json") {
         Ok(index) => {
-            let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            let mut shards: Vec<String> = json["weight_map"]
-                .as_object()
-                .map(|m| {
-                    m.values()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            shards.sort();
-            shards.dedup();
+            // Every shard name is checked before the first is requested.
+            let text = read_text(&index, MAX_JSON_BYTES).map_err(|e| e.to_string())?;
+            let shards = shard_names(&text, &index).map_err(|e| e.to_string())?;
             for s in shards {
                 r.get(&s).map_err(|e| e.to_string())?;
             }

@@ -4,6 +4,7 @@
 //! (`shaders/common/weights_*.wgsl`): `data` as u32 words, `scales` as f16 bits. The same
 //! bytes go to the GPU; [`HostMatrix::dequantize`] gives the exact values the GPU sees.
 
+pub mod files;
 pub mod gemma;
 pub mod gguf;
 pub mod hub;
@@ -121,6 +122,26 @@ impl WeightFormat {
             _ => return None,
         };
         Some((qk, size, size.next_multiple_of(4)))
+    }
+
+    /// The format a GGUF tensor of GGML type `ty` is kept in on the GPU.
+    pub fn of_ggml(ty: GgmlType) -> Option<WeightFormat> {
+        Some(match ty {
+            GgmlType::F32 => WeightFormat::F32,
+            GgmlType::F16 => WeightFormat::F16,
+            GgmlType::Bf16 => WeightFormat::Bf16,
+            GgmlType::Q8_0 => WeightFormat::Q8_0,
+            GgmlType::Q4_0 => WeightFormat::Q4_0,
+            GgmlType::Q4_1 => WeightFormat::Q4_1,
+            GgmlType::Q5_0 => WeightFormat::Q5_0,
+            GgmlType::Q5_1 => WeightFormat::Q5_1,
+            GgmlType::Q2K => WeightFormat::Q2K,
+            GgmlType::Q3K => WeightFormat::Q3K,
+            GgmlType::Q4K => WeightFormat::Q4K,
+            GgmlType::Q5K => WeightFormat::Q5K,
+            GgmlType::Q6K => WeightFormat::Q6K,
+            GgmlType::Other(_) => return None,
+        })
     }
 
     /// Weights per block: rows must hold a whole number of blocks.
@@ -278,30 +299,22 @@ impl HostMatrix {
     /// f32, bf16 and f16 as they are, Q8_0 and Q4_0 into their split layouts, every other
     /// block format kept block by block (padded to 4 bytes).
     pub fn from_ggml(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        let format = match ty {
-            GgmlType::F32 => WeightFormat::F32,
-            GgmlType::F16 => WeightFormat::F16,
-            GgmlType::Bf16 => WeightFormat::Bf16,
-            GgmlType::Q8_0 => WeightFormat::Q8_0,
-            GgmlType::Q4_0 => WeightFormat::Q4_0,
-            GgmlType::Q4_1 => WeightFormat::Q4_1,
-            GgmlType::Q5_0 => WeightFormat::Q5_0,
-            GgmlType::Q5_1 => WeightFormat::Q5_1,
-            GgmlType::Q2K => WeightFormat::Q2K,
-            GgmlType::Q3K => WeightFormat::Q3K,
-            GgmlType::Q4K => WeightFormat::Q4K,
-            GgmlType::Q5K => WeightFormat::Q5K,
-            GgmlType::Q6K => WeightFormat::Q6K,
-            GgmlType::Other(id) => {
-                return Err(Error::Shape {
-                    kernel: "weights",
-                    message: format!("GGML type {id} is not supported"),
-                });
-            }
+        let (Some(format), Some((per, size))) = (WeightFormat::of_ggml(ty), ty.block()) else {
+            let id = match ty {
+                GgmlType::Other(id) => id,
+                _ => u32::MAX,
+            };
+            return Err(Error::Shape {
+                kernel: "weights",
+                message: format!("GGML type {id} is not supported"),
+            });
         };
-        let (per, size) = ty.block().expect("known type");
-        Self::check_shape(format, rows, cols, rows * cols)?;
-        if !cols.is_multiple_of(per) || bytes.len() != rows * cols / per * size {
+        let len = rows.checked_mul(cols).ok_or_else(|| Error::Shape {
+            kernel: "weights",
+            message: format!("{ty:?} [{rows}, {cols}] is too large"),
+        })?;
+        Self::check_shape(format, rows, cols, len)?;
+        if !cols.is_multiple_of(per) || bytes.len() != len / per * size {
             return Err(Error::Shape {
                 kernel: "weights",
                 message: format!("{ty:?} [{rows}, {cols}]: {} bytes", bytes.len()),

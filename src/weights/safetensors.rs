@@ -2,6 +2,8 @@
 //! `model.safetensors.index.json`, memory-mapped so no tensor is copied until it is used.
 
 use super::SourceDtype;
+use super::files::{MAX_JSON_BYTES, check_plain_name, open_regular, read_text_if_present};
+use crate::error::{printable, printable_message};
 use crate::{Error, Result};
 use memmap2::Mmap;
 use std::collections::HashMap;
@@ -30,6 +32,20 @@ pub struct Checkpoint {
     entries: HashMap<String, Entry>,
 }
 
+/// One tensor of a safetensors header, checked against its file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderEntry {
+    pub name: String,
+    pub dtype: SourceDtype,
+    pub shape: Vec<usize>,
+    /// Byte range within the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The safetensors crate's limit on a header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         path: path.display().to_string(),
@@ -44,99 +60,183 @@ fn corrupt(path: &Path, message: String) -> Error {
     }
 }
 
+/// Reads and checks the header of a safetensors file of `file_len` bytes from `prefix`, its
+/// first bytes (at least the 8-byte length and the JSON header): the rules of
+/// `safetensors::SafeTensors::read_metadata` (tensors packed in order, each the size of its
+/// shape, the data ending where the file does), without needing the data in memory. Only
+/// f32, f16 and bf16 tensors are accepted. `path` names the file in errors.
+pub fn parse_header(path: &Path, prefix: &[u8], file_len: u64) -> Result<Vec<HeaderEntry>> {
+    let invalid = |what: String| corrupt(path, format!("not a valid safetensors file ({what})"));
+    let Some(len_bytes) = prefix.get(..8) else {
+        return Err(invalid("shorter than its 8-byte header length".into()));
+    };
+    let mut n = [0; 8];
+    n.copy_from_slice(len_bytes);
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES {
+        return Err(invalid(format!(
+            "a header of {n} bytes, more than {MAX_HEADER_BYTES}"
+        )));
+    }
+    // n <= 1e8: no overflow below.
+    let data_start = 8 + n;
+    if data_start > file_len {
+        return Err(corrupt(
+            path,
+            format!("truncated: the header ends at byte {data_start}, the file has {file_len}"),
+        ));
+    }
+    let header = prefix
+        .get(8..data_start as usize)
+        .ok_or_else(|| invalid("the header was not read whole".into()))?;
+    let header = std::str::from_utf8(header).map_err(|e| invalid(format!("header: {e}")))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_str(header).map_err(|e| invalid(printable_message(&e.to_string())))?;
+    let data_len = meta.data_len() as u64;
+    let data_end = data_start.checked_add(data_len);
+    if data_end != Some(file_len) {
+        return Err(corrupt(
+            path,
+            if data_end.is_none_or(|e| e > file_len) {
+                format!(
+                    "truncated: the header describes {data_len} bytes of data, the file has {} \
+                     after the header",
+                    file_len - data_start
+                )
+            } else {
+                format!(
+                    "not a valid safetensors file ({} bytes follow the {data_len} bytes of data)",
+                    file_len - data_start - data_len
+                )
+            },
+        ));
+    }
+    let mut entries = Vec::new();
+    for tensor in meta.offset_keys() {
+        let Some(info) = meta.info(&tensor) else {
+            continue;
+        };
+        let dtype = match info.dtype {
+            safetensors::Dtype::F32 => SourceDtype::F32,
+            safetensors::Dtype::F16 => SourceDtype::F16,
+            safetensors::Dtype::BF16 => SourceDtype::Bf16,
+            other => {
+                return Err(Error::Tensor {
+                    name: printable(&tensor),
+                    message: format!(
+                        "unsupported dtype {other:?} in {}; expected F32, F16 or BF16",
+                        path.display()
+                    ),
+                });
+            }
+        };
+        // Within the file: the data ends at file_len (checked above).
+        let (start, end) = (
+            data_start as usize + info.data_offsets.0,
+            data_start as usize + info.data_offsets.1,
+        );
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(dtype.bytes(), |n, &d| n.checked_mul(d));
+        if bytes != Some(end - start) {
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor `{}`: {} bytes for shape {:?}",
+                    printable(&tensor),
+                    end - start,
+                    info.shape
+                ),
+            ));
+        }
+        entries.push(HeaderEntry {
+            name: tensor,
+            dtype,
+            shape: info.shape.clone(),
+            start,
+            end,
+        });
+    }
+    Ok(entries)
+}
+
+/// The shard file names of a `model.safetensors.index.json` (its `weight_map` values), each a
+/// plain file name, sorted and without repeats. `path` names the index in errors.
+pub fn shard_names(index_json: &str, path: &Path) -> Result<Vec<String>> {
+    let json: serde_json::Value = serde_json::from_str(index_json)
+        .map_err(|e| corrupt(path, printable_message(&e.to_string())))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| corrupt(path, "no `weight_map` object".into()))?;
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        check_plain_name(name, "shard").map_err(|m| corrupt(path, m))?;
+    }
+    Ok(names)
+}
+
 impl Checkpoint {
     /// Opens `dir/model.safetensors.index.json` (sharded) or `dir/model.safetensors`.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
         let index = dir.join("model.safetensors.index.json");
-        let shard_names: Vec<String> = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|e| io_error(&index, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| corrupt(&index, e.to_string()))?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| corrupt(&index, "no `weight_map` object".into()))?;
-            let mut names: Vec<String> = map
-                .values()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect();
-            names.sort();
-            names.dedup();
-            names
-        } else {
-            let single = dir.join("model.safetensors");
-            if !single.exists() {
-                return Err(io_error(
-                    dir,
-                    "no model.safetensors or model.safetensors.index.json in this directory",
-                ));
+        let shard_names: Vec<String> = match read_text_if_present(&index, MAX_JSON_BYTES)? {
+            Some(text) => shard_names(&text, &index)?,
+            None => {
+                let single = dir.join("model.safetensors");
+                if !single.exists() {
+                    return Err(io_error(
+                        dir,
+                        "no model.safetensors or model.safetensors.index.json in this directory",
+                    ));
+                }
+                vec!["model.safetensors".into()]
             }
-            vec!["model.safetensors".into()]
         };
         let mut files = Vec::new();
         let mut entries = HashMap::new();
         for (shard, name) in shard_names.iter().enumerate() {
             let path = dir.join(name);
-            let file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+            let file = open_regular(&path)?;
             // SAFETY: the file is opened read-only and not modified while mapped; a file
             // changed underneath us is outside what any reader can defend against.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| io_error(&path, e))?;
-            let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
-                .map_err(|e| corrupt(&path, format!("not a valid safetensors file ({e})")))?;
-            let data_start = 8 + header;
-            for (tensor, info) in meta.tensors() {
-                let dtype = match info.dtype {
-                    safetensors::Dtype::F32 => SourceDtype::F32,
-                    safetensors::Dtype::F16 => SourceDtype::F16,
-                    safetensors::Dtype::BF16 => SourceDtype::Bf16,
-                    other => {
-                        return Err(Error::Tensor {
-                            name: tensor,
-                            message: format!(
-                                "unsupported dtype {other:?} in {}; expected F32, F16 or BF16",
-                                path.display()
-                            ),
-                        });
-                    }
-                };
-                let (start, end) = (
-                    data_start + info.data_offsets.0,
-                    data_start + info.data_offsets.1,
-                );
-                let elements: usize = info.shape.iter().product();
-                if end > map.len() {
+            for e in parse_header(&path, &map, map.len() as u64)? {
+                if let Some(other) = entries.get(&e.name).map(|x: &Entry| x.shard) {
                     return Err(corrupt(
                         &path,
                         format!(
-                            "truncated: tensor `{tensor}` ends at byte {end}, the file has {}",
-                            map.len()
-                        ),
-                    ));
-                }
-                if end - start != elements * dtype.bytes() {
-                    return Err(corrupt(
-                        &path,
-                        format!(
-                            "tensor `{tensor}`: {} bytes for shape {:?}",
-                            end - start,
-                            info.shape
+                            "tensor `{}` is also in {}",
+                            printable(&e.name),
+                            printable(&shard_names[other])
                         ),
                     ));
                 }
                 entries.insert(
-                    tensor,
+                    e.name,
                     Entry {
                         shard,
-                        dtype,
-                        shape: info.shape.clone(),
-                        start,
-                        end,
+                        dtype: e.dtype,
+                        shape: e.shape,
+                        start: e.start,
+                        end: e.end,
                     },
                 );
             }
             files.push((path, map));
         }
         Ok(Checkpoint { files, entries })
+    }
+
+    /// The shape of tensor `name`, if the checkpoint has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| &e.shape[..])
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -189,6 +289,72 @@ impl Tensor<'_> {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: usize) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.resize(b.len() + data, 0);
+        b
+    }
+
+    #[test]
+    fn headers_are_checked_against_the_file() {
+        let p = Path::new("x.safetensors");
+        let h = r#"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let b = file(h, 16);
+        let e = parse_header(p, &b, b.len() as u64).unwrap();
+        assert_eq!((e[0].start, e[0].end), (8 + h.len(), 8 + h.len() + 16));
+        // Only the header in memory, the file's length given: the same.
+        assert_eq!(
+            parse_header(p, &b[..8 + h.len()], b.len() as u64).unwrap(),
+            e
+        );
+        let msg = |b: &[u8], len: usize| parse_header(p, b, len as u64).unwrap_err().to_string();
+        assert!(msg(&b[..20], 20).contains("truncated: the header ends"));
+        assert!(msg(&b, b.len() - 4).contains("truncated: the header describes 16 bytes"));
+        assert!(msg(&b, b.len() + 4).contains("4 bytes follow"));
+        let mut huge = b.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(msg(&huge, huge.len()).contains("more than 100000000"));
+        // Offsets that overlap, or a shape whose size overflows.
+        for bad in [
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#,
+        ] {
+            let b = file(bad, 16);
+            assert!(msg(&b, b.len()).contains("not a valid safetensors file"));
+        }
+    }
+
+    #[test]
+    fn shard_names_stay_in_their_directory() {
+        let p = Path::new("model.safetensors.index.json");
+        let index = |shard: &str| {
+            serde_json::json!({"weight_map": {"a": "model-1.safetensors", "b": shard}}).to_string()
+        };
+        assert_eq!(
+            shard_names(&index("model-2.safetensors"), p).unwrap(),
+            ["model-1.safetensors", "model-2.safetensors"]
+        );
+        for bad in [
+            "../model.safetensors",
+            "/etc/passwd",
+            "a/b.safetensors",
+            "m.safetensors#frag",
+            "\u{1b}[2J",
+        ] {
+            let e = shard_names(&index(bad), p).unwrap_err().to_string();
+            assert!(
+                e.contains("not a plain file name") && !e.contains('\u{1b}'),
+                "{e}"
+            );
         }
     }
 }
