@@ -732,28 +732,19 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let log = RequestLog {
+    generation_endpoint(
+        s,
         id,
-        path: "/v1/chat/completions",
-        start: Instant::now(),
-    };
-    let submitted = async {
-        let body = read_body(&s, &headers, body).await?;
-        let req: ChatRequest = api::parse(&body)?;
-        let (messages, common) = req.validate(s.max_tokens_limit)?;
-        let shape = Shape {
-            chat: true,
-            stream: common.stream,
-            include_usage: common.include_usage,
-            logprobs: common.logprobs.is_some(),
-        };
-        let (rx, watch) = submit(&s, id, Prompt::Chat(messages), common)?;
-        Ok::<_, ApiError>((rx, watch, shape))
-    };
-    match submitted.await {
-        Ok((rx, watch, shape)) => respond(rx, watch, s.model.clone(), shape, log).await,
-        Err(e) => e.into_response(),
-    }
+        headers,
+        body,
+        "/v1/chat/completions",
+        |body, limit| {
+            let req: ChatRequest = api::parse(body)?;
+            let (messages, settings) = req.validate(limit)?;
+            Ok((Prompt::Chat(messages), settings))
+        },
+    )
+    .await
 }
 
 async fn completions(
@@ -762,22 +753,39 @@ async fn completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    generation_endpoint(s, id, headers, body, "/v1/completions", |body, limit| {
+        let req: CompletionRequest = api::parse(body)?;
+        let (prompt, settings) = req.validate(limit)?;
+        Ok((Prompt::Text(prompt), settings))
+    })
+    .await
+}
+
+/// A request that generates: its body read and parsed by `parse` into a prompt and settings,
+/// queued, and answered (streamed or whole) in the shape the request asked for.
+async fn generation_endpoint(
+    s: AppState,
+    id: u64,
+    headers: HeaderMap,
+    body: Body,
+    path: &'static str,
+    parse: impl FnOnce(&[u8], usize) -> Result<(Prompt, api::Settings), ApiError>,
+) -> Response {
     let log = RequestLog {
         id,
-        path: "/v1/completions",
+        path,
         start: Instant::now(),
     };
     let submitted = async {
         let body = read_body(&s, &headers, body).await?;
-        let req: CompletionRequest = api::parse(&body)?;
-        let (prompt, common) = req.validate(s.max_tokens_limit)?;
+        let (prompt, common) = parse(&body, s.max_tokens_limit)?;
         let shape = Shape {
-            chat: false,
+            chat: matches!(prompt, Prompt::Chat(_)),
             stream: common.stream,
             include_usage: common.include_usage,
             logprobs: common.logprobs.is_some(),
         };
-        let (rx, watch) = submit(&s, id, Prompt::Text(prompt), common)?;
+        let (rx, watch) = submit(&s, id, prompt, common)?;
         Ok::<_, ApiError>((rx, watch, shape))
     };
     match submitted.await {
