@@ -571,6 +571,7 @@ impl Model {
             .write_inputs(&self.gpu, &[token], self.position, plan.n);
         let start = Instant::now();
         let encoders = plan.encode(&self.gpu, 0, true, true);
+        let command_buffers = encoders.len();
         self.gpu
             .queue
             .submit(encoders.into_iter().map(|e| e.finish()));
@@ -578,7 +579,7 @@ impl Model {
         self.gpu.wait()?;
         let wall = start.elapsed();
 
-        let (dispatches, command_buffers) = plan.step_counts(true);
+        let dispatches = plan.step_dispatch_count(true);
         let queries = 2 * dispatches as u32;
         let set = self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),

@@ -379,13 +379,10 @@ impl Plan {
         d
     }
 
-    /// Dispatches (that record work) and command buffers of one step with its head.
-    pub fn step_counts(&self, greedy: bool) -> (usize, usize) {
+    /// Dispatches (that record work) in one step with its head.
+    pub fn step_dispatch_count(&self, greedy: bool) -> usize {
         let d = self.step_dispatches(greedy);
-        (
-            d.iter().filter(|d| !d.is_empty()).count(),
-            self.layers.len() + 1,
-        )
+        d.iter().filter(|d| !d.is_empty()).count()
     }
 
     /// A step with its head, each dispatch in its own pass between two timestamps (queries
