@@ -94,7 +94,7 @@ impl Input {
         Input::Piped(std::io::stdin().lock())
     }
 
-    /// One line; the prompt goes to stdout.
+    /// One line; a piped prompt goes to stderr.
     fn read(&mut self, prompt: &str) -> Result<Entry> {
         match self {
             Input::Editor { editor, .. } => match editor.readline(prompt) {
@@ -104,13 +104,16 @@ impl Input {
                 Err(e) => Err(e.into()),
             },
             Input::Piped(stdin) => {
-                let mut stdout = std::io::stdout();
-                write!(stdout, "{prompt}")?;
-                stdout.flush()?;
+                // On stderr: stdout holds only the replies, for whoever reads the pipe.
+                let mut stderr = std::io::stderr();
+                write!(stderr, "{prompt}")?;
+                stderr.flush()?;
                 let mut line = String::new();
                 if stdin.read_line(&mut line)? == 0 {
                     return Ok(Entry::End);
                 }
+                // The piped line is not echoed: end the prompt's line here.
+                writeln!(stderr)?;
                 Ok(Entry::Line(line.trim_end_matches(['\r', '\n']).to_string()))
             }
         }

@@ -390,7 +390,9 @@ fn chat_reads_turns_until_exit() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout.matches("> ").count(), 5, "{stdout}");
+    // The prompts go to stderr, the replies alone to stdout.
+    assert_eq!(stderr.matches("> ").count(), 5, "{stderr}");
+    assert!(!stdout.contains("> "), "{stdout}");
     assert!(stdout.contains("(new conversation)"));
     assert_eq!(
         stderr.lines().filter(|l| l.starts_with("prompt ")).count(),
@@ -1080,7 +1082,7 @@ fn chat_answers_commands_itself_and_takes_multi_line_messages() {
         2,
         "{stderr}"
     );
-    assert_eq!(stdout.matches("... ").count(), 2, "{stdout}");
+    assert_eq!(stderr.matches("... ").count(), 2, "{stderr}");
 }
 
 #[test]
@@ -1095,11 +1097,11 @@ fn ctrl_c_at_the_chat_prompt_says_how_to_leave_and_twice_quits() {
         .spawn()
         .unwrap();
     let _stdin = child.stdin.take();
-    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
     let mut seen = vec![];
     let mut buf = [0u8; 256];
     while !String::from_utf8_lossy(&seen).contains("> ") {
-        let n = stdout.read(&mut buf).unwrap();
+        let n = stderr.read(&mut buf).unwrap();
         assert!(n > 0, "chat ended before its prompt");
         seen.extend_from_slice(&buf[..n]);
     }
@@ -1113,13 +1115,14 @@ fn ctrl_c_at_the_chat_prompt_says_how_to_leave_and_twice_quits() {
     interrupt();
     std::thread::sleep(std::time::Duration::from_millis(300));
     interrupt();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().unwrap();
+    stderr.read_to_end(&mut seen).unwrap();
+    let stderr = String::from_utf8_lossy(&seen);
     assert!(
         stderr.contains("(Ctrl-C again, /exit or Ctrl-D quits)"),
         "{stderr}"
     );
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(status.code(), Some(130), "{stderr}");
 }
 
 /// Runs `args` with `stdin` as its input and `env` added to the environment.
