@@ -8,7 +8,7 @@
 //! to leave, and a second one quits. When the context fills up, the oldest turns are dropped
 //! (the cache is then rebuilt).
 
-use crate::{LoadArgs, SamplingArgs, load_engine};
+use crate::{LoadArgs, SamplingArgs, load_engine, warn_if_base_model};
 use anyhow::Result;
 use clap::Args;
 use gemma_wgpu::engine::chat::Conversation;
@@ -179,6 +179,7 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
         anyhow::bail!("--system must not be empty");
     }
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    warn_if_base_model(&engine, &a.load);
     let (params, max_tokens) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
     let cancel = engine.cancel.clone();
     let stop = cancel.clone();

@@ -406,6 +406,19 @@ fn devices(backend: BackendChoice, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Says (on stderr) when a chat runs on a model without a chat template of its own.
+pub fn warn_if_base_model(engine: &Engine, load: &LoadArgs) {
+    if !engine.tokenizer.has_own_chat_template() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {} has no chat template of its own, so it is most likely a base \
+             (pretrained) model: Gemma's turn format is used, but such a model does not follow \
+             it well; an instruction-tuned (-it) model answers better",
+            load.model.display()
+        );
+    }
+}
+
 pub fn load_engine(gpu: &GpuOptions, load: &LoadArgs, options: ModelOptions) -> Result<Engine> {
     let options = ModelOptions {
         format: load.dtype,
@@ -527,6 +540,9 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
     let load_time = load_start.elapsed();
     let (params, _) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
     let chat = a.chat || (a.auto_chat && engine.tokenizer.has_chat_template());
+    if chat {
+        warn_if_base_model(&engine, &a.load);
+    }
     let ids = prompt_ids(
         &engine,
         text.as_deref(),
@@ -752,6 +768,7 @@ fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
     };
     options.validate()?;
     let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    warn_if_base_model(&engine, &a.load);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))

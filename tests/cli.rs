@@ -2158,3 +2158,27 @@ fn file_content_in_errors_is_escaped_and_cut_short() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_chat_on_a_model_without_its_own_template_is_warned_about_once() {
+    let dir = fixture("gemma1-bf16");
+    let gguf = format!("{dir}.gguf");
+    let warned = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        err.matches("has no chat template of its own").count()
+    };
+    // The GGUF copy carries no template (Gemma's turn format stands in); the directory's
+    // tokenizer_config.json has one.
+    let chat = |m: &str| gemma(&["generate", "--chat", "-p", "hi", "-n", "2", "-m", m]);
+    assert_eq!(warned(&chat(&gguf)), 1);
+    assert_eq!(warned(&chat(&dir)), 0);
+    // Plain generation is no chat: no warning.
+    assert_eq!(
+        warned(&gemma(&["generate", "-p", "hi", "-n", "2", "-m", &gguf])),
+        0
+    );
+    // The chat says it once, however many turns.
+    let out = gemma_with(&["chat", "-m", &gguf, "-n", "2"], "hi\nagain\n/exit\n", &[]);
+    assert_eq!(warned(&out), 1);
+}

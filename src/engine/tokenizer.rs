@@ -19,6 +19,8 @@ pub struct Tokenizer {
     inner: Mutex<tokenizers::Tokenizer>,
     /// Jinja chat template from tokenizer_config.json.
     chat_template: Option<String>,
+    /// Whether the template came with the model (GGUF files without one get Gemma's).
+    own_template: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -28,6 +30,7 @@ impl Clone for Tokenizer {
         Tokenizer {
             inner: Mutex::new(self.inner().clone()),
             chat_template: self.chat_template.clone(),
+            own_template: self.own_template,
             bos_token: self.bos_token.clone(),
             eos_token: self.eos_token.clone(),
         }
@@ -75,12 +78,14 @@ impl Tokenizer {
             })?,
             None => serde_json::Value::Null,
         };
+        let chat_template = config
+            .get("chat_template")
+            .and_then(|t| t.as_str())
+            .map(String::from);
         Ok(Tokenizer {
             inner: Mutex::new(inner),
-            chat_template: config
-                .get("chat_template")
-                .and_then(|t| t.as_str())
-                .map(String::from),
+            own_template: chat_template.is_some(),
+            chat_template,
             bos_token: token_string(config.get("bos_token")).unwrap_or_else(|| "<bos>".into()),
             eos_token: token_string(config.get("eos_token")).unwrap_or_else(|| "<eos>".into()),
         })
@@ -136,15 +141,12 @@ impl Tokenizer {
         let spec = pieces.tokenizer_json(&special, &unk, add_bos.then_some(&bos), add_space_prefix);
         let inner: tokenizers::Tokenizer = serde_json::from_value(spec)
             .map_err(|e| bad(&format!("could not build the tokenizer: {e}")))?;
+        let own = g.get("tokenizer.chat_template").and_then(|v| v.as_str());
         Ok(Tokenizer {
             inner: Mutex::new(inner),
+            own_template: own.is_some(),
             // Files without a template get Gemma's own turn format.
-            chat_template: Some(
-                g.get("tokenizer.chat_template")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or(GEMMA_CHAT_TEMPLATE)
-                    .to_string(),
-            ),
+            chat_template: Some(own.unwrap_or(GEMMA_CHAT_TEMPLATE).to_string()),
             bos_token: bos,
             eos_token: eos,
         })
@@ -254,6 +256,12 @@ impl Tokenizer {
     /// Whether the model has a chat template.
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
+    }
+
+    /// Whether the chat template came with the model. A model without one is most likely a
+    /// base (pretrained) model, which does not follow Gemma's turn format well.
+    pub fn has_own_chat_template(&self) -> bool {
+        self.own_template
     }
 
     fn render_template(&self, messages: &[Message], generation_prompt: bool) -> Result<String> {
