@@ -35,7 +35,7 @@ for line in sys.stdin:
 fi
 
 bin="${1:-.gpu}"
-out="${2:-${OUT:-./gpu-check-out}}"
+out="${2:-./gpu-check-out}"
 mkdir -p "$out"
 built_in="$(cat "$bin/built-in" 2>/dev/null || true)"
 if [ -n "$built_in" ] && [ ! -e "$built_in" ]; then
