@@ -169,14 +169,12 @@ fn csv(v: &serde_json::Value) -> String {
     }
 }
 
-pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
+/// Refuses out-of-range sizes and an unwritable plot before anything loads.
+fn check_args(a: &BenchArgs, max_p: usize, max_n: usize) -> Result<()> {
     let limit = gemma_wgpu::engine::sampling::MAX_TOKENS_LIMIT;
-    let max_p = a.prompt.iter().copied().max().unwrap_or(0);
-    let max_n = a.generate.iter().copied().max().unwrap_or(0);
     if max_p > limit || max_n > limit || a.reps > 10_000 {
         anyhow::bail!("-p and -n must be at most {limit} tokens, -r at most 10000 repetitions");
     }
-    let output = if a.json { Output::Jsonl } else { a.output };
     // A plot that cannot be written fails now, not after the run.
     if let Some(p) = &a.plot {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
@@ -187,6 +185,79 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The model to time: a file or directory, or a release shape with random weights.
+fn load(gpu: &GpuOptions, a: &BenchArgs, options: &ModelOptions) -> Result<(String, Model)> {
+    let gpu = Gpu::new(gpu)?;
+    Ok(match (&a.model, &a.synthetic) {
+        (Some(dir), _) => {
+            let path = gemma_wgpu::weights::hub::resolve(dir)?;
+            (dir.display().to_string(), Model::load(gpu, &path, options)?)
+        }
+        (None, Some(preset)) => {
+            let config = ModelConfig::preset(preset)?;
+            (
+                format!("{preset} (synthetic)"),
+                Model::synthetic(gpu, config, options)?,
+            )
+        }
+        (None, None) => anyhow::bail!("give --model DIR or --synthetic NAME"),
+    })
+}
+
+/// The table's header (md), the field names (csv) or the array's opening (json).
+fn write_header(out: &mut impl Write, output: Output) -> Result<()> {
+    match output {
+        Output::Md => writeln!(
+            out,
+            "| model | size | params | type | backend | test | t/s |\n\
+             | --- | ---: | ---: | --- | --- | ---: | ---: |"
+        )?,
+        Output::Csv => writeln!(out, "{}", CSV_FIELDS.join(","))?,
+        Output::Json => write!(out, "[")?,
+        Output::Jsonl => {}
+    }
+    Ok(out.flush()?)
+}
+
+/// Test `i`'s result in the chosen format.
+fn write_row(
+    out: &mut impl Write,
+    output: Output,
+    (i, t): (usize, Test),
+    facts: &Facts,
+    row: &serde_json::Value,
+    (mean, sd): (f64, f64),
+) -> Result<()> {
+    match output {
+        Output::Md => writeln!(
+            out,
+            "| {} | {} | {} | {} | {} ({}) | {} | {mean:.2} ± {sd:.2} |",
+            facts.model,
+            crate::mib_f(facts.size),
+            crate::count_si(facts.params),
+            facts.model_type,
+            facts.backend,
+            facts.adapter,
+            t.name()
+        )?,
+        Output::Csv => {
+            let fields: Vec<String> = CSV_FIELDS.iter().map(|f| csv(&row[f])).collect();
+            writeln!(out, "{}", fields.join(","))?;
+        }
+        Output::Json => write!(out, "{}\n  {row}", if i == 0 { "" } else { "," })?,
+        Output::Jsonl => writeln!(out, "{row}")?,
+    }
+    Ok(out.flush()?)
+}
+
+pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
+    let max_p = a.prompt.iter().copied().max().unwrap_or(0);
+    let max_n = a.generate.iter().copied().max().unwrap_or(0);
+    check_args(a, max_p, max_n)?;
+    let output = if a.json { Output::Jsonl } else { a.output };
     let tests: Vec<Test> = (a.prompt.iter().filter(|&&p| p > 0))
         .map(|&p| Test {
             n_prompt: p,
@@ -204,24 +275,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         progress: true,
         ..Default::default()
     };
-    let gpu = Gpu::new(gpu)?;
-    let (name, mut model) = match (&a.model, &a.synthetic) {
-        (Some(dir), _) => {
-            let path = gemma_wgpu::weights::hub::resolve(dir)?;
-            (
-                dir.display().to_string(),
-                Model::load(gpu, &path, &options)?,
-            )
-        }
-        (None, Some(preset)) => {
-            let config = ModelConfig::preset(preset)?;
-            (
-                format!("{preset} (synthetic)"),
-                Model::synthetic(gpu, config, &options)?,
-            )
-        }
-        (None, None) => anyhow::bail!("give --model DIR or --synthetic NAME"),
-    };
+    let (name, mut model) = load(gpu, a, &options)?;
     let m = &mut model;
     note(&crate::load_summary(&name, m));
     let facts = Facts {
@@ -236,19 +290,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         kv: format!("{:?}", m.kv).to_lowercase(),
     };
     let mut out = std::io::stdout().lock();
-    match output {
-        Output::Md => {
-            writeln!(
-                out,
-                "| model | size | params | type | backend | test | t/s |\n\
-                 | --- | ---: | ---: | --- | --- | ---: | ---: |"
-            )?;
-            out.flush()?;
-        }
-        Output::Csv => writeln!(out, "{}", CSV_FIELDS.join(","))?,
-        Output::Json => write!(out, "[")?,
-        Output::Jsonl => {}
-    }
+    write_header(&mut out, output)?;
     note("bench: warm-up");
     once(m, max_p.min(16), max_n.min(2))?;
     let reps = a.reps.max(1);
@@ -280,26 +322,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
             start.elapsed().as_secs_f64()
         ));
         let row = json_row(&facts, t, &samples, a.reps);
-        match output {
-            Output::Md => writeln!(
-                out,
-                "| {} | {} | {} | {} | {} ({}) | {} | {mean:.2} ± {sd:.2} |",
-                facts.model,
-                crate::mib_f(facts.size),
-                crate::count_si(facts.params),
-                facts.model_type,
-                facts.backend,
-                facts.adapter,
-                t.name()
-            )?,
-            Output::Csv => {
-                let fields: Vec<String> = CSV_FIELDS.iter().map(|f| csv(&row[f])).collect();
-                writeln!(out, "{}", fields.join(","))?;
-            }
-            Output::Json => write!(out, "{}\n  {row}", if i == 0 { "" } else { "," })?,
-            Output::Jsonl => writeln!(out, "{row}")?,
-        }
-        out.flush()?;
+        write_row(&mut out, output, (i, t), &facts, &row, (mean, sd))?;
     }
     if output == Output::Json {
         writeln!(out, "\n]")?;
