@@ -1,0 +1,126 @@
+//! Where a model's weights come from (a checkpoint, a GGUF file, or pseudo-random values
+//! written on the GPU) and how each tensor reaches its GPU layout.
+
+use crate::Result;
+use crate::gpu::Gpu;
+use crate::kernels::{Fill, GpuMatrix};
+use crate::weights::gemma;
+use crate::weights::gguf::Gguf;
+use crate::weights::safetensors::Checkpoint;
+use crate::weights::{HostMatrix, WeightFormat};
+
+/// Where the weights come from.
+pub(super) enum Source<'a> {
+    Checkpoint(&'a Checkpoint),
+    /// A GGUF file, and whether to expand its block formats (see ModelOptions).
+    Gguf(&'a Gguf, bool, crate::config::Arch),
+    /// Pseudo-random weights written on the GPU.
+    Synthetic(Fill),
+}
+
+impl Source<'_> {
+    /// Bytes of tensor data in the file, where the source is a file whose tensors keep their
+    /// stored size (GGUF).
+    pub fn file_bytes(&self) -> Option<u64> {
+        match self {
+            Source::Gguf(g, ..) => Some(g.tensor_bytes()),
+            _ => None,
+        }
+    }
+
+    /// The stored bytes of tensor `name` (Hugging Face name), where the file says.
+    pub fn tensor_bytes(&self, name: &str) -> Option<u64> {
+        match self {
+            Source::Gguf(g, _, arch) => {
+                let t = g.tensors.get(&gemma::gguf_name(name, *arch)?)?;
+                Some((t.end - t.start) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn matrix(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        shape: [usize; 2],
+        format: Option<WeightFormat>,
+    ) -> Result<GpuMatrix> {
+        let full = WeightFormat::F32;
+        match self {
+            Source::Checkpoint(ckpt) => GpuMatrix::upload(
+                gpu,
+                name,
+                &gemma::matrix(ckpt, name, shape, format.unwrap_or(full))?,
+            ),
+            Source::Gguf(g, expand, arch) => {
+                let mut m = gemma::gguf_matrix(g, name, shape, *arch)?;
+                if *expand && m.format.ggml_block().is_some() {
+                    m = m.to_i8_affine().expect("every block format expands");
+                }
+                match format {
+                    Some(f) if f != m.format => {
+                        let values = m.dequantize();
+                        drop(m);
+                        GpuMatrix::upload(
+                            gpu,
+                            name,
+                            &HostMatrix::from_f32(f, shape[0], shape[1], &values)?,
+                        )
+                    }
+                    _ => GpuMatrix::upload(gpu, name, &m),
+                }
+            }
+            Source::Synthetic(fill) => {
+                let format = format.unwrap_or(full);
+                let m = GpuMatrix::zeroed(gpu, name, format, shape[0], shape[1])?;
+                // Small values: f32 and bf16 with a fixed exponent (|w| in [1/64, 1/32)),
+                // any quant codes with f16 scales near 1/256.
+                let (mask, bits) = match format {
+                    WeightFormat::F32 => (0x807f_ffff, 0x3c80_0000),
+                    WeightFormat::Bf16 => (0x807f_807f, 0x3c80_3c80),
+                    WeightFormat::Q8_0 | WeightFormat::Q4_0 => (u32::MAX, 0),
+                    other => {
+                        return Err(crate::Error::Shape {
+                            kernel: "model",
+                            message: format!(
+                                "synthetic models come in f32, bf16, q8_0 or q4_0, not {other}"
+                            ),
+                        });
+                    }
+                };
+                let seed = name
+                    .bytes()
+                    .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+                let mut d = vec![];
+                for c in &m.chunks {
+                    d.push(fill.bind(gpu, name, seed, mask, bits, &c.data)?);
+                    d.push(fill.bind(gpu, name, seed ^ 1, 0x03ff_03ff, 0x1c00_1c00, &c.scales)?);
+                }
+                gpu.run(name, &d)?;
+                Ok(m)
+            }
+        }
+    }
+
+    pub fn norm(&self, gpu: &Gpu, name: &str, len: usize) -> Result<wgpu::Buffer> {
+        match self {
+            Source::Checkpoint(ckpt) => {
+                let w = gemma::norm(ckpt, name, len)?;
+                Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
+            }
+            Source::Gguf(g, _, arch) => {
+                let w = gemma::gguf_norm(g, name, len, *arch)?;
+                Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
+            }
+            Source::Synthetic(fill) => {
+                let b = gpu.storage_zeroed(name, (len * 4) as u64);
+                gpu.run(
+                    name,
+                    [&fill.bind(gpu, name, len as u32, 0x807f_ffff, 0x3c80_0000, &b)?],
+                )?;
+                Ok(b)
+            }
+        }
+    }
+}
