@@ -86,6 +86,11 @@ pub struct LayerSpec {
     pub rope_theta: f32,
     /// Linear RoPE scaling: positions are divided by this (1 for none).
     pub rope_factor: f32,
+    /// Gemma 2 and 3: the attention and feed-forward outputs are normed before they are
+    /// added to the residual stream (Gemma2DecoderLayer.post_attention_layernorm).
+    pub post_norms: bool,
+    /// Gemma 3: each head of q and k is normed before RoPE (Gemma3Attention.q_norm).
+    pub qk_norm: bool,
 }
 
 /// Everything the engine needs to know about a Gemma model, resolved.
@@ -359,6 +364,8 @@ impl ModelConfig {
                     window: sliding.then_some(window),
                     rope_theta,
                     rope_factor,
+                    post_norms: arch.post_norms(),
+                    qk_norm: arch.qk_norm(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
