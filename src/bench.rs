@@ -76,7 +76,7 @@ fn stats(x: &[f64]) -> (f64, f64) {
 
 /// (prefill tok/s, decode tok/s) of one repetition: `p` prompt tokens, then `n` greedy steps.
 fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
-    let vocab = m.config.vocab as u32;
+    let vocab = m.config().vocab as u32;
     let prompt: Vec<u32> = (0..p as u32)
         .map(|i| 2 + (i * 7919) % (vocab - 2))
         .collect();
@@ -280,14 +280,14 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     note(&crate::load_summary(&name, m));
     let facts = Facts {
         model: name,
-        size: m.file_bytes,
-        params: m.config.parameters() as u64,
+        size: m.info().file_bytes,
+        params: m.config().parameters() as u64,
         model_type: crate::weight_type(m),
-        backend: format!("{:?}", m.gpu.info.backend),
-        adapter: m.gpu.info.name.clone(),
-        describe: m.gpu.describe(),
-        dtype: m.format.name(),
-        kv: format!("{:?}", m.kv).to_lowercase(),
+        backend: format!("{:?}", m.gpu().info.backend),
+        adapter: m.gpu().info.name.clone(),
+        describe: m.gpu().describe(),
+        dtype: m.info().format.name(),
+        kv: format!("{:?}", m.info().kv).to_lowercase(),
     };
     let mut out = std::io::stdout().lock();
     write_header(&mut out, output)?;
@@ -393,28 +393,28 @@ fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
     let context = a.prompt.first().copied().unwrap_or(0);
     once(m, context, 0)?;
     let p = m.profile_decode(2)?;
-    let gpu_total: Duration = p.dispatches.iter().map(|d| d.2).sum();
+    let gpu_total: Duration = p.dispatches.iter().map(|d| d.time).sum();
     let mut kinds: Vec<(String, usize, Duration)> = vec![];
-    for (kernel, _, t) in &p.dispatches {
-        match kinds.iter_mut().find(|k| &k.0 == kernel) {
+    for d in &p.dispatches {
+        match kinds.iter_mut().find(|k| k.0 == d.kernel) {
             Some(k) => {
                 k.1 += 1;
-                k.2 += *t;
+                k.2 += d.time;
             }
-            None => kinds.push((kernel.clone(), 1, *t)),
+            None => kinds.push((d.kernel.clone(), 1, d.time)),
         }
     }
     kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let info = &m.gpu.info;
-    let layers = m.config.layers.len();
+    let info = &m.gpu().info;
+    let layers = m.config().layers.len();
     if output == Output::Jsonl {
         let kernels: Vec<serde_json::Value> = kinds
             .iter()
             .map(|(k, n, t)| serde_json::json!({"kernel": k, "dispatches": n, "gpu_us": us(*t)}))
             .collect();
         let o = serde_json::json!({
-            "profile": "decode", "context": context, "adapter": m.gpu.describe(),
+            "profile": "decode", "context": context, "adapter": m.gpu().describe(),
             "driver": info.driver, "driver_info": info.driver_info,
             "dispatches_per_token": p.dispatches.len(), "layers": layers,
             "command_buffers_per_token": p.command_buffers,
@@ -433,7 +433,7 @@ fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
         w,
         "decode profile, one token after {} prompt tokens, {} ({} {})",
         context,
-        m.gpu.describe(),
+        m.gpu().describe(),
         info.driver,
         info.driver_info
     )?;

@@ -12,7 +12,7 @@ use crate::{LoadArgs, SamplingArgs, load_engine, warn_if_base_model};
 use anyhow::Result;
 use clap::Args;
 use gemma_wgpu::engine::chat::Conversation;
-use gemma_wgpu::engine::{SamplingDefaults, StopReason};
+use gemma_wgpu::engine::{GenerateOptions, SamplingDefaults, StopReason};
 use gemma_wgpu::gpu::GpuOptions;
 use gemma_wgpu::model::ModelOptions;
 use rustyline::error::ReadlineError;
@@ -181,6 +181,7 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     warn_if_base_model(&engine, &a.load);
     let (params, max_tokens) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
+    let options = GenerateOptions::new(max_tokens, params.clone());
     let cancel = engine.cancel.clone();
     let stop = cancel.clone();
     // Ctrl-C stops a reply; at a piped prompt (a terminal's is rustyline's) it says how to
@@ -200,7 +201,7 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
         })?;
     }
     // Room kept for the reply when old turns must go.
-    let reserve = max_tokens.min(engine.model.ctx / 4);
+    let reserve = max_tokens.min(engine.ctx() / 4);
     let dim = std::io::stderr().is_terminal();
     let mut chat = match &a.system {
         Some(system) => Conversation::with_system(system),
@@ -210,7 +211,7 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     let mut stdout = std::io::stdout();
     eprintln!(
         "{} | seed {} | /help lists the commands, /exit quits, Ctrl-C stops a reply",
-        engine.model.gpu.describe(),
+        engine.adapter(),
         params.seed
     );
     loop {
@@ -265,7 +266,8 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
         });
         // A reply nobody can read any more stops, and so does the chat.
         let mut failed = None;
-        let result = chat.turn(&mut engine, line, max_tokens, reserve, &params, |piece| {
+        let result = chat.turn(&mut engine, line, &options, reserve, |delta| {
+            let piece = delta.text;
             if let Some(s) = spinner.take() {
                 s.finish_and_clear();
             }

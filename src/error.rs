@@ -96,6 +96,15 @@ pub enum Error {
          up to the model's max_position_embeddings)"
     )]
     ContextFull { needed: usize, ctx: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfVocabulary { id: u32, vocab: usize },
+    #[error("nothing to run: {0}")]
+    Empty(&'static str),
+    #[error("{what} needs the model loaded with {option}")]
+    NotLoadedWith {
+        what: &'static str,
+        option: &'static str,
+    },
     #[error("tokenizer: {}", line(.0))]
     Tokenizer(String),
     #[error("GPU readback failed: {0}")]

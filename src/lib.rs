@@ -5,7 +5,7 @@
 //! with a streaming callback, read logits:
 //!
 //! ```
-//! use gemma_wgpu::engine::{Engine, SamplingParams};
+//! use gemma_wgpu::engine::{Engine, GenerateOptions, SamplingParams};
 //! use gemma_wgpu::gpu::GpuOptions;
 //! use gemma_wgpu::model::ModelOptions;
 //!
@@ -16,14 +16,14 @@
 //! // Text in, text out, streamed piece by piece (greedy by default).
 //! let prompt = engine.encode_prompt("Once upon a time", false)?;
 //! let mut streamed = String::new();
-//! let reply = engine.generate(&prompt, 8, &SamplingParams::default(), |piece| streamed.push_str(piece))?;
+//! let options = GenerateOptions::new(8, SamplingParams::default());
+//! let reply = engine.generate(&prompt, &options, |delta| streamed.push_str(delta.text))?;
 //! assert_eq!(streamed, reply.text);
 //! assert!(!reply.ids.is_empty() && reply.ids.len() <= 8);
 //!
 //! // The logits of every prompt position, after the final soft-cap.
-//! engine.model.reset();
-//! let logits = engine.model.all_logits(&prompt)?;
-//! assert_eq!(logits.len(), prompt.len() * engine.model.config.vocab);
+//! let logits = engine.logits(&prompt)?;
+//! assert_eq!(logits.len(), prompt.len() * engine.model().config().vocab);
 //! # Ok::<(), gemma_wgpu::Error>(())
 //! ```
 //!

@@ -6,7 +6,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use gemma_wgpu::engine::{Engine, SamplingDefaults, SamplingParams, StopReason, sampling};
+use gemma_wgpu::engine::{
+    Engine, GenerateOptions, SamplingDefaults, SamplingParams, StopReason, sampling,
+};
 use gemma_wgpu::gpu::{self, BackendChoice, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::{Model, ModelOptions};
@@ -432,7 +434,7 @@ pub fn load_engine(gpu: &GpuOptions, load: &LoadArgs, options: ModelOptions) -> 
     let _ = writeln!(
         std::io::stderr(),
         "{}",
-        load_summary(&load.model.display().to_string(), &engine.model)
+        load_summary(&load.model.display().to_string(), engine.model())
     );
     Ok(engine)
 }
@@ -442,22 +444,22 @@ pub fn load_engine(gpu: &GpuOptions, load: &LoadArgs, options: ModelOptions) -> 
 pub fn load_summary(name: &str, m: &Model) -> String {
     format!(
         "model {name} | arch {} | {} params | {}, {} | ctx {} | kv {}, {} | {}",
-        format!("{:?}", m.config.arch).to_lowercase(),
-        count_si(m.config.parameters() as u64),
+        format!("{:?}", m.config().arch).to_lowercase(),
+        count_si(m.config().parameters() as u64),
         weight_type(m),
-        mib_f(m.file_bytes),
-        m.ctx,
-        format!("{:?}", m.kv).to_lowercase(),
-        mib_f(m.kv_bytes),
-        m.gpu.describe()
+        mib_f(m.info().file_bytes),
+        m.ctx(),
+        format!("{:?}", m.info().kv).to_lowercase(),
+        mib_f(m.info().kv_bytes),
+        m.gpu().describe()
     )
 }
 
 /// The weights' type: the file's (`Q4_K_M`), or what they became at load (`q8_0 from bf16`).
 pub fn weight_type(m: &Model) -> String {
-    let file = &m.file_type;
-    let on_gpu = m.format.name();
-    if m.formats.len() > 1 || file.eq_ignore_ascii_case(on_gpu) {
+    let file = &m.info().file_type;
+    let on_gpu = m.info().format.name();
+    if m.info().formats.len() > 1 || file.eq_ignore_ascii_case(on_gpu) {
         file.clone()
     } else {
         format!("{on_gpu} from {file}")
@@ -555,10 +557,11 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
     // Text nobody can read any more stops the generation.
     let cancel = engine.cancel.clone();
     let mut failed = None;
-    let g = engine.generate(&ids, max_tokens, &params, |piece| {
+    let options = GenerateOptions::new(max_tokens, params.clone());
+    let g = engine.generate(&ids, &options, |delta| {
         if !json && failed.is_none() {
             let written = stdout
-                .write_all(piece.as_bytes())
+                .write_all(delta.text.as_bytes())
                 .and_then(|()| stdout.flush());
             if let Err(e) = written {
                 failed = Some(e);
@@ -581,13 +584,13 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
     if g.stop == StopReason::ContextFull {
         eprintln!(
             "stopped: the context of {} tokens is full (raise --ctx)",
-            engine.model.ctx
+            engine.ctx()
         );
     }
     eprintln!(
         "{} | load {:.2} s | prompt {} tokens, {:.2} tok/s | generated {} tokens, {:.2} tok/s \
          | finish_reason {} | seed {}",
-        engine.model.gpu.describe(),
+        engine.adapter(),
         load_time.as_secs_f64(),
         g.prompt_tokens,
         g.prefill_tokens_per_second(),
@@ -652,8 +655,8 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
     let text = prompt_text(&a.prompt)?;
     let mut engine = load_engine(gpu, &a.load, options)?;
     let ids = prompt_ids(&engine, text.as_deref(), &a.prompt, false, None)?;
-    let vocab = engine.model.config.vocab;
-    let logits = engine.model.all_logits(&ids)?;
+    let vocab = engine.model().config().vocab;
+    let logits = engine.logits(&ids)?;
     let view = safetensors::tensor::TensorView::new(
         safetensors::Dtype::F32,
         vec![ids.len(), vocab],
@@ -690,7 +693,7 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
     let _ = writeln!(
         std::io::stderr(),
         "{}",
-        load_summary(&a.model.display().to_string(), &engine.model)
+        load_summary(&a.model.display().to_string(), engine.model())
     );
     let kl = match &a.kl_base {
         Some(p) if p.exists() => KlBase::Compare(p),
@@ -710,7 +713,7 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
         a.ctx,
         r.scored,
         start.elapsed().as_secs_f64(),
-        engine.model.gpu.describe()
+        engine.adapter()
     );
     let mut result = String::new();
     match (&a.kl_base, r.kl) {
@@ -776,7 +779,7 @@ fn serve(gpu: &GpuOptions, a: &ServeArgs) -> Result<()> {
             .with_context(|| format!("binding {}:{}", a.host, a.port))?;
         eprintln!(
             "{} | serving {name} on http://{}",
-            engine.model.gpu.describe(),
+            engine.adapter(),
             listener.local_addr()?
         );
         gemma_wgpu::server::serve(engine, listener, options).await?;

@@ -1,6 +1,6 @@
 //! A multi-turn conversation over one engine, reusing the cache between turns.
 
-use super::{Engine, Generation, Message, SamplingParams};
+use super::{Delta, Engine, GenerateOptions, Generation, Message};
 use crate::{Error, Result};
 
 /// What a turn had to do to the conversation before answering.
@@ -57,12 +57,11 @@ impl Conversation {
         &mut self,
         engine: &mut Engine,
         user: &str,
-        max_tokens: usize,
+        options: &GenerateOptions,
         reserve: usize,
-        params: &SamplingParams,
-        on_text: impl FnMut(&str),
+        on_delta: impl FnMut(Delta),
     ) -> Result<(Generation, TurnNotes)> {
-        let ctx = engine.model.ctx;
+        let ctx = engine.ctx();
         let mut notes = TurnNotes::default();
         self.messages.push(Message {
             role: "user".into(),
@@ -93,7 +92,7 @@ impl Conversation {
             reused.extend(engine.tokenizer.encode_rendered(&chat, done.len())?);
             ids = reused;
         }
-        let g = engine.generate_reusing(&ids, max_tokens, params, on_text)?;
+        let g = engine.generate_reusing(&ids, options, on_delta)?;
         self.rendered = Some(chat.text + &g.text);
         self.messages.push(Message {
             role: "assistant".into(),

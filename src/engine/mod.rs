@@ -90,22 +90,45 @@ impl Generation {
     }
 }
 
+/// What to generate: how many tokens, how to choose them, and what to record.
+#[derive(Clone, Debug, Default)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Go on past end-of-sequence tokens (benchmarks, the server's `ignore_eos`).
+    pub ignore_eos: bool,
+    /// Some(n): record each generated token's log-probability and its n best alternatives'.
+    pub logprobs: Option<usize>,
+}
+
+impl GenerateOptions {
+    pub fn new(max_tokens: usize, sampling: SamplingParams) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens,
+            sampling,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a generation streams: the next piece of text, and the log-probabilities (with
+/// [`GenerateOptions::logprobs`]) of the tokens since the last piece. A piece ends at a
+/// character boundary, so it may come a token or more after the tokens that make it.
+#[derive(Clone, Copy, Debug)]
+pub struct Delta<'a> {
+    pub text: &'a str,
+    pub logprobs: &'a [TokenLogprob],
+}
+
 pub struct Engine {
-    pub model: Model,
+    model: Model,
     pub tokenizer: Tokenizer,
     /// End-of-sequence ids (generation_config.json, else config.json).
-    pub eos: Vec<u32>,
+    eos: Vec<u32>,
     /// The model's own sampling settings, where it has some.
     pub sampling_defaults: SamplingDefaults,
     /// Set it (from any thread) to stop the generation under way after its current token.
     pub cancel: Arc<AtomicBool>,
-    /// Tokens the model's cache holds.
-    context: Vec<u32>,
-    /// Some(n): record each generated token's log-probability and its n best alternatives'
-    /// (in [`Generation::logprobs`], and as they come in [`Engine::logprob_log`]).
-    pub logprobs: Option<usize>,
-    /// Where the log-probabilities go as they are computed (a server streams them).
-    pub logprob_log: Arc<std::sync::Mutex<Vec<TokenLogprob>>>,
 }
 
 impl Engine {
@@ -121,7 +144,7 @@ impl Engine {
             let tokenizer = Tokenizer::from_gguf(&g)?;
             let model = Model::from_gguf(Gpu::new(gpu)?, &g, options)?;
             // End of generation: the file's eos and, for chat, <end_of_turn>.
-            let mut eos = model.config.eos_ids.clone();
+            let mut eos = model.config().eos_ids.clone();
             eos.extend(tokenizer.token_id("<end_of_turn>"));
             return Ok(Engine {
                 model,
@@ -129,9 +152,6 @@ impl Engine {
                 eos,
                 sampling_defaults: SamplingDefaults::from_gguf(&g),
                 cancel: Arc::default(),
-                context: vec![],
-                logprobs: None,
-                logprob_log: Arc::default(),
             });
         }
         if !path.is_dir() {
@@ -164,7 +184,7 @@ impl Engine {
             .map(SamplingDefaults::from_generation_config)
             .unwrap_or_default();
         if eos.is_empty() {
-            eos = model.config.eos_ids.clone();
+            eos = model.config().eos_ids.clone();
         }
         Ok(Engine {
             model,
@@ -172,9 +192,6 @@ impl Engine {
             eos,
             sampling_defaults,
             cancel: Arc::default(),
-            context: vec![],
-            logprobs: None,
-            logprob_log: Arc::default(),
         })
     }
 
@@ -208,18 +225,48 @@ impl Engine {
         }
     }
 
-    /// Generates after `prompt` (ids) from an empty cache, calling `on_text` with each new
+    /// The model, to describe it (configuration, adapter, what was loaded).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// End-of-sequence ids.
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// Replaces the end-of-sequence ids.
+    pub fn set_eos(&mut self, ids: Vec<u32>) {
+        self.eos = ids;
+    }
+
+    /// Positions the context holds.
+    pub fn ctx(&self) -> usize {
+        self.model.ctx()
+    }
+
+    /// The adapter, in one line.
+    pub fn adapter(&self) -> String {
+        self.model.gpu().describe()
+    }
+
+    /// Logits [ids, vocab] (after the final soft-cap) of every position of `ids`, from an
+    /// empty cache. Needs `ModelOptions::all_logits`.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.model.reset();
+        self.model.all_logits(ids)
+    }
+
+    /// Generates after `prompt` (ids) from an empty cache, calling `on_delta` with each new
     /// piece of text.
     pub fn generate(
         &mut self,
         prompt: &[u32],
-        max_tokens: usize,
-        params: &SamplingParams,
-        on_text: impl FnMut(&str),
+        options: &GenerateOptions,
+        on_delta: impl FnMut(Delta),
     ) -> Result<Generation> {
         self.model.reset();
-        self.context.clear();
-        self.continue_with(prompt, max_tokens, params, on_text)
+        self.continue_with(prompt, options, on_delta)
     }
 
     /// Generates after `prompt` (ids), reusing the cache for the longest prefix of `prompt`
@@ -227,93 +274,95 @@ impl Engine {
     pub fn generate_reusing(
         &mut self,
         prompt: &[u32],
-        max_tokens: usize,
-        params: &SamplingParams,
-        on_text: impl FnMut(&str),
+        options: &GenerateOptions,
+        on_delta: impl FnMut(Delta),
     ) -> Result<Generation> {
         // Start over when the cache holds something else, or all of the prompt (its last
         // token must be fed again for its logits).
-        let held = self.context.len();
-        if held >= prompt.len() || self.context[..] != prompt[..held] {
+        let held = self.model.cached();
+        if held.len() >= prompt.len() || held[..] != prompt[..held.len()] {
             self.model.reset();
-            self.context.clear();
         }
-        let new = prompt[self.context.len()..].to_vec();
-        self.continue_with(&new, max_tokens, params, on_text)
+        let new = prompt[self.model.position()..].to_vec();
+        self.continue_with(&new, options, on_delta)
     }
 
     /// Tokens the cache holds, in order.
     pub fn context(&self) -> &[u32] {
-        &self.context
+        self.model.cached()
     }
 
     /// Feeds `new` after the cache and generates. `prompt_tokens` counts the new ones.
     fn continue_with(
         &mut self,
         new: &[u32],
-        max_tokens: usize,
-        params: &SamplingParams,
-        mut on_text: impl FnMut(&str),
+        options: &GenerateOptions,
+        mut on_delta: impl FnMut(Delta),
     ) -> Result<Generation> {
+        let params = &options.sampling;
         params.validate()?;
         if new.is_empty() {
-            return Err(Error::Tokenizer("the prompt is empty".into()));
+            return Err(Error::Empty("the prompt is empty"));
         }
-        if self.context.len() + new.len() >= self.model.ctx {
+        let ctx = self.model.ctx();
+        if self.model.position() + new.len() >= ctx {
             return Err(Error::ContextFull {
-                needed: self.context.len() + new.len() + 1,
-                ctx: self.model.ctx,
+                needed: self.model.position() + new.len() + 1,
+                ctx,
             });
         }
         self.cancel.store(false, Ordering::Relaxed);
         let mut sampler = Sampler::new(params.clone());
         // Log-probabilities need every candidate, not only the best.
-        let greedy = params.greedy() && self.logprobs.is_none();
+        let greedy = params.greedy() && options.logprobs.is_none();
         let mut logprobs = vec![];
+        // Those not yet given to `on_delta`.
+        let mut fresh = 0;
         let mut stream = TextStream::new(&self.tokenizer);
         let mut ids = vec![];
         let start = Instant::now();
         let mut candidates = self.model.feed(new, greedy)?;
-        self.context.extend_from_slice(new);
         let prefill_time = start.elapsed();
         let decode_start = Instant::now();
         let mut text = String::new();
         let stop = loop {
-            if ids.len() >= max_tokens {
+            if ids.len() >= options.max_tokens {
                 break StopReason::MaxTokens;
             }
             if self.cancel.load(Ordering::Relaxed) {
                 break StopReason::Cancelled;
             }
-            let next = sampler.sample(&candidates, &self.context);
+            let next = sampler.sample(&candidates, self.model.cached());
             ids.push(next);
-            if self.eos.contains(&next) {
+            if !options.ignore_eos && self.eos.contains(&next) {
                 break StopReason::Eos;
             }
-            if let Some(top) = self.logprobs {
-                let lp = TokenLogprob::new(&candidates, next, top);
-                self.logprob_log
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(lp.clone());
-                logprobs.push(lp);
+            if let Some(top) = options.logprobs {
+                logprobs.push(TokenLogprob::new(&candidates, next, top));
             }
             if let Some(piece) = stream.push(next)? {
-                on_text(&piece);
+                on_delta(Delta {
+                    text: &piece,
+                    logprobs: &logprobs[fresh..],
+                });
+                fresh = logprobs.len();
                 text.push_str(&piece);
             }
-            if ids.len() >= max_tokens {
+            if ids.len() >= options.max_tokens {
                 break StopReason::MaxTokens;
             }
-            if self.model.position() + 1 > self.model.ctx {
+            if self.model.position() + 1 > ctx {
                 break StopReason::ContextFull;
             }
             candidates = self.model.feed(&[next], greedy)?;
-            self.context.push(next);
         };
-        if let Some(piece) = stream.finish()? {
-            on_text(&piece);
-            text.push_str(&piece);
+        let rest = stream.finish()?.unwrap_or_default();
+        if !rest.is_empty() || fresh < logprobs.len() {
+            on_delta(Delta {
+                text: &rest,
+                logprobs: &logprobs[fresh..],
+            });
+            text.push_str(&rest);
         }
         Ok(Generation {
             ids,

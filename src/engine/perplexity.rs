@@ -250,10 +250,10 @@ impl Engine {
         mut progress: impl FnMut(usize, f64),
     ) -> Result<Perplexity> {
         let tokens = self.tokenizer.encode(text, true)?;
-        if ctx < 4 || ctx > self.model.ctx {
+        if ctx < 4 || ctx > self.model.ctx() {
             return Err(Error::ContextFull {
                 needed: ctx,
-                ctx: self.model.ctx,
+                ctx: self.model.ctx(),
             });
         }
         let chunks = tokens.len() / ctx;
@@ -263,10 +263,10 @@ impl Engine {
                 tokens.len()
             )));
         }
-        let bos = self.model.config.bos_id.unwrap_or(2);
+        let bos = self.model.config().bos_id.unwrap_or(2);
         let first = ctx / 2;
         let run = Run {
-            vocab: self.model.config.vocab,
+            vocab: self.model.config().vocab,
             ctx,
             rows: chunks * (ctx - 1 - first),
             tokens: fingerprint(&tokens),

@@ -107,8 +107,9 @@ impl Gpu {
 }
 
 /// A mappable staging buffer made once and reused for every readback of a few bytes.
+#[derive(Clone)]
 pub struct Readback {
-    staging: wgpu::Buffer,
+    pub(super) staging: wgpu::Buffer,
 }
 
 impl Readback {

@@ -7,12 +7,14 @@ mod adapter;
 mod buffers;
 mod faults;
 mod pipeline;
+mod record;
 mod timer;
 
 pub use adapter::{AdapterReport, BackendChoice, list_adapters};
 pub use buffers::Readback;
 pub use faults::{Fault, Faults};
 pub use pipeline::{Access, Dispatch, Kernel};
+pub use record::{Recorder, TimedDispatch};
 pub use timer::Clock;
 
 use crate::{Error, Result};

@@ -1,26 +1,39 @@
-//! The Gemma 2 model on the GPU: weights uploaded once, every buffer, bind group and dispatch
-//! built at load, and a step that is one uniform write, one command buffer per layer, one
-//! submit and one small readback.
+//! The Gemma model on the GPU (Gemma 1, 2 and 3 text): weights uploaded once, every buffer,
+//! bind group and dispatch built at load, and a step that is one write of its inputs, one
+//! command buffer, one submit and one small readback.
+//!
+//! [`weights::GpuWeights`] holds the weights, [`state::RunState`] every other buffer (and what
+//! the KV caches hold), [`layer::LayerDispatches`] one decoder layer in the order of
+//! `reference::gemma::forward`, and a [`plan::Plan`] a whole step for a number of token rows.
 
+mod fit;
+mod kernels;
+mod layer;
 mod load;
 mod plan;
+mod state;
+mod weights;
 
-use crate::config::{ModelConfig, embed_scale};
-use crate::gpu::{Gpu, Readback};
-use crate::kernels::kv_store::KvCache;
-use crate::kernels::rope::RopeTable;
-use crate::kernels::{
-    Add, Attention, Embedding, Fill, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm,
-    Rope, SoftCap, TopK,
-};
-use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
+use crate::config::ModelConfig;
+use crate::gpu::{Gpu, Readback, TimedDispatch};
+use crate::kernels::{Fill, KvDtype};
+use crate::weights::gemma;
 use crate::weights::gguf::Gguf;
 use crate::weights::safetensors::Checkpoint;
 use crate::weights::{SourceDtype, WeightFormat};
 use crate::{Error, Result};
+use kernels::Kernels;
+use layer::Tap;
 use load::Source;
-use plan::{Activations, Plan};
+use plan::{Head, Plan, Probe};
+use state::{RunState, StateShape};
 use std::time::{Duration, Instant};
+use weights::GpuWeights;
+
+/// The context when none is asked for: the model's, up to this many positions.
+const DEFAULT_MAX_CTX: usize = 4096;
+/// The most token rows one prefill step takes.
+const MAX_CHUNK: usize = 512;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -59,60 +72,6 @@ impl Default for ModelOptions {
     }
 }
 
-/// The per-op kernels, compiled once.
-/// The kernels that read weights, for one weight format.
-pub(crate) struct MatrixKernels {
-    pub matvec: Matvec,
-    pub matmul: Matmul,
-    pub embedding: Embedding,
-}
-
-pub(crate) struct Kernels {
-    /// One set per weight format the model holds (GGUF files mix several).
-    pub matrix: Vec<(WeightFormat, MatrixKernels)>,
-    pub rms_norm: RmsNorm,
-    pub rms_norm_add: RmsNorm,
-    pub add: Add,
-    pub rope: Rope,
-    pub kv_store: KvStore,
-    pub attention: Attention,
-    pub geglu: Geglu,
-    pub soft_cap: SoftCap,
-    pub top_k: TopK,
-}
-
-impl Kernels {
-    pub fn matrix(&self, format: WeightFormat) -> &MatrixKernels {
-        &self
-            .matrix
-            .iter()
-            .find(|(f, _)| *f == format)
-            .expect("kernels built for every format the model holds")
-            .1
-    }
-}
-
-/// One decoder layer's weights and cache on the GPU.
-pub(crate) struct Layer {
-    pub input_norm: wgpu::Buffer,
-    pub q: GpuMatrix,
-    pub k: GpuMatrix,
-    pub v: GpuMatrix,
-    /// Gemma 3: per-head norms of q and k.
-    pub q_norm: Option<wgpu::Buffer>,
-    pub k_norm: Option<wgpu::Buffer>,
-    pub o: GpuMatrix,
-    /// Gemma 2 and 3.
-    pub post_attention_norm: Option<wgpu::Buffer>,
-    pub pre_feedforward_norm: wgpu::Buffer,
-    /// gate rows then up rows: one product gives geglu's [gate | up] rows.
-    pub gate_up: GpuMatrix,
-    pub down: GpuMatrix,
-    /// Gemma 2 and 3.
-    pub post_feedforward_norm: Option<wgpu::Buffer>,
-    pub cache: KvCache,
-}
-
 /// Candidates for the next token: the highest logits (after the final soft-cap), best first.
 #[derive(Clone, Debug)]
 pub struct Candidates {
@@ -120,19 +79,10 @@ pub struct Candidates {
     pub logits: Vec<f32>,
 }
 
-/// Weights, caches and pipelines the plans' bind groups refer to, kept for the model's life.
-struct Resources {
-    _layers: Vec<Layer>,
-    _embed: GpuMatrix,
-    _final_norm: wgpu::Buffer,
-    _tables: Vec<RopeTable>,
-    _kernels: Kernels,
-}
-
 /// Where one decode step's time goes.
 pub struct StepProfile {
-    /// (kernel, dispatch label, GPU time) of every dispatch of the step, in order.
-    pub dispatches: Vec<(String, String, Duration)>,
+    /// Every dispatch of the step with its GPU time, in order.
+    pub dispatches: Vec<TimedDispatch>,
     /// Command buffers an ordinary step submits.
     pub command_buffers: usize,
     /// Host time to encode and submit an ordinary step.
@@ -141,13 +91,12 @@ pub struct StepProfile {
     pub wall: Duration,
 }
 
-pub struct Model {
-    _resources: Resources,
-    pub gpu: Gpu,
-    pub config: ModelConfig,
+/// What was loaded, for summaries.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
     /// The embedding's (and lm_head's) weight format.
     pub format: WeightFormat,
-    /// Every weight format the model holds (GGUF files mix several).
+    /// Every weight format the model holds (GGUF files mix several), the embedding's first.
     pub formats: Vec<WeightFormat>,
     pub kv: KvDtype,
     /// The weights' type as stored in the file (a GGUF's `Q4_K_M`, a checkpoint's `bf16`).
@@ -158,15 +107,22 @@ pub struct Model {
     pub kv_bytes: u64,
     /// Positions the caches hold.
     pub ctx: usize,
+    /// Token rows per prefill step.
     pub chunk: usize,
-    act: Activations,
+}
+
+pub struct Model {
+    gpu: Gpu,
+    config: ModelConfig,
+    info: ModelInfo,
+    /// What the bind groups refer to, kept for the model's life.
+    _weights: GpuWeights,
+    _kernels: Kernels,
+    state: RunState,
+    /// One row per step, and `chunk` rows per step.
     decode: Plan,
     prefill: Plan,
-    readback: Readback,
-    all_logits_readback: Option<Readback>,
     candidates: usize,
-    /// Tokens in the cache.
-    position: usize,
 }
 
 impl Model {
@@ -206,13 +162,8 @@ impl Model {
     /// for benchmarks of any size. Weights count as bf16 checkpoint weights.
     pub fn synthetic(gpu: Gpu, config: ModelConfig, options: &ModelOptions) -> Result<Model> {
         let fill = Fill::new(&gpu)?;
-        Self::build(
-            gpu,
-            config,
-            Source::Synthetic(fill),
-            SourceDtype::Bf16,
-            options,
-        )
+        let source = Source::Synthetic(fill);
+        Self::build(gpu, config, source, SourceDtype::Bf16, options)
     }
 
     /// Builds the model; a buffer that did not fit on the way is the error, whatever failed
@@ -225,10 +176,12 @@ impl Model {
         options: &ModelOptions,
     ) -> Result<Model> {
         let faults = gpu.faults();
-        let ctx = options.ctx.unwrap_or(config.max_positions.min(4096));
+        let ctx = options
+            .ctx
+            .unwrap_or(config.max_positions.min(DEFAULT_MAX_CTX));
         let built = Self::build_unchecked(gpu, config, source, dtype, options);
         match faults.take() {
-            Some(fault) => Err(fault.into_error(|label| memory_advice(label, ctx, options))),
+            Some(fault) => Err(fault.into_error(|label| fit::memory_advice(label, ctx, options))),
             None => built,
         }
     }
@@ -258,286 +211,147 @@ impl Model {
                 ),
             });
         }
-        let ctx = options.ctx.unwrap_or(c.max_positions.min(4096)).max(1);
-        let chunk = options.chunk.clamp(1, 512);
-        check_fits(
-            &gpu,
-            c,
-            format.unwrap_or(WeightFormat::F32),
-            kv,
-            ctx,
-            chunk,
-            options,
-        )?;
+        let ctx = options
+            .ctx
+            .unwrap_or(c.max_positions.min(DEFAULT_MAX_CTX))
+            .max(1);
+        let chunk = options.chunk.clamp(1, MAX_CHUNK);
+        let fits_format = format.unwrap_or(WeightFormat::F32);
+        fit::check_fits(&gpu, c, fits_format, kv, ctx, chunk, options)?;
 
-        // The bar counts the file's bytes (a GGUF's tensors as stored).
-        let total = source
-            .file_bytes()
-            .unwrap_or(c.parameters() as u64 * dtype.bytes() as u64);
-        let bar = options.progress.then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "loading {bar:40} {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        let tick = |name: &str, elements: usize| {
-            if let Some(b) = &bar {
-                b.inc(
-                    source
-                        .tensor_bytes(name)
-                        .unwrap_or((elements * dtype.bytes()) as u64),
-                );
-                b.set_message(name.to_string());
-            }
-        };
-        let upload = |name: &str, shape: [usize; 2]| -> Result<GpuMatrix> {
-            let m = source.matrix(&gpu, name, shape, format)?;
-            tick(name, shape[0] * shape[1]);
-            Ok(m)
-        };
-        let norm_of = |name: &str, len: usize| -> Result<wgpu::Buffer> {
-            let w = source.norm(&gpu, name, len)?;
-            tick(name, len);
-            Ok(w)
-        };
-        let embed = upload(EMBED, [c.vocab, c.hidden])?;
-        let final_norm = norm_of(FINAL_NORM, c.hidden)?;
-        let mut layers = Vec::with_capacity(c.layers.len());
-        for (i, spec) in c.layers.iter().enumerate() {
-            let m = |t: LayerTensor| upload(&t.name(i, c.arch), t.shape(c));
-            let norm = |t: LayerTensor| -> Result<Option<wgpu::Buffer>> {
-                if !t.present(c.arch) {
-                    return Ok(None);
-                }
-                norm_of(&t.name(i, c.arch), t.shape(c)[0]).map(Some)
-            };
-            let required = |t: LayerTensor| norm(t).map(|n| n.expect("present in every Gemma"));
-            let gate = m(LayerTensor::Gate)?;
-            let up = m(LayerTensor::Up)?;
-            // A sliding layer keeps the window plus one prefill chunk; a global one everything.
-            let capacity = match spec.window {
-                Some(w) => (w + chunk - 1).min(ctx + chunk),
-                None => ctx + chunk,
-            };
-            layers.push(Layer {
-                input_norm: required(LayerTensor::InputNorm)?,
-                q: m(LayerTensor::Q)?,
-                k: m(LayerTensor::K)?,
-                v: m(LayerTensor::V)?,
-                q_norm: norm(LayerTensor::QNorm)?,
-                k_norm: norm(LayerTensor::KNorm)?,
-                o: m(LayerTensor::O)?,
-                post_attention_norm: norm(LayerTensor::PostAttentionNorm)?,
-                pre_feedforward_norm: required(LayerTensor::PreFeedforwardNorm)?,
-                gate_up: GpuMatrix::concat_rows(gate, up)?,
-                down: m(LayerTensor::Down)?,
-                post_feedforward_norm: norm(LayerTensor::PostFeedforwardNorm)?,
-                cache: KvCache::new(&gpu, &format!("L{i:02}.kv"), kv, capacity, c.kv_dim())?,
-            });
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let mut formats: Vec<WeightFormat> = vec![embed.format];
-        for l in &layers {
-            for m in [&l.q, &l.k, &l.v, &l.o, &l.gate_up, &l.down] {
-                if !formats.contains(&m.format) {
-                    formats.push(m.format);
-                }
-            }
-        }
-        let matrix = formats
-            .iter()
-            .map(|&f| {
-                Ok((
-                    f,
-                    MatrixKernels {
-                        matvec: Matvec::new(&gpu, f)?,
-                        matmul: Matmul::new(&gpu, f)?,
-                        embedding: Embedding::new(&gpu, f)?,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let kernels = Kernels {
-            matrix,
-            rms_norm: RmsNorm::new(&gpu, false)?,
-            rms_norm_add: RmsNorm::new(&gpu, true)?,
-            add: Add::new(&gpu)?,
-            rope: Rope::new(&gpu)?,
-            kv_store: KvStore::new(&gpu, kv)?,
-            attention: Attention::new(&gpu, kv)?,
-            geglu: Geglu::new(&gpu)?,
-            soft_cap: SoftCap::new(&gpu)?,
-            top_k: TopK::new(&gpu)?,
-        };
-        // One (cos, sin) table per distinct (base, scaling), shared by the layers using it.
-        let mut keys: Vec<(f32, f32)> = vec![];
-        for l in &c.layers {
-            if !keys.contains(&(l.rope_theta, l.rope_factor)) {
-                keys.push((l.rope_theta, l.rope_factor));
-            }
-        }
-        let tables: Vec<RopeTable> = keys
-            .iter()
-            .map(|&(t, f)| RopeTable::new(&gpu, t, f, c.head_dim, ctx + chunk))
-            .collect();
-        let table_of: Vec<usize> = c
-            .layers
-            .iter()
-            .map(|l| {
-                keys.iter()
-                    .position(|&k| k == (l.rope_theta, l.rope_factor))
-                    .unwrap_or(0)
-            })
-            .collect();
-        let candidates = options.candidates.clamp(1, crate::kernels::top_k::MAX_K);
-        let act = Activations::new(&gpu, c, chunk, options.all_logits);
-        let weights = plan::Weights {
-            embed: &embed,
-            embed_scale: embed_scale(c.hidden, dtype),
-            final_norm: &final_norm,
-            layers: &layers,
-            tables: &tables,
-            table_of: &table_of,
-        };
-        let decode = Plan::build(&gpu, c, &kernels, &weights, &act, 1, candidates, false)?;
-        let prefill = Plan::build(
+        let weights = GpuWeights::load(
             &gpu,
             c,
-            &kernels,
-            &weights,
-            &act,
-            chunk,
-            candidates,
-            options.all_logits,
+            &source,
+            dtype,
+            format,
+            ctx + chunk,
+            options.progress,
         )?;
-        // The candidates, then the final norm's output: a soft-capped logit is finite even
-        // when the hidden state is not (tanh saturates), so that is checked too.
-        let readback = Readback::new(&gpu, "candidates", (candidates * 8 + c.hidden * 4) as u64);
-        let all_logits_readback = options
-            .all_logits
-            .then(|| Readback::new(&gpu, "logits", (chunk * (c.vocab + c.hidden) * 4) as u64));
-        let file_type = match &source {
-            Source::Gguf(g, ..) => g.file_type(),
-            Source::Checkpoint(_) => format!("{dtype:?}").to_lowercase(),
-            Source::Synthetic(_) => formats[0].name().to_string(),
+        let formats = weights.formats();
+        let kernels = Kernels::new(&gpu, &formats, kv)?;
+        let candidates = options.candidates.clamp(1, crate::kernels::top_k::MAX_K);
+        let shape = StateShape {
+            rows: chunk,
+            ctx,
+            kv,
+            candidates,
+            all_logits: options.all_logits,
         };
-        let file_bytes = total;
-        let kv_bytes = layers
-            .iter()
-            .map(|l| l.cache.capacity as u64 * c.kv_dim() as u64 * 2 * kv.bytes() as u64)
-            .sum();
-        Ok(Model {
-            _resources: Resources {
-                _layers: layers,
-                _embed: embed,
-                _final_norm: final_norm,
-                _tables: tables,
-                _kernels: kernels,
-            },
-            gpu,
-            config,
+        let state = RunState::new(&gpu, c, &shape)?;
+        let decode = Plan::build(&gpu, c, &kernels, (&weights, &state), 1, candidates)?;
+        let prefill = Plan::build(&gpu, c, &kernels, (&weights, &state), chunk, candidates)?;
+        let info = ModelInfo {
             format: formats[0],
+            file_type: match &source {
+                Source::Gguf(g, ..) => g.file_type(),
+                Source::Checkpoint(_) => format!("{dtype:?}").to_lowercase(),
+                Source::Synthetic(_) => formats[0].name().to_string(),
+            },
             formats,
             kv,
-            file_type,
-            file_bytes,
-            kv_bytes,
+            file_bytes: source
+                .file_bytes()
+                .unwrap_or(c.parameters() as u64 * dtype.bytes() as u64),
+            kv_bytes: state.kv_bytes(),
             ctx,
             chunk,
-            act,
+        };
+        Ok(Model {
+            gpu,
+            config,
+            info,
+            _weights: weights,
+            _kernels: kernels,
+            state,
             decode,
             prefill,
-            readback,
-            all_logits_readback,
             candidates,
-            position: 0,
         })
     }
 
-    /// Tokens held in the cache.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Positions the caches hold.
+    pub fn ctx(&self) -> usize {
+        self.info.ctx
+    }
+
+    /// Tokens the cache holds, in order.
+    pub fn cached(&self) -> &[u32] {
+        self.state.cached()
+    }
+
+    /// Number of tokens in the cache.
     pub fn position(&self) -> usize {
-        self.position
+        self.state.cached().len()
     }
 
     /// Forgets the cached context.
     pub fn reset(&mut self) {
-        self.position = 0;
+        self.state.reset();
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab) {
-            return Err(Error::Shape {
-                kernel: "model",
-                message: format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    self.config.vocab
-                ),
-            });
+        let vocab = self.config.vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::TokenOutOfVocabulary { id, vocab });
         }
-        if self.position + tokens.len() > self.ctx {
+        let needed = self.position() + tokens.len();
+        if needed > self.ctx() {
             return Err(Error::ContextFull {
-                needed: self.position + tokens.len(),
-                ctx: self.ctx,
+                needed,
+                ctx: self.ctx(),
             });
         }
         Ok(())
+    }
+
+    /// The plan for a step of `n` tokens: one row through the decode plan, more through the
+    /// prefill one.
+    fn plan(&self, n: usize) -> &Plan {
+        if n == 1 { &self.decode } else { &self.prefill }
     }
 
     /// Runs `tokens` (at least one) through the model after what the cache holds and returns
     /// the next-token candidates at the last of them. `greedy` reads back only the best one.
     pub fn feed(&mut self, tokens: &[u32], greedy: bool) -> Result<Candidates> {
         if tokens.is_empty() {
-            return Err(Error::Shape {
-                kernel: "model",
-                message: "no tokens to feed".into(),
-            });
+            return Err(Error::Empty("no tokens to feed"));
         }
         self.check_tokens(tokens)?;
         let mut rest = tokens;
-        let mut encoders = Vec::new();
         // The step that ends in the logits, to replay if they are not finite.
-        let mut last = (rest, self.position);
+        let mut last = (rest, self.position());
         while !rest.is_empty() {
             // Whole chunks through the prefill plan; a short tail token by token, unless it is
             // long enough that one padded chunk is cheaper.
-            let take = if rest.len() >= self.chunk / 4 && self.chunk > 1 {
-                rest.len().min(self.chunk)
+            let chunk = self.info.chunk;
+            let take = if rest.len() >= chunk / 4 && chunk > 1 {
+                rest.len().min(chunk)
             } else {
                 1
             };
-            let plan = if take == 1 {
-                &self.decode
+            let head = if rest.len() == take {
+                last = (&rest[..take], self.position());
+                Head::Candidates {
+                    row: take - 1,
+                    greedy,
+                }
             } else {
-                &self.prefill
+                Head::None
             };
-            let is_last = rest.len() == take;
-            if is_last {
-                last = (&rest[..take], self.position);
-            }
-            self.act
-                .write_inputs(&self.gpu, &rest[..take], self.position, plan.n);
-            let mut e = plan.encode(&self.gpu, take - 1, is_last, greedy);
-            if is_last {
-                let top = plan.candidates(greedy);
-                let head = e.last_mut().expect("head encoder");
-                self.readback.copy_at(head, &top.values, 0);
-                self.readback
-                    .copy_at(head, &top.indices, (self.candidates * 4) as u64);
-                self.readback
-                    .copy_at(head, &self.act.h_last, (self.candidates * 8) as u64);
-            }
-            encoders.extend(e);
-            // Each chunk's inputs are written before its commands: submit per chunk.
-            self.gpu
-                .queue
-                .submit(encoders.drain(..).map(|e| e.finish()));
-            self.position += take;
+            self.step(&rest[..take], head)?;
             rest = &rest[take..];
         }
         let (c, hidden_finite) = self.read_candidates(greedy)?;
@@ -551,72 +365,45 @@ impl Model {
             || c.ids[..real].iter().any(|&i| i as usize >= vocab)
         {
             let (tokens, start) = last;
-            return Err(self.locate_non_finite(tokens, start, tokens.len() > 1));
+            return Err(self.locate_non_finite(self.plan(tokens.len()), tokens, start));
         }
         Ok(c)
+    }
+
+    /// Records and submits one step of `tokens` (at most a chunk) after the cache.
+    fn step(&mut self, tokens: &[u32], head: Head) -> Result<()> {
+        let rows = self.plan(tokens.len()).rows;
+        self.state.feed(&self.gpu, tokens, rows, self.info.ctx)?;
+        let mut rec = self.gpu.recorder("step");
+        self.plan(tokens.len()).record(&mut rec, head);
+        // Each step's inputs are written before its commands: one submit per step.
+        rec.submit();
+        Ok(())
     }
 
     /// Profiles one greedy decode step at the current position (which it does not advance):
     /// an ordinary step for its host and wall times, then the same step again with every
     /// dispatch between two GPU timestamps.
     pub fn profile_decode(&mut self, token: u32) -> Result<StepProfile> {
-        if !self.gpu.caps.timestamps {
-            return Err(Error::MissingFeature {
-                what: "a profile",
-                feature: "TIMESTAMP_QUERY",
-                adapter: self.gpu.describe(),
-            });
-        }
+        let head = Head::Candidates {
+            row: 0,
+            greedy: true,
+        };
+        let mut timed = self.gpu.timed_recorder("profile", 64)?;
         self.check_tokens(&[token])?;
-        let plan = &self.decode;
-        self.act
-            .write_inputs(&self.gpu, &[token], self.position, plan.n);
+        let position = self.position();
+        self.state.write_inputs(&self.gpu, &[token], position, 1);
         let start = Instant::now();
-        let encoders = plan.encode(&self.gpu, 0, true, true);
-        let command_buffers = encoders.len();
-        self.gpu
-            .queue
-            .submit(encoders.into_iter().map(|e| e.finish()));
+        let mut rec = self.gpu.recorder("step");
+        self.decode.record(&mut rec, head);
+        rec.submit();
         let host_encode_submit = start.elapsed();
         self.gpu.wait()?;
         let wall = start.elapsed();
-
-        let dispatches = plan.step_dispatch_count(true);
-        let queries = 2 * dispatches as u32;
-        let set = self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: queries,
-        });
-        let bytes = 8 * queries as u64;
-        let resolve = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile.resolve"),
-            size: bytes,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let readback = Readback::new(&self.gpu, "profile.readback", bytes);
-        let (mut e, timed) = plan.encode_timed(&self.gpu, &set, true);
-        e.resolve_query_set(&set, 0..queries, &resolve, 0);
-        readback.copy_from(&mut e, &resolve, 0);
-        self.gpu.queue.submit([e.finish()]);
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&readback.read(&self.gpu)?);
-        let period = self.gpu.queue.get_timestamp_period() as f64;
-        let dispatches = timed
-            .iter()
-            .zip(ticks.chunks_exact(2))
-            .map(|(d, t)| {
-                let ns = t[1].saturating_sub(t[0]) as f64 * period;
-                (
-                    d.kernel().to_string(),
-                    d.label().to_string(),
-                    Duration::from_nanos(ns as u64),
-                )
-            })
-            .collect();
+        self.decode.record(&mut timed, head);
         Ok(StepProfile {
-            dispatches,
-            command_buffers,
+            dispatches: timed.finish_timed()?,
+            command_buffers: 1,
             host_encode_submit,
             wall,
         })
@@ -624,7 +411,7 @@ impl Model {
 
     /// The candidates, and whether the hidden state they come from is finite.
     fn read_candidates(&self, greedy: bool) -> Result<(Candidates, bool)> {
-        let bytes = self.readback.read(&self.gpu)?;
+        let bytes = self.state.candidates.read(&self.gpu)?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         let k = if greedy { 1 } else { self.candidates };
         let (values, rest) = words.split_at(self.candidates);
@@ -637,54 +424,84 @@ impl Model {
     }
 
     /// The error for logits that are not finite, naming the first layer whose output is not:
-    /// the step (`tokens` at `start`, through the prefill plan or the decode one) is run
-    /// again layer by layer, reading the residual stream after each. Running it again
-    /// rewrites the same cache entries with the same values.
-    fn locate_non_finite(&self, tokens: &[u32], start: usize, prefill: bool) -> Error {
-        let plan = if prefill { &self.prefill } else { &self.decode };
-        let rows = tokens.len().min(plan.n);
+    /// the step (`tokens` at `start`) is run again, reading the residual stream after each
+    /// layer. Running it again rewrites the same cache entries with the same values.
+    fn locate_non_finite(&self, plan: &Plan, tokens: &[u32], start: usize) -> Error {
         let n_layers = self.config.layers.len();
-        self.act.write_inputs(&self.gpu, tokens, start, plan.n);
-        let probe = Readback::new(
-            &self.gpu,
-            "non_finite.x",
-            (rows * self.config.hidden * 4) as u64,
-        );
-        for (i, mut e) in plan.encode_each_layer(&self.gpu).into_iter().enumerate() {
-            probe.copy_from(&mut e, &self.act.x, 0);
-            self.gpu.queue.submit([e.finish()]);
-            let bytes = match probe.read(&self.gpu) {
-                Ok(b) => b,
-                Err(e) => return e,
-            };
-            if !all_finite(&bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)) {
-                return Error::NonFinite {
-                    where_: format!(", first in the output of layer {i} of {n_layers}"),
-                };
+        let layer_bytes = (tokens.len() * self.config.hidden * 4) as u64;
+        self.state.write_inputs(&self.gpu, tokens, start, plan.rows);
+        let probe = Readback::new(&self.gpu, "non_finite.x", n_layers as u64 * layer_bytes);
+        let mut rec = self.gpu.recorder("non_finite");
+        plan.record_probed(&mut rec, Head::None, &mut |rec, p| {
+            if let Probe::LayerOut(i) = p {
+                rec.copy_to_readback(&probe, &self.state.x, i as u64 * layer_bytes, layer_bytes);
             }
+        });
+        rec.submit();
+        let bytes = match probe.read(&self.gpu) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let per_layer = layer_bytes as usize / 4;
+        match (0..n_layers).find(|&i| !all_finite(&words[i * per_layer..][..per_layer])) {
+            Some(i) => Error::NonFinite {
+                where_: format!(", first in the output of layer {i} of {n_layers}"),
+            },
+            None => Error::NonFinite {
+                where_: " after the last layer (final norm, lm_head or soft-cap)".into(),
+            },
         }
-        Error::NonFinite {
-            where_: " after the last layer (final norm, lm_head or soft-cap)".into(),
+    }
+
+    /// Named activations of `tokens` (at most one prefill chunk) fed after what the cache
+    /// holds, each [tokens, width]: `embed`, `L07.attn_out`, `L07.mlp_out`, `L07.out`,
+    /// `final_norm` (see [`layer::Tap`]). The names match `reference::gemma::forward_traced`.
+    pub fn activations(&mut self, tokens: &[u32]) -> Result<Vec<(String, Vec<f32>)>> {
+        if tokens.is_empty() {
+            return Err(Error::Empty("no tokens to trace"));
         }
+        if tokens.len() > self.info.chunk {
+            return Err(Error::InvalidSetting {
+                name: "tokens",
+                message: format!("{} exceed one step of {}", tokens.len(), self.info.chunk),
+            });
+        }
+        self.check_tokens(tokens)?;
+        let hidden_bytes = (tokens.len() * self.config.hidden * 4) as u64;
+        let names = activation_names(self.config.layers.len());
+        let readback = Readback::new(&self.gpu, "activations", names.len() as u64 * hidden_bytes);
+        let rows = self.plan(tokens.len()).rows;
+        self.state.feed(&self.gpu, tokens, rows, self.info.ctx)?;
+        let plan = self.plan(tokens.len());
+        let state = &self.state;
+        let mut rec = self.gpu.recorder("activations");
+        let mut slot = 0u64;
+        plan.record_probed(&mut rec, Head::FinalNorm, &mut |rec, p| {
+            let src = match p {
+                Probe::Layer { .. } => &state.o,
+                Probe::Embedded | Probe::LayerOut(_) => &state.x,
+                Probe::FinalNorm => &state.h,
+            };
+            rec.copy_to_readback(&readback, src, slot * hidden_bytes, hidden_bytes);
+            slot += 1;
+        });
+        rec.submit();
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(&readback.read(&self.gpu)?);
+        let per = hidden_bytes as usize / 4;
+        Ok(names
+            .into_iter()
+            .zip(values.chunks_exact(per))
+            .map(|(n, v)| (n, v.to_vec()))
+            .collect())
     }
 
     /// Runs `tokens` through the model after what the cache holds, computing no logits
     /// (a context to score after, or a prompt prefix).
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_tokens(tokens)?;
-        for chunk in tokens.chunks(self.chunk) {
-            let plan = if chunk.len() == 1 {
-                &self.decode
-            } else {
-                &self.prefill
-            };
-            self.act
-                .write_inputs(&self.gpu, chunk, self.position, plan.n);
-            let encoders = plan.encode(&self.gpu, 0, false, true);
-            self.gpu
-                .queue
-                .submit(encoders.into_iter().map(|e| e.finish()));
-            self.position += chunk.len();
+        for chunk in tokens.chunks(self.info.chunk) {
+            self.step(chunk, Head::None)?;
         }
         Ok(())
     }
@@ -693,38 +510,31 @@ impl Model {
     /// position i of `tokens`, fed after what the cache holds. Needs
     /// `ModelOptions::all_logits`.
     pub fn logits_each(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
-        let Some(readback) = &self.all_logits_readback else {
-            return Err(Error::Shape {
-                kernel: "model",
-                message: "loaded without all_logits".into(),
+        let Some(readback) = self.state.all_logits.clone() else {
+            return Err(Error::NotLoadedWith {
+                what: "the logits of every position",
+                option: "all_logits",
             });
         };
         self.check_tokens(tokens)?;
-        let vocab = self.config.vocab;
-        for (c, chunk) in tokens.chunks(self.chunk).enumerate() {
-            self.act
-                .write_inputs(&self.gpu, chunk, self.position, self.chunk);
-            let mut encoders = self.prefill.encode_all_logits(&self.gpu);
-            let last = encoders.last_mut().expect("logits encoder");
-            readback.copy_from(last, self.act.all_logits(), 0);
-            // The final norm's output after the logits (see `readback`).
-            readback.copy_at(last, &self.act.h, (self.chunk * vocab * 4) as u64);
-            self.gpu
-                .queue
-                .submit(encoders.into_iter().map(|e| e.finish()));
+        let (vocab, hidden, chunk) = (self.config.vocab, self.config.hidden, self.info.chunk);
+        for (c, part) in tokens.chunks(chunk).enumerate() {
+            let start = self.position();
+            self.state.feed(&self.gpu, part, chunk, self.info.ctx)?;
+            let mut rec = self.gpu.recorder("step");
+            self.prefill.record(&mut rec, Head::AllLogits);
+            rec.submit();
             let bytes = readback.read(&self.gpu)?;
             let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-            let hidden: Vec<u32> = bytemuck::pod_collect_to_vec(
-                &bytes[self.chunk * vocab * 4..][..chunk.len() * self.config.hidden * 4],
+            let h: Vec<u32> = bytemuck::pod_collect_to_vec(
+                &bytes[chunk * vocab * 4..][..part.len() * hidden * 4],
             );
-            if logits[..chunk.len() * vocab].iter().any(|l| !l.is_finite()) || !all_finite(&hidden)
-            {
-                return Err(self.locate_non_finite(chunk, self.position, true));
+            if logits[..part.len() * vocab].iter().any(|l| !l.is_finite()) || !all_finite(&h) {
+                return Err(self.locate_non_finite(&self.prefill, part, start));
             }
-            for r in 0..chunk.len() {
-                f(c * self.chunk + r, &logits[r * vocab..(r + 1) * vocab]);
+            for r in 0..part.len() {
+                f(c * chunk + r, &logits[r * vocab..(r + 1) * vocab]);
             }
-            self.position += chunk.len();
         }
         Ok(())
     }
@@ -738,77 +548,21 @@ impl Model {
     }
 }
 
+/// The names [`Model::activations`] returns, in order.
+fn activation_names(layers: usize) -> Vec<String> {
+    let mut names = vec!["embed".to_string()];
+    for i in 0..layers {
+        for tap in [Tap::AttnOut, Tap::MlpOut] {
+            names.push(format!("L{i:02}.{}", tap.name()));
+        }
+        names.push(format!("L{i:02}.out"));
+    }
+    names.push("final_norm".into());
+    names
+}
+
 /// Whether every f32 (given as its bits) is finite: by the exponent bits, so that no
 /// floating-point comparison can be optimised away.
 fn all_finite(bits: &[u32]) -> bool {
     bits.iter().all(|&b| b & 0x7f80_0000 != 0x7f80_0000)
-}
-
-/// Which setting would make a load need less memory, from the label of the buffer that did
-/// not fit (see the labels in `plan.rs`, `kv_store.rs` and `rope.rs`).
-fn memory_advice(label: &str, ctx: usize, options: &ModelOptions) -> String {
-    let smaller_ctx = format!("--ctx {} or less (now {ctx})", (ctx / 2).max(1));
-    if label.contains(".kv.") {
-        let f16 = match options.kv {
-            Some(KvDtype::F32) => ", or --kv f16",
-            _ => "",
-        };
-        format!("the KV caches grow with the context: use {smaller_ctx}{f16}")
-    } else if label.starts_with("rope") || label.starts_with("logits") {
-        format!("use {smaller_ctx}")
-    } else {
-        let dtype = match options.format {
-            Some(WeightFormat::Q4_0) => "a smaller model".to_string(),
-            Some(f) => format!("a smaller --dtype than {f} (q8_0 or q4_0)"),
-            None => "--dtype q8_0 or q4_0".to_string(),
-        };
-        format!("the weights need less memory with {dtype}; the KV caches with {smaller_ctx}")
-    }
-}
-
-/// Refuses, before any upload, what the adapter's limits cannot hold, naming what would fit.
-fn check_fits(
-    gpu: &Gpu,
-    c: &ModelConfig,
-    format: WeightFormat,
-    kv: KvDtype,
-    ctx: usize,
-    chunk: usize,
-    options: &ModelOptions,
-) -> Result<()> {
-    let limit = gpu.caps.max_binding_size;
-    let cache = ((ctx + chunk) * c.kv_dim() * kv.bytes()) as u64;
-    if cache > limit {
-        let fits = (limit as usize / (c.kv_dim() * kv.bytes())).saturating_sub(chunk);
-        return Err(Error::TooLarge {
-            what: format!(
-                "a KV cache of {ctx} positions (use --ctx {fits} or less{})",
-                if kv == KvDtype::F32 {
-                    ", or --kv f16"
-                } else {
-                    ""
-                }
-            ),
-            needed: cache,
-            allowed: limit,
-        });
-    }
-    let largest_activation =
-        (chunk * (2 * c.intermediate).max(c.vocab * options.all_logits as usize) * 4) as u64;
-    if largest_activation > limit {
-        return Err(Error::TooLarge {
-            what: format!("activations of a {chunk}-token step"),
-            needed: largest_activation,
-            allowed: limit,
-        });
-    }
-    let row = format.data_bytes_per_row(c.hidden.max(c.intermediate).max(c.q_dim())) as u64;
-    if row > limit {
-        return Err(Error::TooLarge {
-            what: format!("one {format} weight row"),
-            needed: row,
-            allowed: limit,
-        });
-    }
-    Ok(())
 }

@@ -1,434 +1,199 @@
-//! The dispatches of one model step for a fixed number of token rows, bound once at load.
+//! A whole step for a fixed number of token rows, bound once at load: the embedding, every
+//! layer, the head, and the copies the host reads back.
 
-use super::{Kernels, Layer};
+use super::kernels::Kernels;
+use super::layer::{LayerDispatches, Tap};
+use super::state::RunState;
+use super::weights::GpuWeights;
 use crate::Result;
 use crate::config::ModelConfig;
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
+use crate::kernels::TopKOutput;
 use crate::kernels::rms_norm::RmsNormParams;
-use crate::kernels::rope::RopeTable;
-use crate::kernels::{GpuMatrix, TopKOutput};
 
-pub(crate) struct Weights<'a> {
-    pub embed: &'a GpuMatrix,
-    pub embed_scale: f32,
-    pub final_norm: &'a wgpu::Buffer,
-    pub layers: &'a [Layer],
-    /// The distinct (cos, sin) tables, and which one each layer uses.
-    pub tables: &'a [RopeTable],
-    pub table_of: &'a [usize],
+/// What a step ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// Nothing: the step only fills the caches (a prompt prefix).
+    None,
+    /// The final norm and nothing after it (activation dumps).
+    FinalNorm,
+    /// The candidates for the token after row `row` (only the best one when `greedy`), read
+    /// back with the hidden state they come from.
+    Candidates { row: usize, greedy: bool },
+    /// Every row's logits, read back with the final norm's output (needs `all_logits`).
+    AllLogits,
 }
 
-/// The activation buffers, sized for the largest step and shared by every plan.
-pub(crate) struct Activations {
-    pub ids: wgpu::Buffer,                // [chunk] u32
-    pub positions: wgpu::Buffer,          // [chunk] u32
-    pub x: wgpu::Buffer,                  // [chunk, hidden] residual stream
-    pub h: wgpu::Buffer,                  // [chunk, hidden] normed
-    pub q: wgpu::Buffer,                  // [chunk, heads * head_dim]
-    pub k: wgpu::Buffer,                  // [chunk, kv_heads * head_dim]
-    pub q_raw: wgpu::Buffer,              // [chunk, heads * head_dim] before the q norm (Gemma 3)
-    pub k_raw: wgpu::Buffer, // [chunk, kv_heads * head_dim] before the k norm (Gemma 3)
-    pub v: wgpu::Buffer,     // [chunk, kv_heads * head_dim]
-    pub attn: wgpu::Buffer,  // [chunk, heads * head_dim]
-    pub o: wgpu::Buffer,     // [chunk, hidden]
-    pub gate_up: wgpu::Buffer, // [chunk, 2 * intermediate]
-    pub act: wgpu::Buffer,   // [chunk, intermediate]
-    pub h_last: wgpu::Buffer, // [hidden] the row whose next token is wanted
-    pub logits: wgpu::Buffer, // [vocab]
-    pub logits_all: Option<wgpu::Buffer>, // [chunk, vocab]
-}
-
-impl Activations {
-    pub fn new(gpu: &Gpu, c: &ModelConfig, chunk: usize, all_logits: bool) -> Activations {
-        let f = |label: &str, n: usize| gpu.storage_zeroed(label, (n * 4) as u64);
-        Activations {
-            ids: f("ids", chunk),
-            positions: f("positions", chunk),
-            x: f("x", chunk * c.hidden),
-            h: f("h", chunk * c.hidden),
-            q: f("q", chunk * c.q_dim()),
-            k: f("k", chunk * c.kv_dim()),
-            q_raw: f(
-                "q_raw",
-                if c.arch.qk_norm() {
-                    chunk * c.q_dim()
-                } else {
-                    1
-                },
-            ),
-            k_raw: f(
-                "k_raw",
-                if c.arch.qk_norm() {
-                    chunk * c.kv_dim()
-                } else {
-                    1
-                },
-            ),
-            v: f("v", chunk * c.kv_dim()),
-            attn: f("attn", chunk * c.q_dim()),
-            o: f("o", chunk * c.hidden),
-            gate_up: f("gate_up", chunk * 2 * c.intermediate),
-            act: f("act", chunk * c.intermediate),
-            h_last: f("h_last", c.hidden),
-            logits: f("logits", c.vocab),
-            logits_all: all_logits.then(|| f("logits_all", chunk * c.vocab)),
-        }
-    }
-
-    /// Writes a step's token ids and positions, padding to `rows` with token 0 at the
-    /// following positions (their results are never read; their cache slots are rewritten
-    /// before any query can see them).
-    pub fn write_inputs(&self, gpu: &Gpu, tokens: &[u32], start: usize, rows: usize) {
-        let mut ids = tokens.to_vec();
-        ids.resize(rows, 0);
-        let positions: Vec<u32> = (0..rows).map(|i| (start + i) as u32).collect();
-        gpu.queue
-            .write_buffer(&self.ids, 0, bytemuck::cast_slice(&ids));
-        gpu.queue
-            .write_buffer(&self.positions, 0, bytemuck::cast_slice(&positions));
-    }
-
-    pub fn all_logits(&self) -> &wgpu::Buffer {
-        self.logits_all.as_ref().expect("built with all_logits")
-    }
+/// Where a step can be looked into (activation dumps, the search for a non-finite value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The scaled embedding in `x`.
+    Embedded,
+    /// Inside layer `layer`, where `tap` says.
+    Layer { layer: usize, tap: Tap },
+    /// The residual stream `x` after layer `layer`.
+    LayerOut(usize),
+    /// The final norm's output in `h`.
+    FinalNorm,
 }
 
 pub(crate) struct Plan {
     /// Token rows per step.
-    pub n: usize,
+    pub rows: usize,
     embed: Vec<Dispatch>,
-    layers: Vec<Vec<Dispatch>>,
+    layers: Vec<LayerDispatches>,
     final_norm: Dispatch,
+    /// lm_head of one row and the final soft-cap: logits \[vocab\].
     head: Vec<Dispatch>,
+    /// The best logit, or the best `candidates`.
     top1: TopKOutput,
     top_k: TopKOutput,
+    /// lm_head of every row and the final soft-cap (with `all_logits`).
     all_logits: Vec<Dispatch>,
-    /// The final norm's output and the row of it the head reads (handles to shared buffers).
+    /// Handles to the run state's buffers the step copies.
     h: wgpu::Buffer,
     h_last: wgpu::Buffer,
+    logits_all: Option<wgpu::Buffer>,
+    candidates: Readback,
+    all_logits_readback: Option<Readback>,
     hidden: usize,
+    /// Candidates read back for sampling.
+    k: usize,
 }
 
 impl Plan {
-    #[allow(clippy::too_many_arguments)]
     pub fn build(
         gpu: &Gpu,
         c: &ModelConfig,
-        k: &Kernels,
-        w: &Weights,
-        a: &Activations,
-        n: usize,
+        kernels: &Kernels,
+        (w, s): (&GpuWeights, &RunState),
+        rows: usize,
         candidates: usize,
-        all_logits: bool,
     ) -> Result<Plan> {
-        let mat = |label: &str, m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| {
-            let kernels = k.matrix(m.format);
-            if n == 1 {
-                kernels.matvec.bind(gpu, label, m, x, y, n)
-            } else {
-                kernels.matmul.bind(gpu, label, m, x, y, n)
-            }
-        };
-        let norm = |d: usize, eps: f32| RmsNormParams {
-            n: n as u32,
-            d: d as u32,
-            eps,
-            w_offset: c.norm_offset,
-        };
-        let embed = k.matrix(w.embed.format).embedding.bind(
+        let k = kernels;
+        let embed_kernels = k.matrix(w.embed.format);
+        let embed = embed_kernels.embedding.bind(
             gpu,
             "embed",
-            w.embed,
-            &a.ids,
-            n,
+            &w.embed,
+            &s.ids,
+            rows,
             w.embed_scale,
-            &a.x,
+            &s.x,
         )?;
-        let mut layers = Vec::with_capacity(w.layers.len());
-        for (i, l) in w.layers.iter().enumerate() {
-            let p = |s: &str| format!("L{i:02}.{s}");
-            let hp = norm(c.hidden, c.eps);
-            let mut d =
-                vec![
-                    k.rms_norm
-                        .bind(gpu, &p("input_norm"), hp, &a.x, &l.input_norm, &a.h)?,
-                ];
-            let table = &w.tables[w.table_of[i]];
-            match (&l.q_norm, &l.k_norm) {
-                // Gemma 3: project, then normalise each head (rows of head_dim).
-                (Some(qn), Some(kn)) => {
-                    d.extend(mat(&p("q"), &l.q, &a.h, &a.q_raw)?);
-                    d.extend(mat(&p("k"), &l.k, &a.h, &a.k_raw)?);
-                    let mut heads = norm(c.head_dim, c.eps);
-                    heads.n = (n * c.heads) as u32;
-                    d.push(
-                        k.rms_norm
-                            .bind(gpu, &p("q_norm"), heads, &a.q_raw, qn, &a.q)?,
-                    );
-                    heads.n = (n * c.kv_heads) as u32;
-                    d.push(
-                        k.rms_norm
-                            .bind(gpu, &p("k_norm"), heads, &a.k_raw, kn, &a.k)?,
-                    );
-                }
-                _ => {
-                    d.extend(mat(&p("q"), &l.q, &a.h, &a.q)?);
-                    d.extend(mat(&p("k"), &l.k, &a.h, &a.k)?);
-                }
-            }
-            d.extend(mat(&p("v"), &l.v, &a.h, &a.v)?);
-            d.push(
-                k.rope
-                    .bind(gpu, &p("rope.q"), n, c.heads, table, &a.positions, &a.q)?,
-            );
-            d.push(
-                k.rope
-                    .bind(gpu, &p("rope.k"), n, c.kv_heads, table, &a.positions, &a.k)?,
-            );
-            d.push(
-                k.kv_store
-                    .bind(gpu, &p("kv_store"), n, &a.positions, &a.k, &a.v, &l.cache)?,
-            );
-            let shape = c.attention_shape(i);
-            d.extend(k.attention.bind(
-                gpu,
-                &p("attention"),
-                n,
-                &shape,
-                &a.positions,
-                &a.q,
-                &l.cache,
-                &a.attn,
-            )?);
-            d.extend(mat(&p("o"), &l.o, &a.attn, &a.o)?);
-            d.push(match &l.post_attention_norm {
-                Some(pn) => {
-                    k.rms_norm_add
-                        .bind(gpu, &p("post_attention_norm"), hp, &a.o, pn, &a.x)?
-                }
-                None => k
-                    .add
-                    .bind(gpu, &p("residual.attention"), n * c.hidden, &a.o, &a.x)?,
-            });
-            d.push(k.rms_norm.bind(
-                gpu,
-                &p("pre_feedforward_norm"),
-                hp,
-                &a.x,
-                &l.pre_feedforward_norm,
-                &a.h,
-            )?);
-            d.extend(mat(&p("gate_up"), &l.gate_up, &a.h, &a.gate_up)?);
-            d.push(
-                k.geglu
-                    .bind(gpu, &p("geglu"), n, c.intermediate, &a.gate_up, &a.act)?,
-            );
-            d.extend(mat(&p("down"), &l.down, &a.act, &a.o)?);
-            d.push(match &l.post_feedforward_norm {
-                Some(pn) => {
-                    k.rms_norm_add
-                        .bind(gpu, &p("post_feedforward_norm"), hp, &a.o, pn, &a.x)?
-                }
-                None => k
-                    .add
-                    .bind(gpu, &p("residual.feedforward"), n * c.hidden, &a.o, &a.x)?,
-            });
-            layers.push(d);
-        }
-        let final_norm = k.rms_norm.bind(
-            gpu,
-            "final_norm",
-            norm(c.hidden, c.eps),
-            &a.x,
-            w.final_norm,
-            &a.h,
-        )?;
-        let mut head = k
-            .matrix(w.embed.format)
+        let layers = w
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let rope = &w.rope[w.rope_of_layer[i]];
+                LayerDispatches::bind(gpu, c, i, k, (l, rope), s, rows)
+            })
+            .collect::<Result<_>>()?;
+        let norm = RmsNormParams {
+            n: rows as u32,
+            d: c.hidden as u32,
+            eps: c.eps,
+            w_offset: c.norm_offset,
+        };
+        let final_norm = k
+            .rms_norm
+            .bind(gpu, "final_norm", norm, &s.x, &w.final_norm, &s.h)?;
+        let mut head = embed_kernels
             .matvec
-            .bind(gpu, "lm_head", w.embed, &a.h_last, &a.logits, 1)?;
-        let mut all = vec![];
-        if all_logits {
-            let logits_all = a.all_logits();
-            all = k.matrix(w.embed.format).matmul.bind(
-                gpu,
-                "lm_head.all",
-                w.embed,
-                &a.h,
-                logits_all,
-                n,
-            )?;
-            if let Some(cap) = c.final_softcap {
-                all.push(k.soft_cap.bind(
-                    gpu,
-                    "final_soft_cap.all",
-                    n * c.vocab,
-                    cap,
-                    logits_all,
-                )?);
-            }
-        }
+            .bind(gpu, "lm_head", &w.embed, &s.h_last, &s.logits, 1)?;
         if let Some(cap) = c.final_softcap {
             head.push(
                 k.soft_cap
-                    .bind(gpu, "final_soft_cap", c.vocab, cap, &a.logits)?,
+                    .bind(gpu, "final_soft_cap", c.vocab, cap, &s.logits)?,
             );
         }
+        let mut all_logits = vec![];
+        if let Some(logits_all) = &s.logits_all {
+            all_logits = k.product(gpu, "lm_head.all", &w.embed, &s.h, logits_all, rows)?;
+            if let Some(cap) = c.final_softcap {
+                let n = rows * c.vocab;
+                all_logits.push(
+                    k.soft_cap
+                        .bind(gpu, "final_soft_cap.all", n, cap, logits_all)?,
+                );
+            }
+        }
         Ok(Plan {
-            n,
+            rows,
             embed,
             layers,
             final_norm,
             head,
-            top1: k.top_k.bind(gpu, "argmax", &a.logits, c.vocab, 1)?,
-            top_k: k.top_k.bind(gpu, "top_k", &a.logits, c.vocab, candidates)?,
-            all_logits: all,
-            h: a.h.clone(),
-            h_last: a.h_last.clone(),
+            top1: k.top_k.bind(gpu, "argmax", &s.logits, c.vocab, 1)?,
+            top_k: k.top_k.bind(gpu, "top_k", &s.logits, c.vocab, candidates)?,
+            all_logits,
+            h: s.h.clone(),
+            h_last: s.h_last.clone(),
+            logits_all: s.logits_all.clone(),
+            candidates: s.candidates.clone(),
+            all_logits_readback: s.all_logits.clone(),
             hidden: c.hidden,
+            k: candidates,
         })
     }
 
-    pub fn candidates(&self, greedy: bool) -> &TopKOutput {
-        if greedy { &self.top1 } else { &self.top_k }
+    /// Records a step ending with `head`, readback copies included.
+    pub fn record(&self, rec: &mut Recorder, head: Head) {
+        self.record_probed(rec, head, &mut |_, _| {});
     }
 
-    /// Records `dispatches` as one compute pass of `e`.
-    fn pass(e: &mut wgpu::CommandEncoder, label: &str, dispatches: &[&Dispatch]) {
-        let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
-        for d in dispatches {
-            d.encode(&mut pass);
-        }
-    }
-
-    /// The embedding and every layer, in one pass (wgpu orders the dispatches with barriers),
-    /// with `then` appended to the same pass.
-    fn encode_layers(&self, gpu: &Gpu, then: &[&Dispatch]) -> wgpu::CommandEncoder {
-        let mut e = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("step"),
-            });
-        let d: Vec<&Dispatch> = self
-            .embed
-            .iter()
-            .chain(self.layers.iter().flatten())
-            .chain(then.iter().copied())
-            .collect();
-        Self::pass(&mut e, "layers", &d);
-        e
-    }
-
-    /// Each layer in an encoder of its own (the embedding joins layer 0), to look at the
-    /// residual stream between layers.
-    pub fn encode_each_layer(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
-        self.layers
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| {
-                let mut e = gpu
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("layer"),
-                    });
-                let mut d: Vec<&Dispatch> = vec![];
-                if i == 0 {
-                    d.extend(&self.embed);
-                }
-                d.extend(layer);
-                Self::pass(&mut e, &format!("layer {i}"), &d);
-                e
-            })
-            .collect()
-    }
-
-    /// A step, one command buffer: the layers, then (with `head`) the final norm, row `row` as
-    /// the query for the next token, the lm_head, the soft-cap and the top-k.
-    pub fn encode(
+    /// As [`Plan::record`], calling `probe` wherever a [`Probe`] can be read.
+    pub fn record_probed(
         &self,
-        gpu: &Gpu,
-        row: usize,
-        head: bool,
-        greedy: bool,
-    ) -> Vec<wgpu::CommandEncoder> {
-        if !head {
-            return vec![self.encode_layers(gpu, &[])];
+        rec: &mut Recorder,
+        head: Head,
+        probe: &mut dyn FnMut(&mut Recorder, Probe),
+    ) {
+        rec.begin_pass("layers");
+        rec.dispatch_all(&self.embed);
+        probe(rec, Probe::Embedded);
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.record(rec, &mut |rec, tap| {
+                probe(rec, Probe::Layer { layer: i, tap })
+            });
+            probe(rec, Probe::LayerOut(i));
         }
-        let mut e = self.encode_layers(gpu, &[&self.final_norm]);
+        if head == Head::None {
+            return;
+        }
+        rec.dispatch(&self.final_norm);
+        probe(rec, Probe::FinalNorm);
+        match head {
+            Head::None | Head::FinalNorm => {}
+            Head::Candidates { row, greedy } => self.record_candidates(rec, row, greedy),
+            Head::AllLogits => self.record_all_logits(rec),
+        }
+    }
+
+    /// Row `row` of the final norm's output through the lm_head and the soft-cap, the best
+    /// logits, and their copy for the host: values \[k\], ids \[k\], then the row itself.
+    fn record_candidates(&self, rec: &mut Recorder, row: usize, greedy: bool) {
         let bytes = (self.hidden * 4) as u64;
-        // Between the two passes: the head's input row.
-        e.copy_buffer_to_buffer(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
-        let top = self.candidates(greedy);
-        let d: Vec<&Dispatch> = self.head.iter().chain(&top.dispatches).collect();
-        Self::pass(&mut e, "head", &d);
-        vec![e]
+        rec.copy(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
+        rec.begin_pass("head");
+        rec.dispatch_all(&self.head);
+        let top = if greedy { &self.top1 } else { &self.top_k };
+        rec.dispatch_all(&top.dispatches);
+        let k = self.k as u64 * 4;
+        rec.read_back(&self.candidates, &top.values, 0);
+        rec.read_back(&self.candidates, &top.indices, k);
+        rec.read_back(&self.candidates, &self.h_last, 2 * k);
     }
 
-    /// The dispatches of a step with its head, in order.
-    fn step_dispatches(&self, greedy: bool) -> Vec<&Dispatch> {
-        let mut d: Vec<&Dispatch> = self
-            .embed
-            .iter()
-            .chain(self.layers.iter().flatten())
-            .collect();
-        d.push(&self.final_norm);
-        d.extend(self.head.iter().chain(&self.candidates(greedy).dispatches));
-        d
-    }
-
-    /// Dispatches (that record work) in one step with its head.
-    pub fn step_dispatch_count(&self, greedy: bool) -> usize {
-        let d = self.step_dispatches(greedy);
-        d.iter().filter(|d| !d.is_empty()).count()
-    }
-
-    /// A step with its head, each dispatch in its own pass between two timestamps (queries
-    /// 2i and 2i + 1 of `queries`): what a profile times. Returns the dispatches in order.
-    pub fn encode_timed(
-        &self,
-        gpu: &Gpu,
-        queries: &wgpu::QuerySet,
-        greedy: bool,
-    ) -> (wgpu::CommandEncoder, Vec<&Dispatch>) {
-        let d: Vec<&Dispatch> = self
-            .step_dispatches(greedy)
-            .into_iter()
-            .filter(|d| !d.is_empty())
-            .collect();
-        let mut e = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("profile"),
-            });
-        for (i, x) in d.iter().enumerate() {
-            {
-                let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(x.label()),
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: queries,
-                        beginning_of_pass_write_index: Some(2 * i as u32),
-                        end_of_pass_write_index: Some(2 * i as u32 + 1),
-                    }),
-                });
-                x.encode(&mut pass);
-            }
-            // The final norm is followed by the copy of the head's input row.
-            if std::ptr::eq(*x, &self.final_norm) {
-                let bytes = (self.hidden * 4) as u64;
-                e.copy_buffer_to_buffer(&self.h, 0, &self.h_last, 0, bytes);
-            }
-        }
-        (e, d)
-    }
-
-    /// A step that ends in the logits of every row.
-    pub fn encode_all_logits(&self, gpu: &Gpu) -> Vec<wgpu::CommandEncoder> {
-        let then: Vec<&Dispatch> = std::iter::once(&self.final_norm)
-            .chain(&self.all_logits)
-            .collect();
-        vec![self.encode_layers(gpu, &then)]
+    /// Every row's logits, and their copy for the host followed by the final norm's output.
+    fn record_all_logits(&self, rec: &mut Recorder) {
+        let (Some(logits), Some(readback)) = (&self.logits_all, &self.all_logits_readback) else {
+            return;
+        };
+        rec.dispatch_all(&self.all_logits);
+        rec.read_back(readback, logits, 0);
+        rec.read_back(readback, &self.h, logits.size());
     }
 }

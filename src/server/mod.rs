@@ -14,7 +14,9 @@ mod api;
 mod conn;
 mod metrics;
 
-use crate::engine::{Engine, Message, SamplingParams, StopReason, TokenLogprob, Tokenizer};
+use crate::engine::{
+    Engine, GenerateOptions, Message, SamplingParams, StopReason, TokenLogprob, Tokenizer,
+};
 use crate::{Error, Result};
 use access::{Access, Front, Logged, RequestId};
 use api::{ApiError, ChatRequest, CompletionRequest};
@@ -490,10 +492,10 @@ fn serve_job(
             Ok(ids) => ids,
             Err(e) => return Piece::Failed(ApiError::bad_request(&e.to_string(), None)),
         };
-        if ids.len() >= engine.model.ctx {
-            return Piece::Failed(ApiError::context_length(ids.len(), engine.model.ctx));
+        if ids.len() >= engine.ctx() {
+            return Piece::Failed(ApiError::context_length(ids.len(), engine.ctx()));
         }
-        let max_tokens = job.max_tokens.min(engine.model.ctx - ids.len());
+        let max_tokens = job.max_tokens.min(engine.ctx() - ids.len());
         let cancel = engine.cancel.clone();
         let gone = job.gone.clone();
         let out = job.out.clone();
@@ -501,23 +503,20 @@ fn serve_job(
         let mut text = String::new();
         let mut sent = 0usize;
         let mut stopped_by_string = false;
-        let eos = if job.ignore_eos {
-            std::mem::take(&mut engine.eos)
-        } else {
-            vec![]
+        let options = GenerateOptions {
+            max_tokens,
+            sampling: job.params.clone(),
+            ignore_eos: job.ignore_eos,
+            logprobs: job.logprobs,
         };
-        engine.logprobs = job.logprobs;
-        let log = engine.logprob_log.clone();
-        log.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        // The log-probabilities computed since the last piece sent.
-        let taken = || -> Vec<Logprob> {
-            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-            log.drain(..).map(|l| Logprob::new(tokenizer, &l)).collect()
-        };
-        let result = engine.generate(&ids, max_tokens, &job.params, |piece| {
+        // The log-probabilities of the tokens since the last piece sent.
+        let mut logprobs: Vec<Logprob> = vec![];
+        let result = engine.generate(&ids, &options, |delta| {
             if stopped_by_string {
                 return;
             }
+            let piece = delta.text;
+            logprobs.extend(delta.logprobs.iter().map(|l| Logprob::new(tokenizer, l)));
             if gone.load(Ordering::Relaxed) || draining.load(Ordering::Relaxed) {
                 cancel.store(true, Ordering::Relaxed);
             }
@@ -538,7 +537,8 @@ fn serve_job(
                 }
             }
             if safe > sent && text.is_char_boundary(safe) {
-                let piece = Piece::Text(text[sent..safe].to_string(), taken());
+                let piece =
+                    Piece::Text(text[sent..safe].to_string(), std::mem::take(&mut logprobs));
                 if out.send(piece).is_err() {
                     // The client is gone.
                     cancel.store(true, Ordering::Relaxed);
@@ -546,10 +546,6 @@ fn serve_job(
                 sent = safe;
             }
         });
-        if job.ignore_eos {
-            engine.eos = eos;
-        }
-        engine.logprobs = None;
         match result {
             Ok(g) => {
                 let completion_tokens = g.ids.len() - usize::from(g.stop == StopReason::Eos);
@@ -562,7 +558,7 @@ fn serve_job(
                 {
                     return Piece::Failed(ApiError::shutting_down());
                 }
-                let rest = taken();
+                let rest = std::mem::take(&mut logprobs);
                 if sent < text.len() || !rest.is_empty() {
                     let _ = out.send(Piece::Text(text[sent..].to_string(), rest));
                 }

@@ -1,7 +1,9 @@
 //! Tokenizer, chat template, streaming text and the generation loop.
 
 use crate::fixtures::*;
-use gemma_wgpu::engine::{Engine, Message, SamplingParams, StopReason, TextStream, Tokenizer};
+use gemma_wgpu::engine::{
+    Engine, GenerateOptions, Message, SamplingParams, StopReason, TextStream, Tokenizer,
+};
 use gemma_wgpu::gpu::{BackendChoice, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::ModelOptions;
@@ -112,29 +114,35 @@ fn generation_stops_at_eos_at_max_tokens_and_at_a_full_context() {
         .expect("a continuation with two distinct tokens");
     let mut e = engine(model, None);
     assert_eq!(
-        e.eos,
-        vec![1, e.tokenizer.token_id("<end_of_turn>").unwrap()],
+        e.eos(),
+        [1, e.tokenizer.token_id("<end_of_turn>").unwrap()],
         "generation_config.json"
     );
     let greedy = SamplingParams::default();
-    let full = e.generate(&g.ids, 24, &greedy, |_| {}).unwrap();
+    let full = e
+        .generate(&g.ids, &GenerateOptions::new(24, greedy.clone()), |_| {})
+        .unwrap();
     assert_eq!(full.ids, g.generated);
     assert_eq!(full.stop, StopReason::MaxTokens);
     // Treat the first new token as end-of-sequence: generation stops there, eos included.
-    e.eos = vec![g.generated[cut]];
-    let stopped = e.generate(&g.ids, 24, &greedy, |_| {}).unwrap();
+    e.set_eos(vec![g.generated[cut]]);
+    let stopped = e
+        .generate(&g.ids, &GenerateOptions::new(24, greedy.clone()), |_| {})
+        .unwrap();
     assert_eq!(stopped.stop, StopReason::Eos);
     assert_eq!(stopped.ids, g.generated[..=cut]);
     // A context of prompt + 5 tokens: those 5 fill it, a 6th is read from the last position,
     // then a clean stop.
     let mut small = engine(model, Some(g.ids.len() + 5));
-    let r = small.generate(&g.ids, 24, &greedy, |_| {}).unwrap();
+    let r = small
+        .generate(&g.ids, &GenerateOptions::new(24, greedy.clone()), |_| {})
+        .unwrap();
     assert_eq!(r.stop, StopReason::ContextFull);
     assert_eq!(r.ids, g.generated[..6]);
     // A prompt longer than the context is an error, not a crash.
     let mut tiny = engine(model, Some(8));
     let err = tiny
-        .generate(&g.ids, 4, &greedy, |_| {})
+        .generate(&g.ids, &GenerateOptions::new(4, greedy.clone()), |_| {})
         .unwrap_err()
         .to_string();
     assert!(
@@ -155,11 +163,19 @@ fn sampling_is_seeded_and_stays_among_candidates() {
         seed: 42,
         ..Default::default()
     };
-    let a = e.generate(&g.ids, 16, &params, |_| {}).unwrap();
-    let b = e.generate(&g.ids, 16, &params, |_| {}).unwrap();
+    let a = e
+        .generate(&g.ids, &GenerateOptions::new(16, params.clone()), |_| {})
+        .unwrap();
+    let b = e
+        .generate(&g.ids, &GenerateOptions::new(16, params.clone()), |_| {})
+        .unwrap();
     assert_eq!(a.ids, b.ids, "same seed, same text");
     let c = e
-        .generate(&g.ids, 16, &SamplingParams { seed: 43, ..params }, |_| {})
+        .generate(
+            &g.ids,
+            &GenerateOptions::new(16, SamplingParams { seed: 43, ..params }),
+            |_| {},
+        )
         .unwrap();
     assert_ne!(
         a.ids, c.ids,
@@ -224,9 +240,8 @@ fn a_full_chat_drops_its_oldest_turns() {
             .turn(
                 &mut e,
                 &format!("Tell me about the number {turn}, please."),
-                8,
+                &GenerateOptions::new(8, greedy.clone()),
                 16,
-                &greedy,
                 |_| {},
             )
             .unwrap();

@@ -34,7 +34,7 @@ fn load(model: &str, options: ModelOptions) -> Model {
 /// The logits of `g`'s kept positions, by feeding the prompt through the all-logits path.
 fn gpu_logits(m: &mut Model, g: &Golden) -> Vec<f32> {
     m.reset();
-    let vocab = m.config.vocab;
+    let vocab = m.config().vocab;
     let all = m.all_logits(&g.ids).unwrap();
     g.positions
         .iter()
@@ -167,7 +167,7 @@ fn f16_cache_keeps_every_clear_top1() {
                 ..Default::default()
             },
         );
-        let vocab = m.config.vocab;
+        let vocab = m.config().vocab;
         let (mut checked, mut max_err) = (0, 0.0f32);
         for g in goldens(model) {
             let got = gpu_logits(&mut m, &g);
@@ -272,7 +272,7 @@ fn f16_checkpoints_load_at_full_precision() {
     };
     let mut m = Model::load(gpu(), &dir, &options).unwrap();
     assert_eq!(
-        m.format,
+        m.info().format,
         WeightFormat::F32,
         "f16 weights are widened exactly to f32"
     );
@@ -294,7 +294,7 @@ fn gguf_copies_match_transformers() {
             ..Default::default()
         };
         let mut m = Model::load(gpu(), &path, &options).unwrap();
-        assert_eq!(m.config.norm_offset, 0.0);
+        assert_eq!(m.config().norm_offset, 0.0);
         for (p, g) in goldens(model).iter().enumerate() {
             let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
             println!("{model}.gguf prompt {p}: max |logit - transformers| = {d:e}");

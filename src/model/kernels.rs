@@ -1,0 +1,87 @@
+//! The kernels one model uses, compiled once at load.
+
+use crate::Result;
+use crate::gpu::{Dispatch, Gpu};
+use crate::kernels::{
+    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
+    SoftCap, TopK,
+};
+use crate::weights::WeightFormat;
+
+/// The kernels that read weights, for one weight format.
+pub(crate) struct MatrixKernels {
+    pub matvec: Matvec,
+    pub matmul: Matmul,
+    pub embedding: Embedding,
+}
+
+pub(crate) struct Kernels {
+    /// One set per weight format the model holds (GGUF files mix several).
+    matrix: Vec<(WeightFormat, MatrixKernels)>,
+    pub rms_norm: RmsNorm,
+    /// rms_norm added into its output (the post-norms before the residual).
+    pub rms_norm_add: RmsNorm,
+    pub add: Add,
+    pub rope: Rope,
+    pub kv_store: KvStore,
+    pub attention: Attention,
+    pub geglu: Geglu,
+    pub soft_cap: SoftCap,
+    pub top_k: TopK,
+}
+
+impl Kernels {
+    /// Compiles every kernel for weights in `formats` and a cache of `kv`.
+    pub fn new(gpu: &Gpu, formats: &[WeightFormat], kv: KvDtype) -> Result<Kernels> {
+        let matrix = formats
+            .iter()
+            .map(|&f| {
+                let kernels = MatrixKernels {
+                    matvec: Matvec::new(gpu, f)?,
+                    matmul: Matmul::new(gpu, f)?,
+                    embedding: Embedding::new(gpu, f)?,
+                };
+                Ok((f, kernels))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Kernels {
+            matrix,
+            rms_norm: RmsNorm::new(gpu, false)?,
+            rms_norm_add: RmsNorm::new(gpu, true)?,
+            add: Add::new(gpu)?,
+            rope: Rope::new(gpu)?,
+            kv_store: KvStore::new(gpu, kv)?,
+            attention: Attention::new(gpu, kv)?,
+            geglu: Geglu::new(gpu)?,
+            soft_cap: SoftCap::new(gpu)?,
+            top_k: TopK::new(gpu)?,
+        })
+    }
+
+    pub fn matrix(&self, format: WeightFormat) -> &MatrixKernels {
+        &self
+            .matrix
+            .iter()
+            .find(|(f, _)| *f == format)
+            .expect("kernels built for every format the model holds")
+            .1
+    }
+
+    /// y [rows, m.rows] = x [rows, m.cols] m^T: matvec for one row, matmul for more.
+    pub fn product(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let k = self.matrix(m.format);
+        if rows == 1 {
+            k.matvec.bind(gpu, label, m, x, y, rows)
+        } else {
+            k.matmul.bind(gpu, label, m, x, y, rows)
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The run state: every buffer a step reads or writes besides the weights, allocated together
+//! at load, and the one record of what the KV caches hold.
+
+use crate::config::ModelConfig;
+use crate::gpu::{Gpu, Readback};
+use crate::kernels::{KvCache, KvDtype};
+use crate::{Error, Result};
+
+/// Activations are sized for the largest step (`rows` token rows); every plan shares them.
+pub(crate) struct RunState {
+    // Inputs of a step.
+    /// \[rows\] u32 token ids.
+    pub ids: wgpu::Buffer,
+    /// \[rows\] u32 positions.
+    pub positions: wgpu::Buffer,
+
+    // The residual stream and one layer's activations.
+    /// [rows, hidden]
+    pub x: wgpu::Buffer,
+    /// [rows, hidden]: a norm's output (the input of q/k/v, of gate/up, of the lm_head).
+    pub h: wgpu::Buffer,
+    /// [rows, heads * head_dim], rotated.
+    pub q: wgpu::Buffer,
+    /// [rows, kv_heads * head_dim], rotated.
+    pub k: wgpu::Buffer,
+    /// [rows, kv_heads * head_dim]
+    pub v: wgpu::Buffer,
+    /// Gemma 3: q [rows, heads * head_dim] and k [rows, kv_heads * head_dim] before their
+    /// per-head norms.
+    pub q_raw: wgpu::Buffer,
+    pub k_raw: wgpu::Buffer,
+    /// [rows, heads * head_dim]: attention's output, o_proj's input.
+    pub attn: wgpu::Buffer,
+    /// [rows, hidden]: o_proj's and down_proj's outputs, before their norms.
+    pub o: wgpu::Buffer,
+    /// [rows, 2 * intermediate]: gate then up, per row.
+    pub gate_up: wgpu::Buffer,
+    /// [rows, intermediate]: gelu_tanh(gate) * up.
+    pub act: wgpu::Buffer,
+
+    // The head.
+    /// \[hidden\]: the row of `h` whose next token is wanted.
+    pub h_last: wgpu::Buffer,
+    /// \[vocab\]
+    pub logits: wgpu::Buffer,
+    /// [rows, vocab] (with `all_logits`).
+    pub logits_all: Option<wgpu::Buffer>,
+
+    /// One per layer: keys and values, [capacity, kv_heads * head_dim] each.
+    pub caches: Vec<KvCache>,
+
+    // What the host reads back.
+    /// The candidates' values \[k\] and ids \[k\], then `h_last` \[hidden\] (a soft-capped
+    /// logit is finite even when the hidden state is not, so that is checked too).
+    pub candidates: Readback,
+    /// Every row's logits [rows, vocab], then `h` [rows, hidden] (with `all_logits`).
+    pub all_logits: Option<Readback>,
+
+    /// Tokens the caches hold, in order: the only record of the context.
+    cached: Vec<u32>,
+}
+
+/// What [`RunState::new`] allocates for.
+pub(crate) struct StateShape {
+    /// Token rows of the largest step.
+    pub rows: usize,
+    /// Positions the caches hold (the context), and the cache's element type.
+    pub ctx: usize,
+    pub kv: KvDtype,
+    /// Candidates read back per step.
+    pub candidates: usize,
+    pub all_logits: bool,
+}
+
+impl RunState {
+    pub fn new(gpu: &Gpu, c: &ModelConfig, s: &StateShape) -> Result<RunState> {
+        let rows = s.rows;
+        let f = |label: &str, n: usize| gpu.storage_zeroed(label, (n * 4) as u64);
+        let qk_norm = c.layers.iter().any(|l| l.qk_norm);
+        let qk_raw = |n: usize| if qk_norm { rows * n } else { 1 };
+        let caches = c
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                // A sliding layer keeps the window plus one prefill step; a global one all.
+                let capacity = match spec.window {
+                    Some(w) => (w + rows - 1).min(s.ctx + rows),
+                    None => s.ctx + rows,
+                };
+                KvCache::new(gpu, &format!("L{i:02}.kv"), s.kv, capacity, c.kv_dim())
+            })
+            .collect::<Result<_>>()?;
+        Ok(RunState {
+            ids: f("ids", rows),
+            positions: f("positions", rows),
+            x: f("x", rows * c.hidden),
+            h: f("h", rows * c.hidden),
+            q: f("q", rows * c.q_dim()),
+            k: f("k", rows * c.kv_dim()),
+            v: f("v", rows * c.kv_dim()),
+            q_raw: f("q_raw", qk_raw(c.q_dim())),
+            k_raw: f("k_raw", qk_raw(c.kv_dim())),
+            attn: f("attn", rows * c.q_dim()),
+            o: f("o", rows * c.hidden),
+            gate_up: f("gate_up", rows * 2 * c.intermediate),
+            act: f("act", rows * c.intermediate),
+            h_last: f("h_last", c.hidden),
+            logits: f("logits", c.vocab),
+            logits_all: s.all_logits.then(|| f("logits_all", rows * c.vocab)),
+            caches,
+            candidates: Readback::new(gpu, "candidates", (s.candidates * 8 + c.hidden * 4) as u64),
+            all_logits: s
+                .all_logits
+                .then(|| Readback::new(gpu, "logits", (rows * (c.vocab + c.hidden) * 4) as u64)),
+            cached: vec![],
+        })
+    }
+
+    /// Tokens the caches hold, in order.
+    pub fn cached(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Forgets the cached context.
+    pub fn reset(&mut self) {
+        self.cached.clear();
+    }
+
+    /// Writes the inputs of a step that feeds `tokens` after the cached ones, padded to
+    /// `rows` with token 0 at the following positions (their results are never read; their
+    /// cache slots are rewritten before any query can see them), and records them as cached.
+    /// `ctx` bounds the context.
+    pub fn feed(&mut self, gpu: &Gpu, tokens: &[u32], rows: usize, ctx: usize) -> Result<()> {
+        let start = self.cached.len();
+        if start + tokens.len() > ctx {
+            return Err(Error::ContextFull {
+                needed: start + tokens.len(),
+                ctx,
+            });
+        }
+        self.write_inputs(gpu, tokens, start, rows);
+        self.cached.extend_from_slice(tokens);
+        Ok(())
+    }
+
+    /// Writes a step's inputs for `tokens` at positions from `start` (a replay of an earlier
+    /// step rewrites the same cache entries with the same values).
+    pub fn write_inputs(&self, gpu: &Gpu, tokens: &[u32], start: usize, rows: usize) {
+        let mut ids = tokens.to_vec();
+        ids.resize(rows, 0);
+        let positions: Vec<u32> = (0..rows).map(|i| (start + i) as u32).collect();
+        gpu.queue
+            .write_buffer(&self.ids, 0, bytemuck::cast_slice(&ids));
+        gpu.queue
+            .write_buffer(&self.positions, 0, bytemuck::cast_slice(&positions));
+    }
+
+    /// Bytes of the KV caches.
+    pub fn kv_bytes(&self) -> u64 {
+        self.caches.iter().map(|c| c.k.size() + c.v.size()).sum()
+    }
+}
