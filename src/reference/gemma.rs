@@ -88,11 +88,24 @@ impl Weights {
 
 /// Logits [tokens, vocab] (after the final soft-cap, if any) of `tokens` at positions 0, 1, ...
 pub fn forward(c: &ModelConfig, w: &Weights, tokens: &[u32]) -> Vec<f32> {
+    forward_traced(c, w, tokens, &mut |_, _| {})
+}
+
+/// [`forward`], calling `trace(name, [tokens, width])` with each named activation in order:
+/// `embed`, then per layer `L07.attn_out` (o_proj's output), `L07.mlp_out` (down_proj's) and
+/// `L07.out` (the residual stream), then `final_norm`; the names `Model::activations` uses.
+pub fn forward_traced(
+    c: &ModelConfig,
+    w: &Weights,
+    tokens: &[u32],
+    trace: &mut dyn FnMut(&str, &[f32]),
+) -> Vec<f32> {
     let n = tokens.len();
     let positions: Vec<u32> = (0..n as u32).collect();
     let norm = |x: &[f32], weight: &[f32]| rms_norm(x, weight, c.eps, c.norm_offset);
     // h0 = E[ids] * sqrt(hidden), the scale rounded to the checkpoint's dtype.
     let mut x = embedding(&w.embed, c.hidden, tokens, w.embed_scale);
+    trace("embed", &x);
     for (i, l) in w.layers.iter().enumerate() {
         let shape: AttentionShape = c.attention_shape(i);
         let spec = c.layers[i];
@@ -111,6 +124,7 @@ pub fn forward(c: &ModelConfig, w: &Weights, tokens: &[u32]) -> Vec<f32> {
         rope(&mut k, &positions, c.kv_heads, c.head_dim, &table);
         let a = attention(&q, &k, &v, &positions, &shape);
         let o = matmul(&l.o, &a, c.hidden, c.q_dim());
+        trace(&format!("L{i:02}.attn_out"), &o);
         match &l.post_attention_norm {
             Some(pn) => add(&mut x, &norm(&o, pn)),
             None => add(&mut x, &o),
@@ -127,13 +141,16 @@ pub fn forward(c: &ModelConfig, w: &Weights, tokens: &[u32]) -> Vec<f32> {
             .collect();
         let act = geglu(&gate_up, c.intermediate);
         let d = matmul(&l.down, &act, c.hidden, c.intermediate);
+        trace(&format!("L{i:02}.mlp_out"), &d);
         match &l.post_feedforward_norm {
             Some(pn) => add(&mut x, &norm(&d, pn)),
             None => add(&mut x, &d),
         }
+        trace(&format!("L{i:02}.out"), &x);
     }
     // Final norm, tied lm_head (the unscaled embedding), final soft-cap.
     let h = norm(&x, &w.final_norm);
+    trace("final_norm", &h);
     let mut logits = matmul(&w.embed, &h, c.vocab, c.hidden);
     if let Some(cap) = c.final_softcap {
         soft_cap(&mut logits, cap);

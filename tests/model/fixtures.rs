@@ -69,3 +69,27 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
             |m, v| if v.0 > m.0 || v.0.is_nan() { v } else { m },
         )
 }
+
+/// The per-layer activations of a fixture's first prompt written by
+/// tests/fixtures/make_layer_goldens.py: (ids, [(name, [tokens, width])] in forward order).
+pub fn layer_goldens(model: &str) -> (Vec<u32>, Vec<(String, Vec<f32>)>) {
+    let bytes = std::fs::read(dir(model).join("layers.safetensors")).expect("layers.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = bytemuck::pod_collect_to_vec::<u8, i32>(st.tensor("ids").unwrap().data())
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    let tensor = |name: &str| bytemuck::pod_collect_to_vec(st.tensor(name).unwrap().data());
+    let layers = (0..)
+        .take_while(|i| st.tensor(&format!("L{i:02}.out")).is_ok())
+        .count();
+    let mut names = vec!["embed".to_string()];
+    for i in 0..layers {
+        for part in ["attn_out", "mlp_out", "out"] {
+            names.push(format!("L{i:02}.{part}"));
+        }
+    }
+    names.push("final_norm".into());
+    let named = names.into_iter().map(|n| (n.clone(), tensor(&n))).collect();
+    (ids, named)
+}

@@ -2,7 +2,7 @@
 
 use crate::fixtures::*;
 use gemma_wgpu::config::ModelConfig;
-use gemma_wgpu::reference::gemma::{Weights, forward};
+use gemma_wgpu::reference::gemma::{Weights, forward, forward_traced};
 use gemma_wgpu::weights::safetensors::Checkpoint;
 
 /// Both sides compute in f32 from the same weights; they differ only in summation order,
@@ -27,6 +27,35 @@ fn reference_forward_matches_transformers() {
             let (d, at) = max_diff(&kept, &g.logits);
             println!("{model} prompt {p}: max |logit - transformers| = {d:e}");
             assert!(d <= LOGIT_TOL, "{model} prompt {p}: max diff {d} at {at}");
+        }
+    }
+}
+
+/// The reference's named activations against transformers' (layers.safetensors), in forward
+/// order, with the GPU test's bound (tests/model/gpu.rs, ACTIVATION_TOL): the same names,
+/// so a GPU divergence can be read against the specification's.
+#[test]
+fn reference_activations_match_transformers_layer_by_layer() {
+    /// As tests/model/gpu.rs's ACTIVATION_TOL: relative to each tensor's largest value.
+    const ACTIVATION_TOL: f32 = 1e-4;
+    for model in ["gemma1-bf16", "gemma2-bf16", "gemma3-bf16"] {
+        let dir = dir(model);
+        let cfg = ModelConfig::from_dir(&dir).unwrap();
+        let w = Weights::load(&Checkpoint::open(&dir).unwrap(), &cfg, None).unwrap();
+        let (ids, expected) = layer_goldens(model);
+        let mut got: Vec<(String, Vec<f32>)> = vec![];
+        forward_traced(&cfg, &w, &ids, &mut |name, v| {
+            got.push((name.into(), v.to_vec()))
+        });
+        assert_eq!(got.len(), expected.len(), "{model}: activation count");
+        for ((name, a), (wanted, e)) in got.iter().zip(&expected) {
+            assert_eq!(name, wanted);
+            let scale = e.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            let (d, at) = max_diff(a, e);
+            assert!(
+                d <= ACTIVATION_TOL * scale,
+                "{model}: first divergence at {name}: {d} at {at}, largest value {scale}"
+            );
         }
     }
 }
