@@ -253,21 +253,43 @@ fn write_row(
     Ok(out.flush()?)
 }
 
+impl Facts {
+    fn of(model: String, m: &Model) -> Facts {
+        Facts {
+            model,
+            size: m.info().file_bytes,
+            params: m.config().parameters() as u64,
+            model_type: crate::weight_type(m),
+            backend: format!("{:?}", m.gpu().info.backend),
+            adapter: m.gpu().info.name.clone(),
+            describe: m.gpu().describe(),
+            dtype: m.info().format.name(),
+            kv: format!("{:?}", m.info().kv).to_lowercase(),
+        }
+    }
+}
+
+impl Test {
+    /// The prompt tests (`-p`), then the generation tests (`-n`), zeros left out.
+    fn all(a: &BenchArgs) -> Vec<Test> {
+        let prompts = a.prompt.iter().filter(|&&p| p > 0).map(|&p| Test {
+            n_prompt: p,
+            n_gen: 0,
+        });
+        let generations = a.generate.iter().filter(|&&n| n > 0).map(|&n| Test {
+            n_prompt: 0,
+            n_gen: n,
+        });
+        prompts.chain(generations).collect()
+    }
+}
+
 pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     let max_p = a.prompt.iter().copied().max().unwrap_or(0);
     let max_n = a.generate.iter().copied().max().unwrap_or(0);
     check_args(a, max_p, max_n)?;
     let output = if a.json { Output::Jsonl } else { a.output };
-    let tests: Vec<Test> = (a.prompt.iter().filter(|&&p| p > 0))
-        .map(|&p| Test {
-            n_prompt: p,
-            n_gen: 0,
-        })
-        .chain(a.generate.iter().filter(|&&n| n > 0).map(|&n| Test {
-            n_prompt: 0,
-            n_gen: n,
-        }))
-        .collect();
+    let tests = Test::all(a);
     let options = ModelOptions {
         format: a.dtype,
         kv: a.kv,
@@ -278,17 +300,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     let (name, mut model) = load(gpu, a, &options)?;
     let m = &mut model;
     note(&crate::load_summary(&name, m));
-    let facts = Facts {
-        model: name,
-        size: m.info().file_bytes,
-        params: m.config().parameters() as u64,
-        model_type: crate::weight_type(m),
-        backend: format!("{:?}", m.gpu().info.backend),
-        adapter: m.gpu().info.name.clone(),
-        describe: m.gpu().describe(),
-        dtype: m.info().format.name(),
-        kv: format!("{:?}", m.info().kv).to_lowercase(),
-    };
+    let facts = Facts::of(name, m);
     let mut out = std::io::stdout().lock();
     write_header(&mut out, output)?;
     note("bench: warm-up");

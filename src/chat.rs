@@ -11,8 +11,8 @@
 use crate::{LoadArgs, SamplingArgs, load_engine, warn_if_base_model};
 use anyhow::Result;
 use clap::Args;
-use gemma_wgpu::engine::chat::Conversation;
-use gemma_wgpu::engine::{GenerateOptions, SamplingDefaults, StopReason};
+use gemma_wgpu::engine::chat::{Conversation, TurnNotes};
+use gemma_wgpu::engine::{Engine, GenerateOptions, Generation, SamplingDefaults, StopReason};
 use gemma_wgpu::gpu::GpuOptions;
 use gemma_wgpu::model::ModelOptions;
 use rustyline::error::ReadlineError;
@@ -178,49 +178,39 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
     if a.system.as_ref().is_some_and(|s| s.trim().is_empty()) {
         anyhow::bail!("--system must not be empty");
     }
-    let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
+    let engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     warn_if_base_model(&engine, &a.load);
     let (params, max_tokens) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
-    let options = GenerateOptions::new(max_tokens, params.clone());
-    let cancel = engine.cancel.clone();
-    let stop = cancel.clone();
     // Ctrl-C stops a reply; at a piped prompt (a terminal's is rustyline's) it says how to
     // leave, and a second one quits.
     let at_prompt = Arc::new(AtomicBool::new(false));
     let interrupts = Arc::new(AtomicU32::new(0));
-    {
-        let (at_prompt, interrupts) = (at_prompt.clone(), interrupts.clone());
-        ctrlc::set_handler(move || {
-            if !at_prompt.load(Ordering::Relaxed) {
-                cancel.store(true, Ordering::Relaxed);
-            } else if interrupts.fetch_add(1, Ordering::Relaxed) == 0 {
-                let _ = writeln!(std::io::stderr(), "\n{LEAVE}");
-            } else {
-                std::process::exit(130);
-            }
-        })?;
-    }
-    // Room kept for the reply when old turns must go.
-    let reserve = max_tokens.min(engine.ctx() / 4);
-    let dim = std::io::stderr().is_terminal();
-    let mut chat = match &a.system {
-        Some(system) => Conversation::with_system(system),
-        None => Conversation::new(),
-    };
-    let mut input = Input::new();
-    let mut stdout = std::io::stdout();
+    on_interrupt(engine.cancel.clone(), at_prompt.clone(), interrupts.clone())?;
     eprintln!(
         "{} | seed {} | /help lists the commands, /exit quits, Ctrl-C stops a reply",
         engine.adapter(),
         params.seed
     );
+    let mut session = Session {
+        // Room kept for the reply when old turns must go.
+        reserve: max_tokens.min(engine.ctx() / 4),
+        options: GenerateOptions::new(max_tokens, params),
+        chat: match &a.system {
+            Some(system) => Conversation::with_system(system),
+            None => Conversation::new(),
+        },
+        engine,
+        dim: std::io::stderr().is_terminal(),
+        stdout: std::io::stdout(),
+    };
+    let mut input = Input::new();
     loop {
         at_prompt.store(true, Ordering::Relaxed);
         let entry = input.message()?;
         at_prompt.store(false, Ordering::Relaxed);
         let line = match entry {
             Entry::End => {
-                writeln!(stdout)?;
+                writeln!(session.stdout)?;
                 break;
             }
             Entry::Interrupted => {
@@ -234,31 +224,70 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
         };
         interrupts.store(0, Ordering::Relaxed);
         let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
         match command(line) {
-            Some("exit" | "quit" | "bye") => break,
-            Some("reset" | "clear") => {
-                chat.reset();
-                writeln!(stdout, "(new conversation)")?;
-                continue;
+            _ if line.is_empty() => {}
+            Some(name) => {
+                if !session.command(name)? {
+                    break;
+                }
             }
-            Some("help" | "?") => {
-                writeln!(stdout, "{HELP}")?;
-                continue;
-            }
-            Some(other) => {
-                writeln!(
-                    stdout,
-                    "(unknown command /{other}; /help lists the commands)"
-                )?;
-                continue;
-            }
-            None => {}
+            None => session.answer(line)?,
         }
+    }
+    Ok(())
+}
+
+/// Ctrl-C: cancels a reply under way; at the prompt, says how to leave, and quits the second
+/// time.
+fn on_interrupt(
+    cancel: Arc<AtomicBool>,
+    at_prompt: Arc<AtomicBool>,
+    interrupts: Arc<AtomicU32>,
+) -> Result<()> {
+    ctrlc::set_handler(move || {
+        if !at_prompt.load(Ordering::Relaxed) {
+            cancel.store(true, Ordering::Relaxed);
+        } else if interrupts.fetch_add(1, Ordering::Relaxed) == 0 {
+            let _ = writeln!(std::io::stderr(), "\n{LEAVE}");
+        } else {
+            std::process::exit(130);
+        }
+    })?;
+    Ok(())
+}
+
+/// A chat under way.
+struct Session {
+    engine: Engine,
+    chat: Conversation,
+    options: GenerateOptions,
+    /// Context kept free for the reply when old turns must go.
+    reserve: usize,
+    /// Stats dimmed on a terminal.
+    dim: bool,
+    stdout: std::io::Stdout,
+}
+
+impl Session {
+    /// Runs a slash command; false to quit.
+    fn command(&mut self, name: &str) -> Result<bool> {
+        let out = &mut self.stdout;
+        match name {
+            "exit" | "quit" | "bye" => return Ok(false),
+            "reset" | "clear" => {
+                self.chat.reset();
+                writeln!(out, "(new conversation)")?;
+            }
+            "help" | "?" => writeln!(out, "{HELP}")?,
+            other => writeln!(out, "(unknown command /{other}; /help lists the commands)")?,
+        }
+        Ok(true)
+    }
+
+    /// Answers `line`, streaming the reply to stdout, then its stats to stderr.
+    fn answer(&mut self, line: &str) -> Result<()> {
         // A spinner on stderr until the first words come (a long prompt takes a while).
-        let mut spinner = dim.then(|| {
+        let mut spinner = self.dim.then(|| {
             let s = indicatif::ProgressBar::new_spinner();
             s.set_message("reading the prompt");
             s.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -266,32 +295,43 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
         });
         // A reply nobody can read any more stops, and so does the chat.
         let mut failed = None;
-        let result = chat.turn(&mut engine, line, &options, reserve, |delta| {
-            let piece = delta.text;
-            if let Some(s) = spinner.take() {
-                s.finish_and_clear();
-            }
-            if failed.is_none()
-                && let Err(e) = write!(stdout, "{piece}").and_then(|()| stdout.flush())
-            {
-                failed = Some(e);
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
+        let stop = self.engine.cancel.clone();
+        let stdout = &mut self.stdout;
+        let result = self.chat.turn(
+            &mut self.engine,
+            line,
+            &self.options,
+            self.reserve,
+            |delta| {
+                if let Some(s) = spinner.take() {
+                    s.finish_and_clear();
+                }
+                if failed.is_none()
+                    && let Err(e) = write!(stdout, "{}", delta.text).and_then(|()| stdout.flush())
+                {
+                    failed = Some(e);
+                    stop.store(true, Ordering::Relaxed);
+                }
+            },
+        );
         if let Some(s) = spinner.take() {
             s.finish_and_clear();
         }
         if let Some(e) = failed {
             return Err(anyhow::Error::new(e).context("writing to stdout"));
         }
-        let (g, notes) = match result {
-            Ok(r) => r,
+        match result {
+            Ok((g, notes)) => self.report(&g, notes),
             Err(e) => {
                 eprintln!("({e})");
-                continue;
+                Ok(())
             }
-        };
-        writeln!(stdout)?;
+        }
+    }
+
+    /// Ends the reply's line and says on stderr how the turn went.
+    fn report(&mut self, g: &Generation, notes: TurnNotes) -> Result<()> {
+        writeln!(self.stdout)?;
         if notes.dropped_turns > 0 {
             eprintln!(
                 "(the context was full: dropped the {} oldest turn(s))",
@@ -310,13 +350,13 @@ pub fn run(gpu: &GpuOptions, a: &ChatArgs) -> Result<()> {
             g.ids.len(),
             g.decode_tokens_per_second()
         );
-        if dim {
+        if self.dim {
             eprintln!("\x1b[2m{stats}\x1b[0m");
         } else {
             eprintln!("{stats}");
         }
+        Ok(())
     }
-    Ok(())
 }
 
 const LEAVE: &str = "(Ctrl-C again, /exit or Ctrl-D quits)";

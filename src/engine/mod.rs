@@ -292,6 +292,21 @@ impl Engine {
         self.model.cached()
     }
 
+    /// Checks that `new` is a prompt, and that it and one generated token fit the context.
+    fn check_room(&self, new: &[u32]) -> Result<()> {
+        if new.is_empty() {
+            return Err(Error::Empty("the prompt is empty"));
+        }
+        let needed = self.model.position() + new.len() + 1;
+        if needed > self.model.ctx() {
+            return Err(Error::ContextFull {
+                needed,
+                ctx: self.model.ctx(),
+            });
+        }
+        Ok(())
+    }
+
     /// Feeds `new` after the cache and generates. `prompt_tokens` counts the new ones.
     fn continue_with(
         &mut self,
@@ -301,16 +316,8 @@ impl Engine {
     ) -> Result<Generation> {
         let params = &options.sampling;
         params.validate()?;
-        if new.is_empty() {
-            return Err(Error::Empty("the prompt is empty"));
-        }
+        self.check_room(new)?;
         let ctx = self.model.ctx();
-        if self.model.position() + new.len() >= ctx {
-            return Err(Error::ContextFull {
-                needed: self.model.position() + new.len() + 1,
-                ctx,
-            });
-        }
         self.cancel.store(false, Ordering::Relaxed);
         let mut sampler = Sampler::new(params.clone());
         // Log-probabilities need every candidate, not only the best.

@@ -241,6 +241,22 @@ pub enum KlBase<'a> {
 }
 
 impl Engine {
+    /// Chunks of `ctx` tokens in `tokens` tokens: at least one, each fitting the context.
+    fn perplexity_chunks(&self, tokens: usize, ctx: usize) -> Result<usize> {
+        if ctx < 4 || ctx > self.model.ctx() {
+            return Err(Error::ContextFull {
+                needed: ctx,
+                ctx: self.model.ctx(),
+            });
+        }
+        match tokens / ctx {
+            0 => Err(Error::Tokenizer(format!(
+                "the text has {tokens} tokens, fewer than one chunk of {ctx}"
+            ))),
+            chunks => Ok(chunks),
+        }
+    }
+
     /// Perplexity of `text` in chunks of `ctx` tokens; `progress(chunk, running ppl)` after each.
     pub fn perplexity(
         &mut self,
@@ -250,19 +266,7 @@ impl Engine {
         mut progress: impl FnMut(usize, f64),
     ) -> Result<Perplexity> {
         let tokens = self.tokenizer.encode(text, true)?;
-        if ctx < 4 || ctx > self.model.ctx() {
-            return Err(Error::ContextFull {
-                needed: ctx,
-                ctx: self.model.ctx(),
-            });
-        }
-        let chunks = tokens.len() / ctx;
-        if chunks == 0 {
-            return Err(Error::Tokenizer(format!(
-                "the text has {} tokens, fewer than one chunk of {ctx}",
-                tokens.len()
-            )));
-        }
+        let chunks = self.perplexity_chunks(tokens.len(), ctx)?;
         let bos = self.model.config().bos_id.unwrap_or(2);
         let first = ctx / 2;
         let run = Run {
@@ -271,18 +275,7 @@ impl Engine {
             rows: chunks * (ctx - 1 - first),
             tokens: fingerprint(&tokens),
         };
-        let base = match kl {
-            KlBase::Compare(p) => {
-                let base = read_base(p)?;
-                base.check(p, run)?;
-                Some(base)
-            }
-            KlBase::Save(p) => {
-                super::check_new_file(p)?;
-                None
-            }
-            KlBase::None => None,
-        };
+        let base = kl.open(run)?;
         let mut saved = Base {
             ids: vec![],
             logp: vec![],
@@ -307,37 +300,18 @@ impl Engine {
                 nll += v;
                 nll2 += v * v;
                 match (&base, &kl) {
-                    (Some(b), _) => {
-                        if (row + 1) * KL_TOP > b.ids.len() {
+                    (Some(b), _) => match kl_of_row(b, row, logits) {
+                        Some(d) => {
+                            kl_sum += d;
+                            kl2 += d * d;
+                        }
+                        None => {
                             failure = Some(Error::Tokenizer(
                                 "the KL base file covers fewer positions".into(),
-                            ));
-                            return;
+                            ))
                         }
-                        let ids = &b.ids[row * KL_TOP..][..KL_TOP];
-                        let (mine, rest) = log_probs(logits, ids);
-                        let base_lp = &b.logp[row * KL_TOP..][..KL_TOP];
-                        let mut d: f64 = base_lp
-                            .iter()
-                            .zip(&mine)
-                            .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q))
-                            .sum();
-                        let br = b.rest[row] as f64;
-                        d += br.exp() * (br - rest);
-                        kl_sum += d;
-                        kl2 += d * d;
-                    }
-                    (None, KlBase::Save(_)) => {
-                        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-                        order.select_nth_unstable_by(KL_TOP, |&a, &b| {
-                            logits[b as usize].total_cmp(&logits[a as usize])
-                        });
-                        let top = &order[..KL_TOP];
-                        let (lp, rest) = log_probs(logits, top);
-                        saved.ids.extend_from_slice(top);
-                        saved.logp.extend(lp.iter().map(|&v| v as f32));
-                        saved.rest.push(rest as f32);
-                    }
+                    },
+                    (None, KlBase::Save(_)) => saved.push_row(logits),
                     _ => {}
                 }
             })?;
@@ -351,19 +325,74 @@ impl Engine {
             write_base(p, &saved)?;
         }
         let n = count as f64;
-        let mean = nll / n;
-        let var = (nll2 / n - mean * mean).max(0.0);
+        let (mean, mean_error) = mean_and_error(nll, nll2, n);
         let ppl = mean.exp();
-        let kl = base.map(|_| {
-            let m = kl_sum / n;
-            (m, ((kl2 / n - m * m).max(0.0) / (n - 1.0)).sqrt())
-        });
         Ok(Perplexity {
             ppl,
-            error: ppl * (var / (n - 1.0)).sqrt(),
+            error: ppl * mean_error,
             chunks,
             scored: count,
-            kl,
+            kl: base.map(|_| mean_and_error(kl_sum, kl2, n)),
         })
+    }
+}
+
+/// The mean of n values given their sum and sum of squares, and its standard error.
+fn mean_and_error(sum: f64, sum_sq: f64, n: f64) -> (f64, f64) {
+    let mean = sum / n;
+    let var = (sum_sq / n - mean * mean).max(0.0);
+    (mean, (var / (n - 1.0)).sqrt())
+}
+
+impl KlBase<'_> {
+    /// The base to compare with (checked against this run), or `None`; a file to save to is
+    /// checked to be new before the run.
+    fn open(&self, run: Run) -> Result<Option<Base>> {
+        match self {
+            KlBase::Compare(p) => {
+                let base = read_base(p)?;
+                base.check(p, run)?;
+                Ok(Some(base))
+            }
+            KlBase::Save(p) => {
+                super::check_new_file(p)?;
+                Ok(None)
+            }
+            KlBase::None => Ok(None),
+        }
+    }
+}
+
+/// KL(base || ours) at scored row `row` from the base's top-[`KL_TOP`] log-probabilities and
+/// the mass of the rest; `None` when the base holds no such row.
+fn kl_of_row(b: &Base, row: usize, logits: &[f32]) -> Option<f64> {
+    if (row + 1) * KL_TOP > b.ids.len() {
+        return None;
+    }
+    let ids = &b.ids[row * KL_TOP..][..KL_TOP];
+    let (mine, rest) = log_probs(logits, ids);
+    let base_lp = &b.logp[row * KL_TOP..][..KL_TOP];
+    let mut d: f64 = base_lp
+        .iter()
+        .zip(&mine)
+        .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q))
+        .sum();
+    let br = b.rest[row] as f64;
+    d += br.exp() * (br - rest);
+    Some(d)
+}
+
+impl Base {
+    /// Appends a row's top-[`KL_TOP`] ids and log-probabilities and the rest's.
+    fn push_row(&mut self, logits: &[f32]) {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.select_nth_unstable_by(KL_TOP, |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
+        let top = &order[..KL_TOP];
+        let (lp, rest) = log_probs(logits, top);
+        self.ids.extend_from_slice(top);
+        self.logp.extend(lp.iter().map(|&v| v as f32));
+        self.rest.push(rest as f32);
     }
 }

@@ -62,132 +62,177 @@ pub(crate) struct LayerDispatches {
     post_feedforward_norm: Dispatch,
 }
 
+/// What binding one layer's dispatches needs, and the bindings it repeats.
+struct Binder<'a> {
+    gpu: &'a Gpu,
+    c: &'a ModelConfig,
+    k: &'a Kernels,
+    s: &'a RunState,
+    layer: usize,
+    rows: usize,
+}
+
+impl Binder<'_> {
+    fn label(&self, step: &str) -> String {
+        format!("L{:02}.{step}", self.layer)
+    }
+
+    /// y = x m^T
+    fn product(
+        &self,
+        step: &str,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        self.k
+            .product(self.gpu, &self.label(step), m, x, y, self.rows)
+    }
+
+    /// Norm parameters for `n` rows of `d` values.
+    fn norm(&self, n: usize, d: usize) -> RmsNormParams {
+        RmsNormParams {
+            n: n as u32,
+            d: d as u32,
+            eps: self.c.eps,
+            w_offset: self.c.norm_offset,
+        }
+    }
+
+    /// out = rms_norm(x) over rows of `d` values (`heads` of them per token row).
+    fn rms_norm(
+        &self,
+        step: &str,
+        (heads, d): (usize, usize),
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let params = self.norm(self.rows * heads, d);
+        self.k
+            .rms_norm
+            .bind(self.gpu, &self.label(step), params, x, w, out)
+    }
+
+    /// x += rms_norm(o) where the layer has post-norms, else x += o.
+    fn residual(&self, step: &str, w: Option<&wgpu::Buffer>) -> Result<Dispatch> {
+        let (s, label) = (self.s, self.label(step));
+        match w {
+            Some(w) => {
+                let params = self.norm(self.rows, self.c.hidden);
+                self.k
+                    .rms_norm_add
+                    .bind(self.gpu, &label, params, &s.o, w, &s.x)
+            }
+            None => {
+                let n = self.rows * self.c.hidden;
+                self.k.add.bind(self.gpu, &label, n, &s.o, &s.x)
+            }
+        }
+    }
+
+    /// k and v into the layer's cache, and attention over it.
+    fn cache_and_attention(&self) -> Result<(Dispatch, Vec<Dispatch>)> {
+        let (gpu, s, rows) = (self.gpu, self.s, self.rows);
+        let cache = &s.caches[self.layer];
+        let label = self.label("kv_store");
+        let store = (self.k.kv_store).bind(gpu, &label, rows, &s.positions, &s.k, &s.v, cache)?;
+        let shape = self.c.attention_shape(self.layer);
+        let label = self.label("attention");
+        let attention = (self.k.attention).bind(
+            gpu,
+            &label,
+            rows,
+            &shape,
+            &s.positions,
+            &s.q,
+            cache,
+            &s.attn,
+        )?;
+        Ok((store, attention))
+    }
+
+    /// x rotated in place, `heads` heads per row.
+    fn rope(
+        &self,
+        step: &str,
+        heads: usize,
+        table: &RopeTable,
+        x: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let label = self.label(step);
+        let positions = &self.s.positions;
+        self.k
+            .rope
+            .bind(self.gpu, &label, self.rows, heads, table, positions, x)
+    }
+}
+
 impl LayerDispatches {
     /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows.
     pub fn bind(
         gpu: &Gpu,
         c: &ModelConfig,
         i: usize,
-        kernels: &Kernels,
+        k: &Kernels,
         (w, rope): (&LayerWeights, &RopeTable),
         s: &RunState,
         rows: usize,
     ) -> Result<LayerDispatches> {
-        let spec = &c.layers[i];
-        let k = kernels;
-        let label = |step: &str| format!("L{i:02}.{step}");
-        let product = |step: &str, m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| {
-            k.product(gpu, &label(step), m, x, y, rows)
+        let b = Binder {
+            gpu,
+            c,
+            k,
+            s,
+            layer: i,
+            rows,
         };
-        let norm = |d: usize| RmsNormParams {
-            n: rows as u32,
-            d: d as u32,
-            eps: c.eps,
-            w_offset: c.norm_offset,
-        };
-        let rms_norm = |step: &str, x: &wgpu::Buffer, w: &wgpu::Buffer, out: &wgpu::Buffer| {
-            k.rms_norm
-                .bind(gpu, &label(step), norm(c.hidden), x, w, out)
-        };
-        // Normed and added into x where the layer has post-norms, else added as it is.
-        let residual = |step: &str, w: Option<&wgpu::Buffer>| match w {
-            Some(w) => k
-                .rms_norm_add
-                .bind(gpu, &label(step), norm(c.hidden), &s.o, w, &s.x),
-            None => k.add.bind(gpu, &label(step), rows * c.hidden, &s.o, &s.x),
-        };
+        let hidden = (1, c.hidden);
         // Gemma 3 projects q and k into q_raw and k_raw and norms each head into q and k.
-        let (q_out, k_out) = match spec.qk_norm {
+        let (q_out, k_out) = match c.layers[i].qk_norm {
             true => (&s.q_raw, &s.k_raw),
             false => (&s.q, &s.k),
         };
         let qk_norm = match &w.qk_norm {
-            Some([qn, kn]) => {
-                let heads = |n: usize| RmsNormParams {
-                    n: (rows * n) as u32,
-                    ..norm(c.head_dim)
-                };
-                Some([
-                    k.rms_norm
-                        .bind(gpu, &label("q_norm"), heads(c.heads), &s.q_raw, qn, &s.q)?,
-                    k.rms_norm.bind(
-                        gpu,
-                        &label("k_norm"),
-                        heads(c.kv_heads),
-                        &s.k_raw,
-                        kn,
-                        &s.k,
-                    )?,
-                ])
-            }
+            Some([qn, kn]) => Some([
+                b.rms_norm("q_norm", (c.heads, c.head_dim), &s.q_raw, qn, &s.q)?,
+                b.rms_norm("k_norm", (c.kv_heads, c.head_dim), &s.k_raw, kn, &s.k)?,
+            ]),
             None => None,
         };
-        let cache = &s.caches[i];
+        let (kv_store, attention) = b.cache_and_attention()?;
         Ok(LayerDispatches {
-            input_norm: rms_norm("input_norm", &s.x, &w.input_norm, &s.h)?,
-            q: product("q", &w.q, &s.h, q_out)?,
-            k: product("k", &w.k, &s.h, k_out)?,
-            v: product("v", &w.v, &s.h, &s.v)?,
+            input_norm: b.rms_norm("input_norm", hidden, &s.x, &w.input_norm, &s.h)?,
+            q: b.product("q", &w.q, &s.h, q_out)?,
+            k: b.product("k", &w.k, &s.h, k_out)?,
+            v: b.product("v", &w.v, &s.h, &s.v)?,
             qk_norm,
-            rope_q: k.rope.bind(
-                gpu,
-                &label("rope.q"),
-                rows,
-                c.heads,
-                rope,
-                &s.positions,
-                &s.q,
-            )?,
-            rope_k: k.rope.bind(
-                gpu,
-                &label("rope.k"),
-                rows,
-                c.kv_heads,
-                rope,
-                &s.positions,
-                &s.k,
-            )?,
-            kv_store: k.kv_store.bind(
-                gpu,
-                &label("kv_store"),
-                rows,
-                &s.positions,
-                &s.k,
-                &s.v,
-                cache,
-            )?,
-            attention: k.attention.bind(
-                gpu,
-                &label("attention"),
-                rows,
-                &c.attention_shape(i),
-                &s.positions,
-                &s.q,
-                cache,
-                &s.attn,
-            )?,
-            o_proj: product("o", &w.o, &s.attn, &s.o)?,
-            post_attention_norm: residual("post_attention_norm", w.post_attention_norm.as_ref())?,
-            pre_feedforward_norm: rms_norm(
+            rope_q: b.rope("rope.q", c.heads, rope, &s.q)?,
+            rope_k: b.rope("rope.k", c.kv_heads, rope, &s.k)?,
+            kv_store,
+            attention,
+            o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
+            post_attention_norm: b
+                .residual("post_attention_norm", w.post_attention_norm.as_ref())?,
+            pre_feedforward_norm: b.rms_norm(
                 "pre_feedforward_norm",
+                hidden,
                 &s.x,
                 &w.pre_feedforward_norm,
                 &s.h,
             )?,
-            gate_up: product("gate_up", &w.gate_up, &s.h, &s.gate_up)?,
+            gate_up: b.product("gate_up", &w.gate_up, &s.h, &s.gate_up)?,
             geglu: k.geglu.bind(
                 gpu,
-                &label("geglu"),
+                &b.label("geglu"),
                 rows,
                 c.intermediate,
                 &s.gate_up,
                 &s.act,
             )?,
-            down: product("down", &w.down, &s.act, &s.o)?,
-            post_feedforward_norm: residual(
-                "post_feedforward_norm",
-                w.post_feedforward_norm.as_ref(),
-            )?,
+            down: b.product("down", &w.down, &s.act, &s.o)?,
+            post_feedforward_norm: b
+                .residual("post_feedforward_norm", w.post_feedforward_norm.as_ref())?,
         })
     }
 

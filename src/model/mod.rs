@@ -72,6 +72,56 @@ impl Default for ModelOptions {
     }
 }
 
+/// The load's settings, resolved from the options, the model and the adapter.
+struct Settings {
+    /// `None`: each tensor as the source holds it.
+    format: Option<WeightFormat>,
+    kv: KvDtype,
+    ctx: usize,
+    chunk: usize,
+}
+
+impl Settings {
+    fn resolve(
+        gpu: &Gpu,
+        c: &ModelConfig,
+        source: &Source,
+        dtype: SourceDtype,
+        options: &ModelOptions,
+    ) -> Result<Settings> {
+        // GGUF tensors keep their own types unless a format is asked for.
+        let format = match source {
+            Source::Gguf(..) => options.format,
+            _ => Some(options.format.unwrap_or(gemma::default_format(dtype))),
+        };
+        let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
+        if let Some(asked) = options.ctx
+            && asked > c.max_positions
+        {
+            return Err(Error::Config {
+                path: "--ctx".into(),
+                message: format!(
+                    "{asked} tokens exceed the model's context of {} (max_position_embeddings)",
+                    c.max_positions
+                ),
+            });
+        }
+        let ctx = options
+            .ctx
+            .unwrap_or(c.max_positions.min(DEFAULT_MAX_CTX))
+            .max(1);
+        let chunk = options.chunk.clamp(1, MAX_CHUNK);
+        let fits_format = format.unwrap_or(WeightFormat::F32);
+        fit::check_fits(gpu, c, fits_format, kv, ctx, chunk, options)?;
+        Ok(Settings {
+            format,
+            kv,
+            ctx,
+            chunk,
+        })
+    }
+}
+
 /// Candidates for the next token: the highest logits (after the final soft-cap), best first.
 #[derive(Clone, Debug)]
 pub struct Candidates {
@@ -194,31 +244,12 @@ impl Model {
         options: &ModelOptions,
     ) -> Result<Model> {
         let c = &config;
-        // GGUF tensors keep their own types unless a format is asked for.
-        let format = match source {
-            Source::Gguf(..) => options.format,
-            _ => Some(options.format.unwrap_or(gemma::default_format(dtype))),
-        };
-        let kv = options.kv.unwrap_or(KvDtype::default_for(&gpu.caps));
-        if let Some(asked) = options.ctx
-            && asked > c.max_positions
-        {
-            return Err(Error::Config {
-                path: "--ctx".into(),
-                message: format!(
-                    "{asked} tokens exceed the model's context of {} (max_position_embeddings)",
-                    c.max_positions
-                ),
-            });
-        }
-        let ctx = options
-            .ctx
-            .unwrap_or(c.max_positions.min(DEFAULT_MAX_CTX))
-            .max(1);
-        let chunk = options.chunk.clamp(1, MAX_CHUNK);
-        let fits_format = format.unwrap_or(WeightFormat::F32);
-        fit::check_fits(&gpu, c, fits_format, kv, ctx, chunk, options)?;
-
+        let Settings {
+            format,
+            kv,
+            ctx,
+            chunk,
+        } = Settings::resolve(&gpu, c, &source, dtype, options)?;
         let weights = GpuWeights::load(
             &gpu,
             c,

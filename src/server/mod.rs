@@ -405,20 +405,7 @@ pub async fn serve(
         metrics,
         draining: draining.clone(),
     });
-    let app = Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/metrics", get(metrics_text))
-        .route("/v1/models", get(models))
-        .route("/v1/models/{*id}", get(model_by_id))
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(|| async { ApiError::not_found() })
-        .layer(axum::middleware::from_fn_with_state(front, access::front))
-        .with_state(state);
+    let app = router(state, front);
     let limits = conn::ConnLimits {
         max_connections: options.max_connections,
         header_timeout: options.header_timeout,
@@ -444,6 +431,24 @@ pub async fn serve(
     // The worker ends once every connection (and with it every job sender) is gone.
     let _ = tokio::time::timeout(Duration::from_secs(10), worker_ended).await;
     Ok(())
+}
+
+/// The routes, behind the access checks of `front`.
+fn router(state: AppState, front: Arc<Front>) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(metrics_text))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model_by_id))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(front, access::front))
+        .with_state(state)
 }
 
 fn worker(
@@ -484,25 +489,15 @@ fn serve_job(
 ) -> Piece {
     let started = Instant::now();
     {
-        let ids = match &job.prompt {
-            Prompt::Chat(m) => engine.tokenizer.encode_chat(m),
-            Prompt::Text(t) => engine.tokenizer.encode(t, true),
-        };
-        let ids = match ids {
+        let ids = match prompt_ids(engine, &job.prompt) {
             Ok(ids) => ids,
-            Err(e) => return Piece::Failed(ApiError::bad_request(&e.to_string(), None)),
+            Err(e) => return Piece::Failed(e),
         };
-        if ids.len() >= engine.ctx() {
-            return Piece::Failed(ApiError::context_length(ids.len(), engine.ctx()));
-        }
         let max_tokens = job.max_tokens.min(engine.ctx() - ids.len());
         let cancel = engine.cancel.clone();
         let gone = job.gone.clone();
         let out = job.out.clone();
-        // Text is held back while it could be the start of a stop string.
-        let mut text = String::new();
-        let mut sent = 0usize;
-        let mut stopped_by_string = false;
+        let mut held = Holdback::new(&job.stop);
         let options = GenerateOptions {
             max_tokens,
             sampling: job.params.clone(),
@@ -512,38 +507,24 @@ fn serve_job(
         // The log-probabilities of the tokens since the last piece sent.
         let mut logprobs: Vec<Logprob> = vec![];
         let result = engine.generate(&ids, &options, |delta| {
-            if stopped_by_string {
+            if held.stopped {
                 return;
             }
-            let piece = delta.text;
             logprobs.extend(delta.logprobs.iter().map(|l| Logprob::new(tokenizer, l)));
             if gone.load(Ordering::Relaxed) || draining.load(Ordering::Relaxed) {
                 cancel.store(true, Ordering::Relaxed);
             }
-            text.push_str(piece);
-            if let Some(at) = job.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(at);
-                stopped_by_string = true;
+            let safe = held.push(delta.text);
+            if held.stopped {
                 cancel.store(true, Ordering::Relaxed);
             }
-            let mut safe = text.len();
-            if !stopped_by_string {
-                for s in &job.stop {
-                    for k in (1..s.len()).rev() {
-                        if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
-                            safe = safe.min(text.len() - k);
-                        }
-                    }
-                }
-            }
-            if safe > sent && text.is_char_boundary(safe) {
-                let piece =
-                    Piece::Text(text[sent..safe].to_string(), std::mem::take(&mut logprobs));
-                if out.send(piece).is_err() {
-                    // The client is gone.
-                    cancel.store(true, Ordering::Relaxed);
-                }
-                sent = safe;
+            if let Some(text) = safe
+                && out
+                    .send(Piece::Text(text, std::mem::take(&mut logprobs)))
+                    .is_err()
+            {
+                // The client is gone.
+                cancel.store(true, Ordering::Relaxed);
             }
         });
         match result {
@@ -553,14 +534,14 @@ fn serve_job(
                 let per_token = (g.ids.len() > 1).then(|| g.decode_time / (g.ids.len() - 1) as u32);
                 metrics.count_generation(ids.len(), completion_tokens, ttft, per_token);
                 if g.stop == StopReason::Cancelled
-                    && !stopped_by_string
+                    && !held.stopped
                     && draining.load(Ordering::Relaxed)
                 {
                     return Piece::Failed(ApiError::shutting_down());
                 }
                 let rest = std::mem::take(&mut logprobs);
-                if sent < text.len() || !rest.is_empty() {
-                    let _ = out.send(Piece::Text(text[sent..].to_string(), rest));
+                if !held.rest().is_empty() || !rest.is_empty() {
+                    let _ = out.send(Piece::Text(held.rest().to_string(), rest));
                 }
                 let finish = match g.stop {
                     StopReason::MaxTokens | StopReason::ContextFull => "length",
@@ -577,6 +558,76 @@ fn serve_job(
             }
             Err(e) => Piece::Failed(ApiError::server(&e.to_string())),
         }
+    }
+}
+
+/// The prompt's ids, with room after them for one token at least.
+fn prompt_ids(engine: &Engine, prompt: &Prompt) -> std::result::Result<Vec<u32>, ApiError> {
+    let ids = match prompt {
+        Prompt::Chat(m) => engine.tokenizer.encode_chat(m),
+        Prompt::Text(t) => engine.tokenizer.encode(t, true),
+    };
+    let ids = ids.map_err(|e| ApiError::bad_request(&e.to_string(), None))?;
+    if ids.len() >= engine.ctx() {
+        return Err(ApiError::context_length(ids.len(), engine.ctx()));
+    }
+    Ok(ids)
+}
+
+/// A reply's text, held back while it could be the start of a stop string.
+struct Holdback<'a> {
+    stops: &'a [String],
+    text: String,
+    /// Bytes of `text` sent.
+    sent: usize,
+    /// A stop string was found: the text ends before it.
+    stopped: bool,
+}
+
+impl<'a> Holdback<'a> {
+    fn new(stops: &'a [String]) -> Holdback<'a> {
+        Holdback {
+            stops,
+            text: String::new(),
+            sent: 0,
+            stopped: false,
+        }
+    }
+
+    /// Adds `piece`; returns the text that is now safe to send, if any.
+    fn push(&mut self, piece: &str) -> Option<String> {
+        let text = &mut self.text;
+        text.push_str(piece);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            text.truncate(at);
+            self.stopped = true;
+        }
+        let mut safe = text.len();
+        if !self.stopped {
+            for s in self.stops {
+                for k in (1..s.len()).rev() {
+                    if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
+                        safe = safe.min(text.len() - k);
+                    }
+                }
+            }
+        }
+        if safe > self.sent && text.is_char_boundary(safe) {
+            let out = text[self.sent..safe].to_string();
+            self.sent = safe;
+            return Some(out);
+        }
+        None
+    }
+
+    /// The text not sent yet.
+    fn rest(&self) -> &str {
+        &self.text[self.sent..]
     }
 }
 
@@ -802,113 +853,145 @@ struct Shape {
 
 /// The response: one JSON body, or server-sent events ending in `data: [DONE]`.
 async fn respond(
-    mut rx: mpsc::UnboundedReceiver<Piece>,
-    mut watch: Watch,
+    rx: mpsc::UnboundedReceiver<Piece>,
+    watch: Watch,
     model: Arc<String>,
     shape: Shape,
     log: RequestLog,
 ) -> Response {
-    let Shape { chat, stream, .. } = shape;
-    let id = format!(
-        "{}-{:x}",
-        if chat { "chatcmpl" } else { "cmpl" },
-        rand::random::<u64>()
-    );
-    let created = now();
-    if !stream {
-        let mut text = String::new();
-        let mut lps = vec![];
-        while let Some(p) = rx.recv().await {
-            match p {
-                Piece::Text(t, l) => {
-                    text.push_str(&t);
-                    lps.extend(l);
-                }
-                Piece::Failed(e) => {
-                    watch.finish();
-                    log.write(e.status(), None, "");
-                    return logged(e.into_response());
-                }
-                Piece::Done { finish, stats } => {
-                    watch.finish();
-                    log.write(StatusCode::OK, Some(stats), "");
-                    let logprobs = match (shape.logprobs, chat) {
-                        (false, _) => serde_json::Value::Null,
-                        (true, true) => chat_logprobs(&lps),
-                        (true, false) => completion_logprobs(&lps, 0),
-                    };
-                    let choice = if chat {
-                        serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text},
-                            "finish_reason": finish, "logprobs": logprobs})
-                    } else {
-                        serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs})
-                    };
-                    return logged(
-                        Json(serde_json::json!({
-                            "id": id,
-                            "object": if chat { "chat.completion" } else { "text_completion" },
-                            "created": created,
-                            "model": model.as_str(),
-                            "choices": [choice],
-                            "usage": stats.usage(),
-                            "timings": stats.timings(),
-                        }))
-                        .into_response(),
-                    );
-                }
+    let chunks = Chunks {
+        id: format!(
+            "{}-{:x}",
+            if shape.chat { "chatcmpl" } else { "cmpl" },
+            rand::random::<u64>()
+        ),
+        created: now(),
+        model,
+        shape,
+        offset: 0,
+    };
+    if shape.stream {
+        respond_streaming(rx, watch, chunks, log).await
+    } else {
+        respond_whole(rx, watch, chunks, log).await
+    }
+}
+
+/// The whole reply in one JSON body.
+async fn respond_whole(
+    mut rx: mpsc::UnboundedReceiver<Piece>,
+    mut watch: Watch,
+    c: Chunks,
+    log: RequestLog,
+) -> Response {
+    let chat = c.shape.chat;
+    let mut text = String::new();
+    let mut lps = vec![];
+    while let Some(p) = rx.recv().await {
+        match p {
+            Piece::Text(t, l) => {
+                text.push_str(&t);
+                lps.extend(l);
+            }
+            Piece::Failed(e) => {
+                watch.finish();
+                log.write(e.status(), None, "");
+                return logged(e.into_response());
+            }
+            Piece::Done { finish, stats } => {
+                watch.finish();
+                log.write(StatusCode::OK, Some(stats), "");
+                let logprobs = match (c.shape.logprobs, chat) {
+                    (false, _) => serde_json::Value::Null,
+                    (true, true) => chat_logprobs(&lps),
+                    (true, false) => completion_logprobs(&lps, 0),
+                };
+                let choice = if chat {
+                    serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish, "logprobs": logprobs})
+                } else {
+                    serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs})
+                };
+                return logged(
+                    Json(serde_json::json!({
+                        "id": c.id,
+                        "object": if chat { "chat.completion" } else { "text_completion" },
+                        "created": c.created,
+                        "model": c.model.as_str(),
+                        "choices": [choice],
+                        "usage": stats.usage(),
+                        "timings": stats.timings(),
+                    }))
+                    .into_response(),
+                );
             }
         }
-        return ApiError::server("the engine stopped").into_response();
     }
-    // Streaming: wait for the first piece so that errors still get a status code.
+    ApiError::server("the engine stopped").into_response()
+}
+
+/// The chunks of a streamed reply: the same id, object, creation time and model in each.
+struct Chunks {
+    id: String,
+    created: u64,
+    model: Arc<String>,
+    shape: Shape,
+    /// Text offsets of a completion's log-probabilities run on from chunk to chunk.
+    offset: usize,
+}
+
+impl Chunks {
+    fn chunk(
+        &mut self,
+        delta: serde_json::Value,
+        finish: Option<&str>,
+        lps: &[Logprob],
+    ) -> serde_json::Value {
+        let logprobs = self.shape.logprobs && !lps.is_empty();
+        let (object, choice) = if self.shape.chat {
+            let logprobs = if logprobs {
+                chat_logprobs(lps)
+            } else {
+                serde_json::Value::Null
+            };
+            let choice = serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs});
+            ("chat.completion.chunk", choice)
+        } else {
+            let text = delta.get("content").and_then(|c| c.as_str()).unwrap_or("");
+            let logprobs = if logprobs {
+                completion_logprobs(lps, self.offset)
+            } else {
+                serde_json::Value::Null
+            };
+            self.offset += text.len();
+            let choice = serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs});
+            ("text_completion", choice)
+        };
+        serde_json::json!({"id": self.id, "object": object, "created": self.created, "model": self.model.as_str(), "choices": [choice]})
+    }
+}
+
+/// The reply as server-sent events, one chunk per piece of text.
+async fn respond_streaming(
+    mut rx: mpsc::UnboundedReceiver<Piece>,
+    mut watch: Watch,
+    mut c: Chunks,
+    log: RequestLog,
+) -> Response {
+    // Wait for the first piece so that errors still get a status code.
     let first = rx.recv().await;
     if let Some(Piece::Failed(e)) = first {
         watch.finish();
         log.write(e.status(), None, "");
         return logged(e.into_response());
     }
-    let object = if chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    // Text offsets of a completion's log-probabilities run on from chunk to chunk.
-    let mut offset = 0usize;
-    let mut chunk = move |delta: serde_json::Value, finish: Option<&str>, lps: &[Logprob]| {
-        let choice = if chat {
-            let logprobs = if shape.logprobs && !lps.is_empty() {
-                chat_logprobs(lps)
-            } else {
-                serde_json::Value::Null
-            };
-            serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs})
-        } else {
-            let text = delta.get("content").and_then(|c| c.as_str()).unwrap_or("");
-            let logprobs = if shape.logprobs && !lps.is_empty() {
-                completion_logprobs(lps, offset)
-            } else {
-                serde_json::Value::Null
-            };
-            offset += text.len();
-            serde_json::json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs})
-        };
-        serde_json::json!({"id": id, "object": object, "created": created, "model": model.as_str(), "choices": [choice]})
-    };
     let (tx, events) = mpsc::unbounded_channel::<Result<Event, std::convert::Infallible>>();
     let watcher = tx.clone();
     let send = move |data: String| tx.send(Ok(Event::default().data(data))).is_ok();
     tokio::spawn(async move {
         let gone = || log.write(StatusCode::OK, None, ", client disconnected");
-        if chat
-            && !send(
-                chunk(
-                    serde_json::json!({"role": "assistant", "content": ""}),
-                    None,
-                    &[],
-                )
-                .to_string(),
-            )
-        {
+        let role = serde_json::json!({"role": "assistant", "content": ""});
+        if c.shape.chat && !send(c.chunk(role, None, &[]).to_string()) {
             gone();
             return;
         }
@@ -916,18 +999,21 @@ async fn respond(
         while let Some(p) = next {
             match p {
                 Piece::Text(t, lps) => {
-                    if !send(chunk(serde_json::json!({"content": t}), None, &lps).to_string()) {
+                    if !send(
+                        c.chunk(serde_json::json!({"content": t}), None, &lps)
+                            .to_string(),
+                    ) {
                         gone();
                         return; // dropping rx tells the worker the client is gone
                     }
                 }
                 Piece::Done { finish, stats } => {
                     watch.finish();
-                    let mut last = chunk(serde_json::json!({}), Some(finish), &[]);
+                    let mut last = c.chunk(serde_json::json!({}), Some(finish), &[]);
                     last["usage"] = stats.usage();
                     last["timings"] = stats.timings();
                     send(last.to_string());
-                    if shape.include_usage {
+                    if c.shape.include_usage {
                         let mut usage = last.clone();
                         usage["choices"] = serde_json::json!([]);
                         usage.as_object_mut().map(|o| o.remove("timings"));
