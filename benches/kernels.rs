@@ -88,7 +88,17 @@ impl Bench {
         let dst = self.gpu.storage_zeroed("dst", n as u64 * 4);
         for contiguous in [false, true] {
             let k = Copy::new(&self.gpu, Some(contiguous)).unwrap();
-            let d = k.bind(&self.gpu, "copy", n, &src, &dst).unwrap();
+            let d = k
+                .bind(
+                    &self.gpu,
+                    "copy",
+                    n,
+                    copy::CopyBuffers {
+                        src: &src,
+                        dst: &dst,
+                    },
+                )
+                .unwrap();
             let layout = if contiguous {
                 "contiguous"
             } else {
@@ -156,14 +166,20 @@ impl Bench {
             let w = GpuMatrix::upload(&self.gpu, name, host).unwrap();
             let x = self.buffer("x", n * k);
             let y = self.gpu.storage_zeroed("y", (n * rows * 4) as u64);
+            let args = matrix::MatrixArgs {
+                w: &w,
+                x: &x,
+                y: &y,
+                n,
+            };
             let dispatches = if n == 1 {
                 Matvec::new(&self.gpu, format)
                     .unwrap()
-                    .bind(&self.gpu, name, &w, &x, &y, n)
+                    .bind(&self.gpu, name, args)
             } else {
                 Matmul::new(&self.gpu, format)
                     .unwrap()
-                    .bind(&self.gpu, name, &w, &x, &y, n)
+                    .bind(&self.gpu, name, args)
             }
             .unwrap();
             let refs: Vec<&Dispatch> = dispatches.iter().collect();
@@ -200,7 +216,19 @@ impl Bench {
         };
         let d = Attention::new(gpu, dtype)
             .unwrap()
-            .bind(gpu, name, 1, &cfg, &positions, &q, &cache, &out)
+            .bind(
+                gpu,
+                name,
+                attention::AttentionArgs {
+                    n_q: 1,
+                    shape: &cfg,
+                    positions: &positions,
+                    q: &q,
+                    cache: &cache,
+                    partials: &Attention::partials(gpu, "partials", 1, &cfg, ctx),
+                    out: &out,
+                },
+            )
             .unwrap();
         let refs: Vec<&Dispatch> = d.iter().collect();
         let bytes = (2 * ctx * kv_heads * hd * dtype.bytes()) as f64;
@@ -230,7 +258,16 @@ impl Bench {
         };
         let d = RmsNorm::new(gpu, false)
             .unwrap()
-            .bind(gpu, "rms_norm", params, &x, &w, &out)
+            .bind(
+                gpu,
+                "rms_norm",
+                params,
+                rms_norm::RmsNormBuffers {
+                    x: &x,
+                    w: &w,
+                    out: &out,
+                },
+            )
             .unwrap();
         pending.push((
             "rms_norm".into(),
@@ -243,7 +280,16 @@ impl Bench {
         let act = gpu.storage_zeroed("act", inter as u64 * 4);
         let d = Geglu::new(gpu)
             .unwrap()
-            .bind(gpu, "geglu", 1, inter, &gate_up, &act)
+            .bind(
+                gpu,
+                "geglu",
+                1,
+                inter,
+                geglu::GegluBuffers {
+                    gate_up: &gate_up,
+                    out: &act,
+                },
+            )
             .unwrap();
         pending.push((
             "geglu".into(),
@@ -255,7 +301,13 @@ impl Bench {
         let logits = self.buffer("logits", vocab);
         let d = SoftCap::new(gpu)
             .unwrap()
-            .bind(gpu, "soft_cap", vocab, 30.0, &logits)
+            .bind(
+                gpu,
+                "soft_cap",
+                vocab,
+                30.0,
+                soft_cap::SoftCapBuffers { x: &logits },
+            )
             .unwrap();
         pending.push((
             "soft_cap".into(),
@@ -265,7 +317,8 @@ impl Bench {
         ));
         let top = TopK::new(gpu).unwrap();
         for k in [1usize, 40, 64] {
-            let t = top.bind(gpu, "top_k", &logits, vocab, k).unwrap();
+            let scratch = TopKScratch::new(gpu, "top_k", vocab, k);
+            let t = top.bind(gpu, "top_k", &logits, vocab, k, &scratch).unwrap();
             pending.push((
                 "top_k".into(),
                 format!("{vocab} k={k}"),

@@ -19,7 +19,7 @@ use crate::weights::safetensors::Checkpoint;
 use crate::weights::{SourceDtype, WeightFormat};
 use crate::{Error, Result};
 use load::Source;
-use plan::{Activations, Plan};
+use plan::{Activations, Plan, PlanRows};
 use std::time::{Duration, Instant};
 
 /// How to load a model.
@@ -405,16 +405,29 @@ impl Model {
             tables: &tables,
             table_of: &table_of,
         };
-        let decode = Plan::build(&gpu, c, &kernels, &weights, &act, 1, candidates, false)?;
+        let decode = Plan::build(
+            &gpu,
+            c,
+            &kernels,
+            &weights,
+            &act,
+            PlanRows {
+                n: 1,
+                candidates,
+                all_logits: false,
+            },
+        )?;
         let prefill = Plan::build(
             &gpu,
             c,
             &kernels,
             &weights,
             &act,
-            chunk,
-            candidates,
-            options.all_logits,
+            PlanRows {
+                n: chunk,
+                candidates,
+                all_logits: options.all_logits,
+            },
         )?;
         // The candidates, then the final norm's output: a soft-capped logit is finite even
         // when the hidden state is not (tanh saturates), so that is checked too.

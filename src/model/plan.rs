@@ -4,9 +4,16 @@ use super::{Kernels, Layer};
 use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu};
-use crate::kernels::rms_norm::RmsNormParams;
-use crate::kernels::rope::RopeTable;
-use crate::kernels::{GpuMatrix, TopKOutput};
+use crate::kernels::add::AddBuffers;
+use crate::kernels::attention::AttentionArgs;
+use crate::kernels::embedding::EmbeddingArgs;
+use crate::kernels::geglu::GegluBuffers;
+use crate::kernels::kv_store::KvStoreArgs;
+use crate::kernels::matrix::MatrixArgs;
+use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
+use crate::kernels::rope::{RopeBuffers, RopeTable};
+use crate::kernels::soft_cap::SoftCapBuffers;
+use crate::kernels::{Attention, GpuMatrix, TopKOutput, TopKScratch};
 
 pub(crate) struct Weights<'a> {
     pub embed: &'a GpuMatrix,
@@ -109,26 +116,38 @@ pub(crate) struct Plan {
     hidden: usize,
 }
 
+/// What a plan computes per step: its token rows, the candidates it ranks, and whether it
+/// keeps the logits of every row.
+pub(crate) struct PlanRows {
+    pub n: usize,
+    pub candidates: usize,
+    pub all_logits: bool,
+}
+
 impl Plan {
-    #[allow(clippy::too_many_arguments)]
     pub fn build(
         gpu: &Gpu,
         c: &ModelConfig,
         k: &Kernels,
         w: &Weights,
         a: &Activations,
-        n: usize,
-        candidates: usize,
-        all_logits: bool,
+        rows: PlanRows,
     ) -> Result<Plan> {
+        let PlanRows {
+            n,
+            candidates,
+            all_logits,
+        } = rows;
         let mat = |label: &str, m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| {
             let kernels = k.matrix(m.format);
+            let args = MatrixArgs { w: m, x, y, n };
             if n == 1 {
-                kernels.matvec.bind(gpu, label, m, x, y, n)
+                kernels.matvec.bind(gpu, label, args)
             } else {
-                kernels.matmul.bind(gpu, label, m, x, y, n)
+                kernels.matmul.bind(gpu, label, args)
             }
         };
+        let norm_buffers = |x, w, out| RmsNormBuffers { x, w, out };
         let norm = |d: usize, eps: f32| RmsNormParams {
             n: n as u32,
             d: d as u32,
@@ -138,21 +157,24 @@ impl Plan {
         let embed = k.matrix(w.embed.format).embedding.bind(
             gpu,
             "embed",
-            w.embed,
-            &a.ids,
-            n,
-            w.embed_scale,
-            &a.x,
+            EmbeddingArgs {
+                table: w.embed,
+                ids: &a.ids,
+                n,
+                scale: w.embed_scale,
+                out: &a.x,
+            },
         )?;
         let mut layers = Vec::with_capacity(w.layers.len());
         for (i, l) in w.layers.iter().enumerate() {
             let p = |s: &str| format!("L{i:02}.{s}");
             let hp = norm(c.hidden, c.eps);
-            let mut d =
-                vec![
-                    k.rms_norm
-                        .bind(gpu, &p("input_norm"), hp, &a.x, &l.input_norm, &a.h)?,
-                ];
+            let mut d = vec![k.rms_norm.bind(
+                gpu,
+                &p("input_norm"),
+                hp,
+                norm_buffers(&a.x, &l.input_norm, &a.h),
+            )?];
             let table = &w.tables[w.table_of[i]];
             match (&l.q_norm, &l.k_norm) {
                 // Gemma 3: project, then normalise each head (rows of head_dim).
@@ -161,15 +183,19 @@ impl Plan {
                     d.extend(mat(&p("k"), &l.k, &a.h, &a.k_raw)?);
                     let mut heads = norm(c.head_dim, c.eps);
                     heads.n = (n * c.heads) as u32;
-                    d.push(
-                        k.rms_norm
-                            .bind(gpu, &p("q_norm"), heads, &a.q_raw, qn, &a.q)?,
-                    );
+                    d.push(k.rms_norm.bind(
+                        gpu,
+                        &p("q_norm"),
+                        heads,
+                        norm_buffers(&a.q_raw, qn, &a.q),
+                    )?);
                     heads.n = (n * c.kv_heads) as u32;
-                    d.push(
-                        k.rms_norm
-                            .bind(gpu, &p("k_norm"), heads, &a.k_raw, kn, &a.k)?,
-                    );
+                    d.push(k.rms_norm.bind(
+                        gpu,
+                        &p("k_norm"),
+                        heads,
+                        norm_buffers(&a.k_raw, kn, &a.k),
+                    )?);
                 }
                 _ => {
                     d.extend(mat(&p("q"), &l.q, &a.h, &a.q)?);
@@ -177,61 +203,98 @@ impl Plan {
                 }
             }
             d.extend(mat(&p("v"), &l.v, &a.h, &a.v)?);
+            let rope = |x| RopeBuffers {
+                positions: &a.positions,
+                table: &table.buffer,
+                x,
+            };
             d.push(
                 k.rope
-                    .bind(gpu, &p("rope.q"), n, c.heads, table, &a.positions, &a.q)?,
+                    .bind(gpu, &p("rope.q"), table.params(n, c.heads), rope(&a.q))?,
             );
             d.push(
                 k.rope
-                    .bind(gpu, &p("rope.k"), n, c.kv_heads, table, &a.positions, &a.k)?,
+                    .bind(gpu, &p("rope.k"), table.params(n, c.kv_heads), rope(&a.k))?,
             );
-            d.push(
-                k.kv_store
-                    .bind(gpu, &p("kv_store"), n, &a.positions, &a.k, &a.v, &l.cache)?,
-            );
-            let shape = c.attention_shape(i);
-            d.extend(k.attention.bind(
+            d.push(k.kv_store.bind(
                 gpu,
-                &p("attention"),
+                &p("kv_store"),
+                KvStoreArgs {
+                    n,
+                    positions: &a.positions,
+                    k: &a.k,
+                    v: &a.v,
+                    cache: &l.cache,
+                },
+            )?);
+            let shape = c.attention_shape(i);
+            let label = p("attention");
+            let partials = Attention::partials(
+                gpu,
+                &format!("{label}.partials"),
                 n,
                 &shape,
-                &a.positions,
-                &a.q,
-                &l.cache,
-                &a.attn,
+                l.cache.capacity,
+            );
+            d.extend(k.attention.bind(
+                gpu,
+                &label,
+                AttentionArgs {
+                    n_q: n,
+                    shape: &shape,
+                    positions: &a.positions,
+                    q: &a.q,
+                    cache: &l.cache,
+                    partials: &partials,
+                    out: &a.attn,
+                },
             )?);
             d.extend(mat(&p("o"), &l.o, &a.attn, &a.o)?);
             d.push(match &l.post_attention_norm {
-                Some(pn) => {
-                    k.rms_norm_add
-                        .bind(gpu, &p("post_attention_norm"), hp, &a.o, pn, &a.x)?
-                }
-                None => k
-                    .add
-                    .bind(gpu, &p("residual.attention"), n * c.hidden, &a.o, &a.x)?,
+                Some(pn) => k.rms_norm_add.bind(
+                    gpu,
+                    &p("post_attention_norm"),
+                    hp,
+                    norm_buffers(&a.o, pn, &a.x),
+                )?,
+                None => k.add.bind(
+                    gpu,
+                    &p("residual.attention"),
+                    n * c.hidden,
+                    AddBuffers { x: &a.o, acc: &a.x },
+                )?,
             });
             d.push(k.rms_norm.bind(
                 gpu,
                 &p("pre_feedforward_norm"),
                 hp,
-                &a.x,
-                &l.pre_feedforward_norm,
-                &a.h,
+                norm_buffers(&a.x, &l.pre_feedforward_norm, &a.h),
             )?);
             d.extend(mat(&p("gate_up"), &l.gate_up, &a.h, &a.gate_up)?);
-            d.push(
-                k.geglu
-                    .bind(gpu, &p("geglu"), n, c.intermediate, &a.gate_up, &a.act)?,
-            );
+            d.push(k.geglu.bind(
+                gpu,
+                &p("geglu"),
+                n,
+                c.intermediate,
+                GegluBuffers {
+                    gate_up: &a.gate_up,
+                    out: &a.act,
+                },
+            )?);
             d.extend(mat(&p("down"), &l.down, &a.act, &a.o)?);
             d.push(match &l.post_feedforward_norm {
-                Some(pn) => {
-                    k.rms_norm_add
-                        .bind(gpu, &p("post_feedforward_norm"), hp, &a.o, pn, &a.x)?
-                }
-                None => k
-                    .add
-                    .bind(gpu, &p("residual.feedforward"), n * c.hidden, &a.o, &a.x)?,
+                Some(pn) => k.rms_norm_add.bind(
+                    gpu,
+                    &p("post_feedforward_norm"),
+                    hp,
+                    norm_buffers(&a.o, pn, &a.x),
+                )?,
+                None => k.add.bind(
+                    gpu,
+                    &p("residual.feedforward"),
+                    n * c.hidden,
+                    AddBuffers { x: &a.o, acc: &a.x },
+                )?,
             });
             layers.push(d);
         }
@@ -239,24 +302,30 @@ impl Plan {
             gpu,
             "final_norm",
             norm(c.hidden, c.eps),
-            &a.x,
-            w.final_norm,
-            &a.h,
+            norm_buffers(&a.x, w.final_norm, &a.h),
         )?;
-        let mut head = k
-            .matrix(w.embed.format)
-            .matvec
-            .bind(gpu, "lm_head", w.embed, &a.h_last, &a.logits, 1)?;
+        let mut head = k.matrix(w.embed.format).matvec.bind(
+            gpu,
+            "lm_head",
+            MatrixArgs {
+                w: w.embed,
+                x: &a.h_last,
+                y: &a.logits,
+                n: 1,
+            },
+        )?;
         let mut all = vec![];
         if all_logits {
             let logits_all = a.all_logits();
             all = k.matrix(w.embed.format).matmul.bind(
                 gpu,
                 "lm_head.all",
-                w.embed,
-                &a.h,
-                logits_all,
-                n,
+                MatrixArgs {
+                    w: w.embed,
+                    x: &a.h,
+                    y: logits_all,
+                    n,
+                },
             )?;
             if let Some(cap) = c.final_softcap {
                 all.push(k.soft_cap.bind(
@@ -264,15 +333,18 @@ impl Plan {
                     "final_soft_cap.all",
                     n * c.vocab,
                     cap,
-                    logits_all,
+                    SoftCapBuffers { x: logits_all },
                 )?);
             }
         }
         if let Some(cap) = c.final_softcap {
-            head.push(
-                k.soft_cap
-                    .bind(gpu, "final_soft_cap", c.vocab, cap, &a.logits)?,
-            );
+            head.push(k.soft_cap.bind(
+                gpu,
+                "final_soft_cap",
+                c.vocab,
+                cap,
+                SoftCapBuffers { x: &a.logits },
+            )?);
         }
         Ok(Plan {
             n,
@@ -280,8 +352,22 @@ impl Plan {
             layers,
             final_norm,
             head,
-            top1: k.top_k.bind(gpu, "argmax", &a.logits, c.vocab, 1)?,
-            top_k: k.top_k.bind(gpu, "top_k", &a.logits, c.vocab, candidates)?,
+            top1: k.top_k.bind(
+                gpu,
+                "argmax",
+                &a.logits,
+                c.vocab,
+                1,
+                &TopKScratch::new(gpu, "argmax", c.vocab, 1),
+            )?,
+            top_k: k.top_k.bind(
+                gpu,
+                "top_k",
+                &a.logits,
+                c.vocab,
+                candidates,
+                &TopKScratch::new(gpu, "top_k", c.vocab, candidates),
+            )?,
             all_logits: all,
             h: a.h.clone(),
             h_last: a.h_last.clone(),

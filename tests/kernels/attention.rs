@@ -4,7 +4,8 @@
 
 use crate::common::*;
 use gemma_wgpu::gpu::Gpu;
-use gemma_wgpu::kernels::kv_store::KvCache;
+use gemma_wgpu::kernels::attention::AttentionArgs;
+use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
 use gemma_wgpu::kernels::{Attention, KvDtype, KvStore};
 use gemma_wgpu::reference::{self, AttentionShape};
 use std::ops::Range;
@@ -107,13 +108,35 @@ fn run_case(gpu: &Gpu, device: &str, name: &str, dtype: KvDtype, case: &Case, se
         if n_store > 0 {
             dispatches.push(
                 store
-                    .bind(gpu, "kv_store", n_store, &spb, &kb, &vb, &cache)
+                    .bind(
+                        gpu,
+                        "kv_store",
+                        KvStoreArgs {
+                            n: n_store,
+                            positions: &spb,
+                            k: &kb,
+                            v: &vb,
+                            cache: &cache,
+                        },
+                    )
                     .unwrap(),
             );
         }
         dispatches.extend(
             attention
-                .bind(gpu, "attention", n_q, &shape, &qpb, &qb, &cache, &out)
+                .bind(
+                    gpu,
+                    "attention",
+                    AttentionArgs {
+                        n_q,
+                        shape: &shape,
+                        positions: &qpb,
+                        q: &qb,
+                        cache: &cache,
+                        partials: &Attention::partials(gpu, "partials", n_q, &shape, case.capacity),
+                        out: &out,
+                    },
+                )
                 .unwrap(),
         );
         gpu.run("test", &dispatches).unwrap();

@@ -1,7 +1,10 @@
 //! geglu, add, soft_cap and kv_store.
 
 use crate::common::*;
-use gemma_wgpu::kernels::kv_store::KvCache;
+use gemma_wgpu::kernels::add::AddBuffers;
+use gemma_wgpu::kernels::geglu::GegluBuffers;
+use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
+use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{Add, Geglu, KvDtype, KvStore, SoftCap};
 use gemma_wgpu::reference;
 
@@ -28,7 +31,18 @@ fn geglu_matches_reference() {
                 let expected = reference::geglu(&gate_up, d);
                 let gb = gpu.storage_init("gate_up", f32_bytes(&gate_up));
                 let out = gpu.storage_zeroed("out", (n * d * 4) as u64);
-                let disp = geglu.bind(gpu, "geglu", n, d, &gb, &out).unwrap();
+                let disp = geglu
+                    .bind(
+                        gpu,
+                        "geglu",
+                        n,
+                        d,
+                        GegluBuffers {
+                            gate_up: &gb,
+                            out: &out,
+                        },
+                    )
+                    .unwrap();
                 gpu.run("test", [&disp]).unwrap();
                 // |d gelu| <= 0.5 |g| (|d tanh| + 4 EPS): the tanh error plus its argument's
                 // relative error (a few roundings, |tanh'| <= 1), times |up|, plus the
@@ -66,7 +80,9 @@ fn add_matches_reference() {
             reference::add(&mut expected, &x);
             let xb = gpu.storage_init("x", f32_bytes(&x));
             let ab = gpu.storage_init("acc", f32_bytes(&acc));
-            let d = add.bind(gpu, "add", n, &xb, &ab).unwrap();
+            let d = add
+                .bind(gpu, "add", n, AddBuffers { x: &xb, acc: &ab })
+                .unwrap();
             gpu.run("test", [&d]).unwrap();
             // IEEE addition is correctly rounded: the results are identical.
             assert_close(
@@ -92,7 +108,9 @@ fn soft_cap_matches_reference() {
             let mut expected = x.clone();
             reference::soft_cap(&mut expected, cap);
             let xb = gpu.storage_init("x", f32_bytes(&x));
-            let d = cap_kernel.bind(gpu, "soft_cap", n, cap, &xb).unwrap();
+            let d = cap_kernel
+                .bind(gpu, "soft_cap", n, cap, SoftCapBuffers { x: &xb })
+                .unwrap();
             gpu.run("test", [&d]).unwrap();
             // cap * (tanh error + the argument's rounding) + the final product's rounding.
             let bound: Vec<f32> = x
@@ -128,9 +146,14 @@ fn kv_store_writes_rows_at_position_modulo_capacity() {
             let pb = gpu.storage_init("positions", u32_bytes(&positions));
             let kb = gpu.storage_init("k", f32_bytes(&k));
             let vb = gpu.storage_init("v", f32_bytes(&v));
-            let d = store
-                .bind(gpu, "kv_store", n, &pb, &kb, &vb, &cache)
-                .unwrap();
+            let args = KvStoreArgs {
+                n,
+                positions: &pb,
+                k: &kb,
+                v: &vb,
+                cache: &cache,
+            };
+            let d = store.bind(gpu, "kv_store", args).unwrap();
             gpu.run("test", [&d]).unwrap();
             for (which, src, buf) in [("k", &k, &cache.k), ("v", &v, &cache.v)] {
                 let got: Vec<f32> = match dtype {
@@ -164,7 +187,7 @@ fn kv_store_writes_rows_at_position_modulo_capacity() {
 #[test]
 fn fill_matches_reference() {
     use gemma_wgpu::kernels::Fill;
-    use gemma_wgpu::kernels::fill::{FillParams, fill_word};
+    use gemma_wgpu::kernels::fill::{FillBuffers, FillParams, fill_word};
     for dev in devices() {
         let gpu = &dev.gpu;
         let fill = Fill::new(gpu).unwrap();
@@ -174,7 +197,9 @@ fn fill_matches_reference() {
             (10_000, 9, 0x03ff, 0x1c00),
         ] {
             let out = gpu.storage_zeroed("out", n as u64 * 4);
-            let d = fill.bind(gpu, "fill", seed, mask, bits, &out).unwrap();
+            let d = fill
+                .bind(gpu, "fill", seed, mask, bits, FillBuffers { out: &out })
+                .unwrap();
             gpu.run("test", [&d]).unwrap();
             let got = gpu.read_u32(&out).unwrap();
             let p = FillParams {

@@ -2,6 +2,8 @@
 
 use crate::common::*;
 use gemma_wgpu::gpu::Gpu;
+use gemma_wgpu::kernels::embedding::EmbeddingArgs;
+use gemma_wgpu::kernels::matrix::MatrixArgs;
 use gemma_wgpu::kernels::{Embedding, GpuMatrix, Matmul, Matvec};
 use gemma_wgpu::reference;
 use gemma_wgpu::weights::{HostMatrix, WeightFormat};
@@ -47,9 +49,15 @@ fn check_product(
     let gm = GpuMatrix::upload(gpu, "w", &m).unwrap();
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let yb = gpu.storage_zeroed("y", (n * rows * 4) as u64);
+    let args = MatrixArgs {
+        w: &gm,
+        x: &xb,
+        y: &yb,
+        n,
+    };
     let dispatches = match kernel {
-        Product::Matvec(k) => k.bind(gpu, "matvec", &gm, &xb, &yb, n),
-        Product::Matmul(k) => k.bind(gpu, "matmul", &gm, &xb, &yb, n),
+        Product::Matvec(k) => k.bind(gpu, "matvec", args),
+        Product::Matmul(k) => k.bind(gpu, "matmul", args),
     }
     .unwrap();
     gpu.run("test", &dispatches).unwrap();
@@ -179,9 +187,14 @@ fn check_embedding(gpu: &Gpu, name: &str, format: WeightFormat, vocab: usize, d:
     let gm = GpuMatrix::upload(gpu, "embed", &m).unwrap();
     let idb = gpu.storage_init("ids", u32_bytes(&ids));
     let out = gpu.storage_zeroed("out", (ids.len() * d * 4) as u64);
-    let dispatches = kernel
-        .bind(gpu, "embedding", &gm, &idb, ids.len(), scale, &out)
-        .unwrap();
+    let args = EmbeddingArgs {
+        table: &gm,
+        ids: &idb,
+        n: ids.len(),
+        scale,
+        out: &out,
+    };
+    let dispatches = kernel.bind(gpu, "embedding", args).unwrap();
     gpu.run("test", &dispatches).unwrap();
     let got = gpu.read_f32(&out).unwrap();
     // One rounding: the product of the exact weight and the scale.
@@ -270,14 +283,16 @@ fn gguf_block_formats_match_reference() {
                 let (y_ref, bound) = expected(&w, &x, 70, 512);
                 let xb = gpu.storage_init("x", f32_bytes(&x));
                 let yb = gpu.storage_zeroed("y", (n * 70 * 4) as u64);
+                let args = MatrixArgs {
+                    w: &gm,
+                    x: &xb,
+                    y: &yb,
+                    n,
+                };
                 let d = if n == 1 {
-                    Matvec::new(gpu, format)
-                        .unwrap()
-                        .bind(gpu, "matvec", &gm, &xb, &yb, n)
+                    Matvec::new(gpu, format).unwrap().bind(gpu, "matvec", args)
                 } else {
-                    Matmul::new(gpu, format)
-                        .unwrap()
-                        .bind(gpu, "matmul", &gm, &xb, &yb, n)
+                    Matmul::new(gpu, format).unwrap().bind(gpu, "matmul", args)
                 }
                 .unwrap();
                 gpu.run("test", &d).unwrap();
@@ -288,7 +303,14 @@ fn gguf_block_formats_match_reference() {
             let emb = Embedding::new(gpu, format).unwrap();
             let idb = gpu.storage_init("ids", u32_bytes(&ids));
             let out = gpu.storage_zeroed("out", (3 * 512 * 4) as u64);
-            let d = emb.bind(gpu, "embedding", &gm, &idb, 3, 2.0, &out).unwrap();
+            let args = EmbeddingArgs {
+                table: &gm,
+                ids: &idb,
+                n: 3,
+                scale: 2.0,
+                out: &out,
+            };
+            let d = emb.bind(gpu, "embedding", args).unwrap();
             gpu.run("test", &d).unwrap();
             let expected = reference::embedding(&w, 512, &ids, 2.0);
             assert_close(

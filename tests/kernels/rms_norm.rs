@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use gemma_wgpu::kernels::RmsNorm;
-use gemma_wgpu::kernels::rms_norm::RmsNormParams;
+use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::reference;
 
 /// Sizes around the workgroup (256) and Gemma 2's hidden sizes.
@@ -40,10 +40,17 @@ fn rms_norm_matches_reference() {
                 let wb = gpu.storage_init("w", f32_bytes(&w));
                 let out = gpu.storage_zeroed("out", (n * d * 4) as u64);
                 let acc = gpu.storage_init("residual", f32_bytes(&residual));
-                let a = plain.bind(gpu, "rms_norm", params, &xb, &wb, &out).unwrap();
+                let buffers = |out| RmsNormBuffers {
+                    x: &xb,
+                    w: &wb,
+                    out,
+                };
+                let a = plain.bind(gpu, "rms_norm", params, buffers(&out)).unwrap();
                 let b = fused
-                    .bind(gpu, "rms_norm.add", params, &xb, &wb, &acc)
+                    .bind(gpu, "rms_norm.add", params, buffers(&acc))
                     .unwrap();
+                // Two pipelines, two labels: profiles tell them apart.
+                assert_eq!((a.kernel(), b.kernel()), ("rms_norm", "rms_norm.add"));
                 gpu.run("test", [&a, &b]).unwrap();
 
                 let what = format!("{}: rms_norm d={d} n={n} w_offset={w_offset}", dev.name);

@@ -1,6 +1,7 @@
 //! rope against the reference, over real head layouts and positions up to 8191.
 
 use crate::common::*;
+use gemma_wgpu::kernels::rope::RopeBuffers;
 use gemma_wgpu::kernels::{Rope, RopeTable};
 use gemma_wgpu::reference;
 
@@ -57,7 +58,16 @@ fn rope_matches_reference() {
             let pb = gpu.storage_init("positions", u32_bytes(&positions));
             let xb = gpu.storage_init("x", f32_bytes(&x));
             let d = rope
-                .bind(gpu, "rope", n, heads, &gpu_table, &pb, &xb)
+                .bind(
+                    gpu,
+                    "rope",
+                    gpu_table.params(n, heads),
+                    RopeBuffers {
+                        positions: &pb,
+                        table: &gpu_table.buffer,
+                        x: &xb,
+                    },
+                )
                 .unwrap();
             gpu.run("test", [&d]).unwrap();
             // Each output is x0 c -/+ x1 s: two products and a sum, fused or not, on either side.

@@ -1,7 +1,7 @@
 //! top_k (and argmax as k = 1) against the reference, ties included.
 
 use crate::common::*;
-use gemma_wgpu::kernels::TopK;
+use gemma_wgpu::kernels::{TopK, TopKScratch};
 use gemma_wgpu::reference;
 
 #[test]
@@ -24,7 +24,8 @@ fn top_k_matches_reference() {
                     }
                     let expected = reference::top_k(&x, k);
                     let xb = gpu.storage_init("x", f32_bytes(&x));
-                    let out = top_k.bind(gpu, "top_k", &xb, n, k).unwrap();
+                    let scratch = TopKScratch::new(gpu, "top_k", n, k);
+                    let out = top_k.bind(gpu, "top_k", &xb, n, k, &scratch).unwrap();
                     gpu.run("test", &out.dispatches).unwrap();
                     let values = gpu.read_f32(&out.values).unwrap();
                     let indices = gpu.read_u32(&out.indices).unwrap();
