@@ -1,6 +1,11 @@
-//! Kernel benchmarks at real Gemma 2 2B and 9B shapes: GPU time per call (timestamp queries
-//! where the adapter has them, else wall time around a synchronised batch), achieved GB/s or
-//! GFLOP/s, and the fraction of a plain copy kernel's bandwidth measured in the same run.
+//! Kernel benchmarks at real Gemma 2 2B and 9B and Gemma 3 270M shapes: GPU time per call
+//! (timestamp queries where the adapter has them, else wall time around a synchronised batch),
+//! achieved GB/s or GFLOP/s, and the fraction of a plain copy kernel's bandwidth measured in
+//! the same run.
+//!
+//! Every row is one of the tests' problems (tests/common/cases.rs) and is checked against the
+//! CPU reference with the tests' tolerance before it is timed; a row that disagrees stops the
+//! run with a non-zero exit naming it.
 //!
 //! `cargo bench --bench kernels`; GEMMA_WGPU_BACKEND / GEMMA_WGPU_ADAPTER choose the device,
 //! GEMMA_WGPU_BENCH_FILTER=matvec keeps the rows whose kernel name contains the text,
@@ -10,12 +15,14 @@
 //! the copy kernel's GB/s (which reads and writes) is the fraction of the memory system used.
 
 use gemma_wgpu::gpu::{Clock, Dispatch, Gpu, GpuOptions};
-use gemma_wgpu::kernels::kv_store::KvCache;
-use gemma_wgpu::kernels::rms_norm::RmsNormParams;
+use gemma_wgpu::kernels::copy::CopyBuffers;
 use gemma_wgpu::kernels::*;
-use gemma_wgpu::weights::gguf::GgmlType;
-use gemma_wgpu::weights::{HostMatrix, WeightFormat};
+use gemma_wgpu::weights::WeightFormat;
 use std::time::Duration;
+
+#[path = "../tests/common/cases.rs"]
+mod cases;
+use cases::{AttentionCase, Problem, Product};
 
 struct Row {
     kernel: String,
@@ -24,20 +31,6 @@ struct Row {
     time: Duration,
     bytes: f64,
     flops: f64,
-}
-
-/// Deterministic pseudo-random values in [-1, 1): timing does not depend on them, but
-/// quantizers and caches see realistic data.
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 struct Bench {
@@ -77,31 +70,41 @@ impl Bench {
         });
     }
 
-    fn buffer(&self, label: &str, n: usize) -> wgpu::Buffer {
-        self.gpu
-            .storage_init(label, bytemuck::cast_slice(&values(n, n as u32)))
+    /// Checks `p` against the CPU reference (the tests' tolerance), then times it; a row that
+    /// disagrees stops the run with a non-zero exit, naming the row.
+    fn row(&mut self, kernel: &str, shape: &str, format: &str, p: &Problem) {
+        if let Err(e) = p.run_and_check(&self.gpu) {
+            eprintln!("row `{kernel} | {shape} | {format}` disagrees with the CPU reference: {e}");
+            std::process::exit(1);
+        }
+        let refs: Vec<&Dispatch> = p.dispatches.iter().collect();
+        self.record(kernel, shape, format, &refs, p.bytes, p.flops);
     }
 
     fn copy(&mut self) -> f64 {
         let n = 16 << 20; // 64 MiB of f32
-        let src = self.buffer("src", n);
-        let dst = self.gpu.storage_zeroed("dst", n as u64 * 4);
+        let data: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2654435761)).collect();
+        let src = self.gpu.storage_init("src", bytemuck::cast_slice(&data));
         for contiguous in [false, true] {
+            let dst = self.gpu.storage_zeroed("dst", n as u64 * 4);
             let k = Copy::new(&self.gpu, Some(contiguous)).unwrap();
-            let d = k.bind(&self.gpu, "copy", n, &src, &dst).unwrap();
+            let buffers = CopyBuffers {
+                src: &src,
+                dst: &dst,
+            };
+            let d = k.bind(&self.gpu, "copy", n, buffers).unwrap();
             let layout = if contiguous {
                 "contiguous"
             } else {
                 "interleaved"
             };
-            self.record(
-                &format!("copy ({layout})"),
-                "64 MiB",
-                "f32",
-                &[&d],
-                2.0 * 4.0 * n as f64,
-                0.0,
-            );
+            let kernel = format!("copy ({layout})");
+            self.gpu.run("check", [&d]).unwrap();
+            if self.gpu.read_u32(&dst).unwrap() != data {
+                eprintln!("row `{kernel}` disagrees: the copy differs from its source");
+                std::process::exit(1);
+            }
+            self.record(&kernel, "64 MiB", "f32", &[&d], 2.0 * 4.0 * n as f64, 0.0);
         }
         // The yardstick: the better of the two access patterns on this adapter.
         self.rows
@@ -110,174 +113,152 @@ impl Bench {
             .fold(0.0, f64::max)
     }
 
+    /// A [rows, k] product in every format with a quantizer.
     fn matrix(&mut self, name: &str, rows: usize, k: usize, n: usize) {
         for format in WeightFormat::ALL {
-            if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
-                continue;
-            }
-            let host = HostMatrix::from_f32(format, rows, k, &values(rows * k, 7)).unwrap();
-            self.matrix_of(name, &host, n);
+            self.matrix_in(name, format, rows, k, n);
         }
     }
 
     /// One weight format: quantized from random values where there is a quantizer, else
-    /// random GGUF blocks (every byte below 0x7c, so each f16 scale is finite), both as stored
-    /// and as CPU adapters expand them (i8_affine).
+    /// random GGUF blocks with sane f16 scales, both as stored and as CPU adapters expand
+    /// them (i8_affine).
     fn matrix_in(&mut self, name: &str, format: WeightFormat, rows: usize, k: usize, n: usize) {
         if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
             return;
         }
-        if WeightFormat::ALL.contains(&format) {
-            let host = HostMatrix::from_f32(format, rows, k, &values(rows * k, 7)).unwrap();
-            return self.matrix_of(name, &host, n);
-        }
-        let ty = match format {
-            WeightFormat::Q5_0 => GgmlType::Q5_0,
-            WeightFormat::Q4K => GgmlType::Q4K,
-            WeightFormat::Q6K => GgmlType::Q6K,
-            _ => unimplemented!("bench rows in {format}"),
-        };
-        let (qk, size, _) = format.ggml_block().unwrap();
-        let bytes: Vec<u8> = values(rows * k / qk * size, 11)
-            .iter()
-            .map(|v| ((v + 1.0) * 61.9) as u8)
-            .collect();
-        let host = HostMatrix::from_ggml(ty, rows, k, &bytes).unwrap();
-        self.matrix_of(name, &host, n);
-        if let Some(expanded) = host.to_i8_affine() {
-            self.matrix_of(name, &expanded, n);
-        }
-    }
-
-    fn matrix_of(&mut self, name: &str, host: &HostMatrix, n: usize) {
-        let (format, rows, k) = (host.format, host.rows, host.cols);
-        let kind = if n == 1 { "matvec" } else { "matmul" };
+        let (m, w) = cases::matrix(7, format, rows, k);
+        self.matrix_of(name, (&m, &w), n);
+        if format.ggml_block().is_some()
+            && let Some(expanded) = m.to_i8_affine()
         {
-            let w = GpuMatrix::upload(&self.gpu, name, host).unwrap();
-            let x = self.buffer("x", n * k);
-            let y = self.gpu.storage_zeroed("y", (n * rows * 4) as u64);
-            let dispatches = if n == 1 {
-                Matvec::new(&self.gpu, format)
-                    .unwrap()
-                    .bind(&self.gpu, name, &w, &x, &y, n)
-            } else {
-                Matmul::new(&self.gpu, format)
-                    .unwrap()
-                    .bind(&self.gpu, name, &w, &x, &y, n)
-            }
-            .unwrap();
-            let refs: Vec<&Dispatch> = dispatches.iter().collect();
-            let bytes = w.bytes() as f64 + 4.0 * (n * (k + rows)) as f64;
-            let flops = 2.0 * (n * rows * k) as f64;
-            self.record(
-                kind,
-                &format!("{name} {rows}x{k} n={n}"),
-                format.name(),
-                &refs,
-                bytes,
-                flops,
-            );
+            self.matrix_of(name, (&expanded, &w), n);
         }
     }
 
-    fn attention(&mut self, name: &str, heads: usize, kv_heads: usize, hd: usize, ctx: usize) {
+    fn matrix_of(
+        &mut self,
+        name: &str,
+        (m, w): (&gemma_wgpu::weights::HostMatrix, &[f32]),
+        n: usize,
+    ) {
+        let gpu = &self.gpu;
+        let (mv, mm);
+        let (kind, kernel) = if n == 1 {
+            mv = Matvec::new(gpu, m.format).unwrap();
+            ("matvec", Product::Matvec(&mv))
+        } else {
+            mm = Matmul::new(gpu, m.format).unwrap();
+            ("matmul", Product::Matmul(&mm))
+        };
+        let (p, _) = cases::product(gpu, kernel, (m, w), n, 8);
+        let shape = format!("{name} {}x{} n={n}", m.rows, m.cols);
+        self.row(kind, &shape, m.format.name(), &p);
+    }
+
+    /// Decode attention at position ctx - 1 over a cache of ctx filled positions.
+    fn attention(&mut self, name: &str, (heads, kv_heads, hd): (usize, usize, usize), ctx: usize) {
         if !self.wanted("attention") {
             return;
         }
         let gpu = &self.gpu;
         let dtype = KvDtype::default_for(&gpu.caps);
-        let cache = KvCache::new(gpu, "cache", dtype, ctx, kv_heads * hd).unwrap();
-        let positions = gpu.storage_init("pos", bytemuck::cast_slice(&[ctx as u32 - 1]));
-        let q = self.buffer("q", heads * hd);
-        let out = gpu.storage_zeroed("out", (heads * hd * 4) as u64);
-        let cfg = AttentionShape {
+        let case = AttentionCase {
             heads,
             kv_heads,
             head_dim: hd,
             window: None,
-            scale: 0.0625,
             softcap: Some(50.0),
+            q_gain: 1.0,
+            capacity: ctx,
+            steps: vec![(0..ctx as u32, ctx as u32 - 1..ctx as u32)],
         };
-        let d = Attention::new(gpu, dtype)
-            .unwrap()
-            .bind(gpu, name, 1, &cfg, &positions, &q, &cache, &out)
-            .unwrap();
-        let refs: Vec<&Dispatch> = d.iter().collect();
-        let bytes = (2 * ctx * kv_heads * hd * dtype.bytes()) as f64;
-        let flops = (4 * ctx * heads * hd) as f64;
+        let store = KvStore::new(gpu, dtype).unwrap();
+        let kernel = Attention::new(gpu, dtype).unwrap();
+        let p = cases::attention(gpu, (&store, &kernel), dtype, &case, 3).remove(0);
         let shape = format!("{name} {heads}/{kv_heads}x{hd} ctx={ctx}");
-        self.record(
-            "attention (decode)",
-            &shape,
-            &format!("kv {dtype:?}"),
-            &refs,
-            bytes,
-            flops,
+        self.row("attention (decode)", &shape, &format!("kv {dtype:?}"), &p);
+    }
+
+    /// Storing one token's keys and values into a cache of `capacity` positions.
+    fn kv_store(&mut self, name: &str, kv_dim: usize, capacity: usize) {
+        if !self.wanted("kv_store") {
+            return;
+        }
+        let gpu = &self.gpu;
+        let dtype = KvDtype::default_for(&gpu.caps);
+        let kernel = KvStore::new(gpu, dtype).unwrap();
+        let position = [capacity as u32 - 1];
+        let p = cases::kv_store(gpu, &kernel, dtype, (kv_dim, capacity), &position, 4);
+        let shape = format!("{name} 1x{kv_dim} capacity={capacity}");
+        self.row("kv_store", &shape, &format!("kv {dtype:?}"), &p);
+    }
+
+    fn rope(&mut self, name: &str, heads: usize, hd: usize, theta: f32) {
+        if !self.wanted("rope") {
+            return;
+        }
+        let kernel = Rope::new(&self.gpu).unwrap();
+        let p = cases::rope(&self.gpu, &kernel, heads, hd, theta, 5);
+        self.row(
+            "rope",
+            &format!("{name} 9 tokens x {heads}x{hd}"),
+            "f32",
+            &p,
         );
     }
 
-    fn small_kernels(&mut self, hidden: usize, inter: usize, vocab: usize) {
-        let gpu = &self.gpu;
-        let mut pending: Vec<(String, String, Vec<Dispatch>, f64)> = vec![];
-        let x = self.buffer("x", hidden);
-        let w = self.buffer("w", hidden);
-        let out = gpu.storage_zeroed("out", hidden as u64 * 4);
-        let params = RmsNormParams {
-            n: 1,
-            d: hidden as u32,
-            eps: 1e-6,
-            w_offset: 1.0,
-        };
-        let d = RmsNorm::new(gpu, false)
-            .unwrap()
-            .bind(gpu, "rms_norm", params, &x, &w, &out)
-            .unwrap();
-        pending.push((
-            "rms_norm".into(),
-            format!("1x{hidden}"),
-            vec![d],
-            12.0 * hidden as f64,
-        ));
-
-        let gate_up = self.buffer("gate_up", 2 * inter);
-        let act = gpu.storage_zeroed("act", inter as u64 * 4);
-        let d = Geglu::new(gpu)
-            .unwrap()
-            .bind(gpu, "geglu", 1, inter, &gate_up, &act)
-            .unwrap();
-        pending.push((
-            "geglu".into(),
-            format!("1x{inter}"),
-            vec![d],
-            12.0 * inter as f64,
-        ));
-
-        let logits = self.buffer("logits", vocab);
-        let d = SoftCap::new(gpu)
-            .unwrap()
-            .bind(gpu, "soft_cap", vocab, 30.0, &logits)
-            .unwrap();
-        pending.push((
-            "soft_cap".into(),
-            format!("{vocab}"),
-            vec![d],
-            8.0 * vocab as f64,
-        ));
-        let top = TopK::new(gpu).unwrap();
-        for k in [1usize, 40, 64] {
-            let t = top.bind(gpu, "top_k", &logits, vocab, k).unwrap();
-            pending.push((
-                "top_k".into(),
-                format!("{vocab} k={k}"),
-                t.dispatches,
-                4.0 * vocab as f64,
-            ));
+    fn rms_norm(&mut self, name: &str, n: usize, d: usize) {
+        if !self.wanted("rms_norm") {
+            return;
         }
-        for (kernel, shape, d, bytes) in pending {
-            if self.wanted(&kernel) {
-                let refs: Vec<&Dispatch> = d.iter().collect();
-                self.record(&kernel, &shape, "f32", &refs, bytes, 0.0);
-            }
+        let kernel = RmsNorm::new(&self.gpu, false).unwrap();
+        let p = cases::rms_norm(&self.gpu, (&kernel, false), (n, d, 1.0), 6);
+        self.row("rms_norm", &format!("{name} {n}x{d}"), "f32", &p);
+    }
+
+    /// Gathering a decode token's and a prompt's rows (13 ids) from an embedding table.
+    fn embedding(&mut self, name: &str, format: WeightFormat, vocab: usize, d: usize) {
+        if !self.wanted("embedding") {
+            return;
+        }
+        let (m, table) = cases::matrix(9, format, vocab, d);
+        let kernel = Embedding::new(&self.gpu, format).unwrap();
+        let p = cases::embedding(&self.gpu, &kernel, (&m, &table), 25.3, 9);
+        self.row(
+            "embedding",
+            &format!("{name} 13 of {vocab}x{d}"),
+            format.name(),
+            &p,
+        );
+    }
+
+    fn elementwise(&mut self, name: &str, hidden: usize, inter: usize) {
+        let gpu = &self.gpu;
+        if self.wanted("add") {
+            let p = cases::add(gpu, &Add::new(gpu).unwrap(), hidden, 10);
+            self.row("add", &format!("{name} {hidden}"), "f32", &p);
+        }
+        let gpu = &self.gpu;
+        if self.wanted("geglu") {
+            let p = cases::geglu(gpu, &Geglu::new(gpu).unwrap(), 1, inter, 11);
+            self.row("geglu", &format!("{name} 1x{inter}"), "f32", &p);
+        }
+    }
+
+    fn logits(&mut self, name: &str, vocab: usize, soft_cap: bool, ks: &[usize]) {
+        let gpu = &self.gpu;
+        if soft_cap && self.wanted("soft_cap") {
+            let p = cases::soft_cap(gpu, &SoftCap::new(gpu).unwrap(), vocab, 12);
+            self.row("soft_cap", &format!("{name} {vocab}"), "f32", &p);
+        }
+        if !self.wanted("top_k") {
+            return;
+        }
+        let top = TopK::new(&self.gpu).unwrap();
+        for &k in ks {
+            let p = cases::top_k(&self.gpu, &top, (vocab, k), "normal", 13);
+            self.row("top_k", &format!("{name} {vocab} k={k}"), "f32", &p);
         }
     }
 }
@@ -308,13 +289,18 @@ fn main() {
         filter: std::env::var("GEMMA_WGPU_BENCH_FILTER").ok(),
     };
     let copy_bw = b.copy();
-    // Gemma 2 2B: hidden 2304, 8 heads / 4 kv of 256, intermediate 9216 (gate and up fused).
+    // Gemma 2 2B: hidden 2304, 8 heads / 4 kv of 256, intermediate 9216 (gate and up fused),
+    // vocab 256000.
     b.matrix("2b.q_proj", 2048, 2304, 1);
     b.matrix("2b.gate_up", 2 * 9216, 2304, 1);
     b.matrix("2b.down", 2304, 9216, 1);
     b.matrix("2b.q_proj", 2048, 2304, 64);
-    b.attention("2b", 8, 4, 256, 4096);
-    b.small_kernels(2304, 9216, 256_000);
+    b.attention("2b", (8, 4, 256), 4096);
+    b.kv_store("2b", 4 * 256, 4096);
+    b.rope("2b.q", 8, 256, 10_000.0);
+    b.rms_norm("2b", 1, 2304);
+    b.elementwise("2b", 2304, 9216);
+    b.logits("2b", 256_000, true, &[1, 40, 64]);
     // Gemma 2 9B: hidden 3584, 16 heads / 8 kv of 256, intermediate 14336.
     b.matrix("9b.down", 3584, 14336, 1);
     // Gemma 2 2B in Q4_K, and Gemma 3 270M (hidden 640, 4 heads / 1 kv of 256, intermediate
@@ -323,11 +309,22 @@ fn main() {
     b.matrix_in("2b.gate_up", WeightFormat::Q4K, 2 * 9216, 2304, 1);
     b.matrix_in("2b.down", WeightFormat::Q4K, 2304, 9216, 1);
     b.matrix_in("270m.q", WeightFormat::Q5_0, 1024, 640, 1);
+    b.matrix_in("270m.k", WeightFormat::Q5_0, 256, 640, 1);
+    b.matrix_in("270m.v", WeightFormat::Q8_0, 256, 640, 1);
     b.matrix_in("270m.gate_up", WeightFormat::Q5_0, 2 * 2048, 640, 1);
     b.matrix_in("270m.o", WeightFormat::Q4K, 640, 1024, 1);
     b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 1);
     b.matrix_in("270m.lm_head", WeightFormat::Q8_0, 262_144, 640, 1);
-    b.attention("9b", 16, 8, 256, 4096);
+    b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
+    b.attention("270m", (4, 1, 256), 4096);
+    b.kv_store("270m", 256, 4096);
+    b.rope("270m.q", 4, 256, 1_000_000.0);
+    b.rope("270m.k", 1, 256, 1_000_000.0);
+    b.rms_norm("270m", 1, 640);
+    b.rms_norm("270m.q_norm", 4, 256);
+    b.elementwise("270m", 640, 2048);
+    b.logits("270m", 262_144, false, &[1, 40]);
+    b.attention("9b", (16, 8, 256), 4096);
 
     println!("timer: {:?}, {} repetitions per row", b.clock, b.reps);
     println!(

@@ -7,10 +7,10 @@
 // in a sorted private list (an element enters only if it beats the list's last), then k
 // rounds of a workgroup argmax over the lists'
 // heads pop the slice's k best into cand_val / cand_idx [n_slices, k]. Phase `merge`, grid (1):
-// ranks the n_slices * k candidates into out_val / out_idx [k]; each round r finds the best
+// ranks the n_slices * k candidates into values / indices [k]; each round r finds the best
 // candidate ranked strictly below round r - 1's pick. k <= MAX_K.
 // Missing entries (k larger than a slice) get value -inf and index 0xffffffff.
-// Bindings: params; x; cand_val; cand_idx; out_val; out_idx.
+// Bindings: params; x; cand_val; cand_idx; values; indices.
 // Wrapper: src/kernels/top_k.rs. CPU reference: reference::top_k.
 
 struct Params {
@@ -24,8 +24,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cand_val: array<f32>;
 @group(0) @binding(3) var<storage, read_write> cand_idx: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out_val: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out_idx: array<u32>;
+@group(0) @binding(4) var<storage, read_write> values: array<f32>;
+@group(0) @binding(5) var<storage, read_write> indices: array<u32>;
 
 override WG: u32 = 256u;
 
@@ -100,8 +100,8 @@ fn merge(inv: Invocation) {
         }
         prev = wg_argmax(best.value, best.index, inv);
         if inv.lid == 0u {
-            out_val[r] = prev.value;
-            out_idx[r] = prev.index;
+            values[r] = prev.value;
+            indices[r] = prev.index;
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Every shader, in every variant the engine compiles, parsed and validated by naga and
 //! translated to SPIR-V, MSL, HLSL and GLSL: a backend we cannot run here still compiles.
-//! Also checks that each shader's `Params` struct matches its Rust mirror. Needs no GPU.
+//! Also checks that each shader's `Params` struct and storage bindings match their Rust
+//! declarations. Needs no GPU.
 
+use gemma_wgpu::gpu::Access;
 use gemma_wgpu::kernels::source::{self, Shader};
 use gemma_wgpu::weights::WeightFormat;
 use naga::back::{glsl, hlsl, msl, spv};
@@ -153,5 +155,117 @@ fn params_structs_match_their_rust_mirrors() {
             .map(|(n, o)| (n.to_string(), *o))
             .collect();
         assert_eq!(wgsl, rust, "{}: WGSL Params vs Rust mirror", shader.name);
+    }
+}
+
+/// The (name, access) of every `@binding(i)` global an entry point uses, in binding order;
+/// `None` for the uniform at binding 0.
+fn entry_bindings(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+) -> Vec<(u32, String, Option<Access>)> {
+    let index = module
+        .entry_points
+        .iter()
+        .position(|e| e.name == entry)
+        .unwrap_or_else(|| panic!("no entry point `{entry}`"));
+    let used = info.get_entry_point(index);
+    let mut out: Vec<(u32, String, Option<Access>)> = module
+        .global_variables
+        .iter()
+        .filter(|(h, _)| !used[*h].is_empty())
+        .filter_map(|(_, g)| {
+            let binding = g.binding.as_ref()?;
+            assert_eq!(binding.group, 0, "{entry}: bind group {}", binding.group);
+            let access = match g.space {
+                naga::AddressSpace::Uniform => None,
+                naga::AddressSpace::Storage { access } => {
+                    Some(if access.contains(naga::StorageAccess::STORE) {
+                        Access::ReadWrite
+                    } else {
+                        Access::Read
+                    })
+                }
+                other => panic!("{entry}: binding in address space {other:?}"),
+            };
+            Some((binding.binding, g.name.clone().unwrap_or_default(), access))
+        })
+        .collect();
+    out.sort_by_key(|b| b.0);
+    out
+}
+
+#[test]
+fn bindings_match_their_rust_declarations() {
+    for shader in source::ALL {
+        for (name, src) in variants(shader) {
+            let (module, info) = parse(&name, &src);
+            // Every declared binding, used by an entry point or not.
+            let declared: Vec<(u32, String)> = module
+                .global_variables
+                .iter()
+                .filter_map(|(_, g)| Some((g.binding.as_ref()?.binding, g.name.clone()?)))
+                .collect();
+            assert_eq!(
+                declared.len(),
+                shader.bindings.len() + 1,
+                "{name}: WGSL declares {declared:?}, Rust {:?}",
+                shader.bindings
+            );
+            for &entry in shader.entries {
+                let wgsl = entry_bindings(&module, &info, entry);
+                for (binding, var, access) in &wgsl {
+                    let what = format!("{name}/{entry} @binding({binding}) {var}");
+                    if *binding == 0 {
+                        assert_eq!(access, &None, "{what}: binding 0 is the Params uniform");
+                        continue;
+                    }
+                    let (rust_name, rust_access) = shader
+                        .bindings
+                        .get(*binding as usize - 1)
+                        .unwrap_or_else(|| panic!("{what}: not declared in Rust"));
+                    assert_eq!(var, rust_name, "{what}: WGSL name vs Rust field");
+                    assert_eq!(
+                        access.as_ref(),
+                        Some(rust_access),
+                        "{what}: WGSL access vs Rust declaration"
+                    );
+                }
+            }
+            // Names and access of all declared globals, whichever entry uses them.
+            for (i, (rust_name, rust_access)) in shader.bindings.iter().enumerate() {
+                let (_, g) = module
+                    .global_variables
+                    .iter()
+                    .find(|(_, g)| g.binding.as_ref().map(|b| b.binding) == Some(i as u32 + 1))
+                    .unwrap_or_else(|| panic!("{name}: no @binding({})", i + 1));
+                assert_eq!(
+                    g.name.as_deref(),
+                    Some(*rust_name),
+                    "{name}: @binding({})",
+                    i + 1
+                );
+                let naga::AddressSpace::Storage { access } = g.space else {
+                    panic!("{name}: {rust_name} is not a storage buffer");
+                };
+                let read_write = access.contains(naga::StorageAccess::STORE);
+                assert_eq!(
+                    read_write,
+                    *rust_access == Access::ReadWrite,
+                    "{name}: {rust_name} access"
+                );
+            }
+            let uniform = module
+                .global_variables
+                .iter()
+                .find(|(_, g)| g.binding.as_ref().map(|b| b.binding) == Some(0))
+                .map(|(_, g)| g.space);
+            assert_eq!(
+                uniform,
+                Some(naga::AddressSpace::Uniform),
+                "{name}: @binding(0) is the Params uniform"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Compute pipelines built under error scopes, and the bound dispatches they produce.
 
 use super::Gpu;
+use crate::kernels::{Binding, Bindings};
 use crate::{Error, Result};
 
 /// How a kernel uses one of its storage bindings; the list of these is the kernel's signature.
@@ -13,12 +14,12 @@ pub enum Access {
 /// A compiled compute pipeline with its bind-group layout.
 ///
 /// Binding convention shared by every shader in `shaders/`: `@binding(0)` is the kernel's
-/// `Params` uniform, `@binding(1..)` are its storage buffers in the order of `access`.
+/// `Params` uniform, `@binding(1..)` are its storage buffers in the order of `bindings`.
 pub struct Kernel {
     label: String,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
-    access: Vec<Access>,
+    bindings: &'static [Binding],
 }
 
 impl Kernel {
@@ -29,7 +30,7 @@ impl Kernel {
         label: &str,
         source: &str,
         entry: &str,
-        access: &[Access],
+        bindings: &'static [Binding],
         constants: &[(&str, f64)],
     ) -> Result<Kernel> {
         let device = &gpu.device;
@@ -49,7 +50,7 @@ impl Kernel {
             },
             count: None,
         }];
-        for (i, a) in access.iter().enumerate() {
+        for (i, (_, a)) in bindings.iter().enumerate() {
             entries.push(wgpu::BindGroupLayoutEntry {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -94,7 +95,7 @@ impl Kernel {
             label: label.to_string(),
             pipeline,
             layout,
-            access: access.to_vec(),
+            bindings,
         })
     }
 
@@ -102,26 +103,32 @@ impl Kernel {
         &self.label
     }
 
-    /// Binds `params` and `buffers` (in the order of the kernel's signature) for a dispatch of
+    /// The kernel's storage bindings (name, access) in binding order.
+    pub fn bindings(&self) -> &'static [Binding] {
+        self.bindings
+    }
+
+    /// Binds `params` and the named `buffers` of the kernel's signature for a dispatch of
     /// `grid` workgroups. Done once at load; the returned [`Dispatch`] is encoded every step.
-    pub fn bind(
+    pub fn bind<'a, B: Bindings<'a>>(
         &self,
         gpu: &Gpu,
         label: &str,
         params: &[u8],
-        buffers: &[&wgpu::Buffer],
+        buffers: &B,
         grid: (u32, u32, u32),
     ) -> Result<Dispatch> {
-        if buffers.len() != self.access.len() {
+        if B::LIST != self.bindings {
             return Err(Error::Pipeline {
                 kernel: self.label.clone(),
                 message: format!(
-                    "bind given {} buffers, the kernel takes {}",
-                    buffers.len(),
-                    self.access.len()
+                    "bind given buffers {:?}, the kernel takes {:?}",
+                    B::LIST,
+                    self.bindings
                 ),
             });
         }
+        let buffers = buffers.ordered();
         let uniform = gpu.uniform_init(label, params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,

@@ -1,12 +1,21 @@
 //! add: the residual add acc += x (shaders/add.wgsl).
 
-use super::{Dispatch, check_len, groups, params, source};
+use super::{Dispatch, bindings, check_len, groups, params, source};
 use crate::Result;
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 
 params! {
     pub struct AddParams {
         pub n: u32,
+    }
+}
+
+bindings! {
+    pub struct AddBuffers {
+        /// \[n\]
+        pub x: Read,
+        /// \[n\], x added in place
+        pub acc: ReadWrite,
     }
 }
 
@@ -18,34 +27,20 @@ pub struct Add {
 
 impl Add {
     pub fn new(gpu: &Gpu) -> Result<Add> {
-        let kernel = source::build(
-            gpu,
-            &source::ADD,
-            "main",
-            None,
-            &[Access::Read, Access::ReadWrite],
-            &[("WG", WG as f64)],
-        )?;
+        let kernel = source::build(gpu, &source::ADD, "main", None, None, &[("WG", WG as f64)])?;
         Ok(Add { kernel })
     }
 
     /// acc[..n] += x[..n].
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        n: usize,
-        x: &wgpu::Buffer,
-        acc: &wgpu::Buffer,
-    ) -> Result<Dispatch> {
-        check_len("add", "x", x, n)?;
-        check_len("add", "acc", acc, n)?;
+    pub fn bind(&self, gpu: &Gpu, label: &str, n: usize, buffers: AddBuffers) -> Result<Dispatch> {
+        check_len("add", "x", buffers.x, n)?;
+        check_len("add", "acc", buffers.acc, n)?;
         let (gx, gy) = gpu.grid_2d(groups(n, WG));
         self.kernel.bind(
             gpu,
             label,
             bytemuck::bytes_of(&AddParams { n: n as u32 }),
-            &[x, acc],
+            &buffers,
             (gx, gy, 1),
         )
     }

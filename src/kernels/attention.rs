@@ -2,8 +2,8 @@
 //! (shaders/attention.wgsl: phases `partial` and `combine`).
 
 use super::kv_store::{KvCache, KvDtype};
-use super::{Dispatch, check_len, params, source};
-use crate::gpu::{Access, Gpu, Kernel};
+use super::{Dispatch, bindings, check_len, params, source};
+use crate::gpu::{Gpu, Kernel};
 use crate::reference::AttentionShape;
 use crate::{Error, Result};
 
@@ -24,6 +24,39 @@ params! {
     }
 }
 
+bindings! {
+    pub struct AttentionBuffers {
+        /// \[n_q\] u32: query t's position
+        pub positions: Read,
+        /// [n_q, heads, head_dim], rotated
+        pub q: Read,
+        /// [capacity, kv_heads * head_dim]: a [`KvCache`]'s keys
+        pub k_cache: Read,
+        /// [capacity, kv_heads * head_dim]: its values
+        pub v_cache: Read,
+        /// [n_q, heads, n_splits, head_dim + 2]: each split's weighted values, max and sum
+        pub partials: ReadWrite,
+        /// [n_q, heads, head_dim]
+        pub out: ReadWrite,
+    }
+}
+
+/// What one attention binds: `n_q` queries q at `positions` over `cache`, with the shape and
+/// rules of `shape`, into `out`; `partials` holds at least [`Attention::partials_len`] values.
+pub struct AttentionArgs<'a> {
+    pub n_q: usize,
+    pub shape: &'a AttentionShape,
+    /// \[n_q\] u32
+    pub positions: &'a wgpu::Buffer,
+    /// [n_q, heads, head_dim]
+    pub q: &'a wgpu::Buffer,
+    pub cache: &'a KvCache,
+    /// Scratch of the split-K phases, allocated once by the caller.
+    pub partials: &'a wgpu::Buffer,
+    /// [n_q, heads, head_dim]
+    pub out: &'a wgpu::Buffer,
+}
+
 /// Invocations per workgroup, and keys scored per step of the online softmax.
 const WG: u32 = 64;
 /// The shader keeps one head in workgroup memory.
@@ -37,17 +70,8 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(gpu: &Gpu, dtype: KvDtype) -> Result<Attention> {
-        let access = [
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ];
         let constants = [("WG", WG as f64), ("KV_F16", dtype.is_f16())];
-        let build =
-            |entry| source::build(gpu, &source::ATTENTION, entry, None, &access, &constants);
+        let build = |entry| source::build(gpu, &source::ATTENTION, entry, None, None, &constants);
         Ok(Attention {
             partial: build("partial")?,
             combine: build("combine")?,
@@ -71,22 +95,46 @@ impl Attention {
             .max(WG as usize)
     }
 
-    /// out [n_q, heads, head_dim] = attention of q [n_q, heads, head_dim] (rotated) at
-    /// `positions` \[n_q\] over `cache`, with the shape and rules of `cfg` (as the reference).
-    /// Every visible key must be in the cache: the range of positions a query sees (its
-    /// window, or everything before it) must fit `capacity`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn bind(
-        &self,
+    /// Keys a query can see at most, and the splits they are scored in.
+    fn splits(gpu: &Gpu, n_q: usize, cfg: &AttentionShape, capacity: usize) -> (usize, usize) {
+        let max_keys = cfg.window.unwrap_or(usize::MAX).min(capacity);
+        let split_len = Self::split_len(gpu, n_q, cfg.heads, max_keys);
+        (split_len, max_keys.div_ceil(split_len))
+    }
+
+    /// Values the `partials` scratch must hold for `n_q` queries of shape `cfg` over a cache
+    /// of `capacity` positions on this device.
+    pub fn partials_len(gpu: &Gpu, n_q: usize, cfg: &AttentionShape, capacity: usize) -> usize {
+        let (_, n_splits) = Self::splits(gpu, n_q, cfg, capacity);
+        n_q * cfg.heads * n_splits * (cfg.head_dim + 2)
+    }
+
+    /// A zeroed `partials` scratch of [`Self::partials_len`] values.
+    pub fn partials(
         gpu: &Gpu,
         label: &str,
         n_q: usize,
         cfg: &AttentionShape,
-        positions: &wgpu::Buffer,
-        q: &wgpu::Buffer,
-        cache: &KvCache,
-        out: &wgpu::Buffer,
-    ) -> Result<Vec<Dispatch>> {
+        capacity: usize,
+    ) -> wgpu::Buffer {
+        let len = Self::partials_len(gpu, n_q, cfg, capacity);
+        gpu.storage_zeroed(label, (len * 4) as u64)
+    }
+
+    /// out [n_q, heads, head_dim] = attention of q [n_q, heads, head_dim] (rotated) at
+    /// `positions` \[n_q\] over `cache`, with the shape and rules of `shape` (as the
+    /// reference). Every visible key must be in the cache: the range of positions a query
+    /// sees (its window, or everything before it) must fit `capacity`.
+    pub fn bind(&self, gpu: &Gpu, label: &str, args: AttentionArgs) -> Result<Vec<Dispatch>> {
+        let AttentionArgs {
+            n_q,
+            shape: cfg,
+            positions,
+            q,
+            cache,
+            partials,
+            out,
+        } = args;
         let shape_error = |message: String| Error::Shape {
             kernel: "attention",
             message: format!("{label}: {message}"),
@@ -119,9 +167,13 @@ impl Attention {
         check_len("attention", "positions", positions, n_q)?;
         check_len("attention", "q", q, n_q * cfg.heads * hd)?;
         check_len("attention", "out", out, n_q * cfg.heads * hd)?;
-        let max_keys = cfg.window.unwrap_or(usize::MAX).min(cache.capacity);
-        let split_len = Self::split_len(gpu, n_q, cfg.heads, max_keys);
-        let n_splits = max_keys.div_ceil(split_len);
+        check_len(
+            "attention",
+            "partials",
+            partials,
+            Self::partials_len(gpu, n_q, cfg, cache.capacity),
+        )?;
+        let (split_len, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
         let params = AttentionParams {
             n_q: n_q as u32,
             heads: cfg.heads as u32,
@@ -134,11 +186,14 @@ impl Attention {
             scale: cfg.scale,
             softcap: cfg.softcap.unwrap_or(0.0),
         };
-        let partials = gpu.storage_zeroed(
-            &format!("{label}.partials"),
-            (n_q * cfg.heads * n_splits * (hd + 2) * 4) as u64,
-        );
-        let buffers = [positions, q, &cache.k, &cache.v, &partials, out];
+        let buffers = AttentionBuffers {
+            positions,
+            q,
+            k_cache: &cache.k,
+            v_cache: &cache.v,
+            partials,
+            out,
+        };
         let bytes = bytemuck::bytes_of(&params);
         Ok(vec![
             self.partial.bind(

@@ -1,13 +1,22 @@
 //! copy: a plain buffer copy, the bandwidth yardstick for benchmarks (shaders/copy.wgsl).
 
-use super::{Dispatch, check_len, params, source};
+use super::{Dispatch, bindings, check_len, params, source};
 use crate::Result;
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 
 params! {
     pub struct CopyParams {
         /// vec4s to copy.
         pub n: u32,
+    }
+}
+
+bindings! {
+    pub struct CopyBuffers {
+        /// \[n\]
+        pub src: Read,
+        /// \[n\]
+        pub dst: ReadWrite,
     }
 }
 
@@ -28,7 +37,7 @@ impl Copy {
             &source::COPY,
             "main",
             None,
-            &[Access::Read, Access::ReadWrite],
+            contiguous.then_some("contiguous"),
             &[("WG", WG as f64), ("CONTIGUOUS", contiguous as u8 as f64)],
         )?;
         Ok(Copy { kernel, contiguous })
@@ -39,16 +48,9 @@ impl Copy {
     }
 
     /// dst[..n] = src[..n], n a multiple of 4 floats.
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        n: usize,
-        src: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
-    ) -> Result<Dispatch> {
-        check_len("copy", "src", src, n)?;
-        check_len("copy", "dst", dst, n)?;
+    pub fn bind(&self, gpu: &Gpu, label: &str, n: usize, buffers: CopyBuffers) -> Result<Dispatch> {
+        check_len("copy", "src", buffers.src, n)?;
+        check_len("copy", "dst", buffers.dst, n)?;
         let workgroups = if gpu.caps.cpu_like {
             (std::thread::available_parallelism().map_or(2, |n| n.get()) * 4) as u32
         } else {
@@ -58,7 +60,7 @@ impl Copy {
             gpu,
             label,
             bytemuck::bytes_of(&CopyParams { n: (n / 4) as u32 }),
-            &[src, dst],
+            &buffers,
             (workgroups, 1, 1),
         )
     }

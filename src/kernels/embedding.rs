@@ -1,8 +1,8 @@
 //! embedding: scaled row gather from a weight matrix in any format (shaders/embedding.wgsl).
 
 use super::matrix::GpuMatrix;
-use super::{Dispatch, check_len, params, source};
-use crate::gpu::{Access, Gpu, Kernel};
+use super::{Dispatch, bindings, check_len, params, source};
+use crate::gpu::{Gpu, Kernel};
 use crate::weights::WeightFormat;
 use crate::{Error, Result};
 
@@ -17,6 +17,30 @@ params! {
     }
 }
 
+bindings! {
+    pub struct EmbeddingBuffers {
+        /// One chunk of the table in its format's GPU layout
+        pub w_data: Read,
+        /// The chunk's f16 scales
+        pub w_scales: Read,
+        /// \[n\] u32 token ids
+        pub ids: Read,
+        /// [n, d]
+        pub out: ReadWrite,
+    }
+}
+
+/// What one embedding binds: out [n, table.cols] = table[ids\[t\]] * scale.
+pub struct EmbeddingArgs<'a> {
+    pub table: &'a GpuMatrix,
+    /// \[n\] u32, each below table.rows (the caller validates token ids)
+    pub ids: &'a wgpu::Buffer,
+    pub n: usize,
+    pub scale: f32,
+    /// [n, table.cols]
+    pub out: &'a wgpu::Buffer,
+}
+
 pub struct Embedding {
     kernel: Kernel,
     format: WeightFormat,
@@ -29,7 +53,7 @@ impl Embedding {
             &source::EMBEDDING,
             "main",
             Some(format),
-            &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+            None,
             &[("WG", 64.0)],
         )?;
         Ok(Embedding { kernel, format })
@@ -37,17 +61,14 @@ impl Embedding {
 
     /// out [n, table.cols] = table[ids\[t\]] * scale, one dispatch per chunk of the table.
     /// Ids must be below table.rows (the caller validates token ids).
-    #[allow(clippy::too_many_arguments)]
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        table: &GpuMatrix,
-        ids: &wgpu::Buffer,
-        n: usize,
-        scale: f32,
-        out: &wgpu::Buffer,
-    ) -> Result<Vec<Dispatch>> {
+    pub fn bind(&self, gpu: &Gpu, label: &str, args: EmbeddingArgs) -> Result<Vec<Dispatch>> {
+        let EmbeddingArgs {
+            table,
+            ids,
+            n,
+            scale,
+            out,
+        } = args;
         if table.format != self.format {
             return Err(Error::Shape {
                 kernel: "embedding",
@@ -76,7 +97,12 @@ impl Embedding {
                     gpu,
                     &format!("{label}#{i}"),
                     bytemuck::bytes_of(&params),
-                    &[&c.data, &c.scales, ids, out],
+                    &EmbeddingBuffers {
+                        w_data: &c.data,
+                        w_scales: &c.scales,
+                        ids,
+                        out,
+                    },
                     (gx, gy, 1),
                 )
             })

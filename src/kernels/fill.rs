@@ -1,8 +1,8 @@
 //! fill: pseudo-random words on the GPU, for synthetic models (shaders/fill.wgsl).
 
-use super::{Dispatch, groups, params, source};
+use super::{Dispatch, bindings, groups, params, source};
 use crate::Result;
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 
 params! {
     pub struct FillParams {
@@ -12,6 +12,13 @@ params! {
         pub mask: u32,
         /// Bits set in every word.
         pub bits: u32,
+    }
+}
+
+bindings! {
+    pub struct FillBuffers {
+        /// \[n\] words, all of the buffer
+        pub out: ReadWrite,
     }
 }
 
@@ -33,14 +40,7 @@ pub struct Fill {
 
 impl Fill {
     pub fn new(gpu: &Gpu) -> Result<Fill> {
-        let kernel = source::build(
-            gpu,
-            &source::FILL,
-            "main",
-            None,
-            &[Access::ReadWrite],
-            &[("WG", WG as f64)],
-        )?;
+        let kernel = source::build(gpu, &source::FILL, "main", None, None, &[("WG", WG as f64)])?;
         Ok(Fill { kernel })
     }
 
@@ -52,9 +52,9 @@ impl Fill {
         seed: u32,
         mask: u32,
         bits: u32,
-        out: &wgpu::Buffer,
+        buffers: FillBuffers,
     ) -> Result<Dispatch> {
-        let n = (out.size() / 4) as u32;
+        let n = (buffers.out.size() / 4) as u32;
         let (gx, gy) = gpu.grid_2d(groups(n as usize, WG));
         let params = FillParams {
             n,
@@ -62,7 +62,12 @@ impl Fill {
             mask,
             bits,
         };
-        self.kernel
-            .bind(gpu, label, bytemuck::bytes_of(&params), &[out], (gx, gy, 1))
+        self.kernel.bind(
+            gpu,
+            label,
+            bytemuck::bytes_of(&params),
+            &buffers,
+            (gx, gy, 1),
+        )
     }
 }

@@ -1,13 +1,22 @@
 //! geglu: gelu_tanh(gate) * up (shaders/geglu.wgsl).
 
-use super::{Dispatch, check_len, groups, params, source};
+use super::{Dispatch, bindings, check_len, groups, params, source};
 use crate::Result;
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 
 params! {
     pub struct GegluParams {
         pub n: u32,
         pub d: u32,
+    }
+}
+
+bindings! {
+    pub struct GegluBuffers {
+        /// [n, 2d]: each row the gate, then the up projection
+        pub gate_up: Read,
+        /// [n, d]
+        pub out: ReadWrite,
     }
 }
 
@@ -24,7 +33,7 @@ impl Geglu {
             &source::GEGLU,
             "main",
             None,
-            &[Access::Read, Access::ReadWrite],
+            None,
             &[("WG", WG as f64)],
         )?;
         Ok(Geglu { kernel })
@@ -37,11 +46,10 @@ impl Geglu {
         label: &str,
         n: usize,
         d: usize,
-        gate_up: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        buffers: GegluBuffers,
     ) -> Result<Dispatch> {
-        check_len("geglu", "gate_up", gate_up, n * 2 * d)?;
-        check_len("geglu", "out", out, n * d)?;
+        check_len("geglu", "gate_up", buffers.gate_up, n * 2 * d)?;
+        check_len("geglu", "out", buffers.out, n * d)?;
         let params = GegluParams {
             n: n as u32,
             d: d as u32,
@@ -51,7 +59,7 @@ impl Geglu {
             gpu,
             label,
             bytemuck::bytes_of(&params),
-            &[gate_up, out],
+            &buffers,
             (gx, gy, 1),
         )
     }

@@ -1,7 +1,7 @@
 //! kv_store: new keys and values into the KV cache (shaders/kv_store.wgsl).
 
-use super::{Dispatch, check_len, groups, params, source};
-use crate::gpu::{Access, Caps, Gpu, Kernel};
+use super::{Dispatch, bindings, check_len, groups, params, source};
+use crate::gpu::{Caps, Gpu, Kernel};
 use crate::{Error, Result};
 
 params! {
@@ -10,6 +10,33 @@ params! {
         pub kv_dim: u32,
         pub capacity: u32,
     }
+}
+
+bindings! {
+    pub struct KvStoreBuffers {
+        /// \[n\] u32: token t's position (its row is position % capacity)
+        pub positions: Read,
+        /// [n, kv_dim]
+        pub k: Read,
+        /// [n, kv_dim]
+        pub v: Read,
+        /// [capacity, kv_dim] of the cache's element type
+        pub k_cache: ReadWrite,
+        /// [capacity, kv_dim]
+        pub v_cache: ReadWrite,
+    }
+}
+
+/// What one kv_store dispatch stores: k and v [n, kv_dim] of the tokens at `positions`.
+pub struct KvStoreArgs<'a> {
+    pub n: usize,
+    /// \[n\] u32
+    pub positions: &'a wgpu::Buffer,
+    /// [n, kv_dim]
+    pub k: &'a wgpu::Buffer,
+    /// [n, kv_dim]
+    pub v: &'a wgpu::Buffer,
+    pub cache: &'a KvCache,
 }
 
 const WG: u32 = 256;
@@ -100,30 +127,21 @@ impl KvStore {
             &source::KV_STORE,
             "main",
             None,
-            &[
-                Access::Read,
-                Access::Read,
-                Access::Read,
-                Access::ReadWrite,
-                Access::ReadWrite,
-            ],
+            None,
             &[("WG", WG as f64), ("KV_F16", dtype.is_f16())],
         )?;
         Ok(KvStore { kernel, dtype })
     }
 
     /// Stores k and v [n, kv_dim] of the tokens at `positions` into `cache`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        n: usize,
-        positions: &wgpu::Buffer,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
-        cache: &KvCache,
-    ) -> Result<Dispatch> {
+    pub fn bind(&self, gpu: &Gpu, label: &str, args: KvStoreArgs) -> Result<Dispatch> {
+        let KvStoreArgs {
+            n,
+            positions,
+            k,
+            v,
+            cache,
+        } = args;
         if cache.dtype != self.dtype || !cache.kv_dim.is_multiple_of(2) {
             return Err(Error::Shape {
                 kernel: "kv_store",
@@ -146,7 +164,13 @@ impl KvStore {
             gpu,
             label,
             bytemuck::bytes_of(&params),
-            &[positions, k, v, &cache.k, &cache.v],
+            &KvStoreBuffers {
+                positions,
+                k,
+                v,
+                k_cache: &cache.k,
+                v_cache: &cache.v,
+            },
             (gx, gy, 1),
         )
     }

@@ -1,9 +1,9 @@
 //! matmul: Y = X W^T for prefill blocks of token rows (shaders/matmul.wgsl).
 
-use super::matrix::GpuMatrix;
+use super::matrix::MatrixArgs;
 use super::matvec::bind_matrix;
 use super::{Dispatch, groups, source};
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 use crate::weights::WeightFormat;
 use crate::{Error, Result};
 
@@ -17,27 +17,13 @@ pub struct Matmul {
 
 impl Matmul {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matmul> {
-        let kernel = source::build(
-            gpu,
-            &source::MATMUL,
-            "main",
-            Some(format),
-            &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-            &[],
-        )?;
+        let kernel = source::build(gpu, &source::MATMUL, "main", Some(format), None, &[])?;
         Ok(Matmul { kernel, format })
     }
 
     /// y [n, w.rows] = x [n, w.cols] W^T, one dispatch per chunk of W.
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        w: &GpuMatrix,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        n: usize,
-    ) -> Result<Vec<Dispatch>> {
+    pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
+        let n = args.n;
         let max = gpu.caps.max_workgroups_per_dim;
         if groups(n, TILE) > max {
             return Err(Error::Shape {
@@ -51,10 +37,7 @@ impl Matmul {
             self.format,
             gpu,
             label,
-            w,
-            x,
-            y,
-            n,
+            args,
             |rows| (groups(rows, TILE), groups(n, TILE), 1),
         )
     }

@@ -1,7 +1,7 @@
 //! Weight matrices on the GPU, split by rows into chunks that fit one storage binding.
 
 use crate::gpu::Gpu;
-use crate::kernels::params;
+use crate::kernels::{bindings, params};
 use crate::weights::{HostMatrix, WeightFormat};
 use crate::{Error, Result};
 
@@ -18,6 +18,31 @@ params! {
         /// Output row length (all rows of W).
         pub out_stride: u32,
     }
+}
+
+bindings! {
+    /// Buffers of matvec.wgsl and matmul.wgsl.
+    pub struct MatrixBuffers {
+        /// One chunk of W in its format's GPU layout
+        pub w_data: Read,
+        /// The chunk's f16 scales (empty for plain floats)
+        pub w_scales: Read,
+        /// [n, k]
+        pub x: Read,
+        /// [n, out_stride]: the chunk writes columns out_offset..out_offset + rows
+        pub y: ReadWrite,
+    }
+}
+
+/// What one matrix product binds: y [n, w.rows] = x [n, w.cols] W^T.
+pub struct MatrixArgs<'a> {
+    pub w: &'a GpuMatrix,
+    /// [n, w.cols]
+    pub x: &'a wgpu::Buffer,
+    /// [n, w.rows]
+    pub y: &'a wgpu::Buffer,
+    /// Vectors (matvec) or token rows (matmul).
+    pub n: usize,
 }
 
 /// Rows [row_start, row_start + rows) of a matrix, in their own buffers.

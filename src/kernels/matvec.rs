@@ -1,8 +1,8 @@
 //! matvec: y = W x for decode (shaders/matvec.wgsl).
 
-use super::matrix::{GpuMatrix, MatrixParams};
+use super::matrix::{MatrixArgs, MatrixBuffers, MatrixParams};
 use super::{Dispatch, check_len, groups, source};
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 use crate::weights::WeightFormat;
 use crate::{Error, Result};
 
@@ -38,7 +38,7 @@ impl Matvec {
             &source::MATVEC,
             "main",
             Some(format),
-            &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+            None,
             &[
                 ("WG", WG as f64),
                 ("ROWS", ROWS as f64),
@@ -56,47 +56,35 @@ impl Matvec {
     }
 
     /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W.
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        w: &GpuMatrix,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        n: usize,
-    ) -> Result<Vec<Dispatch>> {
+    pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
+        let n = args.n as u32;
         bind_matrix(
             "matvec",
             &self.kernel,
             self.format,
             gpu,
             label,
-            w,
-            x,
-            y,
-            n,
+            args,
             |rows| {
                 let (gx, gy) = gpu.grid_2d(groups(rows, self.rows_per_workgroup));
-                (gx, gy, n as u32)
+                (gx, gy, n)
             },
         )
     }
 }
 
-/// Binds a matrix kernel (matvec or matmul) once per chunk of `w`.
-#[allow(clippy::too_many_arguments)]
+/// Binds a matrix kernel (matvec or matmul) once per chunk of `w`; `grid(rows)` is the
+/// workgroup grid of a chunk of that many rows.
 pub(super) fn bind_matrix(
     name: &'static str,
     kernel: &Kernel,
     format: WeightFormat,
     gpu: &Gpu,
     label: &str,
-    w: &GpuMatrix,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    n: usize,
+    args: MatrixArgs,
     grid: impl Fn(usize) -> (u32, u32, u32),
 ) -> Result<Vec<Dispatch>> {
+    let MatrixArgs { w, x, y, n } = args;
     if w.format != format {
         return Err(Error::Shape {
             kernel: name,
@@ -120,7 +108,12 @@ pub(super) fn bind_matrix(
                 gpu,
                 &format!("{label}#{i}"),
                 bytemuck::bytes_of(&params),
-                &[&c.data, &c.scales, x, y],
+                &MatrixBuffers {
+                    w_data: &c.data,
+                    w_scales: &c.scales,
+                    x,
+                    y,
+                },
                 grid(c.rows),
             )
         })

@@ -34,7 +34,7 @@ pub use matvec::Matvec;
 pub use rms_norm::RmsNorm;
 pub use rope::{Rope, RopeTable};
 pub use soft_cap::SoftCap;
-pub use top_k::{TopK, TopKOutput};
+pub use top_k::{TopK, TopKOutput, TopKScratch};
 
 /// A kernel's uniform parameters: a `#[repr(C)]` struct mirroring the shader's `Params`.
 /// `FIELDS` (name, byte offset) lets a test check the two agree.
@@ -56,6 +56,36 @@ macro_rules! params {
     };
 }
 pub(crate) use params;
+
+/// One storage binding of a kernel: the shader's variable name and how the kernel uses it.
+pub type Binding = (&'static str, crate::gpu::Access);
+
+/// A kernel's storage buffers by name: the struct [`bindings!`] declares. `LIST` is the
+/// kernel's signature in binding order (`@binding(1..)`, after the `Params` uniform), from
+/// which the pipeline layout is built; `ordered` gives the buffers in that order.
+pub trait Bindings<'a> {
+    const LIST: &'static [Binding];
+    fn ordered(&self) -> Vec<&'a wgpu::Buffer>;
+}
+
+/// Declares a kernel's storage buffers once, in binding order, each with its access:
+/// a struct of named buffers and its [`Bindings`] list. A test checks the names and access
+/// against the shader's `var<storage, ...>` declarations.
+macro_rules! bindings {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: $access:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy)]
+        pub struct $name<'a> { $($(#[$fm])* pub $f: &'a wgpu::Buffer,)* }
+        impl<'a> $crate::kernels::Bindings<'a> for $name<'a> {
+            const LIST: &'static [$crate::kernels::Binding] =
+                &[$((stringify!($f), $crate::gpu::Access::$access),)*];
+            fn ordered(&self) -> Vec<&'a wgpu::Buffer> {
+                vec![$(self.$f,)*]
+            }
+        }
+    };
+}
+pub(crate) use bindings;
 
 /// Workgroups needed for `n` items at `per_workgroup` items each.
 pub(crate) fn groups(n: usize, per_workgroup: u32) -> u32 {

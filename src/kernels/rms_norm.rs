@@ -1,8 +1,8 @@
 //! rms_norm: Gemma's RMSNorm, plain or added into the residual stream (shaders/rms_norm.wgsl).
 
-use super::{Dispatch, check_len, params, source};
+use super::{Dispatch, bindings, check_len, params, source};
 use crate::Result;
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 
 params! {
     pub struct RmsNormParams {
@@ -14,20 +14,31 @@ params! {
     }
 }
 
+bindings! {
+    pub struct RmsNormBuffers {
+        /// [n, d]
+        pub x: Read,
+        /// \[d\]
+        pub w: Read,
+        /// [n, d]: written, or added to (the `add` variant)
+        pub out: ReadWrite,
+    }
+}
+
 pub struct RmsNorm {
     kernel: Kernel,
 }
 
 impl RmsNorm {
     /// `add_to_out`: add the normalised rows to `out` (Gemma 2's post-norms) instead of
-    /// writing them.
+    /// writing them; that pipeline is labelled `rms_norm.add`.
     pub fn new(gpu: &Gpu, add_to_out: bool) -> Result<RmsNorm> {
         let kernel = source::build(
             gpu,
             &source::RMS_NORM,
             "main",
             None,
-            &[Access::Read, Access::Read, Access::ReadWrite],
+            add_to_out.then_some("add"),
             &[("WG", 256.0), ("ADD_TO_OUT", add_to_out as u8 as f64)],
         )?;
         Ok(RmsNorm { kernel })
@@ -39,20 +50,18 @@ impl RmsNorm {
         gpu: &Gpu,
         label: &str,
         params: RmsNormParams,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        buffers: RmsNormBuffers,
     ) -> Result<Dispatch> {
         let (n, d) = (params.n as usize, params.d as usize);
-        check_len("rms_norm", "x", x, n * d)?;
-        check_len("rms_norm", "w", w, d)?;
-        check_len("rms_norm", "out", out, n * d)?;
+        check_len("rms_norm", "x", buffers.x, n * d)?;
+        check_len("rms_norm", "w", buffers.w, d)?;
+        check_len("rms_norm", "out", buffers.out, n * d)?;
         let (gx, gy) = gpu.grid_2d(params.n);
         self.kernel.bind(
             gpu,
             label,
             bytemuck::bytes_of(&params),
-            &[x, w, out],
+            &buffers,
             (gx, gy, 1),
         )
     }

@@ -1,13 +1,20 @@
 //! soft_cap: x = cap * tanh(x / cap) in place, the final logit soft-cap (shaders/soft_cap.wgsl).
 
-use super::{Dispatch, check_len, groups, params, source};
+use super::{Dispatch, bindings, check_len, groups, params, source};
 use crate::Result;
-use crate::gpu::{Access, Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel};
 
 params! {
     pub struct SoftCapParams {
         pub n: u32,
         pub cap: f32,
+    }
+}
+
+bindings! {
+    pub struct SoftCapBuffers {
+        /// \[n\], capped in place
+        pub x: ReadWrite,
     }
 }
 
@@ -24,7 +31,7 @@ impl SoftCap {
             &source::SOFT_CAP,
             "main",
             None,
-            &[Access::ReadWrite],
+            None,
             &[("WG", WG as f64)],
         )?;
         Ok(SoftCap { kernel })
@@ -36,15 +43,15 @@ impl SoftCap {
         label: &str,
         n: usize,
         cap: f32,
-        x: &wgpu::Buffer,
+        buffers: SoftCapBuffers,
     ) -> Result<Dispatch> {
-        check_len("soft_cap", "x", x, n)?;
+        check_len("soft_cap", "x", buffers.x, n)?;
         let (gx, gy) = gpu.grid_2d(groups(n, WG));
         self.kernel.bind(
             gpu,
             label,
             bytemuck::bytes_of(&SoftCapParams { n: n as u32, cap }),
-            &[x],
+            &buffers,
             (gx, gy, 1),
         )
     }

@@ -14,39 +14,70 @@ pub struct Shader {
     pub weights: bool,
     /// The Rust mirror of the shader's `Params`.
     pub params: &'static [(&'static str, usize)],
+    /// The kernel's storage bindings (name, access) in binding order, as its Rust wrapper
+    /// declares them with `bindings!`.
+    pub bindings: &'static [super::Binding],
 }
 
 macro_rules! shader {
-    ($name:literal, $entries:expr, $weights:expr, $params:ty) => {
+    ($name:literal, $entries:expr, $weights:expr, $params:ty, $buffers:ident) => {
         Shader {
             name: $name,
             body: include_str!(concat!("../../shaders/", $name, ".wgsl")),
             entries: $entries,
             weights: $weights,
             params: <$params as crate::kernels::Params>::FIELDS,
+            bindings: <$buffers<'static> as crate::kernels::Bindings<'static>>::LIST,
         }
     };
 }
 
 use super::{
-    add::AddParams, attention::AttentionParams, copy::CopyParams, embedding::EmbeddingParams,
-    fill::FillParams, geglu::GegluParams, kv_store::KvStoreParams, matrix::MatrixParams,
-    rms_norm::RmsNormParams, rope::RopeParams, soft_cap::SoftCapParams, top_k::TopKParams,
+    add::{AddBuffers, AddParams},
+    attention::{AttentionBuffers, AttentionParams},
+    copy::{CopyBuffers, CopyParams},
+    embedding::{EmbeddingBuffers, EmbeddingParams},
+    fill::{FillBuffers, FillParams},
+    geglu::{GegluBuffers, GegluParams},
+    kv_store::{KvStoreBuffers, KvStoreParams},
+    matrix::{MatrixBuffers, MatrixParams},
+    rms_norm::{RmsNormBuffers, RmsNormParams},
+    rope::{RopeBuffers, RopeParams},
+    soft_cap::{SoftCapBuffers, SoftCapParams},
+    top_k::{TopKBuffers, TopKParams},
 };
 
-pub const ADD: Shader = shader!("add", &["main"], false, AddParams);
-pub const ATTENTION: Shader = shader!("attention", &["partial", "combine"], false, AttentionParams);
-pub const COPY: Shader = shader!("copy", &["main"], false, CopyParams);
-pub const EMBEDDING: Shader = shader!("embedding", &["main"], true, EmbeddingParams);
-pub const FILL: Shader = shader!("fill", &["main"], false, FillParams);
-pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams);
-pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams);
-pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams);
-pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams);
-pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams);
-pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams);
-pub const SOFT_CAP: Shader = shader!("soft_cap", &["main"], false, SoftCapParams);
-pub const TOP_K: Shader = shader!("top_k", &["partial", "merge"], false, TopKParams);
+pub const ADD: Shader = shader!("add", &["main"], false, AddParams, AddBuffers);
+pub const ATTENTION: Shader = shader!(
+    "attention",
+    &["partial", "combine"],
+    false,
+    AttentionParams,
+    AttentionBuffers
+);
+pub const COPY: Shader = shader!("copy", &["main"], false, CopyParams, CopyBuffers);
+pub const EMBEDDING: Shader = shader!(
+    "embedding",
+    &["main"],
+    true,
+    EmbeddingParams,
+    EmbeddingBuffers
+);
+pub const FILL: Shader = shader!("fill", &["main"], false, FillParams, FillBuffers);
+pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams, GegluBuffers);
+pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams, KvStoreBuffers);
+pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams, MatrixBuffers);
+pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams, MatrixBuffers);
+pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
+pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams, RopeBuffers);
+pub const SOFT_CAP: Shader = shader!("soft_cap", &["main"], false, SoftCapParams, SoftCapBuffers);
+pub const TOP_K: Shader = shader!(
+    "top_k",
+    &["partial", "merge"],
+    false,
+    TopKParams,
+    TopKBuffers
+);
 
 /// Every shader, for tests that check them all.
 pub const ALL: &[Shader] = &[
@@ -102,24 +133,28 @@ pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) 
     [reduce, MATH, bytes, own, shader.body].join("\n")
 }
 
-/// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP).
-/// The pipeline label is the shader's name, then the weight format and entry point if any:
-/// `matvec.q8_0`, `attention.partial`.
+/// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP), with
+/// the shader's declared bindings. The pipeline label is the shader's name, then the weight
+/// format, the variant (pipelines of one shader built with different constants) and the entry
+/// point if any: `matvec.q8_0`, `rms_norm.add`, `attention.partial`.
 pub(crate) fn build(
     gpu: &crate::gpu::Gpu,
     shader: &Shader,
     entry: &str,
     weights: Option<WeightFormat>,
-    access: &[crate::gpu::Access],
+    variant: Option<&str>,
     constants: &[(&str, f64)],
 ) -> crate::Result<crate::gpu::Kernel> {
     let mut label = shader.name.to_string();
     if let Some(f) = weights {
         label = format!("{label}.{f}");
     }
+    if let Some(v) = variant {
+        label = format!("{label}.{v}");
+    }
     if entry != "main" {
         label = format!("{label}.{entry}");
     }
     let source = compose(shader, gpu.caps.subgroups, weights);
-    crate::gpu::Kernel::new(gpu, &label, &source, entry, access, constants)
+    crate::gpu::Kernel::new(gpu, &label, &source, entry, shader.bindings, constants)
 }

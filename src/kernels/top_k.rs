@@ -1,8 +1,8 @@
 //! top_k: the k largest logits and their ids on the GPU, argmax being k = 1
 //! (shaders/top_k.wgsl: phases `partial` and `merge`).
 
-use super::{Dispatch, check_len, groups, params, source};
-use crate::gpu::{Access, Gpu, Kernel};
+use super::{Dispatch, bindings, check_len, groups, params, source};
+use crate::gpu::{Gpu, Kernel};
 use crate::{Error, Result};
 
 params! {
@@ -11,6 +11,21 @@ params! {
         pub k: u32,
         pub slice: u32,
         pub n_slices: u32,
+    }
+}
+
+bindings! {
+    pub struct TopKBuffers {
+        /// \[n\]
+        pub x: Read,
+        /// [n_slices, k]: each slice's k best values
+        pub cand_val: ReadWrite,
+        /// [n_slices, k]: and their indices
+        pub cand_idx: ReadWrite,
+        /// \[k\], largest first
+        pub values: ReadWrite,
+        /// \[k\] u32
+        pub indices: ReadWrite,
     }
 }
 
@@ -26,6 +41,33 @@ pub struct TopK {
     merge: Kernel,
 }
 
+/// The buffers top-k writes, allocated once by the caller for a given n and k (or more).
+pub struct TopKScratch {
+    /// [n_slices, k]
+    pub cand_val: wgpu::Buffer,
+    /// [n_slices, k] u32
+    pub cand_idx: wgpu::Buffer,
+    /// \[k\]
+    pub values: wgpu::Buffer,
+    /// \[k\] u32
+    pub indices: wgpu::Buffer,
+}
+
+impl TopKScratch {
+    /// Zeroed buffers for the k largest of n values.
+    pub fn new(gpu: &Gpu, label: &str, n: usize, k: usize) -> TopKScratch {
+        let f =
+            |what: &str, len: usize| gpu.storage_zeroed(&format!("{label}.{what}"), len as u64 * 4);
+        let cand = TopK::candidates_len(n, k);
+        TopKScratch {
+            cand_val: f("cand_val", cand),
+            cand_idx: f("cand_idx", cand),
+            values: f("values", k),
+            indices: f("indices", k),
+        }
+    }
+}
+
 /// Bound top-k: its dispatches and where the result lands (\[k\] values, \[k\] indices).
 pub struct TopKOutput {
     pub dispatches: Vec<Dispatch>,
@@ -36,22 +78,8 @@ pub struct TopKOutput {
 
 impl TopK {
     pub fn new(gpu: &Gpu) -> Result<TopK> {
-        let access = [
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ];
         let build = |entry, wg: u32| {
-            source::build(
-                gpu,
-                &source::TOP_K,
-                entry,
-                None,
-                &access,
-                &[("WG", wg as f64)],
-            )
+            source::build(gpu, &source::TOP_K, entry, None, None, &[("WG", wg as f64)])
         };
         // CPU adapters: a slice per single-invocation workgroup, so its k rounds need no
         // barriers (each costs a CPU a switch through every invocation of the workgroup):
@@ -63,7 +91,12 @@ impl TopK {
         })
     }
 
-    /// The k largest of x[..n], largest first.
+    /// Values each of `cand_val` and `cand_idx` must hold for the k largest of n.
+    pub fn candidates_len(n: usize, k: usize) -> usize {
+        groups(n, SLICE) as usize * k
+    }
+
+    /// The k largest of x[..n], largest first, into `scratch` (see [`TopKScratch::new`]).
     pub fn bind(
         &self,
         gpu: &Gpu,
@@ -71,6 +104,7 @@ impl TopK {
         x: &wgpu::Buffer,
         n: usize,
         k: usize,
+        scratch: &TopKScratch,
     ) -> Result<TopKOutput> {
         if k == 0 || k > MAX_K || n == 0 {
             return Err(Error::Shape {
@@ -86,12 +120,18 @@ impl TopK {
             slice: SLICE,
             n_slices,
         };
-        let cand = (n_slices as usize * k * 4) as u64;
-        let cand_val = gpu.storage_zeroed(&format!("{label}.cand_val"), cand);
-        let cand_idx = gpu.storage_zeroed(&format!("{label}.cand_idx"), cand);
-        let values = gpu.storage_zeroed(&format!("{label}.values"), k as u64 * 4);
-        let indices = gpu.storage_zeroed(&format!("{label}.indices"), k as u64 * 4);
-        let buffers = [x, &cand_val, &cand_idx, &values, &indices];
+        let cand = Self::candidates_len(n, k);
+        check_len("top_k", "cand_val", &scratch.cand_val, cand)?;
+        check_len("top_k", "cand_idx", &scratch.cand_idx, cand)?;
+        check_len("top_k", "values", &scratch.values, k)?;
+        check_len("top_k", "indices", &scratch.indices, k)?;
+        let buffers = TopKBuffers {
+            x,
+            cand_val: &scratch.cand_val,
+            cand_idx: &scratch.cand_idx,
+            values: &scratch.values,
+            indices: &scratch.indices,
+        };
         let bytes = bytemuck::bytes_of(&params);
         let dispatches = vec![
             self.partial.bind(
@@ -106,8 +146,8 @@ impl TopK {
         ];
         Ok(TopKOutput {
             dispatches,
-            values,
-            indices,
+            values: scratch.values.clone(),
+            indices: scratch.indices.clone(),
             k,
         })
     }

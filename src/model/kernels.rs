@@ -2,6 +2,7 @@
 
 use crate::Result;
 use crate::gpu::{Dispatch, Gpu};
+use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::{
     Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
     SoftCap, TopK,
@@ -78,10 +79,16 @@ impl Kernels {
         rows: usize,
     ) -> Result<Vec<Dispatch>> {
         let k = self.matrix(m.format);
+        let args = MatrixArgs {
+            w: m,
+            x,
+            y,
+            n: rows,
+        };
         if rows == 1 {
-            k.matvec.bind(gpu, label, m, x, y, rows)
+            k.matvec.bind(gpu, label, args)
         } else {
-            k.matmul.bind(gpu, label, m, x, y, rows)
+            k.matmul.bind(gpu, label, args)
         }
     }
 }

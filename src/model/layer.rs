@@ -7,7 +7,12 @@ use super::weights::LayerWeights;
 use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Recorder};
-use crate::kernels::rms_norm::RmsNormParams;
+use crate::kernels::add::AddBuffers;
+use crate::kernels::attention::AttentionArgs;
+use crate::kernels::geglu::GegluBuffers;
+use crate::kernels::kv_store::KvStoreArgs;
+use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
+use crate::kernels::rope::RopeBuffers;
 use crate::kernels::{GpuMatrix, RopeTable};
 
 /// The activations a layer can show between its steps (see [`LayerDispatches::record`]).
@@ -109,9 +114,8 @@ impl Binder<'_> {
         out: &wgpu::Buffer,
     ) -> Result<Dispatch> {
         let params = self.norm(self.rows * heads, d);
-        self.k
-            .rms_norm
-            .bind(self.gpu, &self.label(step), params, x, w, out)
+        let buffers = RmsNormBuffers { x, w, out };
+        (self.k.rms_norm).bind(self.gpu, &self.label(step), params, buffers)
     }
 
     /// x += rms_norm(o) where the layer has post-norms, else x += o.
@@ -120,13 +124,17 @@ impl Binder<'_> {
         match w {
             Some(w) => {
                 let params = self.norm(self.rows, self.c.hidden);
-                self.k
-                    .rms_norm_add
-                    .bind(self.gpu, &label, params, &s.o, w, &s.x)
+                let buffers = RmsNormBuffers {
+                    x: &s.o,
+                    w,
+                    out: &s.x,
+                };
+                (self.k.rms_norm_add).bind(self.gpu, &label, params, buffers)
             }
             None => {
                 let n = self.rows * self.c.hidden;
-                self.k.add.bind(self.gpu, &label, n, &s.o, &s.x)
+                let buffers = AddBuffers { x: &s.o, acc: &s.x };
+                self.k.add.bind(self.gpu, &label, n, buffers)
             }
         }
     }
@@ -135,20 +143,25 @@ impl Binder<'_> {
     fn cache_and_attention(&self) -> Result<(Dispatch, Vec<Dispatch>)> {
         let (gpu, s, rows) = (self.gpu, self.s, self.rows);
         let cache = &s.caches[self.layer];
-        let label = self.label("kv_store");
-        let store = (self.k.kv_store).bind(gpu, &label, rows, &s.positions, &s.k, &s.v, cache)?;
-        let shape = self.c.attention_shape(self.layer);
-        let label = self.label("attention");
-        let attention = (self.k.attention).bind(
-            gpu,
-            &label,
-            rows,
-            &shape,
-            &s.positions,
-            &s.q,
+        let store = KvStoreArgs {
+            n: rows,
+            positions: &s.positions,
+            k: &s.k,
+            v: &s.v,
             cache,
-            &s.attn,
-        )?;
+        };
+        let store = (self.k.kv_store).bind(gpu, &self.label("kv_store"), store)?;
+        let shape = self.c.attention_shape(self.layer);
+        let attention = AttentionArgs {
+            n_q: rows,
+            shape: &shape,
+            positions: &s.positions,
+            q: &s.q,
+            cache,
+            partials: &s.attention_partials,
+            out: &s.attn,
+        };
+        let attention = (self.k.attention).bind(gpu, &self.label("attention"), attention)?;
         Ok((store, attention))
     }
 
@@ -160,11 +173,15 @@ impl Binder<'_> {
         table: &RopeTable,
         x: &wgpu::Buffer,
     ) -> Result<Dispatch> {
-        let label = self.label(step);
-        let positions = &self.s.positions;
+        let buffers = RopeBuffers {
+            positions: &self.s.positions,
+            table: &table.buffer,
+            x,
+        };
+        let params = table.params(self.rows, heads);
         self.k
             .rope
-            .bind(self.gpu, &label, self.rows, heads, table, positions, x)
+            .bind(self.gpu, &self.label(step), params, buffers)
     }
 }
 
@@ -227,8 +244,10 @@ impl LayerDispatches {
                 &b.label("geglu"),
                 rows,
                 c.intermediate,
-                &s.gate_up,
-                &s.act,
+                GegluBuffers {
+                    gate_up: &s.gate_up,
+                    out: &s.act,
+                },
             )?,
             down: b.product("down", &w.down, &s.act, &s.o)?,
             post_feedforward_norm: b

@@ -3,6 +3,7 @@
 
 use crate::Result;
 use crate::gpu::Gpu;
+use crate::kernels::fill::FillBuffers;
 use crate::kernels::{Fill, GpuMatrix};
 use crate::weights::gemma;
 use crate::weights::gguf::Gguf;
@@ -94,8 +95,10 @@ impl Source<'_> {
                     .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
                 let mut d = vec![];
                 for c in &m.chunks {
-                    d.push(fill.bind(gpu, name, seed, mask, bits, &c.data)?);
-                    d.push(fill.bind(gpu, name, seed ^ 1, 0x03ff_03ff, 0x1c00_1c00, &c.scales)?);
+                    let data = FillBuffers { out: &c.data };
+                    d.push(fill.bind(gpu, name, seed, mask, bits, data)?);
+                    let scales = FillBuffers { out: &c.scales };
+                    d.push(fill.bind(gpu, name, seed ^ 1, 0x03ff_03ff, 0x1c00_1c00, scales)?);
                 }
                 gpu.run(name, &d)?;
                 Ok(m)
@@ -117,7 +120,14 @@ impl Source<'_> {
                 let b = gpu.storage_zeroed(name, (len * 4) as u64);
                 gpu.run(
                     name,
-                    [&fill.bind(gpu, name, len as u32, 0x807f_ffff, 0x3c80_0000, &b)?],
+                    [&fill.bind(
+                        gpu,
+                        name,
+                        len as u32,
+                        0x807f_ffff,
+                        0x3c80_0000,
+                        FillBuffers { out: &b },
+                    )?],
                 )?;
                 Ok(b)
             }

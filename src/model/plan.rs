@@ -9,7 +9,9 @@ use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
 use crate::kernels::TopKOutput;
-use crate::kernels::rms_norm::RmsNormParams;
+use crate::kernels::embedding::EmbeddingArgs;
+use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
+use crate::kernels::soft_cap::SoftCapBuffers;
 
 /// What a step ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,15 +75,14 @@ impl Plan {
     ) -> Result<Plan> {
         let k = kernels;
         let embed_kernels = k.matrix(w.embed.format);
-        let embed = embed_kernels.embedding.bind(
-            gpu,
-            "embed",
-            &w.embed,
-            &s.ids,
-            rows,
-            w.embed_scale,
-            &s.x,
-        )?;
+        let embed = EmbeddingArgs {
+            table: &w.embed,
+            ids: &s.ids,
+            n: rows,
+            scale: w.embed_scale,
+            out: &s.x,
+        };
+        let embed = embed_kernels.embedding.bind(gpu, "embed", embed)?;
         let layers = w
             .layers
             .iter()
@@ -97,16 +98,18 @@ impl Plan {
             eps: c.eps,
             w_offset: c.norm_offset,
         };
-        let final_norm = k
-            .rms_norm
-            .bind(gpu, "final_norm", norm, &s.x, &w.final_norm, &s.h)?;
-        let mut head = embed_kernels
-            .matvec
-            .bind(gpu, "lm_head", &w.embed, &s.h_last, &s.logits, 1)?;
+        let final_norm = RmsNormBuffers {
+            x: &s.x,
+            w: &w.final_norm,
+            out: &s.h,
+        };
+        let final_norm = k.rms_norm.bind(gpu, "final_norm", norm, final_norm)?;
+        let mut head = k.product(gpu, "lm_head", &w.embed, &s.h_last, &s.logits, 1)?;
         if let Some(cap) = c.final_softcap {
+            let logits = SoftCapBuffers { x: &s.logits };
             head.push(
                 k.soft_cap
-                    .bind(gpu, "final_soft_cap", c.vocab, cap, &s.logits)?,
+                    .bind(gpu, "final_soft_cap", c.vocab, cap, logits)?,
             );
         }
         let mut all_logits = vec![];
@@ -114,10 +117,8 @@ impl Plan {
             all_logits = k.product(gpu, "lm_head.all", &w.embed, &s.h, logits_all, rows)?;
             if let Some(cap) = c.final_softcap {
                 let n = rows * c.vocab;
-                all_logits.push(
-                    k.soft_cap
-                        .bind(gpu, "final_soft_cap.all", n, cap, logits_all)?,
-                );
+                let logits = SoftCapBuffers { x: logits_all };
+                all_logits.push(k.soft_cap.bind(gpu, "final_soft_cap.all", n, cap, logits)?);
             }
         }
         Ok(Plan {
@@ -126,8 +127,8 @@ impl Plan {
             layers,
             final_norm,
             head,
-            top1: k.top_k.bind(gpu, "argmax", &s.logits, c.vocab, 1)?,
-            top_k: k.top_k.bind(gpu, "top_k", &s.logits, c.vocab, candidates)?,
+            top1: (k.top_k).bind(gpu, "argmax", &s.logits, c.vocab, 1, &s.argmax)?,
+            top_k: (k.top_k).bind(gpu, "top_k", &s.logits, c.vocab, candidates, &s.top_k)?,
             all_logits,
             h: s.h.clone(),
             h_last: s.h_last.clone(),

@@ -3,7 +3,7 @@
 
 use crate::config::ModelConfig;
 use crate::gpu::{Gpu, Readback};
-use crate::kernels::{KvCache, KvDtype};
+use crate::kernels::{Attention, KvCache, KvDtype, TopKScratch};
 use crate::{Error, Result};
 
 /// Activations are sized for the largest step (`rows` token rows); every plan shares them.
@@ -49,6 +49,15 @@ pub(crate) struct RunState {
     /// One per layer: keys and values, [capacity, kv_heads * head_dim] each.
     pub caches: Vec<KvCache>,
 
+    // Scratch of multi-phase kernels, shared by the layers and plans (their steps run in
+    // order).
+    /// Attention's per-split partial results, sized for the largest layer and step.
+    pub attention_partials: wgpu::Buffer,
+    /// The top-k's candidates per slice, and its result: for the best logit, and for the
+    /// `candidates` best.
+    pub argmax: TopKScratch,
+    pub top_k: TopKScratch,
+
     // What the host reads back.
     /// The candidates' values \[k\] and ids \[k\], then `h_last` \[hidden\] (a soft-capped
     /// logit is finite even when the hidden state is not, so that is checked too).
@@ -90,7 +99,15 @@ impl RunState {
                 };
                 KvCache::new(gpu, &format!("L{i:02}.kv"), s.kv, capacity, c.kv_dim())
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<KvCache>>>()?;
+        let partials = (c.layers.iter().enumerate())
+            .flat_map(|(i, _)| [1, rows].map(|n| (i, n)))
+            .map(|(i, n)| {
+                let capacity = caches[i].capacity;
+                Attention::partials_len(gpu, n, &c.attention_shape(i), capacity)
+            })
+            .max()
+            .unwrap_or(1);
         Ok(RunState {
             ids: f("ids", rows),
             positions: f("positions", rows),
@@ -109,6 +126,9 @@ impl RunState {
             logits: f("logits", c.vocab),
             logits_all: s.all_logits.then(|| f("logits_all", rows * c.vocab)),
             caches,
+            attention_partials: f("attention.partials", partials),
+            argmax: TopKScratch::new(gpu, "argmax", c.vocab, 1),
+            top_k: TopKScratch::new(gpu, "top_k", c.vocab, s.candidates),
             candidates: Readback::new(gpu, "candidates", (s.candidates * 8 + c.hidden * 4) as u64),
             all_logits: s
                 .all_logits

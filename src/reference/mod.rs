@@ -137,6 +137,19 @@ pub fn kv_f16_round(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
 }
 
+/// kv_store: token t's row of `rows` [n, kv_dim] into `cache` [capacity, kv_dim] at slot
+/// positions\[t\] % capacity, rounded to f16 when the cache holds f16 (shaders/kv_store.wgsl).
+pub fn kv_store(cache: &mut [f32], rows: &[f32], positions: &[u32], kv_dim: usize, f16: bool) {
+    let capacity = cache.len() / kv_dim;
+    for (row, &p) in rows.chunks(kv_dim).zip(positions) {
+        let slot = &mut cache[p as usize % capacity * kv_dim..][..kv_dim];
+        slot.copy_from_slice(row);
+        if f16 {
+            slot.copy_from_slice(&kv_f16_round(slot));
+        }
+    }
+}
+
 fn gelu_tanh(g: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * g * (1.0 + (SQRT_2_OVER_PI * (g + 0.044715 * g * g * g)).tanh())

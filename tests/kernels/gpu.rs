@@ -3,6 +3,7 @@
 use crate::common::*;
 use gemma_wgpu::Error;
 use gemma_wgpu::gpu::{Access, BackendChoice, Gpu, GpuOptions, Kernel, list_adapters};
+use gemma_wgpu::kernels::add::AddBuffers;
 use gemma_wgpu::kernels::{Add, KvDtype};
 
 #[test]
@@ -99,7 +100,14 @@ fn shader_errors_are_results_naming_the_kernel() {
         // Valid WGSL whose bindings contradict the layout: a validation error, not a panic.
         let src = "@group(0) @binding(1) var<storage, read_write> x: array<f32>;\n\
                    @compute @workgroup_size(1) fn main() { x[0] = 1.0; }";
-        let mismatch = Kernel::new(&dev.gpu, "mismatch", src, "main", &[Access::Read], &[]);
+        let mismatch = Kernel::new(
+            &dev.gpu,
+            "mismatch",
+            src,
+            "main",
+            &[("x", Access::Read)],
+            &[],
+        );
         assert!(
             matches!(mismatch, Err(Error::Pipeline { .. })),
             "{}",
@@ -116,7 +124,15 @@ fn binding_errors_are_results() {
     let small = gpu.storage_zeroed("small", 16);
     let big = gpu.storage_zeroed("big", 64);
     let err = add
-        .bind(gpu, "add", 16, &small, &big)
+        .bind(
+            gpu,
+            "add",
+            16,
+            AddBuffers {
+                x: &small,
+                acc: &big,
+            },
+        )
         .err()
         .expect("short buffer accepted");
     assert!(

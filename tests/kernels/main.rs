@@ -1,6 +1,8 @@
 //! Every kernel against its CPU reference (src/reference/) on every test device: lavapipe
 //! (Vulkan) with and without f16 and subgroups, and llvmpipe (GL).
 
+#[path = "../common/cases.rs"]
+mod cases;
 mod common;
 
 mod attention;

@@ -1,0 +1,824 @@
+//! One problem per op, shared by the kernel tests (tests/kernels) and the kernel benchmarks
+//! (benches/kernels.rs): the shape, seeded random inputs, the CPU reference with its named
+//! tolerance, and the bound GPU kernel. A benchmark row is checked against the reference
+//! exactly as the test checks it before it is timed.
+
+#![allow(dead_code)]
+
+use gemma_wgpu::gpu::{Dispatch, Gpu};
+use gemma_wgpu::kernels::add::AddBuffers;
+use gemma_wgpu::kernels::attention::AttentionArgs;
+use gemma_wgpu::kernels::embedding::EmbeddingArgs;
+use gemma_wgpu::kernels::geglu::GegluBuffers;
+use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
+use gemma_wgpu::kernels::matrix::MatrixArgs;
+use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
+use gemma_wgpu::kernels::rope::RopeBuffers;
+use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
+use gemma_wgpu::kernels::{
+    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
+    RopeTable, SoftCap, TopK, TopKScratch,
+};
+use gemma_wgpu::reference::{self, AttentionShape};
+use gemma_wgpu::weights::gguf::GgmlType;
+use gemma_wgpu::weights::{HostMatrix, WeightFormat};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+use std::ops::Range;
+
+/// f32 unit roundoff.
+pub const EPS: f32 = f32::EPSILON / 2.0;
+
+/// Absolute error allowed for the GPU's tanh on [-15, 15] (the shaders clamp the argument):
+/// backends build it from exp, which costs a few ulp of 1.
+pub const TANH_ABS_ERR: f32 = 8.0 * EPS;
+
+/// Standard normal values, seeded.
+pub fn normal(seed: u64, n: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dist = Normal::new(0.0f32, 1.0).unwrap();
+    (0..n).map(|_| dist.sample(&mut rng)).collect()
+}
+
+/// Per-element bound of a length-k dot product in f32, whatever the summation order:
+/// |fl(sum a_i b_i) - sum a_i b_i| <= k * EPS * sum |a_i b_i| (plus one rounding per product).
+pub fn dot_bound(k: usize, abs_dot: f32) -> f32 {
+    (k as f32 + 1.0) * EPS * abs_dot
+}
+
+/// Whether |actual - expected| <= bound[i] element-wise; the error reports the mismatch
+/// count, the worst element (by error / bound) and the mean error.
+pub fn within(what: &str, actual: &[f32], expected: &[f32], bound: &[f32]) -> Result<(), String> {
+    if actual.len() != expected.len() || bound.len() != expected.len() {
+        return Err(format!(
+            "{what}: lengths: actual {}, expected {}, bound {}",
+            actual.len(),
+            expected.len(),
+            bound.len()
+        ));
+    }
+    let mut bad = 0;
+    let mut worst = (0usize, 0.0f32);
+    let mut sum_err = 0.0f64;
+    for i in 0..actual.len() {
+        let err = (actual[i] - expected[i]).abs();
+        sum_err += err as f64;
+        let ratio = if err.is_nan() {
+            f32::INFINITY
+        } else {
+            err / bound[i].max(f32::MIN_POSITIVE)
+        };
+        if err.is_nan() || err > bound[i] {
+            bad += 1;
+        }
+        if ratio > worst.1 || (i == 0 && ratio.is_infinite()) {
+            worst = (i, ratio);
+        }
+    }
+    let i = worst.0;
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: {bad} of {} elements out of bounds; worst [{i}]: got {} expected {} \
+         (error {:e}, bound {:e}); mean error {:e}",
+        actual.len(),
+        actual[i],
+        expected[i],
+        (actual[i] - expected[i]).abs(),
+        bound[i],
+        sum_err / actual.len() as f64
+    ))
+}
+
+/// |actual - expected| <= abs + rel * |expected| for every element.
+pub fn close(
+    what: &str,
+    actual: &[f32],
+    expected: &[f32],
+    abs: f32,
+    rel: f32,
+) -> Result<(), String> {
+    let bound: Vec<f32> = expected.iter().map(|e| abs + rel * e.abs()).collect();
+    within(what, actual, expected, &bound)
+}
+
+pub fn f32_bytes(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+pub fn u32_bytes(v: &[u32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+type Check = Box<dyn Fn(&Gpu) -> Result<(), String>>;
+
+/// One op bound on the GPU: `setup` (run once first, e.g. filling a cache), `dispatches` (the
+/// op, what a benchmark times), and the check of its output against the reference.
+pub struct Problem {
+    pub what: String,
+    pub setup: Vec<Dispatch>,
+    pub dispatches: Vec<Dispatch>,
+    /// Bytes the op reads and writes, and its floating-point operations (napkin math).
+    pub bytes: f64,
+    pub flops: f64,
+    check: Check,
+}
+
+impl Problem {
+    /// Runs the setup and the op once and checks the result against the reference.
+    pub fn run_and_check(&self, gpu: &Gpu) -> Result<(), String> {
+        gpu.run("setup", &self.setup)
+            .and_then(|_| gpu.run("check", &self.dispatches))
+            .map_err(|e| format!("{}: {e}", self.what))?;
+        (self.check)(gpu)
+    }
+
+    /// [`Self::run_and_check`], panicking with the report on a mismatch.
+    pub fn assert(&self, gpu: &Gpu) {
+        if let Err(e) = self.run_and_check(gpu) {
+            panic!("{e}");
+        }
+    }
+}
+
+// ---- rms_norm ----
+
+/// Bound per element: the sum of d squares differs by at most d * EPS relative between two
+/// orders, which moves the inverse root by half that; inverseSqrt is within 2 ulp on the GPU
+/// and 2 roundings on the CPU; the divide, the eps add and the three products add one rounding
+/// each: (d / 2 + 12) * EPS * |y|.
+pub fn rms_norm_bound(d: usize, y: f32) -> f32 {
+    (d as f32 / 2.0 + 12.0) * EPS * y.abs()
+}
+
+/// rms_norm of x [n, d] with weight w \[d\]; `add` (the kernel built with `add_to_out`)
+/// adds the result into a random residual.
+pub fn rms_norm(
+    gpu: &Gpu,
+    (kernel, add): (&RmsNorm, bool),
+    (n, d, w_offset): (usize, usize, f32),
+    seed: u64,
+) -> Problem {
+    let x = normal(seed, n * d);
+    let w = normal(seed + 1, d);
+    let residual = normal(seed + 2, n * d);
+    let eps = 1e-6;
+    let y = reference::rms_norm(&x, &w, eps, w_offset);
+    let params = RmsNormParams {
+        n: n as u32,
+        d: d as u32,
+        eps,
+        w_offset,
+    };
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let wb = gpu.storage_init("w", f32_bytes(&w));
+    let out = if add {
+        gpu.storage_init("residual", f32_bytes(&residual))
+    } else {
+        gpu.storage_zeroed("out", (n * d * 4) as u64)
+    };
+    let label = if add { "rms_norm.add" } else { "rms_norm" };
+    let what = format!("{label} d={d} n={n} w_offset={w_offset}");
+    let buffers = RmsNormBuffers {
+        x: &xb,
+        w: &wb,
+        out: &out,
+    };
+    let dispatch = kernel.bind(gpu, label, params, buffers).unwrap();
+    let check: Check = if add {
+        let mut sum = residual;
+        reference::add(&mut sum, &y);
+        let bound: Vec<f32> = y
+            .iter()
+            .zip(&sum)
+            .map(|(&v, &s)| rms_norm_bound(d, v) + EPS * s.abs())
+            .collect();
+        let what = what.clone();
+        Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &sum, &bound))
+    } else {
+        let bound: Vec<f32> = y.iter().map(|&v| rms_norm_bound(d, v)).collect();
+        let what = what.clone();
+        Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &y, &bound))
+    };
+    Problem {
+        what,
+        setup: vec![],
+        dispatches: vec![dispatch],
+        bytes: (if add { 12.0 } else { 8.0 } * (n * d) as f64) + 4.0 * d as f64,
+        flops: 0.0,
+        check,
+    }
+}
+
+// ---- rope ----
+
+/// Rotates x [n, heads, head_dim] of random tokens (position 0, the last one, random ones).
+pub fn rope(gpu: &Gpu, kernel: &Rope, heads: usize, hd: usize, theta: f32, seed: u64) -> Problem {
+    let max_pos = 8192;
+    // Gemma 3's global layers divide positions by 8 (linear scaling).
+    let factor = if theta > 1e5 { 8.0 } else { 1.0 };
+    let table = reference::rope_table(theta, factor, hd, max_pos);
+    let gpu_table = RopeTable::new(gpu, theta, factor, hd, max_pos);
+    let mut positions = vec![0u32, max_pos as u32 - 1, 1];
+    positions.extend(
+        normal(seed, 6)
+            .iter()
+            .map(|v| (v.abs() * 2000.0) as u32 % 8192),
+    );
+    let n = positions.len();
+    let x = normal(50 + seed, n * heads * hd);
+    let mut expected = x.clone();
+    reference::rope(&mut expected, &positions, heads, hd, &table);
+    let pb = gpu.storage_init("positions", u32_bytes(&positions));
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let buffers = RopeBuffers {
+        positions: &pb,
+        table: &gpu_table.buffer,
+        x: &xb,
+    };
+    let d = kernel
+        .bind(gpu, "rope", gpu_table.params(n, heads), buffers)
+        .unwrap();
+    // Each output is x0 c -/+ x1 s: two products and a sum, fused or not, on either side.
+    let half = hd / 2;
+    let bound: Vec<f32> = (0..x.len())
+        .map(|e| {
+            let i = e % hd;
+            let pair = if i < half { e + half } else { e - half };
+            4.0 * EPS * (x[e].abs() + x[pair].abs())
+        })
+        .collect();
+    let what = format!("rope n={n} heads={heads} hd={hd} theta={theta}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: 8.0 * (n * heads * hd) as f64 + 4.0 * (n * hd) as f64,
+        flops: 3.0 * (n * heads * hd) as f64,
+        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&xb).unwrap(), &expected, &bound)),
+    }
+}
+
+// ---- kv_store ----
+
+/// The cache's contents as f32.
+fn read_cache(gpu: &Gpu, dtype: KvDtype, buffer: &wgpu::Buffer) -> Vec<f32> {
+    match dtype {
+        KvDtype::F32 => gpu.read_f32(buffer).unwrap(),
+        KvDtype::F16 => gpu
+            .read_bytes(buffer)
+            .unwrap()
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// Stores k and v [positions.len(), kv_dim] into an empty cache of `capacity` positions;
+/// checked exactly (f16 conversion is correctly rounded) against reference::kv_store.
+pub fn kv_store(
+    gpu: &Gpu,
+    kernel: &KvStore,
+    dtype: KvDtype,
+    (kv_dim, capacity): (usize, usize),
+    positions: &[u32],
+    seed: u64,
+) -> Problem {
+    let n = positions.len();
+    let k = normal(seed, n * kv_dim);
+    let v = normal(seed + 1, n * kv_dim);
+    let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
+    let pb = gpu.storage_init("positions", u32_bytes(positions));
+    let kb = gpu.storage_init("k", f32_bytes(&k));
+    let vb = gpu.storage_init("v", f32_bytes(&v));
+    let args = KvStoreArgs {
+        n,
+        positions: &pb,
+        k: &kb,
+        v: &vb,
+        cache: &cache,
+    };
+    let d = kernel.bind(gpu, "kv_store", args).unwrap();
+    let f16 = dtype == KvDtype::F16;
+    let mut k_expected = vec![0.0; capacity * kv_dim];
+    let mut v_expected = vec![0.0; capacity * kv_dim];
+    reference::kv_store(&mut k_expected, &k, positions, kv_dim, f16);
+    reference::kv_store(&mut v_expected, &v, positions, kv_dim, f16);
+    let what = format!("kv_store {dtype:?} n={n} kv_dim={kv_dim} capacity={capacity}");
+    let (kc, vc) = (cache.k.clone(), cache.v.clone());
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: (2 * n * kv_dim * (4 + dtype.bytes())) as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| {
+            let k = read_cache(gpu, dtype, &kc);
+            close(&format!("{what} k"), &k, &k_expected, 0.0, 0.0)?;
+            let v = read_cache(gpu, dtype, &vc);
+            close(&format!("{what} v"), &v, &v_expected, 0.0, 0.0)
+        }),
+    }
+}
+
+// ---- attention ----
+
+/// An attention problem: a cache filled step by step, queries attending after each store.
+pub struct AttentionCase {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub window: Option<usize>,
+    pub softcap: Option<f32>,
+    /// Multiplies q: large values make the soft-cap bind.
+    pub q_gain: f32,
+    pub capacity: usize,
+    /// Steps: store the keys of these positions, then attend from these positions.
+    pub steps: Vec<(Range<u32>, Range<u32>)>,
+}
+
+impl AttentionCase {
+    pub fn shape(&self) -> AttentionShape {
+        AttentionShape {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            window: self.window,
+            scale: 256f32.powf(-0.5),
+            softcap: self.softcap,
+        }
+    }
+}
+
+/// The error allowed for one query and head, derived from the arithmetic:
+/// each score is a dot of length head_dim (dot_bound, times scale), plus the soft-cap's tanh;
+/// a score error ds moves each softmax weight by a relative 2 ds, and exp itself is within
+/// (3 + 2|x|) ulp for the |x| <= score range it sees; the output, a convex combination of
+/// values, then moves by twice the relative weight error times max |v|, plus the rounding of
+/// summing n values.
+pub fn attention_bound(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: &[usize],
+    shape: &AttentionShape,
+) -> f32 {
+    let hd = shape.head_dim;
+    let mut ds: f32 = 0.0;
+    let mut s_min = f32::INFINITY;
+    let mut s_max = f32::NEG_INFINITY;
+    let mut v_max: f32 = 0.0;
+    for &j in keys {
+        let kj = &k[j * hd..][..hd];
+        let abs: f32 = q.iter().zip(kj).map(|(a, b)| (a * b).abs()).sum();
+        let dot: f32 = q.iter().zip(kj).map(|(a, b)| a * b).sum();
+        let mut s = dot * shape.scale;
+        let mut err = dot_bound(hd, abs) * shape.scale + EPS * s.abs();
+        if let Some(c) = shape.softcap {
+            s = c * (s / c).tanh();
+            err += c * 8.0 * EPS + 2.0 * EPS * s.abs();
+        }
+        ds = ds.max(err);
+        s_min = s_min.min(s);
+        s_max = s_max.max(s);
+        v_max = v[j * hd..][..hd].iter().fold(v_max, |m, x| m.max(x.abs()));
+    }
+    let exp_err = (3.0 + 2.0 * (s_max - s_min)) * EPS;
+    let weight_err = 2.0 * ds + 2.0 * exp_err;
+    (2.0 * weight_err + 2.0 * (keys.len() as f32 + 4.0) * EPS) * v_max
+}
+
+/// One problem per step of `case`, to be run in order: each step's setup stores its keys
+/// (kv_store), its dispatches attend (attention).
+pub fn attention(
+    gpu: &Gpu,
+    (store, attention): (&KvStore, &Attention),
+    dtype: KvDtype,
+    case: &AttentionCase,
+    seed: u64,
+) -> Vec<Problem> {
+    let hd = case.head_dim;
+    let kv_dim = case.kv_heads * hd;
+    let q_dim = case.heads * hd;
+    let total = case
+        .steps
+        .iter()
+        .map(|(s, q)| s.end.max(q.end))
+        .max()
+        .unwrap() as usize;
+    // Keys and values of every position (already rotated: attention does not rotate).
+    let k_all = normal(seed, total * kv_dim);
+    let v_all = normal(seed + 1, total * kv_dim);
+    let (k_seen, v_seen) = match dtype {
+        KvDtype::F32 => (k_all.clone(), v_all.clone()),
+        KvDtype::F16 => (
+            reference::kv_f16_round(&k_all),
+            reference::kv_f16_round(&v_all),
+        ),
+    };
+    let shape = case.shape();
+    let cache = KvCache::new(gpu, "cache", dtype, case.capacity, kv_dim).unwrap();
+    // Each head's keys and values over all positions, for the bounds.
+    let group = case.heads / case.kv_heads;
+    let per_head = |all: &[f32], g: usize| -> Vec<f32> {
+        (0..total)
+            .flat_map(|j| all[(j * case.kv_heads + g) * hd..][..hd].to_vec())
+            .collect()
+    };
+    let k_heads: Vec<Vec<f32>> = (0..case.kv_heads).map(|g| per_head(&k_seen, g)).collect();
+    let v_heads: Vec<Vec<f32>> = (0..case.kv_heads).map(|g| per_head(&v_seen, g)).collect();
+    let mut problems = vec![];
+    for (step, (stored, queried)) in case.steps.iter().enumerate() {
+        let store_pos: Vec<u32> = stored.clone().collect();
+        let query_pos: Vec<u32> = queried.clone().collect();
+        let n_store = store_pos.len();
+        let n_q = query_pos.len();
+        let rows = |all: &[f32]| {
+            all[stored.start as usize * kv_dim..stored.end as usize * kv_dim].to_vec()
+        };
+        let q: Vec<f32> = normal(seed + 10 + step as u64, n_q * q_dim)
+            .iter()
+            .map(|x| x * case.q_gain)
+            .collect();
+        let spb = gpu.storage_init("store positions", u32_bytes(&store_pos));
+        let kb = gpu.storage_init("k", f32_bytes(&rows(&k_all)));
+        let vb = gpu.storage_init("v", f32_bytes(&rows(&v_all)));
+        let qpb = gpu.storage_init("query positions", u32_bytes(&query_pos));
+        let qb = gpu.storage_init("q", f32_bytes(&q));
+        let out = gpu.storage_zeroed("out", (n_q * q_dim * 4) as u64);
+        let partials = Attention::partials(gpu, "partials", n_q, &shape, case.capacity);
+        let mut setup = vec![];
+        if n_store > 0 {
+            let args = KvStoreArgs {
+                n: n_store,
+                positions: &spb,
+                k: &kb,
+                v: &vb,
+                cache: &cache,
+            };
+            setup.push(store.bind(gpu, "kv_store", args).unwrap());
+        }
+        let args = AttentionArgs {
+            n_q,
+            shape: &shape,
+            positions: &qpb,
+            q: &qb,
+            cache: &cache,
+            partials: &partials,
+            out: &out,
+        };
+        let dispatches = attention.bind(gpu, "attention", args).unwrap();
+        let expected = reference::attention(&q, &k_seen, &v_seen, &query_pos, &shape);
+        // Per (query, head) bound over the keys that query sees.
+        let mut bounds = vec![0.0f32; expected.len()];
+        let mut keys_seen = 0;
+        for (t, &pos) in query_pos.iter().enumerate() {
+            let first = case
+                .window
+                .map_or(0, |w| (pos as usize + 1).saturating_sub(w));
+            let keys: Vec<usize> = (first..=pos as usize).collect();
+            keys_seen += keys.len();
+            for h in 0..case.heads {
+                let g = h / group;
+                let b = attention_bound(
+                    &q[(t * case.heads + h) * hd..][..hd],
+                    &k_heads[g],
+                    &v_heads[g],
+                    &keys,
+                    &shape,
+                );
+                bounds[(t * case.heads + h) * hd..][..hd].fill(b);
+            }
+        }
+        let what = format!("attention {dtype:?} step {step} (queries {queried:?})");
+        problems.push(Problem {
+            what: what.clone(),
+            setup,
+            dispatches,
+            bytes: (2 * keys_seen * kv_dim * dtype.bytes() / n_q.max(1)) as f64,
+            flops: (4 * keys_seen * q_dim) as f64,
+            check: Box::new(move |gpu| {
+                within(&what, &gpu.read_f32(&out).unwrap(), &expected, &bounds)
+            }),
+        });
+    }
+    problems
+}
+
+// ---- matrices ----
+
+/// GGUF block types: (type, block bytes, offsets of the f16 scale fields).
+pub const GGML_TYPES: &[(GgmlType, usize, &[usize])] = {
+    use GgmlType::*;
+    &[
+        (Q8_0, 34, &[0]),
+        (Q4_0, 18, &[0]),
+        (Q4_1, 20, &[0, 2]),
+        (Q5_0, 22, &[0]),
+        (Q5_1, 24, &[0, 2]),
+        (Q2K, 84, &[80, 82]),
+        (Q3K, 110, &[108]),
+        (Q4K, 144, &[0, 2]),
+        (Q5K, 176, &[0, 2]),
+        (Q6K, 210, &[208]),
+        (F16, 2, &[0]),
+    ]
+};
+
+/// A [rows, k] matrix of random GGML blocks of `ty` (random bytes, sane f16 scales), as a
+/// GGUF file would hold it, and the values the GPU computes with.
+pub fn ggml_matrix(seed: u64, ty: GgmlType, rows: usize, k: usize) -> (HostMatrix, Vec<f32>) {
+    let &(_, size, halves) = GGML_TYPES
+        .iter()
+        .find(|t| t.0 == ty)
+        .unwrap_or_else(|| panic!("no random blocks of {ty:?}"));
+    let per = ty.block().unwrap().0;
+    let n = rows * k / per;
+    let noise = normal(seed, n * size);
+    let scales = normal(seed + 1, n * halves.len());
+    let mut bytes: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+    for b in 0..n {
+        for (h, &off) in halves.iter().enumerate() {
+            let v = half::f16::from_f32(scales[b * halves.len() + h] * 0.05);
+            bytes[b * size + off..][..2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let m = HostMatrix::from_ggml(ty, rows, k, &bytes).unwrap();
+    let values = m.dequantize();
+    (m, values)
+}
+
+/// Weights per block of `format` along a row (1 for plain floats).
+pub fn block_len(format: WeightFormat) -> usize {
+    match format {
+        WeightFormat::I8Affine => 32,
+        f => f.ggml_block().map_or(32, |b| b.0),
+    }
+}
+
+/// A random [rows, k] matrix in any format the shaders read, and the f32 values the GPU
+/// computes with: quantized from normal values where there is a quantizer, random GGUF
+/// blocks with sane f16 scales otherwise, and i8_affine as CPU adapters expand Q8_0 blocks.
+pub fn matrix(seed: u64, format: WeightFormat, rows: usize, k: usize) -> (HostMatrix, Vec<f32>) {
+    let ty = match format {
+        f if WeightFormat::ALL.contains(&f) => {
+            let m = HostMatrix::from_f32(format, rows, k, &normal(seed, rows * k)).unwrap();
+            let values = m.dequantize();
+            return (m, values);
+        }
+        WeightFormat::I8Affine => {
+            let (m, values) = ggml_matrix(seed, GgmlType::Q8_0, rows, k);
+            return (m.to_i8_affine().unwrap(), values);
+        }
+        WeightFormat::F16 => GgmlType::F16,
+        WeightFormat::Q4_1 => GgmlType::Q4_1,
+        WeightFormat::Q5_0 => GgmlType::Q5_0,
+        WeightFormat::Q5_1 => GgmlType::Q5_1,
+        WeightFormat::Q2K => GgmlType::Q2K,
+        WeightFormat::Q3K => GgmlType::Q3K,
+        WeightFormat::Q4K => GgmlType::Q4K,
+        WeightFormat::Q5K => GgmlType::Q5K,
+        WeightFormat::Q6K => GgmlType::Q6K,
+        other => panic!("no random {other} matrices"),
+    };
+    let (m, values) = ggml_matrix(seed, ty, rows, k);
+    assert_eq!(m.format, format, "{ty:?} loads as {}", m.format);
+    (m, values)
+}
+
+/// Reference product and its per-element bound on the same (dequantized) weights.
+pub fn product_expected(w: &[f32], x: &[f32], rows: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    let y = reference::matmul(w, x, rows, k);
+    let abs_w: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let bound = reference::matmul(&abs_w, &abs_x, rows, k)
+        .into_iter()
+        .map(|a| dot_bound(k, a))
+        .collect();
+    (y, bound)
+}
+
+#[derive(Clone, Copy)]
+pub enum Product<'a> {
+    Matvec(&'a Matvec),
+    Matmul(&'a Matmul),
+}
+
+/// y [n, rows] = x [n, k] W^T for the matrix `m` (values `w`) and random x.
+pub fn product(
+    gpu: &Gpu,
+    kernel: Product,
+    (m, w): (&HostMatrix, &[f32]),
+    n: usize,
+    seed: u64,
+) -> (Problem, usize) {
+    let (format, rows, k) = (m.format, m.rows, m.cols);
+    let x = normal(seed + 1, n * k);
+    let (y_ref, bound) = product_expected(w, &x, rows, k);
+    let gm = GpuMatrix::upload(gpu, "w", m).unwrap();
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let yb = gpu.storage_zeroed("y", (n * rows * 4) as u64);
+    let args = MatrixArgs {
+        w: &gm,
+        x: &xb,
+        y: &yb,
+        n,
+    };
+    let (name, dispatches) = match kernel {
+        Product::Matvec(k) => ("matvec", k.bind(gpu, "matvec", args)),
+        Product::Matmul(k) => ("matmul", k.bind(gpu, "matmul", args)),
+    };
+    let what = format!("{name}: {format} n={n} rows={rows} k={k}");
+    let problem = Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: dispatches.unwrap(),
+        bytes: gm.bytes() as f64 + 4.0 * (n * (k + rows)) as f64,
+        flops: 2.0 * (n * rows * k) as f64,
+        check: Box::new(move |gpu| {
+            let y = gpu.read_f32(&yb).unwrap();
+            within(&what, &y[..n * rows], &y_ref, &bound)
+        }),
+    };
+    (problem, gm.chunks.len())
+}
+
+/// out = table[ids] * scale for the table `m` (values `table`): first and last rows,
+/// repeats, and random ids. One rounding per element: the product of the exact weight and
+/// the scale.
+pub fn embedding(
+    gpu: &Gpu,
+    kernel: &Embedding,
+    (m, table): (&HostMatrix, &[f32]),
+    scale: f32,
+    seed: u64,
+) -> Problem {
+    let (vocab, d) = (m.rows, m.cols);
+    let mut ids = vec![0u32, vocab as u32 - 1, 5 % vocab as u32, 5 % vocab as u32];
+    ids.extend(
+        normal(seed, 9)
+            .iter()
+            .map(|v| ((v.abs() * 1e4) as usize % vocab) as u32),
+    );
+    let expected = reference::embedding(table, d, &ids, scale);
+    let gm = GpuMatrix::upload(gpu, "embed", m).unwrap();
+    let idb = gpu.storage_init("ids", u32_bytes(&ids));
+    let out = gpu.storage_zeroed("out", (ids.len() * d * 4) as u64);
+    let args = EmbeddingArgs {
+        table: &gm,
+        ids: &idb,
+        n: ids.len(),
+        scale,
+        out: &out,
+    };
+    let dispatches = kernel.bind(gpu, "embedding", args).unwrap();
+    let what = format!("embedding {} vocab={vocab} d={d}", m.format);
+    let row_bytes = m.format.data_bytes_per_row(d) + 2 * m.format.scales_per_row(d);
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches,
+        bytes: (ids.len() * (row_bytes + 4 * d + 4)) as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| close(&what, &gpu.read_f32(&out).unwrap(), &expected, 0.0, EPS)),
+    }
+}
+
+// ---- elementwise ----
+
+/// out [n, d] = gelu_tanh(gate) * up, with gates spread so tanh saturates on both sides.
+pub fn geglu(gpu: &Gpu, kernel: &Geglu, n: usize, d: usize, seed: u64) -> Problem {
+    let mut gate_up = normal(seed, n * 2 * d);
+    for row in gate_up.chunks_mut(2 * d) {
+        for g in &mut row[..d] {
+            *g *= 3.0;
+        }
+    }
+    let expected = reference::geglu(&gate_up, d);
+    let gb = gpu.storage_init("gate_up", f32_bytes(&gate_up));
+    let out = gpu.storage_zeroed("out", (n * d * 4) as u64);
+    let buffers = GegluBuffers {
+        gate_up: &gb,
+        out: &out,
+    };
+    let disp = kernel.bind(gpu, "geglu", n, d, buffers).unwrap();
+    // |d gelu| <= 0.5 |g| (|d tanh| + 4 EPS): the tanh error plus its argument's relative
+    // error (a few roundings, |tanh'| <= 1), times |up|, plus the rounding of the products.
+    let bound: Vec<f32> = (0..n * d)
+        .map(|e| {
+            let (t, j) = (e / d, e % d);
+            let g = gate_up[t * 2 * d + j];
+            let u = gate_up[t * 2 * d + d + j];
+            let arg = 0.797_884_6 * (g + 0.044715 * g * g * g);
+            let dt = TANH_ABS_ERR + 4.0 * EPS * arg.abs().min(15.0);
+            0.5 * g.abs() * u.abs() * (dt + 4.0 * EPS) + 4.0 * EPS * expected[e].abs()
+        })
+        .collect();
+    let what = format!("geglu n={n} d={d}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![disp],
+        bytes: 12.0 * (n * d) as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &expected, &bound)),
+    }
+}
+
+/// acc[..n] += x[..n]; IEEE addition is correctly rounded: the results are identical.
+pub fn add(gpu: &Gpu, kernel: &Add, n: usize, seed: u64) -> Problem {
+    let x = normal(seed, n);
+    let acc = normal(seed + 100, n);
+    let mut expected = acc.clone();
+    reference::add(&mut expected, &x);
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let ab = gpu.storage_init("acc", f32_bytes(&acc));
+    let d = kernel
+        .bind(gpu, "add", n, AddBuffers { x: &xb, acc: &ab })
+        .unwrap();
+    let what = format!("add n={n}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: 12.0 * n as f64,
+        flops: n as f64,
+        check: Box::new(move |gpu| close(&what, &gpu.read_f32(&ab).unwrap(), &expected, 0.0, 0.0)),
+    }
+}
+
+/// x = cap * tanh(x / cap) in place for logits up to about +-120: the cap binds hard on the
+/// tails.
+pub fn soft_cap(gpu: &Gpu, kernel: &SoftCap, n: usize, seed: u64) -> Problem {
+    let cap = 30.0f32;
+    let x: Vec<f32> = normal(seed, n).iter().map(|v| v * 40.0).collect();
+    let mut expected = x.clone();
+    reference::soft_cap(&mut expected, cap);
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let d = kernel
+        .bind(gpu, "soft_cap", n, cap, SoftCapBuffers { x: &xb })
+        .unwrap();
+    // cap * (tanh error + the argument's rounding) + the final product's rounding.
+    let bound: Vec<f32> = x
+        .iter()
+        .zip(&expected)
+        .map(|(v, e)| cap * (TANH_ABS_ERR + 2.0 * EPS * (v / cap).abs().min(15.0)) + EPS * e.abs())
+        .collect();
+    let what = format!("soft_cap n={n}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: 8.0 * n as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&xb).unwrap(), &expected, &bound)),
+    }
+}
+
+// ---- top_k ----
+
+/// The k largest of n values, exactly as reference::top_k ranks them (ties by index); `data`
+/// is "normal", "ties" (values on a 0.5 grid) or "ascending" (the most reordering).
+pub fn top_k(gpu: &Gpu, kernel: &TopK, (n, k): (usize, usize), data: &str, seed: u64) -> Problem {
+    let mut x = normal(seed, n);
+    if data == "ties" {
+        x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+    }
+    if data == "ascending" {
+        x.sort_by(f32::total_cmp);
+    }
+    let expected = reference::top_k(&x, k);
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let scratch = TopKScratch::new(gpu, "top_k", n, k);
+    let out = kernel.bind(gpu, "top_k", &xb, n, k, &scratch).unwrap();
+    let what = format!("top_k n={n} k={k} {data}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: out.dispatches,
+        bytes: 4.0 * n as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| {
+            let values = gpu.read_f32(&scratch.values).unwrap();
+            let indices = gpu.read_u32(&scratch.indices).unwrap();
+            for (r, &(v, idx)) in expected.iter().enumerate() {
+                if (values[r], indices[r]) != (v, idx) {
+                    return Err(format!(
+                        "{what}: rank {r}: got {:?}, expected {:?}",
+                        (values[r], indices[r]),
+                        (v, idx)
+                    ));
+                }
+            }
+            // Fewer than k elements: the rest are marked missing.
+            for r in expected.len()..k {
+                if indices[r] != u32::MAX || values[r] != f32::NEG_INFINITY {
+                    return Err(format!("{what}: rank {r} should be empty"));
+                }
+            }
+            Ok(())
+        }),
+    }
+}
