@@ -137,6 +137,14 @@ impl ApiError {
         )
     }
 
+    pub fn headers_timeout(seconds: f64) -> ApiError {
+        ApiError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request headers did not arrive within {seconds} s"),
+        )
+    }
+
     pub fn shutting_down() -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

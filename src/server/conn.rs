@@ -2,9 +2,9 @@
 //! and idle timeouts, and a graceful end on shutdown.
 //!
 //! Timeouts: a connection must deliver a request's headers within the header timeout of its
-//! first byte (of opening, for a new connection); between requests it may sit idle for the
-//! idle timeout. Slow and idle clients are disconnected, so they cannot hold connections (and
-//! file descriptors) forever. The body timeout is the handlers' (see `read_body`).
+//! first byte (of opening, for a new connection), else it is answered 408 and closed; between
+//! requests it may sit idle for the idle timeout. Slow and idle clients are disconnected, so
+//! they cannot hold connections (and file descriptors) forever. The body timeout is the handlers' (see `read_body`).
 
 use super::api::ApiError;
 use hyper_util::rt::TokioIo;
@@ -91,8 +91,17 @@ impl Drop for Busy {
     }
 }
 
+/// Why the watchdog ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    /// A request's headers did not all arrive in time.
+    Headers,
+    /// Nothing arrived between requests.
+    Idle,
+}
+
 /// Returns when the connection has been slow or idle too long (and no request is in hand).
-async fn watchdog(a: Arc<Activity>, header: Duration, idle: Duration) {
+async fn watchdog(a: Arc<Activity>, header: Duration, idle: Duration) -> Expired {
     loop {
         let wait = if a.busy.load(Ordering::Relaxed) > 0 {
             header.min(idle)
@@ -105,7 +114,11 @@ async fn watchdog(a: Arc<Activity>, header: Duration, idle: Duration) {
                 a.last.load(Ordering::Relaxed) + idle.as_millis() as u64
             };
             if now >= deadline {
-                return;
+                return if head > 0 {
+                    Expired::Headers
+                } else {
+                    Expired::Idle
+                };
             }
             Duration::from_millis(deadline - now)
         };
@@ -236,6 +249,11 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // A second handle on the socket, to answer a request whose headers never end.
+    let (stream, answer) = match split_handle(stream) {
+        Ok(pair) => pair,
+        Err(_) => return,
+    };
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         io: stream,
@@ -270,14 +288,46 @@ async fn connection(
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            // Slow or idle: dropping the connection closes it.
-            _ = &mut timer => break,
+            // Slow or idle: dropping the connection closes it, after a 408 for headers that
+            // did not arrive in time.
+            expired = &mut timer => {
+                if expired == Expired::Headers {
+                    request_timeout(answer, limits.header_timeout).await;
+                }
+                break;
+            }
             _ = stopped(&mut shutdown), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
     }
+}
+
+/// The stream, and a second handle on its socket.
+fn split_handle(stream: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let std = stream.into_std()?;
+    let other = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, TcpStream::from_std(other)?))
+}
+
+/// Answers a request whose headers did not arrive in time with a 408 (the connection is then
+/// closed).
+async fn request_timeout(mut stream: TcpStream, after: Duration) {
+    let body = ApiError::headers_timeout(after.as_secs_f64())
+        .body()
+        .to_string();
+    let response = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
 }
 
 /// Answers a connection over the cap with a 503 and closes it.
