@@ -41,6 +41,7 @@ use super::{
     geglu::{GegluBuffers, GegluParams},
     kv_store::{KvStoreBuffers, KvStoreParams},
     matrix::{MatrixBuffers, MatrixParams},
+    non_finite::{NonFiniteBuffers, NonFiniteParams},
     rms_norm::{RmsNormBuffers, RmsNormParams},
     rope::{RopeBuffers, RopeParams},
     soft_cap::{SoftCapBuffers, SoftCapParams},
@@ -70,6 +71,13 @@ pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams, Matr
 pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams, MatrixBuffers);
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
 pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams, RopeBuffers);
+pub const NON_FINITE: Shader = shader!(
+    "non_finite",
+    &["main"],
+    false,
+    NonFiniteParams,
+    NonFiniteBuffers
+);
 pub const SOFT_CAP: Shader = shader!("soft_cap", &["main"], false, SoftCapParams, SoftCapBuffers);
 pub const TOP_K: Shader = shader!(
     "top_k",
@@ -82,7 +90,7 @@ pub const TOP_K: Shader = shader!(
 /// Every shader, for tests that check them all.
 pub const ALL: &[Shader] = &[
     ADD, ATTENTION, COPY, EMBEDDING, FILL, GEGLU, KV_STORE, MATMUL, MATVEC, RMS_NORM, ROPE,
-    SOFT_CAP, TOP_K,
+    NON_FINITE, SOFT_CAP, TOP_K,
 ];
 
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup.wgsl");

@@ -4,8 +4,8 @@ use crate::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::{
-    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
-    SoftCap, TopK,
+    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
+    RmsNorm, Rope, SoftCap, TopK,
 };
 use crate::weights::WeightFormat;
 
@@ -29,6 +29,7 @@ pub(crate) struct Kernels {
     pub geglu: Geglu,
     pub soft_cap: SoftCap,
     pub top_k: TopK,
+    pub non_finite: NonFinite,
 }
 
 impl Kernels {
@@ -56,6 +57,7 @@ impl Kernels {
             geglu: Geglu::new(gpu)?,
             soft_cap: SoftCap::new(gpu)?,
             top_k: TopK::new(gpu)?,
+            non_finite: NonFinite::new(gpu)?,
         })
     }
 

@@ -446,12 +446,12 @@ impl Model {
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         let k = if greedy { 1 } else { self.candidates };
         let (values, rest) = words.split_at(self.candidates);
-        let (ids, hidden) = rest.split_at(self.candidates);
+        let (ids, non_finite) = rest.split_at(self.candidates);
         let candidates = Candidates {
             ids: ids[..k].to_vec(),
             logits: values[..k].iter().map(|&v| f32::from_bits(v)).collect(),
         };
-        Ok((candidates, all_finite(hidden)))
+        Ok((candidates, non_finite[0] == 0))
     }
 
     /// The error for logits that are not finite, naming the first layer whose output is not:

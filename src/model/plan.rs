@@ -10,6 +10,7 @@ use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
 use crate::kernels::TopKOutput;
 use crate::kernels::embedding::EmbeddingArgs;
+use crate::kernels::non_finite::NonFiniteBuffers;
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::soft_cap::SoftCapBuffers;
 
@@ -51,11 +52,14 @@ pub(crate) struct Plan {
     /// The best logit, or the best `candidates`.
     top1: TopKOutput,
     top_k: TopKOutput,
+    /// Whether `h_last` is finite.
+    non_finite: Dispatch,
     /// lm_head of every row and the final soft-cap (with `all_logits`).
     all_logits: Vec<Dispatch>,
     /// Handles to the run state's buffers the step copies.
     h: wgpu::Buffer,
     h_last: wgpu::Buffer,
+    non_finite_flag: wgpu::Buffer,
     logits_all: Option<wgpu::Buffer>,
     candidates: Readback,
     all_logits_readback: Option<Readback>,
@@ -127,11 +131,21 @@ impl Plan {
             layers,
             final_norm,
             head,
+            non_finite: (k.non_finite).bind(
+                gpu,
+                "non_finite",
+                c.hidden,
+                NonFiniteBuffers {
+                    x: &s.h_last,
+                    out: &s.non_finite,
+                },
+            )?,
             top1: (k.top_k).bind(gpu, "argmax", &s.logits, c.vocab, 1, &s.argmax)?,
             top_k: (k.top_k).bind(gpu, "top_k", &s.logits, c.vocab, candidates, &s.top_k)?,
             all_logits,
             h: s.h.clone(),
             h_last: s.h_last.clone(),
+            non_finite_flag: s.non_finite.clone(),
             logits_all: s.logits_all.clone(),
             candidates: s.candidates.clone(),
             all_logits_readback: s.all_logits.clone(),
@@ -174,7 +188,8 @@ impl Plan {
     }
 
     /// Row `row` of the final norm's output through the lm_head and the soft-cap, the best
-    /// logits, and their copy for the host: values \[k\], ids \[k\], then the row itself.
+    /// logits, and their copy for the host: values \[k\], ids \[k\], then whether the row
+    /// holds a NaN or an infinity.
     fn record_candidates(&self, rec: &mut Recorder, row: usize, greedy: bool) {
         let bytes = (self.hidden * 4) as u64;
         rec.copy(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
@@ -182,10 +197,11 @@ impl Plan {
         rec.dispatch_all(&self.head);
         let top = if greedy { &self.top1 } else { &self.top_k };
         rec.dispatch_all(&top.dispatches);
+        rec.dispatch(&self.non_finite);
         let k = self.k as u64 * 4;
         rec.read_back(&self.candidates, &top.values, 0);
         rec.read_back(&self.candidates, &top.indices, k);
-        rec.read_back(&self.candidates, &self.h_last, 2 * k);
+        rec.read_back(&self.candidates, &self.non_finite_flag, 2 * k);
     }
 
     /// Every row's logits, and their copy for the host followed by the final norm's output.

@@ -58,9 +58,12 @@ pub(crate) struct RunState {
     pub argmax: TopKScratch,
     pub top_k: TopKScratch,
 
+    /// \[1\] u32: 1 if `h_last` holds a NaN or an infinity (a soft-capped logit is finite
+    /// even when the hidden state is not, so that is checked too).
+    pub non_finite: wgpu::Buffer,
+
     // What the host reads back.
-    /// The candidates' values \[k\] and ids \[k\], then `h_last` \[hidden\] (a soft-capped
-    /// logit is finite even when the hidden state is not, so that is checked too).
+    /// The candidates' values \[k\] and ids \[k\], then the `non_finite` flag.
     pub candidates: Readback,
     /// Every row's logits [rows, vocab], then `h` [rows, hidden] (with `all_logits`).
     pub all_logits: Option<Readback>,
@@ -129,7 +132,8 @@ impl RunState {
             attention_partials: f("attention.partials", partials),
             argmax: TopKScratch::new(gpu, "argmax", c.vocab, 1),
             top_k: TopKScratch::new(gpu, "top_k", c.vocab, s.candidates),
-            candidates: Readback::new(gpu, "candidates", (s.candidates * 8 + c.hidden * 4) as u64),
+            non_finite: f("non_finite", 1),
+            candidates: Readback::new(gpu, "candidates", (s.candidates * 8 + 4) as u64),
             all_logits: s
                 .all_logits
                 .then(|| Readback::new(gpu, "logits", (rows * (c.vocab + c.hidden) * 4) as u64)),

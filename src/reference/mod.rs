@@ -201,3 +201,8 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<(f32, u32)> {
         .map(|i| (x[i as usize], i))
         .collect()
 }
+
+/// 1 if any value of x is NaN or infinite, else 0 (shaders/non_finite.wgsl).
+pub fn non_finite(x: &[f32]) -> u32 {
+    x.iter().any(|v| !v.is_finite()) as u32
+}

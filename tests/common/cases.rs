@@ -12,12 +12,13 @@ use gemma_wgpu::kernels::embedding::EmbeddingArgs;
 use gemma_wgpu::kernels::geglu::GegluBuffers;
 use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
 use gemma_wgpu::kernels::matrix::MatrixArgs;
+use gemma_wgpu::kernels::non_finite::NonFiniteBuffers;
 use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope::RopeBuffers;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
-    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm, Rope,
-    RopeTable, SoftCap, TopK, TopKScratch,
+    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
+    RmsNorm, Rope, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -774,6 +775,43 @@ pub fn soft_cap(gpu: &Gpu, kernel: &SoftCap, n: usize, seed: u64) -> Problem {
         bytes: 8.0 * n as f64,
         flops: 0.0,
         check: Box::new(move |gpu| within(&what, &gpu.read_f32(&xb).unwrap(), &expected, &bound)),
+    }
+}
+
+/// Whether n values hold a NaN or an infinity, with `poison` (index, value) written over a
+/// normal draw, as reference::non_finite says.
+pub fn non_finite(
+    gpu: &Gpu,
+    kernel: &NonFinite,
+    n: usize,
+    poison: Option<(usize, f32)>,
+    seed: u64,
+) -> Problem {
+    let mut x = normal(seed, n);
+    if let Some((i, v)) = poison {
+        x[i] = v;
+    }
+    let expected = reference::non_finite(&x);
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    // A stale 7 in the flag must be overwritten.
+    let out = gpu.storage_init("non_finite.out", &7u32.to_le_bytes());
+    let buffers = NonFiniteBuffers { x: &xb, out: &out };
+    let d = kernel.bind(gpu, "non_finite", n, buffers).unwrap();
+    let what = format!("non_finite n={n} poison={poison:?}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: 4.0 * n as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| {
+            let got = gpu.read_u32(&out).unwrap()[0];
+            if got == expected {
+                Ok(())
+            } else {
+                Err(format!("{what}: flag {got}, reference {expected}"))
+            }
+        }),
     }
 }
 
