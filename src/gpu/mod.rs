@@ -75,6 +75,8 @@ pub struct Gpu {
     faults: Faults,
     /// Bytes of buffers made so far, and the emulated limit on them.
     allocated: AtomicU64,
+    /// Command buffers submitted through recorders so far.
+    submitted: AtomicU64,
     max_memory: Option<u64>,
 }
 
@@ -146,8 +148,14 @@ impl Gpu {
             caps,
             faults,
             allocated: AtomicU64::new(0),
+            submitted: AtomicU64::new(0),
             max_memory: options.max_memory,
         })
+    }
+
+    /// Command buffers submitted through recorders so far.
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A one-line description: adapter name, backend and device type.

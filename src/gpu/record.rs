@@ -17,13 +17,16 @@ pub struct Recorder<'g> {
     timed: Option<Timed>,
 }
 
-/// Timestamps around every dispatch: queries 2i and 2i + 1 for the i-th.
+/// Timestamps around every dispatch: queries 2i and 2i + 1 for the i-th, in sets of
+/// [`QUERIES_PER_SET`] made as needed.
 struct Timed {
-    queries: wgpu::QuerySet,
-    capacity: u32,
+    sets: Vec<wgpu::QuerySet>,
     /// (kernel, dispatch label) of each timed dispatch, in order.
     dispatches: Vec<(String, String)>,
 }
+
+/// Queries per set (wgpu allows at most 4096).
+const QUERIES_PER_SET: u32 = 256;
 
 /// A dispatch's GPU time in a profile.
 #[derive(Clone, Debug)]
@@ -50,9 +53,9 @@ impl Gpu {
         }
     }
 
-    /// A recorder that times each of up to `max_dispatches` dispatches (needs
-    /// TIMESTAMP_QUERY); [`Recorder::finish_timed`] returns the times.
-    pub fn timed_recorder(&self, label: &str, max_dispatches: usize) -> Result<Recorder<'_>> {
+    /// A recorder that times each dispatch (needs TIMESTAMP_QUERY);
+    /// [`Recorder::finish_timed`] returns the times.
+    pub fn timed_recorder(&self, label: &str) -> Result<Recorder<'_>> {
         if !self.caps.timestamps {
             return Err(Error::MissingFeature {
                 what: "a profile",
@@ -60,16 +63,9 @@ impl Gpu {
                 adapter: self.describe(),
             });
         }
-        let capacity = 2 * max_dispatches.max(1) as u32;
-        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some(label),
-            ty: wgpu::QueryType::Timestamp,
-            count: capacity,
-        });
         let mut r = self.recorder(label);
         r.timed = Some(Timed {
-            queries,
-            capacity,
+            sets: vec![],
             dispatches: vec![],
         });
         Ok(r)
@@ -89,16 +85,24 @@ impl Recorder<'_> {
             return;
         }
         if let Some(t) = &mut self.timed {
-            let i = t.dispatches.len() as u32;
-            assert!(2 * i < t.capacity, "more dispatches than the profile holds");
+            let i = 2 * t.dispatches.len() as u32;
+            let (set, at) = ((i / QUERIES_PER_SET) as usize, i % QUERIES_PER_SET);
+            if set == t.sets.len() {
+                t.sets
+                    .push(self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("profile"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: QUERIES_PER_SET,
+                    }));
+            }
             let mut pass = self
                 .encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(d.label()),
                     timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: &t.queries,
-                        beginning_of_pass_write_index: Some(2 * i),
-                        end_of_pass_write_index: Some(2 * i + 1),
+                        query_set: &t.sets[set],
+                        beginning_of_pass_write_index: Some(at),
+                        end_of_pass_write_index: Some(at + 1),
                     }),
                 });
             d.encode(&mut pass);
@@ -163,6 +167,8 @@ impl Recorder<'_> {
         self.pass = None;
         let gpu = self.gpu;
         gpu.queue.submit([self.encoder.finish()]);
+        gpu.submitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Submits the command buffer, waits, and returns each timed dispatch's GPU time.
@@ -175,7 +181,7 @@ impl Recorder<'_> {
             gpu.queue.submit([self.encoder.finish()]);
             return Ok(vec![]);
         }
-        let bytes = 8 * used as u64;
+        let bytes = 8 * (t.sets.len() as u32 * QUERIES_PER_SET) as u64;
         let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("profile.resolve"),
             size: bytes,
@@ -183,8 +189,11 @@ impl Recorder<'_> {
             mapped_at_creation: false,
         });
         let readback = Readback::new(gpu, "profile.readback", bytes);
-        self.encoder
-            .resolve_query_set(&t.queries, 0..used, &resolve, 0);
+        for (i, set) in t.sets.iter().enumerate() {
+            let n = (used - i as u32 * QUERIES_PER_SET).min(QUERIES_PER_SET);
+            let offset = 8 * (i as u32 * QUERIES_PER_SET) as u64;
+            self.encoder.resolve_query_set(set, 0..n, &resolve, offset);
+        }
         readback.copy_from(&mut self.encoder, &resolve, 0);
         gpu.queue.submit([self.encoder.finish()]);
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&readback.read(gpu)?);

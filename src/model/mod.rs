@@ -420,21 +420,23 @@ impl Model {
             row: 0,
             greedy: true,
         };
-        let mut timed = self.gpu.timed_recorder("profile", 64)?;
+        let mut timed = self.gpu.timed_recorder("profile")?;
         self.check_tokens(&[token])?;
         let position = self.position();
         self.state.write_inputs(&self.gpu, &[token], position, 1);
+        let submitted = self.gpu.submitted();
         let start = Instant::now();
         let mut rec = self.gpu.recorder("step");
         self.decode.record(&mut rec, head);
         rec.submit();
         let host_encode_submit = start.elapsed();
+        let command_buffers = (self.gpu.submitted() - submitted) as usize;
         self.gpu.wait()?;
         let wall = start.elapsed();
         self.decode.record(&mut timed, head);
         Ok(StepProfile {
             dispatches: timed.finish_timed()?,
-            command_buffers: 1,
+            command_buffers,
             host_encode_submit,
             wall,
         })
