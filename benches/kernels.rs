@@ -111,7 +111,7 @@ impl Bench {
     }
 
     fn matrix(&mut self, name: &str, rows: usize, k: usize, n: usize) {
-        for format in WeightFormat::ALL {
+        for format in WeightFormat::QUANTIZABLE {
             if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
                 continue;
             }
@@ -127,7 +127,7 @@ impl Bench {
         if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
             return;
         }
-        if WeightFormat::ALL.contains(&format) {
+        if WeightFormat::QUANTIZABLE.contains(&format) {
             let host = HostMatrix::from_f32(format, rows, k, &values(rows * k, 7)).unwrap();
             return self.matrix_of(name, &host, n);
         }

@@ -147,7 +147,7 @@ pub fn token_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
 impl HfConfig {
     /// Reads config.json (a regular file of bounded size).
     pub fn read(path: &Path) -> Result<HfConfig> {
-        let text = crate::weights::files::read_text(path, crate::weights::files::MAX_JSON_BYTES)?;
+        let text = crate::files::read_text(path, crate::files::MAX_JSON_BYTES)?;
         HfConfig::parse(&text, &path.display().to_string())
     }
 

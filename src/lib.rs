@@ -36,6 +36,8 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod files;
+pub mod formats;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

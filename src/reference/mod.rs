@@ -2,8 +2,6 @@
 //! GPU kernels are tested against. Row-major f32 everywhere; shapes in the comments.
 
 pub mod gemma;
-pub mod ggml;
-pub mod quant;
 
 use half::f16;
 

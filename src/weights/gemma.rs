@@ -211,7 +211,7 @@ pub fn check_gguf(g: &Gguf, c: &ModelConfig) -> Result<()> {
 
 /// Whether a [rows, cols] tensor of `ty` converts to a [`HostMatrix`].
 fn ggml_matrix_readable(ty: GgmlType, cols: usize) -> bool {
-    match (WeightFormat::of_ggml(ty), ty.block()) {
+    match (ty.format(), ty.block()) {
         (Some(f), Some((per, _))) => {
             cols > 0 && cols.is_multiple_of(f.block_len()) && cols.is_multiple_of(per)
         }
