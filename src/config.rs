@@ -93,6 +93,21 @@ pub struct LayerSpec {
     pub qk_norm: bool,
 }
 
+/// Shape and rules of one attention call: one layer's facts as the attention kernel and its
+/// reference take them.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Keys with pos - j >= window are invisible; `None` for global layers.
+    pub window: Option<usize>,
+    /// query_pre_attn_scalar^-0.5.
+    pub scale: f32,
+    /// attn_logit_softcapping; `None` disables it.
+    pub softcap: Option<f32>,
+}
+
 /// Everything the engine needs to know about a Gemma model, resolved.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -247,13 +262,13 @@ impl ModelConfig {
         let kv_heads = c.num_key_value_heads.unwrap_or(heads);
         within("num_key_value_heads", kv_heads, heads)?;
         let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads);
-        // Before any product with head_dim: a huge one would overflow it.
-        let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
-        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > max_head_dim {
+        // Before any product with head_dim: a huge one would overflow it. (What the attention
+        // kernel holds is checked where the model is loaded.)
+        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > MAX_WIDTH {
             return Err(refuse(
                 "head_dim",
                 &head_dim,
-                &format!("a multiple of 4 from 4 to {max_head_dim}"),
+                &format!("a multiple of 4 from 4 to {MAX_WIDTH}"),
             ));
         }
         if !heads.is_multiple_of(kv_heads) {
@@ -497,8 +512,8 @@ impl ModelConfig {
     }
 
     /// The attention rules of layer `i`, as the attention kernel and reference take them.
-    pub fn attention_shape(&self, i: usize) -> crate::reference::AttentionShape {
-        crate::reference::AttentionShape {
+    pub fn attention_shape(&self, i: usize) -> AttentionShape {
+        AttentionShape {
             heads: self.heads,
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
@@ -506,18 +521,6 @@ impl ModelConfig {
             scale: self.query_scale,
             softcap: self.attn_softcap,
         }
-    }
-}
-
-/// The embedding scale sqrt(hidden), rounded to the checkpoint's dtype as transformers does
-/// (it multiplies in the weight dtype): bf16 for bf16 checkpoints (59.75 for 3584, 68.0 for
-/// 4608), f16 for f16 ones, exact f32 otherwise.
-pub fn embed_scale(hidden: usize, dtype: crate::weights::SourceDtype) -> f32 {
-    let s = (hidden as f32).sqrt();
-    match dtype {
-        crate::weights::SourceDtype::Bf16 => half::bf16::from_f32(s).to_f32(),
-        crate::weights::SourceDtype::F16 => half::f16::from_f32(s).to_f32(),
-        crate::weights::SourceDtype::F32 => s,
     }
 }
 
@@ -722,16 +725,6 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::SourceDtype;
-
-    #[test]
-    fn embed_scale_rounds_like_transformers_in_bf16() {
-        assert_eq!(embed_scale(2304, SourceDtype::Bf16), 48.0);
-        assert_eq!(embed_scale(3584, SourceDtype::Bf16), 59.75);
-        assert_eq!(embed_scale(4608, SourceDtype::Bf16), 68.0);
-        assert_eq!(embed_scale(3072, SourceDtype::Bf16), 55.5);
-        assert_eq!(embed_scale(3584, SourceDtype::F32), 3584f32.sqrt());
-    }
 
     fn gemma2_2b() -> HfConfig {
         serde_json::from_str(

@@ -5,7 +5,7 @@
 mod load;
 mod plan;
 
-use crate::config::{ModelConfig, embed_scale};
+use crate::config::ModelConfig;
 use crate::gpu::{Gpu, Readback};
 use crate::kernels::kv_store::KvCache;
 use crate::kernels::rope::RopeTable;
@@ -13,7 +13,7 @@ use crate::kernels::{
     Add, Attention, Embedding, Fill, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, RmsNorm,
     Rope, SoftCap, TopK,
 };
-use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
+use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor, embed_scale};
 use crate::weights::gguf::Gguf;
 use crate::weights::safetensors::Checkpoint;
 use crate::weights::{SourceDtype, WeightFormat};
@@ -766,7 +766,8 @@ fn memory_advice(label: &str, ctx: usize, options: &ModelOptions) -> String {
     }
 }
 
-/// Refuses, before any upload, what the adapter's limits cannot hold, naming what would fit.
+/// Refuses, before any upload, what the kernels and the adapter's limits cannot hold, naming what
+/// would fit.
 fn check_fits(
     gpu: &Gpu,
     c: &ModelConfig,
@@ -776,6 +777,16 @@ fn check_fits(
     chunk: usize,
     options: &ModelOptions,
 ) -> Result<()> {
+    let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
+    if c.head_dim > max_head_dim {
+        return Err(Error::Shape {
+            kernel: "attention",
+            message: format!(
+                "head_dim {} must be a multiple of 4 and at most {max_head_dim}",
+                c.head_dim
+            ),
+        });
+    }
     let limit = gpu.caps.max_binding_size;
     let cache = ((ctx + chunk) * c.kv_dim() * kv.bytes()) as u64;
     if cache > limit {

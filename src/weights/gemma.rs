@@ -124,6 +124,18 @@ pub fn default_format(dtype: SourceDtype) -> WeightFormat {
     }
 }
 
+/// The embedding scale sqrt(hidden), rounded to the checkpoint's dtype as transformers does
+/// (it multiplies in the weight dtype): bf16 for bf16 checkpoints (59.75 for 3584, 68.0 for
+/// 4608), f16 for f16 ones, exact f32 otherwise.
+pub fn embed_scale(hidden: usize, dtype: SourceDtype) -> f32 {
+    let s = (hidden as f32).sqrt();
+    match dtype {
+        SourceDtype::Bf16 => half::bf16::from_f32(s).to_f32(),
+        SourceDtype::F16 => half::f16::from_f32(s).to_f32(),
+        SourceDtype::F32 => s,
+    }
+}
+
 /// The GGUF name (llama.cpp's) of a tensor given by its Hugging Face name.
 pub fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
     if hf == EMBED {
@@ -303,4 +315,18 @@ pub fn gguf_norm(g: &Gguf, hf: &str, len: usize, arch: Arch) -> Result<Vec<f32>>
                 message: format!("norm stored as {ty:?}"),
             }),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embed_scale_rounds_like_transformers_in_bf16() {
+        assert_eq!(embed_scale(2304, SourceDtype::Bf16), 48.0);
+        assert_eq!(embed_scale(3584, SourceDtype::Bf16), 59.75);
+        assert_eq!(embed_scale(4608, SourceDtype::Bf16), 68.0);
+        assert_eq!(embed_scale(3072, SourceDtype::Bf16), 55.5);
+        assert_eq!(embed_scale(3584, SourceDtype::F32), 3584f32.sqrt());
+    }
 }

@@ -2,7 +2,7 @@
 
 use crate::fixtures::*;
 use gemma_wgpu::config::ModelConfig;
-use gemma_wgpu::reference::gemma::{Weights, forward};
+use gemma_wgpu::reference::gemma::forward;
 use gemma_wgpu::weights::safetensors::Checkpoint;
 
 /// Both sides compute in f32 from the same weights; they differ only in summation order,
@@ -16,7 +16,7 @@ fn reference_forward_matches_transformers() {
         let dir = dir(model);
         let cfg = ModelConfig::from_dir(&dir).unwrap();
         let ckpt = Checkpoint::open(&dir).unwrap();
-        let w = Weights::load(&ckpt, &cfg, None).unwrap();
+        let w = reference_weights(&ckpt, &cfg, None).unwrap();
         for (p, g) in goldens(model).iter().enumerate() {
             let logits = forward(&cfg, &w, &g.ids);
             let kept: Vec<f32> = g
