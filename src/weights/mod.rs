@@ -3,6 +3,7 @@
 
 pub mod gemma;
 pub mod gguf;
+pub mod gguf_config;
 pub mod hub;
 pub mod safetensors;
 
