@@ -52,6 +52,10 @@ pub enum Layout {
     Affine,
 }
 
+/// The values of one stored block, appended.
+pub type DequantizeFn = fn(&[u8], &mut Vec<f32>);
+/// One block of f32 values as one stored block, appended.
+pub type QuantizeFn = fn(&[f32], &mut Vec<u8>);
 /// Int8 codes and per-16 (scale, offset) pairs of one block, appended.
 pub type AffineFn = fn(&[u8], &mut Vec<i8>, &mut Vec<(f32, f32)>);
 
@@ -68,9 +72,9 @@ pub struct Unit {
     /// `shaders/common/weights_<name>.wgsl`: its `w_load8`.
     pub wgsl: &'static str,
     /// The values of one stored block, appended.
-    pub dequantize: fn(&[u8], &mut Vec<f32>),
+    pub dequantize: DequantizeFn,
     /// One block of f32 values into one stored block, appended (the formats `--dtype` offers).
-    pub quantize: Option<fn(&[f32], &mut Vec<u8>)>,
+    pub quantize: Option<QuantizeFn>,
     /// One stored block as i8_affine codes and pairs (formats that expand to it).
     pub affine: Option<AffineFn>,
 }
