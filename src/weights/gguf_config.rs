@@ -10,6 +10,11 @@ use crate::{Error, Result};
 /// llama.cpp (src/llama-model.cpp, LLM_ARCH_GEMMA3): `rope_freq_base_train_swa = 10000.0f`,
 /// the sliding layers' RoPE base, which GGUF files do not store.
 pub const ROPE_LOCAL_THETA: f64 = 10_000.0;
+/// llama.cpp (src/llama-model.cpp, `case 46: type = LLM_TYPE_27B` for LLM_ARCH_GEMMA2): the
+/// layer count by which it knows Gemma 2 27B, whose queries scale by (hidden / heads)^-0.5.
+pub const GEMMA2_27B_LAYERS: usize = 46;
+/// llama.cpp (src/llama-model.cpp, `case 62: type = LLM_TYPE_27B` for LLM_ARCH_GEMMA3).
+pub const GEMMA3_27B_LAYERS: usize = 62;
 
 impl ModelConfig {
     /// The configuration of a GGUF file's `gemma`, `gemma2` or `gemma3` model, with the
@@ -113,7 +118,10 @@ impl ModelConfig {
         }
         // llama.cpp: the 27B models scale queries by (hidden / heads)^-0.5, the others by
         // head_dim^-0.5 (their query_pre_attn_scalar).
-        let is_27b = matches!((arch, layers), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
+        let is_27b = matches!(
+            (arch, layers),
+            (Arch::Gemma2, GEMMA2_27B_LAYERS) | (Arch::Gemma3, GEMMA3_27B_LAYERS)
+        );
         let query_pre_attn_scalar = if is_27b {
             hidden.checked_div(heads).unwrap_or(0)
         } else {
