@@ -187,7 +187,6 @@ pub const MAX_VOCAB: usize = 1 << 24;
 /// Largest context and sliding window (Gemma 3: 131072).
 pub const MAX_POSITIONS: usize = 1 << 24;
 
-/// The names of config fields in errors: config.json's own, or the GGUF keys they come from.
 /// The names of config fields in errors: config.json's own, or the keys of another file
 /// (GGUF metadata) they come from.
 pub type FieldName<'a> = &'a dyn Fn(&str) -> String;
