@@ -115,7 +115,7 @@ impl Bench {
 
     /// A [rows, k] product in every format with a quantizer.
     fn matrix(&mut self, name: &str, rows: usize, k: usize, n: usize) {
-        for format in WeightFormat::ALL {
+        for format in WeightFormat::QUANTIZABLE {
             self.matrix_in(name, format, rows, k, n);
         }
     }

@@ -93,6 +93,21 @@ pub struct LayerSpec {
     pub qk_norm: bool,
 }
 
+/// Shape and rules of one attention call: one layer's facts as the attention kernel and its
+/// reference take them.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Keys with pos - j >= window are invisible; `None` for global layers.
+    pub window: Option<usize>,
+    /// query_pre_attn_scalar^-0.5.
+    pub scale: f32,
+    /// attn_logit_softcapping; `None` disables it.
+    pub softcap: Option<f32>,
+}
+
 /// Everything the engine needs to know about a Gemma model, resolved.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -147,7 +162,7 @@ pub fn token_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
 impl HfConfig {
     /// Reads config.json (a regular file of bounded size).
     pub fn read(path: &Path) -> Result<HfConfig> {
-        let text = crate::weights::files::read_text(path, crate::weights::files::MAX_JSON_BYTES)?;
+        let text = crate::files::read_text(path, crate::files::MAX_JSON_BYTES)?;
         HfConfig::parse(&text, &path.display().to_string())
     }
 
@@ -172,8 +187,9 @@ pub const MAX_VOCAB: usize = 1 << 24;
 /// Largest context and sliding window (Gemma 3: 131072).
 pub const MAX_POSITIONS: usize = 1 << 24;
 
-/// The names of config fields in errors: config.json's own, or the GGUF keys they come from.
-type FieldName<'a> = &'a dyn Fn(&str) -> String;
+/// The names of config fields in errors: config.json's own, or the keys of another file
+/// (GGUF metadata) they come from.
+pub type FieldName<'a> = &'a dyn Fn(&str) -> String;
 
 fn json_field(name: &str) -> String {
     name.to_string()
@@ -183,6 +199,73 @@ fn json_field(name: &str) -> String {
 fn positive(v: f64) -> bool {
     let v = v as f32;
     v.is_finite() && v > 0.0
+}
+
+// The architecture defaults: what transformers assumes where a config.json says nothing.
+
+/// transformers/models/gemma/configuration_gemma.py and gemma2/configuration_gemma2.py:
+/// rope_theta=10000.0.
+pub const GEMMA2_ROPE_THETA: f64 = 10_000.0;
+/// transformers/models/gemma3/configuration_gemma3.py: rope_theta=1_000_000.0 (the global
+/// layers' base).
+pub const GEMMA3_ROPE_THETA: f64 = 1_000_000.0;
+/// transformers/models/gemma3/configuration_gemma3.py: rope_local_base_freq=10_000.0 (the
+/// sliding layers' base, never scaled).
+pub const GEMMA3_ROPE_LOCAL_THETA: f64 = 10_000.0;
+/// transformers/models/gemma2/configuration_gemma2.py and gemma3/configuration_gemma3.py:
+/// sliding_window=4096.
+pub const SLIDING_WINDOW: usize = 4096;
+/// transformers/models/gemma3/configuration_gemma3.py: sliding_window_pattern=6 (layer i
+/// slides unless (i + 1) % 6 == 0).
+pub const GEMMA3_SLIDING_PATTERN: usize = 6;
+/// transformers/models/gemma2/configuration_gemma2.py: layer_types slide on every other layer,
+/// "sliding_attention" if (i + 1) % 2 else "full_attention".
+pub const GEMMA2_SLIDING_PATTERN: usize = 2;
+/// transformers/models/gemma/configuration_gemma.py and gemma2/configuration_gemma2.py:
+/// max_position_embeddings=8192.
+pub const GEMMA2_MAX_POSITIONS: usize = 8192;
+/// transformers/models/gemma3/configuration_gemma3.py: max_position_embeddings=131_072.
+pub const GEMMA3_MAX_POSITIONS: usize = 131_072;
+/// transformers/models/gemma2/configuration_gemma2.py and gemma3/configuration_gemma3.py:
+/// query_pre_attn_scalar=256.
+pub const QUERY_PRE_ATTN_SCALAR: f64 = 256.0;
+/// transformers/models/gemma2/configuration_gemma2.py: rms_norm_eps=1e-6.
+pub const RMS_NORM_EPS: f64 = 1e-6;
+/// transformers/models/gemma/configuration_gemma.py: hidden_act="gelu_pytorch_tanh".
+pub const ACTIVATION: &str = "gelu_pytorch_tanh";
+
+/// A model's settings as a file states them (`None` where it says nothing), before defaults
+/// and checks: what config.json and GGUF metadata both map to.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub arch: Arch,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub vocab: usize,
+    pub query_pre_attn_scalar: Option<f64>,
+    pub sliding_window: Option<usize>,
+    /// Per layer, whether it slides (config.json's `layer_types`).
+    pub sliding: Option<Vec<bool>>,
+    /// Gemma 3: one global layer in every `sliding_window_pattern`.
+    pub sliding_window_pattern: Option<usize>,
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+    /// The global layers' RoPE base, its `rope_type` and linear factor.
+    pub rope_theta: Option<f64>,
+    pub rope_type: Option<String>,
+    pub rope_factor: Option<f64>,
+    /// Gemma 3: the sliding layers' RoPE base.
+    pub rope_local_theta: Option<f64>,
+    pub eps: Option<f64>,
+    pub max_positions: Option<usize>,
+    pub bos_id: Option<u32>,
+    pub eos_ids: Vec<u32>,
+    /// See [`ModelConfig::norm_offset`].
+    pub norm_offset: f32,
 }
 
 impl ModelConfig {
@@ -200,23 +283,9 @@ impl ModelConfig {
     /// Resolves a config.json, refusing values the engine cannot compute with (each error
     /// names its field).
     pub fn from_hf(c: &HfConfig, path: &str) -> Result<ModelConfig> {
-        Self::from_hf_named(c, path, &json_field)
-    }
-
-    fn from_hf_named(c: &HfConfig, path: &str, field: FieldName) -> Result<ModelConfig> {
         let bad = |message: String| Error::Config {
             path: path.to_string(),
             message,
-        };
-        // `name` is `found`, which is not `expected`.
-        let refuse = |name: &str, found: &dyn std::fmt::Display, expected: &str| {
-            bad(format!("{} is {found}; expected {expected}", field(name)))
-        };
-        let within = |name: &str, v: usize, max: usize| -> Result<()> {
-            if v == 0 || v > max {
-                return Err(refuse(name, &v, &format!("1 to {max}")));
-            }
-            Ok(())
         };
         let model_type = c.model_type.as_deref().unwrap_or("");
         let arch = Arch::from_model_type(model_type).ok_or_else(|| {
@@ -231,52 +300,19 @@ impl ModelConfig {
             .hidden_activation
             .as_deref()
             .or(c.hidden_act.as_deref())
-            .unwrap_or("gelu_pytorch_tanh");
+            .unwrap_or(ACTIVATION);
         if !matches!(activation, "gelu_pytorch_tanh" | "gelu_tanh" | "gelu") {
             return Err(bad(format!(
                 "unsupported activation `{}`; Gemma uses gelu_pytorch_tanh",
                 printable(activation)
             )));
         }
-        within("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS)?;
-        within("hidden_size", c.hidden_size, MAX_WIDTH)?;
-        within("intermediate_size", c.intermediate_size, MAX_WIDTH)?;
-        within("num_attention_heads", c.num_attention_heads, MAX_HEADS)?;
-        within("vocab_size", c.vocab_size, MAX_VOCAB)?;
-        let heads = c.num_attention_heads;
-        let kv_heads = c.num_key_value_heads.unwrap_or(heads);
-        within("num_key_value_heads", kv_heads, heads)?;
-        let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads);
-        // Before any product with head_dim: a huge one would overflow it.
-        let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
-        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > max_head_dim {
-            return Err(refuse(
-                "head_dim",
-                &head_dim,
-                &format!("a multiple of 4 from 4 to {max_head_dim}"),
-            ));
-        }
-        if !heads.is_multiple_of(kv_heads) {
-            return Err(bad(format!(
-                "{heads} attention heads are not a multiple of {kv_heads} kv heads"
-            )));
-        }
-        if !c.hidden_size.is_multiple_of(32)
-            || !c.intermediate_size.is_multiple_of(32)
-            || !(heads * head_dim).is_multiple_of(32)
-        {
-            return Err(bad(format!(
-                "hidden_size {}, intermediate_size {} and heads * head_dim {} must be multiples of 32",
-                c.hidden_size,
-                c.intermediate_size,
-                heads * head_dim
-            )));
-        }
-        // RoPE: one (theta, factor) for global layers and one for sliding layers.
+        // RoPE: one (theta, factor) for global layers and one for sliding layers, flat or
+        // per layer type (transformers 5), or in rope_scaling and rope_local_base_freq.
         let rope = c.rope_parameters.as_ref();
         let (flat_theta, flat_factor, flat_type) = rope.map(rope_entry).unwrap_or_default();
         let nested = |kind: &str| rope.and_then(|r| r.get(kind)).map(rope_entry);
-        let (mut global_theta, mut global_factor, mut global_type) =
+        let (global_theta, mut global_factor, mut global_type) =
             nested("full_attention").unwrap_or((flat_theta, flat_factor, flat_type));
         let (local_theta, _, _) = nested("sliding_attention").unwrap_or_default();
         if let Some(scaling) = &c.rope_scaling
@@ -286,16 +322,98 @@ impl ModelConfig {
             global_factor = factor.or(global_factor);
             global_type = kind.or(global_type);
         }
-        let default_theta = if arch == Arch::Gemma3 {
-            1_000_000.0
-        } else {
-            10_000.0
+        let settings = Settings {
+            arch,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            vocab: c.vocab_size,
+            query_pre_attn_scalar: c.query_pre_attn_scalar,
+            sliding_window: c.sliding_window,
+            sliding: c
+                .layer_types
+                .as_ref()
+                .map(|types| types.iter().map(|t| t == "sliding_attention").collect()),
+            sliding_window_pattern: c.sliding_window_pattern,
+            attn_softcap: c.attn_logit_softcapping,
+            final_softcap: c.final_logit_softcapping,
+            rope_theta: global_theta.or(c.rope_theta),
+            rope_type: global_type,
+            rope_factor: global_factor,
+            rope_local_theta: local_theta.or(c.rope_local_base_freq),
+            eps: c.rms_norm_eps,
+            max_positions: c.max_position_embeddings,
+            bos_id: token_ids(c.bos_token_id.as_ref()).first().copied(),
+            eos_ids: token_ids(c.eos_token_id.as_ref()),
+            norm_offset: 1.0,
         };
-        global_theta = global_theta.or(c.rope_theta);
-        let global_theta = global_theta.unwrap_or(default_theta) as f32;
-        let global_factor = match global_type.as_deref() {
+        ModelConfig::resolve(&settings, path, &json_field)
+    }
+
+    /// Applies the architecture's defaults to `s` and resolves it, refusing values the
+    /// engine cannot compute with; `path` names the file and `field` each setting in errors.
+    pub fn resolve(s: &Settings, path: &str, field: FieldName) -> Result<ModelConfig> {
+        let bad = |message: String| Error::Config {
+            path: path.to_string(),
+            message,
+        };
+        // `name` is `found`, which is not `expected`.
+        let refuse = |name: &str, found: &dyn std::fmt::Display, expected: &str| {
+            bad(format!("{} is {found}; expected {expected}", field(name)))
+        };
+        let within = |name: &str, v: usize, max: usize| -> Result<()> {
+            if v == 0 || v > max {
+                return Err(refuse(name, &v, &format!("1 to {max}")));
+            }
+            Ok(())
+        };
+        let arch = s.arch;
+        within("num_hidden_layers", s.layers, MAX_LAYERS)?;
+        within("hidden_size", s.hidden, MAX_WIDTH)?;
+        within("intermediate_size", s.intermediate, MAX_WIDTH)?;
+        within("num_attention_heads", s.heads, MAX_HEADS)?;
+        within("vocab_size", s.vocab, MAX_VOCAB)?;
+        let heads = s.heads;
+        let kv_heads = s.kv_heads.unwrap_or(heads);
+        within("num_key_value_heads", kv_heads, heads)?;
+        let head_dim = s.head_dim.unwrap_or(s.hidden / heads);
+        // Before any product with head_dim: a huge one would overflow it. (What the attention
+        // kernel holds is checked where the model is loaded.)
+        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > MAX_WIDTH {
+            return Err(refuse(
+                "head_dim",
+                &head_dim,
+                &format!("a multiple of 4 from 4 to {MAX_WIDTH}"),
+            ));
+        }
+        if !heads.is_multiple_of(kv_heads) {
+            return Err(bad(format!(
+                "{heads} attention heads are not a multiple of {kv_heads} kv heads"
+            )));
+        }
+        if !s.hidden.is_multiple_of(32)
+            || !s.intermediate.is_multiple_of(32)
+            || !(heads * head_dim).is_multiple_of(32)
+        {
+            return Err(bad(format!(
+                "hidden_size {}, intermediate_size {} and heads * head_dim {} must be multiples of 32",
+                s.hidden,
+                s.intermediate,
+                heads * head_dim
+            )));
+        }
+        let default_theta = if arch == Arch::Gemma3 {
+            GEMMA3_ROPE_THETA
+        } else {
+            GEMMA2_ROPE_THETA
+        };
+        let global_theta = s.rope_theta.unwrap_or(default_theta) as f32;
+        let global_factor = match s.rope_type.as_deref() {
             None | Some("default") => 1.0,
-            Some("linear") => global_factor.unwrap_or(1.0) as f32,
+            Some("linear") => s.rope_factor.unwrap_or(1.0) as f32,
             Some(other) => {
                 return Err(bad(format!(
                     "unsupported rope_type `{}`; supported: default, linear",
@@ -320,7 +438,7 @@ impl ModelConfig {
         // Gemma 3's sliding layers use their own base and are never scaled.
         let local = match arch {
             Arch::Gemma3 => (
-                local_theta.or(c.rope_local_base_freq).unwrap_or(10_000.0) as f32,
+                s.rope_local_theta.unwrap_or(GEMMA3_ROPE_LOCAL_THETA) as f32,
                 1.0,
             ),
             _ => (global_theta, global_factor),
@@ -332,29 +450,28 @@ impl ModelConfig {
                 "a finite number above 0",
             ));
         }
-        let window = c.sliding_window.unwrap_or(4096);
+        let window = s.sliding_window.unwrap_or(SLIDING_WINDOW);
         within("sliding_window", window, MAX_POSITIONS)?;
-        let pattern = c.sliding_window_pattern.unwrap_or(6).max(1);
-        let layers = (0..c.num_hidden_layers)
+        let pattern = s
+            .sliding_window_pattern
+            .unwrap_or(GEMMA3_SLIDING_PATTERN)
+            .max(1);
+        let layers = (0..s.layers)
             .map(|i| {
-                let sliding =
-                    match (&c.layer_types, arch) {
-                        (_, Arch::Gemma) => false,
-                        (Some(types), _) => types
-                            .get(i)
-                            .map(|t| t == "sliding_attention")
-                            .ok_or_else(|| {
-                                bad(format!(
-                                    "layer_types has {} entries for {} layers",
-                                    types.len(),
-                                    c.num_hidden_layers
-                                ))
-                            })?,
-                        // transformers' defaults: Gemma 2 slides on even layers, Gemma 3 on all
-                        // but every `pattern`-th.
-                        (None, Arch::Gemma2) => (i + 1) % 2 == 1,
-                        (None, Arch::Gemma3) => (i + 1) % pattern != 0,
-                    };
+                let sliding = match (&s.sliding, arch) {
+                    (_, Arch::Gemma) => false,
+                    (Some(types), _) => types.get(i).copied().ok_or_else(|| {
+                        bad(format!(
+                            "layer_types has {} entries for {} layers",
+                            types.len(),
+                            s.layers
+                        ))
+                    })?,
+                    // transformers' defaults: Gemma 2 slides on even layers, Gemma 3 on all
+                    // but every `pattern`-th.
+                    (None, Arch::Gemma2) => (i + 1) % GEMMA2_SLIDING_PATTERN != 0,
+                    (None, Arch::Gemma3) => (i + 1) % pattern != 0,
+                };
                 let (rope_theta, rope_factor) = if sliding {
                     local
                 } else {
@@ -371,7 +488,7 @@ impl ModelConfig {
             .collect::<Result<Vec<_>>>()?;
         let query_scalar = match arch {
             Arch::Gemma => head_dim as f64,
-            _ => c.query_pre_attn_scalar.unwrap_or(256.0),
+            _ => s.query_pre_attn_scalar.unwrap_or(QUERY_PRE_ATTN_SCALAR),
         };
         let query_scale = (query_scalar as f32).powf(-0.5);
         if !positive(query_scalar) || !positive(query_scale as f64) {
@@ -382,8 +499,8 @@ impl ModelConfig {
             ));
         }
         for (name, cap) in [
-            ("attn_logit_softcapping", c.attn_logit_softcapping),
-            ("final_logit_softcapping", c.final_logit_softcapping),
+            ("attn_logit_softcapping", s.attn_softcap),
+            ("final_logit_softcapping", s.final_softcap),
         ] {
             if let Some(cap) = cap
                 && !positive(cap)
@@ -391,7 +508,7 @@ impl ModelConfig {
                 return Err(refuse(name, &cap, "a finite number above 0, or none"));
             }
         }
-        let eps = c.rms_norm_eps.unwrap_or(1e-6);
+        let eps = s.eps.unwrap_or(RMS_NORM_EPS);
         if !(eps >= 0.0 && (eps as f32).is_finite()) {
             return Err(refuse(
                 "rms_norm_eps",
@@ -399,34 +516,36 @@ impl ModelConfig {
                 "a finite number of at least 0",
             ));
         }
-        let max_positions = c
-            .max_position_embeddings
-            .unwrap_or(if arch == Arch::Gemma3 { 131_072 } else { 8192 });
+        let max_positions = s.max_positions.unwrap_or(if arch == Arch::Gemma3 {
+            GEMMA3_MAX_POSITIONS
+        } else {
+            GEMMA2_MAX_POSITIONS
+        });
         within("max_position_embeddings", max_positions, MAX_POSITIONS)?;
         Ok(ModelConfig {
             arch,
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
+            hidden: s.hidden,
+            intermediate: s.intermediate,
             heads,
             kv_heads,
             head_dim,
-            vocab: c.vocab_size,
+            vocab: s.vocab,
             query_scale,
             // Gemma 3 stores attn_logit_softcapping but never applies it; Gemma 1 has none.
             attn_softcap: match arch {
-                Arch::Gemma2 => c.attn_logit_softcapping.map(|v| v as f32),
+                Arch::Gemma2 => s.attn_softcap.map(|v| v as f32),
                 _ => None,
             },
             final_softcap: match arch {
                 Arch::Gemma => None,
-                _ => c.final_logit_softcapping.map(|v| v as f32),
+                _ => s.final_softcap.map(|v| v as f32),
             },
             eps: eps as f32,
             max_positions,
             layers,
-            bos_id: token_ids(c.bos_token_id.as_ref()).first().copied(),
-            eos_ids: token_ids(c.eos_token_id.as_ref()),
-            norm_offset: 1.0,
+            bos_id: s.bos_id,
+            eos_ids: s.eos_ids.clone(),
+            norm_offset: s.norm_offset,
         })
     }
 
@@ -446,37 +565,32 @@ impl ModelConfig {
                 });
             }
         };
-        let hf = HfConfig {
-            model_type: Some("gemma2".into()),
-            architectures: vec!["Gemma2ForCausalLM".into()],
-            hidden_size: hidden,
-            intermediate_size: intermediate,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: Some(kv_heads),
+        let settings = Settings {
+            arch: Arch::Gemma2,
+            hidden,
+            intermediate,
+            layers,
+            heads,
+            kv_heads: Some(kv_heads),
             head_dim: Some(head_dim),
+            vocab: 256_000,
             query_pre_attn_scalar: Some(qpas as f64),
-            sliding_window: Some(4096),
-            attn_logit_softcapping: Some(50.0),
-            final_logit_softcapping: Some(30.0),
-            rope_theta: Some(10000.0),
-            rope_parameters: None,
-            rope_local_base_freq: None,
-            rope_scaling: None,
+            sliding_window: Some(SLIDING_WINDOW),
+            sliding: None,
             sliding_window_pattern: None,
-            rms_norm_eps: Some(1e-6),
-            max_position_embeddings: Some(8192),
-            hidden_activation: Some("gelu_pytorch_tanh".into()),
-            hidden_act: None,
-            vocab_size: 256_000,
-            torch_dtype: Some("bfloat16".into()),
-            dtype: None,
-            layer_types: None,
-            bos_token_id: Some(2.into()),
-            eos_token_id: Some(serde_json::json!([1, 107])),
-            pad_token_id: Some(0.into()),
+            attn_softcap: Some(50.0),
+            final_softcap: Some(30.0),
+            rope_theta: Some(GEMMA2_ROPE_THETA),
+            rope_type: None,
+            rope_factor: None,
+            rope_local_theta: None,
+            eps: Some(RMS_NORM_EPS),
+            max_positions: Some(GEMMA2_MAX_POSITIONS),
+            bos_id: Some(2),
+            eos_ids: vec![1, 107],
+            norm_offset: 1.0,
         };
-        ModelConfig::from_hf(&hf, name)
+        ModelConfig::resolve(&settings, name, &json_field)
     }
 
     /// Weights: embedding, 7 matrices and 4 norms per layer, final norm.
@@ -497,8 +611,8 @@ impl ModelConfig {
     }
 
     /// The attention rules of layer `i`, as the attention kernel and reference take them.
-    pub fn attention_shape(&self, i: usize) -> crate::reference::AttentionShape {
-        crate::reference::AttentionShape {
+    pub fn attention_shape(&self, i: usize) -> AttentionShape {
+        AttentionShape {
             heads: self.heads,
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
@@ -509,229 +623,9 @@ impl ModelConfig {
     }
 }
 
-/// The embedding scale sqrt(hidden), rounded to the checkpoint's dtype as transformers does
-/// (it multiplies in the weight dtype): bf16 for bf16 checkpoints (59.75 for 3584, 68.0 for
-/// 4608), f16 for f16 ones, exact f32 otherwise.
-pub fn embed_scale(hidden: usize, dtype: crate::weights::SourceDtype) -> f32 {
-    let s = (hidden as f32).sqrt();
-    match dtype {
-        crate::weights::SourceDtype::Bf16 => half::bf16::from_f32(s).to_f32(),
-        crate::weights::SourceDtype::F16 => half::f16::from_f32(s).to_f32(),
-        crate::weights::SourceDtype::F32 => s,
-    }
-}
-
-impl ModelConfig {
-    /// The configuration of a GGUF file's `gemma`, `gemma2` or `gemma3` model, with the
-    /// defaults llama.cpp applies where the file says nothing. GGUF stores norm weights with
-    /// the 1 already added, so `norm_offset` is 0.
-    pub fn from_gguf(g: &crate::weights::gguf::Gguf) -> Result<ModelConfig> {
-        let path = g.path.display().to_string();
-        let bad = |message: String| Error::Config {
-            path: path.clone(),
-            message,
-        };
-        let arch_name = g
-            .get("general.architecture")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        let arch = match arch_name.as_str() {
-            "gemma" => Arch::Gemma,
-            "gemma2" => Arch::Gemma2,
-            "gemma3" => Arch::Gemma3,
-            other => {
-                return Err(bad(format!(
-                    "unsupported architecture `{}`; supported: gemma, gemma2, gemma3",
-                    printable(other)
-                )));
-            }
-        };
-        let key = |k: &str| g.get(&format!("{arch_name}.{k}"));
-        // Present keys must hold what they are for; absent ones take llama.cpp's defaults.
-        let opt_int = |k: &str| -> Result<Option<usize>> {
-            match key(k) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(|v| Some(usize::try_from(v).unwrap_or(usize::MAX)))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "metadata `{arch_name}.{k}` is {}; expected a non-negative integer",
-                            printable(&format!("{v:?}"))
-                        ))
-                    }),
-            }
-        };
-        let int = |k: &str| -> Result<usize> {
-            opt_int(k)?.ok_or_else(|| bad(format!("metadata `{arch_name}.{k}` is missing")))
-        };
-        let float = |k: &str| -> Result<Option<f64>> {
-            match key(k) {
-                None => Ok(None),
-                Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                    bad(format!(
-                        "metadata `{arch_name}.{k}` is {}; expected a number",
-                        printable(&format!("{v:?}"))
-                    ))
-                }),
-            }
-        };
-        let hidden = int("embedding_length")?;
-        let heads = int("attention.head_count")?;
-        let layers = int("block_count")?;
-        // Every layer has at least 9 tensors (Gemma 1's): a count the file cannot back is
-        // refused before anything is made per layer.
-        let backed = g.tensors.len() / 9;
-        if layers > backed {
-            return Err(bad(format!(
-                "metadata `{arch_name}.block_count` is {layers}, but the file's {} tensors hold \
-                 at most {backed} layers",
-                g.tensors.len()
-            )));
-        }
-        let head_dim =
-            opt_int("attention.key_length")?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
-        let embd = g
-            .tensors
-            .get("token_embd.weight")
-            .ok_or_else(|| bad("no token_embd.weight tensor".into()))?;
-        let vocab = match embd.dims[..] {
-            [_, rows] => rows,
-            _ => {
-                return Err(bad(format!(
-                    "token_embd.weight has dimensions {:?}; expected [hidden, vocab]",
-                    embd.dims
-                )));
-            }
-        };
-        if let Some(n) = opt_int("vocab_size")?
-            && n != vocab
-        {
-            return Err(bad(format!(
-                "metadata `{arch_name}.vocab_size` is {n}, but token_embd.weight has {vocab} rows"
-            )));
-        }
-        if let Some(tokens) = g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array())
-            && tokens.len() != vocab
-        {
-            return Err(bad(format!(
-                "tokenizer.ggml.tokens has {} tokens, but token_embd.weight has {vocab} rows",
-                tokens.len()
-            )));
-        }
-        // llama.cpp: the 27B models scale queries by (hidden / heads)^-0.5, the others by
-        // head_dim^-0.5 (their query_pre_attn_scalar).
-        let is_27b = matches!((arch, layers), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
-        let query_pre_attn_scalar = if is_27b {
-            hidden.checked_div(heads).unwrap_or(0)
-        } else {
-            head_dim
-        };
-        let layer_types = match arch {
-            Arch::Gemma => None,
-            Arch::Gemma2 => Some((0..layers).map(|i| i % 2 == 0).collect::<Vec<_>>()),
-            Arch::Gemma3 => {
-                let pattern = opt_int("attention.sliding_window_pattern")?
-                    .unwrap_or(6)
-                    .max(1);
-                Some((0..layers).map(|i| (i + 1) % pattern != 0).collect())
-            }
-        };
-        let scaling = key("rope.scaling.type")
-            .and_then(|v| v.as_str())
-            .map(String::from);
-        let scaling_factor = float("rope.scaling.factor")?.unwrap_or(1.0);
-        let hf = HfConfig {
-            model_type: Some(match arch {
-                Arch::Gemma => "gemma".into(),
-                Arch::Gemma2 => "gemma2".into(),
-                Arch::Gemma3 => "gemma3_text".into(),
-            }),
-            architectures: vec![],
-            hidden_size: hidden,
-            intermediate_size: int("feed_forward_length")?,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: opt_int("attention.head_count_kv")?,
-            head_dim: Some(head_dim),
-            query_pre_attn_scalar: Some(query_pre_attn_scalar as f64),
-            sliding_window: opt_int("attention.sliding_window")?,
-            attn_logit_softcapping: float("attn_logit_softcapping")?,
-            final_logit_softcapping: float("final_logit_softcapping")?,
-            rope_theta: float("rope.freq_base")?,
-            rope_parameters: None,
-            rope_local_base_freq: Some(10_000.0),
-            rope_scaling: scaling
-                .map(|t| serde_json::json!({"rope_type": t, "factor": scaling_factor})),
-            sliding_window_pattern: None,
-            rms_norm_eps: float("attention.layer_norm_rms_epsilon")?,
-            max_position_embeddings: opt_int("context_length")?,
-            hidden_activation: Some("gelu_pytorch_tanh".into()),
-            hidden_act: None,
-            vocab_size: vocab,
-            torch_dtype: None,
-            dtype: None,
-            layer_types: layer_types.map(|t| {
-                t.into_iter()
-                    .map(|s| {
-                        if s {
-                            "sliding_attention"
-                        } else {
-                            "full_attention"
-                        }
-                        .to_string()
-                    })
-                    .collect()
-            }),
-            bos_token_id: g
-                .get("tokenizer.ggml.bos_token_id")
-                .and_then(|v| v.as_u64())
-                .map(Into::into),
-            eos_token_id: g
-                .get("tokenizer.ggml.eos_token_id")
-                .and_then(|v| v.as_u64())
-                .map(Into::into),
-            pad_token_id: None,
-        };
-        // Errors name the GGUF keys the values came from.
-        let field = |name: &str| -> String {
-            let k = match name {
-                "num_hidden_layers" => "block_count",
-                "hidden_size" => "embedding_length",
-                "intermediate_size" => "feed_forward_length",
-                "num_attention_heads" => "attention.head_count",
-                "num_key_value_heads" => "attention.head_count_kv",
-                "head_dim" | "query_pre_attn_scalar" => "attention.key_length",
-                "sliding_window" => "attention.sliding_window",
-                "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
-                "rope_theta" => "rope.freq_base",
-                "rope_scaling.factor" => "rope.scaling.factor",
-                "max_position_embeddings" => "context_length",
-                "vocab_size" => return "the vocabulary (token_embd.weight's rows)".into(),
-                other => other,
-            };
-            format!("metadata `{arch_name}.{k}`")
-        };
-        let mut c = ModelConfig::from_hf_named(&hf, &path, &field)?;
-        c.norm_offset = 0.0;
-        Ok(c)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::SourceDtype;
-
-    #[test]
-    fn embed_scale_rounds_like_transformers_in_bf16() {
-        assert_eq!(embed_scale(2304, SourceDtype::Bf16), 48.0);
-        assert_eq!(embed_scale(3584, SourceDtype::Bf16), 59.75);
-        assert_eq!(embed_scale(4608, SourceDtype::Bf16), 68.0);
-        assert_eq!(embed_scale(3072, SourceDtype::Bf16), 55.5);
-        assert_eq!(embed_scale(3584, SourceDtype::F32), 3584f32.sqrt());
-    }
 
     fn gemma2_2b() -> HfConfig {
         serde_json::from_str(

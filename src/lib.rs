@@ -28,14 +28,19 @@
 //! ```
 //!
 //! Layout: [`gpu`] knows wgpu (adapters, features, buffers, pipelines), [`kernels`] knows WGSL
-//! (one type per shader in `shaders/`), [`weights`] knows file and weight formats, [`model`]
-//! schedules the GPU forward pass, [`engine`] turns text into text, [`server`] speaks the OpenAI
-//! API, and [`reference`](mod@reference) holds the plain CPU implementations that are the specification of
-//! every kernel and of the model.
+//! (one type per shader in `shaders/`), [`formats`] knows the weight formats and their GPU
+//! layouts, [`weights`] knows what the files hold (safetensors, GGUF, tensor names),
+//! [`config`] resolves a model's settings into plain per-layer values, [`model`] schedules the
+//! GPU forward pass, [`engine`] turns text into text, [`server`] speaks the OpenAI API, and
+//! [`reference`](mod@reference) holds the plain CPU implementations that are the specification
+//! of every kernel and of the model, for the tests. Arrows between them point one way
+//! (`tests/modules.rs`).
 
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod files;
+pub mod formats;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

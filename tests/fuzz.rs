@@ -477,9 +477,9 @@ fn load_gguf(g: &Gguf, tokenizer: bool) -> usize {
     }
     let read = gemma::each_tensor(&c, |name, shape| {
         if shape[1] == 1 {
-            gemma::gguf_norm(g, name, shape[0], c.arch).map(drop)
+            gemma::gguf_norm(g, &name.gguf, shape[0]).map(drop)
         } else {
-            let m = gemma::gguf_matrix(g, name, shape, c.arch)?;
+            let m = gemma::gguf_matrix(g, &name.gguf, shape)?;
             let expanded = m.to_i8_affine();
             let _ = m.dequantize();
             drop(expanded);

@@ -12,7 +12,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 /// (variant name, source) for every combination of reduction helpers and weight format.
 fn variants(shader: &Shader) -> Vec<(String, String)> {
     let formats: Vec<Option<WeightFormat>> = if shader.weights {
-        WeightFormat::every().into_iter().map(Some).collect()
+        WeightFormat::ALL.into_iter().map(Some).collect()
     } else {
         vec![None]
     };

@@ -6,9 +6,9 @@ pub mod sampling;
 pub mod tokenizer;
 
 use crate::config::ModelConfig;
+use crate::files::{MAX_JSON_BYTES, read_text_if_present};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{Model, ModelOptions};
-use crate::weights::files::{MAX_JSON_BYTES, read_text_if_present};
 use crate::weights::gemma;
 use crate::weights::safetensors::Checkpoint;
 use crate::{Error, Result};

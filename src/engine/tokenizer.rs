@@ -2,7 +2,7 @@
 //! chat template (tokenizer_config.json), and streaming detokenisation.
 
 use crate::error::{printable, printable_message};
-use crate::weights::files::{MAX_JSON_BYTES, MAX_TOKENIZER_BYTES, read_text, read_text_if_present};
+use crate::files::{MAX_JSON_BYTES, MAX_TOKENIZER_BYTES, read_text, read_text_if_present};
 use crate::{Error, Result};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

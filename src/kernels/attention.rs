@@ -3,8 +3,8 @@
 
 use super::kv_store::{KvCache, KvDtype};
 use super::{Dispatch, bindings, check_len, params, source};
+use crate::config::AttentionShape;
 use crate::gpu::{Gpu, Kernel};
-use crate::reference::AttentionShape;
 use crate::{Error, Result};
 
 params! {

@@ -2,8 +2,8 @@
 
 use super::matrix::GpuMatrix;
 use super::{Dispatch, bindings, check_len, params, source};
+use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
-use crate::weights::WeightFormat;
 use crate::{Error, Result};
 
 params! {

@@ -3,8 +3,8 @@
 use super::matrix::MatrixArgs;
 use super::matvec::bind_matrix;
 use super::{Dispatch, groups, source};
+use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
-use crate::weights::WeightFormat;
 use crate::{Error, Result};
 
 /// Output tile edge (tokens and weight rows), fixed by the shader's 16 x 16 x (4 x 4) layout.

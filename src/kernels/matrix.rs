@@ -1,8 +1,8 @@
 //! Weight matrices on the GPU, split by rows into chunks that fit one storage binding.
 
+use crate::formats::{HostMatrix, WeightFormat};
 use crate::gpu::Gpu;
 use crate::kernels::{bindings, params};
-use crate::weights::{HostMatrix, WeightFormat};
 use crate::{Error, Result};
 
 params! {

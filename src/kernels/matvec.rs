@@ -2,8 +2,8 @@
 
 use super::matrix::{MatrixArgs, MatrixBuffers, MatrixParams};
 use super::{Dispatch, check_len, groups, source};
+use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
-use crate::weights::WeightFormat;
 use crate::{Error, Result};
 
 /// Rows per workgroup: one reduction serves four rows, and x is read once for them.

@@ -20,8 +20,8 @@ pub mod soft_cap;
 pub mod source;
 pub mod top_k;
 
+pub use crate::config::AttentionShape;
 pub use crate::gpu::Dispatch;
-pub use crate::reference::AttentionShape;
 pub use add::Add;
 pub use attention::Attention;
 pub use copy::Copy;

@@ -2,7 +2,7 @@
 //! `shaders/common/` it needs. This is the only place that puts shader text together, and it
 //! only concatenates whole files.
 
-use crate::weights::WeightFormat;
+use crate::formats::WeightFormat;
 
 /// One shader file and what it needs.
 pub struct Shader {
@@ -101,28 +101,12 @@ const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgs
 
 /// The `w_load8` of `format` (with the byte helpers for the GGUF block formats).
 fn weights_helper(format: WeightFormat) -> [&'static str; 2] {
-    let own = match format {
-        WeightFormat::F32 => include_str!("../../shaders/common/weights_f32.wgsl"),
-        WeightFormat::Bf16 => include_str!("../../shaders/common/weights_bf16.wgsl"),
-        WeightFormat::F16 => include_str!("../../shaders/common/weights_f16.wgsl"),
-        WeightFormat::Q8_0 => include_str!("../../shaders/common/weights_q8_0.wgsl"),
-        WeightFormat::Q4_0 => include_str!("../../shaders/common/weights_q4_0.wgsl"),
-        WeightFormat::Q4_1 => include_str!("../../shaders/common/weights_q4_1.wgsl"),
-        WeightFormat::Q5_0 => include_str!("../../shaders/common/weights_q5_0.wgsl"),
-        WeightFormat::Q5_1 => include_str!("../../shaders/common/weights_q5_1.wgsl"),
-        WeightFormat::Q2K => include_str!("../../shaders/common/weights_q2_k.wgsl"),
-        WeightFormat::Q3K => include_str!("../../shaders/common/weights_q3_k.wgsl"),
-        WeightFormat::Q4K => include_str!("../../shaders/common/weights_q4_k.wgsl"),
-        WeightFormat::Q5K => include_str!("../../shaders/common/weights_q5_k.wgsl"),
-        WeightFormat::Q6K => include_str!("../../shaders/common/weights_q6_k.wgsl"),
-        WeightFormat::I8Affine => include_str!("../../shaders/common/weights_i8_affine.wgsl"),
-    };
     let bytes = if format.ggml_block().is_some() {
         WEIGHTS_BYTES
     } else {
         ""
     };
-    [bytes, own]
+    [bytes, format.unit().wgsl]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),

@@ -31,7 +31,8 @@ pub(super) fn memory_advice(label: &str, ctx: usize, options: &ModelOptions) -> 
     }
 }
 
-/// Refuses, before any upload, what the adapter's limits cannot hold, naming what would fit.
+/// Refuses, before any upload, what the kernels and the adapter's limits cannot hold, naming
+/// what would fit.
 pub(super) fn check_fits(
     gpu: &Gpu,
     c: &ModelConfig,
@@ -41,6 +42,16 @@ pub(super) fn check_fits(
     chunk: usize,
     options: &ModelOptions,
 ) -> Result<()> {
+    let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
+    if c.head_dim > max_head_dim {
+        return Err(Error::Shape {
+            kernel: "attention",
+            message: format!(
+                "head_dim {} must be a multiple of 4 and at most {max_head_dim}",
+                c.head_dim
+            ),
+        });
+    }
     let limit = gpu.caps.max_binding_size;
     let cache = ((ctx + chunk) * c.kv_dim() * kv.bytes()) as u64;
     if cache > limit {

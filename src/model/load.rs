@@ -1,7 +1,6 @@
 //! Where a model's weights come from (a checkpoint, a GGUF file, or pseudo-random values
 //! written on the GPU) and how each tensor reaches its GPU layout.
 
-use crate::Result;
 use crate::gpu::Gpu;
 use crate::kernels::fill::FillBuffers;
 use crate::kernels::{Fill, GpuMatrix};
@@ -9,12 +8,26 @@ use crate::weights::gemma;
 use crate::weights::gguf::Gguf;
 use crate::weights::safetensors::Checkpoint;
 use crate::weights::{HostMatrix, WeightFormat};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// The GGUF name of Hugging Face name `hf`.
+fn gguf_name<'a>(names: &'a HashMap<String, String>, hf: &str) -> Result<&'a str> {
+    names
+        .get(hf)
+        .map(String::as_str)
+        .ok_or_else(|| Error::Tensor {
+            name: hf.to_string(),
+            message: "has no GGUF counterpart".into(),
+        })
+}
 
 /// Where the weights come from.
 pub(super) enum Source<'a> {
     Checkpoint(&'a Checkpoint),
-    /// A GGUF file, and whether to expand its block formats (see ModelOptions).
-    Gguf(&'a Gguf, bool, crate::config::Arch),
+    /// A GGUF file, whether to expand its block formats (see ModelOptions), and the GGUF
+    /// name of each Hugging Face name the model asks for.
+    Gguf(&'a Gguf, bool, HashMap<String, String>),
     /// Pseudo-random weights written on the GPU.
     Synthetic(Fill),
 }
@@ -32,8 +45,8 @@ impl Source<'_> {
     /// The stored bytes of tensor `name` (Hugging Face name), where the file says.
     pub fn tensor_bytes(&self, name: &str) -> Option<u64> {
         match self {
-            Source::Gguf(g, _, arch) => {
-                let t = g.tensors.get(&gemma::gguf_name(name, *arch)?)?;
+            Source::Gguf(g, _, names) => {
+                let t = g.tensors.get(names.get(name)?)?;
                 Some((t.end - t.start) as u64)
             }
             _ => None,
@@ -54,8 +67,8 @@ impl Source<'_> {
                 name,
                 &gemma::matrix(ckpt, name, shape, format.unwrap_or(full))?,
             ),
-            Source::Gguf(g, expand, arch) => {
-                let mut m = gemma::gguf_matrix(g, name, shape, *arch)?;
+            Source::Gguf(g, expand, names) => {
+                let mut m = gemma::gguf_matrix(g, gguf_name(names, name)?, shape)?;
                 if *expand && m.format.ggml_block().is_some() {
                     m = m.to_i8_affine().expect("every block format expands");
                 }
@@ -82,7 +95,7 @@ impl Source<'_> {
                     WeightFormat::Bf16 => (0x807f_807f, 0x3c80_3c80),
                     WeightFormat::Q8_0 | WeightFormat::Q4_0 => (u32::MAX, 0),
                     other => {
-                        return Err(crate::Error::Shape {
+                        return Err(Error::Shape {
                             kernel: "model",
                             message: format!(
                                 "synthetic models come in f32, bf16, q8_0 or q4_0, not {other}"
@@ -112,8 +125,8 @@ impl Source<'_> {
                 let w = gemma::norm(ckpt, name, len)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }
-            Source::Gguf(g, _, arch) => {
-                let w = gemma::gguf_norm(g, name, len, *arch)?;
+            Source::Gguf(g, _, names) => {
+                let w = gemma::gguf_norm(g, gguf_name(names, name)?, len)?;
                 Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
             }
             Source::Synthetic(fill) => {

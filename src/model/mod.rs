@@ -193,8 +193,8 @@ impl Model {
         // and transformers running a GGUF in float32 does the same.
         let dtype = SourceDtype::F32;
         let expand = options.expand_blocks.unwrap_or(gpu.caps.cpu_like);
-        let arch = config.arch;
-        Self::build(gpu, config, Source::Gguf(g, expand, arch), dtype, options)
+        let names = gemma::gguf_names(&config);
+        Self::build(gpu, config, Source::Gguf(g, expand, names), dtype, options)
     }
 
     pub fn from_checkpoint(

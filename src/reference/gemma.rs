@@ -4,11 +4,7 @@
 use super::{
     AttentionShape, add, attention, embedding, geglu, matmul, rms_norm, rope, rope_table, soft_cap,
 };
-use crate::Result;
-use crate::config::{ModelConfig, embed_scale};
-use crate::weights::WeightFormat;
-use crate::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor};
-use crate::weights::safetensors::Checkpoint;
+use crate::config::ModelConfig;
 
 /// One decoder layer; matrices are [out, in] row-major f32, norms \[len\].
 pub struct Layer {
@@ -30,60 +26,14 @@ pub struct Layer {
     pub post_feedforward_norm: Option<Vec<f32>>,
 }
 
+/// Every weight as f32 (tests load them from a checkpoint, through the production weight
+/// formats, so that the reference computes with exactly the GPU's values).
 pub struct Weights {
     /// [vocab, hidden], also the tied lm_head.
     pub embed: Vec<f32>,
     pub embed_scale: f32,
     pub layers: Vec<Layer>,
     pub final_norm: Vec<f32>,
-}
-
-impl Weights {
-    /// Loads every tensor as f32; with `format`, each matrix is first converted to that format
-    /// and dequantized, so the reference computes with exactly the GPU's weights.
-    pub fn load(
-        ckpt: &Checkpoint,
-        c: &ModelConfig,
-        format: Option<WeightFormat>,
-    ) -> Result<Weights> {
-        let dtype = gemma::source_dtype(ckpt, c)?;
-        let format = format.unwrap_or(gemma::default_format(dtype));
-        let m =
-            |name: &str, shape| gemma::matrix(ckpt, name, shape, format).map(|h| h.dequantize());
-        let layers = (0..c.layers.len())
-            .map(|i| {
-                let t = |t: LayerTensor| m(&t.name(i, c.arch), t.shape(c));
-                let norm = |t: LayerTensor| -> Result<Option<Vec<f32>>> {
-                    if !t.present(c.arch) {
-                        return Ok(None);
-                    }
-                    Ok(Some(gemma::norm(ckpt, &t.name(i, c.arch), t.shape(c)[0])?))
-                };
-                let required = |t: LayerTensor| norm(t).map(|n| n.expect("present in every Gemma"));
-                Ok(Layer {
-                    input_norm: required(LayerTensor::InputNorm)?,
-                    q: t(LayerTensor::Q)?,
-                    k: t(LayerTensor::K)?,
-                    v: t(LayerTensor::V)?,
-                    q_norm: norm(LayerTensor::QNorm)?,
-                    k_norm: norm(LayerTensor::KNorm)?,
-                    o: t(LayerTensor::O)?,
-                    post_attention_norm: norm(LayerTensor::PostAttentionNorm)?,
-                    pre_feedforward_norm: required(LayerTensor::PreFeedforwardNorm)?,
-                    gate: t(LayerTensor::Gate)?,
-                    up: t(LayerTensor::Up)?,
-                    down: t(LayerTensor::Down)?,
-                    post_feedforward_norm: norm(LayerTensor::PostFeedforwardNorm)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Weights {
-            embed: m(EMBED, [c.vocab, c.hidden])?,
-            embed_scale: embed_scale(c.hidden, dtype),
-            layers,
-            final_norm: gemma::norm(ckpt, FINAL_NORM, c.hidden)?,
-        })
-    }
 }
 
 /// Logits [tokens, vocab] (after the final soft-cap, if any) of `tokens` at positions 0, 1, ...

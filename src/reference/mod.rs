@@ -2,9 +2,8 @@
 //! GPU kernels are tested against. Row-major f32 everywhere; shapes in the comments.
 
 pub mod gemma;
-pub mod ggml;
-pub mod quant;
 
+pub use crate::config::AttentionShape;
 use half::f16;
 
 /// y[v, r] = sum_k W[r, k] x[v, k].  w: [rows, k], x: [n, k] -> [n, rows].
@@ -73,20 +72,6 @@ pub fn rope(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, tab
             }
         }
     }
-}
-
-/// Shape and rules of one attention call.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionShape {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Keys with pos - j >= window are invisible; `None` for global layers.
-    pub window: Option<usize>,
-    /// query_pre_attn_scalar^-0.5.
-    pub scale: f32,
-    /// attn_logit_softcapping; `None` disables it.
-    pub softcap: Option<f32>,
 }
 
 /// Gemma 2 attention of q [n, heads, head_dim] against keys and values by absolute position,

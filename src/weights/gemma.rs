@@ -37,7 +37,8 @@ impl LayerTensor {
         LayerTensor::Down,
     ];
 
-    fn suffix(self, arch: Arch) -> &'static str {
+    /// The Hugging Face name's part after `model.layers.{i}.` (modeling_gemma*.py's modules).
+    pub fn hf_suffix(self, arch: Arch) -> &'static str {
         match self {
             // Gemma 1 has two norms; its pre-MLP norm is called post_attention_layernorm.
             LayerTensor::PreFeedforwardNorm if arch == Arch::Gemma => {
@@ -59,8 +60,38 @@ impl LayerTensor {
         }
     }
 
+    /// The GGUF name's part between `blk.{i}.` and `.weight` (llama.cpp's tensor names, the
+    /// same tensors as [`LayerTensor::hf_suffix`] in the same order).
+    pub fn gguf_short(self) -> &'static str {
+        match self {
+            // Gemma 1's pre-MLP norm too: llama.cpp calls it ffn_norm in every Gemma.
+            LayerTensor::PreFeedforwardNorm => "ffn_norm",
+            LayerTensor::QNorm => "attn_q_norm",
+            LayerTensor::KNorm => "attn_k_norm",
+            LayerTensor::InputNorm => "attn_norm",
+            LayerTensor::Q => "attn_q",
+            LayerTensor::K => "attn_k",
+            LayerTensor::V => "attn_v",
+            LayerTensor::O => "attn_output",
+            LayerTensor::PostAttentionNorm => "post_attention_norm",
+            LayerTensor::Gate => "ffn_gate",
+            LayerTensor::Up => "ffn_up",
+            LayerTensor::Down => "ffn_down",
+            LayerTensor::PostFeedforwardNorm => "post_ffw_norm",
+        }
+    }
+
+    /// The Hugging Face name of this tensor of layer `layer`.
     pub fn name(self, layer: usize, arch: Arch) -> String {
-        format!("model.layers.{layer}.{}", self.suffix(arch))
+        format!("model.layers.{layer}.{}", self.hf_suffix(arch))
+    }
+
+    /// Both names of this tensor of layer `layer`.
+    pub fn names(self, layer: usize, arch: Arch) -> TensorName {
+        TensorName {
+            hf: self.name(layer, arch),
+            gguf: format!("blk.{layer}.{}.weight", self.gguf_short()),
+        }
     }
 
     /// Whether `arch` has this tensor.
@@ -86,8 +117,19 @@ impl LayerTensor {
     }
 }
 
+/// A tensor's name in a Hugging Face checkpoint and in a GGUF file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorName {
+    pub hf: String,
+    pub gguf: String,
+}
+
+/// The token embedding, also the tied lm_head: its Hugging Face and GGUF names.
 pub const EMBED: &str = "model.embed_tokens.weight";
+pub const EMBED_GGUF: &str = "token_embd.weight";
+/// The final norm: its Hugging Face and GGUF names.
 pub const FINAL_NORM: &str = "model.norm.weight";
+pub const FINAL_NORM_GGUF: &str = "output_norm.weight";
 
 /// A norm weight \[len\] as f32.
 pub fn norm(ckpt: &Checkpoint, name: &str, len: usize) -> Result<Vec<f32>> {
@@ -124,45 +166,30 @@ pub fn default_format(dtype: SourceDtype) -> WeightFormat {
     }
 }
 
-/// The GGUF name (llama.cpp's) of a tensor given by its Hugging Face name.
-pub fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
-    if hf == EMBED {
-        return Some("token_embd.weight".into());
+/// The embedding scale sqrt(hidden), rounded to the checkpoint's dtype as transformers does
+/// (it multiplies in the weight dtype): bf16 for bf16 checkpoints (59.75 for 3584, 68.0 for
+/// 4608), f16 for f16 ones, exact f32 otherwise.
+pub fn embed_scale(hidden: usize, dtype: SourceDtype) -> f32 {
+    let s = (hidden as f32).sqrt();
+    match dtype {
+        SourceDtype::Bf16 => half::bf16::from_f32(s).to_f32(),
+        SourceDtype::F16 => half::f16::from_f32(s).to_f32(),
+        SourceDtype::F32 => s,
     }
-    if hf == FINAL_NORM {
-        return Some("output_norm.weight".into());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, suffix) = rest.split_once('.')?;
-    let short = match suffix {
-        "input_layernorm.weight" => "attn_norm",
-        "self_attn.q_proj.weight" => "attn_q",
-        "self_attn.k_proj.weight" => "attn_k",
-        "self_attn.v_proj.weight" => "attn_v",
-        "self_attn.q_norm.weight" => "attn_q_norm",
-        "self_attn.k_norm.weight" => "attn_k_norm",
-        "self_attn.o_proj.weight" => "attn_output",
-        "pre_feedforward_layernorm.weight" => "ffn_norm",
-        "post_feedforward_layernorm.weight" => "post_ffw_norm",
-        "mlp.gate_proj.weight" => "ffn_gate",
-        "mlp.up_proj.weight" => "ffn_up",
-        "mlp.down_proj.weight" => "ffn_down",
-        // Gemma 1 calls its pre-MLP norm post_attention_layernorm; llama.cpp, ffn_norm.
-        "post_attention_layernorm.weight" if arch == Arch::Gemma => "ffn_norm",
-        "post_attention_layernorm.weight" => "post_attention_norm",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{short}.weight"))
 }
 
-/// Calls `f(name, shape)` for every tensor a model of `c` reads, in the order the model loads
+/// Calls `f(names, shape)` for every tensor a model of `c` reads, in the order the model loads
 /// them: matrices as [rows, cols], norms as [len, 1].
 pub fn each_tensor(
     c: &ModelConfig,
-    mut f: impl FnMut(&str, [usize; 2]) -> Result<()>,
+    mut f: impl FnMut(&TensorName, [usize; 2]) -> Result<()>,
 ) -> Result<()> {
-    f(EMBED, [c.vocab, c.hidden])?;
-    f(FINAL_NORM, [c.hidden, 1])?;
+    let global = |hf: &str, gguf: &str| TensorName {
+        hf: hf.into(),
+        gguf: gguf.into(),
+    };
+    f(&global(EMBED, EMBED_GGUF), [c.vocab, c.hidden])?;
+    f(&global(FINAL_NORM, FINAL_NORM_GGUF), [c.hidden, 1])?;
     for i in 0..c.layers.len() {
         for t in [
             LayerTensor::Gate,
@@ -180,7 +207,7 @@ pub fn each_tensor(
             LayerTensor::PostFeedforwardNorm,
         ] {
             if t.present(c.arch) {
-                f(&t.name(i, c.arch), t.shape(c))?;
+                f(&t.names(i, c.arch), t.shape(c))?;
             }
         }
     }
@@ -199,19 +226,30 @@ pub fn check_checkpoint(ckpt: &Checkpoint, c: &ModelConfig) -> Result<()> {
     }
     each_tensor(c, |name, [rows, cols]| {
         let shape: &[usize] = if cols == 1 { &[rows] } else { &[rows, cols] };
-        ckpt.tensor(name, shape).map(drop)
+        ckpt.tensor(&name.hf, shape).map(drop)
     })
 }
 
 /// Checks, before anything is uploaded, that `g` holds every tensor of `c` in its shape and
 /// in a type the engine reads at that shape.
 pub fn check_gguf(g: &Gguf, c: &ModelConfig) -> Result<()> {
-    each_tensor(c, |name, shape| gguf_info(g, name, shape, c.arch).map(drop))
+    each_tensor(c, |name, shape| gguf_info(g, &name.gguf, shape).map(drop))
+}
+
+/// The GGUF name of each Hugging Face name a model of `c` reads.
+pub fn gguf_names(c: &ModelConfig) -> std::collections::HashMap<String, String> {
+    let mut names = std::collections::HashMap::new();
+    each_tensor(c, |name, _| {
+        names.insert(name.hf.clone(), name.gguf.clone());
+        Ok(())
+    })
+    .expect("collecting names cannot fail");
+    names
 }
 
 /// Whether a [rows, cols] tensor of `ty` converts to a [`HostMatrix`].
 fn ggml_matrix_readable(ty: GgmlType, cols: usize) -> bool {
-    match (WeightFormat::of_ggml(ty), ty.block()) {
+    match (ty.format(), ty.block()) {
         (Some(f), Some((per, _))) => {
             cols > 0 && cols.is_multiple_of(f.block_len()) && cols.is_multiple_of(per)
         }
@@ -219,17 +257,13 @@ fn ggml_matrix_readable(ty: GgmlType, cols: usize) -> bool {
     }
 }
 
-/// The entry of the GGUF tensor for `hf`, checked to have `shape` and a readable type.
+/// The entry of GGUF tensor `name`, checked to have `shape` and a readable type.
 fn gguf_info<'a>(
     g: &'a Gguf,
-    hf: &str,
+    name: &str,
     shape: [usize; 2],
-    arch: Arch,
 ) -> Result<(String, &'a super::gguf::TensorInfo)> {
-    let name = gguf_name(hf, arch).ok_or_else(|| crate::Error::Tensor {
-        name: hf.to_string(),
-        message: "has no GGUF counterpart".into(),
-    })?;
+    let name = name.to_string();
     let info = g.tensors.get(&name).ok_or_else(|| crate::Error::Tensor {
         name: name.clone(),
         message: format!("missing from {}", g.path.display()),
@@ -270,26 +304,21 @@ fn gguf_info<'a>(
     Ok((name, info))
 }
 
-fn gguf_tensor<'a>(
-    g: &'a Gguf,
-    hf: &str,
-    shape: [usize; 2],
-    arch: Arch,
-) -> Result<(GgmlType, &'a [u8])> {
-    let (name, info) = gguf_info(g, hf, shape, arch)?;
+fn gguf_tensor<'a>(g: &'a Gguf, name: &str, shape: [usize; 2]) -> Result<(GgmlType, &'a [u8])> {
+    let (name, info) = gguf_info(g, name, shape)?;
     let (_, bytes) = g.tensor(&name)?;
     Ok((info.ty, bytes))
 }
 
-/// A [rows, cols] matrix from a GGUF file, in its own type.
-pub fn gguf_matrix(g: &Gguf, hf: &str, shape: [usize; 2], arch: Arch) -> Result<HostMatrix> {
-    let (ty, bytes) = gguf_tensor(g, hf, shape, arch)?;
+/// A [rows, cols] matrix from a GGUF file (its tensor `name`), in its own type.
+pub fn gguf_matrix(g: &Gguf, name: &str, shape: [usize; 2]) -> Result<HostMatrix> {
+    let (ty, bytes) = gguf_tensor(g, name, shape)?;
     HostMatrix::from_ggml(ty, shape[0], shape[1], bytes)
 }
 
 /// A norm weight \[len\] from a GGUF file (with the 1 that llama.cpp's converter adds).
-pub fn gguf_norm(g: &Gguf, hf: &str, len: usize, arch: Arch) -> Result<Vec<f32>> {
-    let (ty, bytes) = gguf_tensor(g, hf, [len, 1], arch)?;
+pub fn gguf_norm(g: &Gguf, name: &str, len: usize) -> Result<Vec<f32>> {
+    let (ty, bytes) = gguf_tensor(g, name, [len, 1])?;
     HostMatrix::from_ggml(ty, 1, len, bytes)
         .map(|m| m.dequantize())
         .or_else(|_| match ty {
@@ -299,8 +328,22 @@ pub fn gguf_norm(g: &Gguf, hf: &str, len: usize, arch: Arch) -> Result<Vec<f32>>
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect()),
             _ => Err(crate::Error::Tensor {
-                name: hf.to_string(),
+                name: name.to_string(),
                 message: format!("norm stored as {ty:?}"),
             }),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embed_scale_rounds_like_transformers_in_bf16() {
+        assert_eq!(embed_scale(2304, SourceDtype::Bf16), 48.0);
+        assert_eq!(embed_scale(3584, SourceDtype::Bf16), 59.75);
+        assert_eq!(embed_scale(4608, SourceDtype::Bf16), 68.0);
+        assert_eq!(embed_scale(3072, SourceDtype::Bf16), 55.5);
+        assert_eq!(embed_scale(3584, SourceDtype::F32), 3584f32.sqrt());
+    }
 }

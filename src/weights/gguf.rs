@@ -7,6 +7,7 @@
 //! [`MAX_ALIGNMENT`]), data inside the data section and no two tensors overlapping.
 
 use crate::error::printable;
+use crate::formats::{HostMatrix, WeightFormat};
 use crate::{Error, Result};
 use memmap2::Mmap;
 use std::collections::HashMap;
@@ -171,43 +172,39 @@ pub enum GgmlType {
     Other(u32),
 }
 
+/// The GGML types this engine reads and the format each is read as: the file vocabulary's
+/// one mapping (ids and block sizes are the formats' own, in [`crate::formats`]).
+const READ_AS: [(GgmlType, WeightFormat); 13] = [
+    (GgmlType::F32, WeightFormat::F32),
+    (GgmlType::F16, WeightFormat::F16),
+    (GgmlType::Bf16, WeightFormat::Bf16),
+    (GgmlType::Q8_0, WeightFormat::Q8_0),
+    (GgmlType::Q4_0, WeightFormat::Q4_0),
+    (GgmlType::Q4_1, WeightFormat::Q4_1),
+    (GgmlType::Q5_0, WeightFormat::Q5_0),
+    (GgmlType::Q5_1, WeightFormat::Q5_1),
+    (GgmlType::Q2K, WeightFormat::Q2K),
+    (GgmlType::Q3K, WeightFormat::Q3K),
+    (GgmlType::Q4K, WeightFormat::Q4K),
+    (GgmlType::Q5K, WeightFormat::Q5K),
+    (GgmlType::Q6K, WeightFormat::Q6K),
+];
+
 impl GgmlType {
     pub fn from_id(id: u32) -> GgmlType {
-        match id {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            6 => GgmlType::Q5_0,
-            7 => GgmlType::Q5_1,
-            8 => GgmlType::Q8_0,
-            10 => GgmlType::Q2K,
-            11 => GgmlType::Q3K,
-            12 => GgmlType::Q4K,
-            13 => GgmlType::Q5K,
-            14 => GgmlType::Q6K,
-            30 => GgmlType::Bf16,
-            other => GgmlType::Other(other),
-        }
+        WeightFormat::of_ggml_id(id)
+            .and_then(|f| READ_AS.iter().find(|(_, g)| *g == f))
+            .map_or(GgmlType::Other(id), |(t, _)| *t)
+    }
+
+    /// The format a tensor of this type is kept in on the GPU (before any expansion).
+    pub fn format(self) -> Option<WeightFormat> {
+        READ_AS.iter().find(|(t, _)| *t == self).map(|(_, f)| *f)
     }
 
     /// (elements per block, bytes per block) of the types this engine reads.
     pub fn block(self) -> Option<(usize, usize)> {
-        Some(match self {
-            GgmlType::F32 => (1, 4),
-            GgmlType::F16 | GgmlType::Bf16 => (1, 2),
-            GgmlType::Q4_0 => (32, 18),
-            GgmlType::Q4_1 => (32, 20),
-            GgmlType::Q5_0 => (32, 22),
-            GgmlType::Q5_1 => (32, 24),
-            GgmlType::Q8_0 => (32, 34),
-            GgmlType::Q2K => (256, 84),
-            GgmlType::Q3K => (256, 110),
-            GgmlType::Q4K => (256, 144),
-            GgmlType::Q5K => (256, 176),
-            GgmlType::Q6K => (256, 210),
-            GgmlType::Other(_) => return None,
-        })
+        self.format().map(|f| f.unit().block)
     }
 
     /// (elements per block, bytes per block) of every type ggml defines, read or not, so
@@ -469,7 +466,7 @@ impl Gguf {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let file = super::files::open_regular(path)?;
+        let file = crate::files::open_regular(path)?;
         // SAFETY: mapped read-only; the file is not modified while the engine runs.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let len = map.len();
@@ -757,6 +754,36 @@ impl Gguf {
                 ),
             })?;
         Ok((info, bytes))
+    }
+}
+
+impl HostMatrix {
+    /// A matrix from a GGUF tensor's bytes in GGML `ty` ([rows, cols], rows of whole blocks):
+    /// f32, bf16 and f16 as they are, Q8_0 and Q4_0 into their split layouts, every other
+    /// block format kept block by block (padded to 4 bytes).
+    pub fn from_ggml(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let (Some(format), Some((per, size))) = (ty.format(), ty.block()) else {
+            let id = match ty {
+                GgmlType::Other(id) => id,
+                _ => u32::MAX,
+            };
+            return Err(Error::Shape {
+                kernel: "weights",
+                message: format!("GGML type {id} is not supported"),
+            });
+        };
+        let len = rows.checked_mul(cols).ok_or_else(|| Error::Shape {
+            kernel: "weights",
+            message: format!("{ty:?} [{rows}, {cols}] is too large"),
+        })?;
+        HostMatrix::check_shape(format, rows, cols, len)?;
+        if !cols.is_multiple_of(per) || bytes.len() != len / per * size {
+            return Err(Error::Shape {
+                kernel: "weights",
+                message: format!("{ty:?} [{rows}, {cols}]: {} bytes", bytes.len()),
+            });
+        }
+        HostMatrix::from_blocks(format, rows, cols, bytes)
     }
 }
 

@@ -2,8 +2,8 @@
 //! local Hugging Face cache, downloaded there when missing and the network allows), or an
 //! alias for a model this project fetches itself.
 
-use super::files::{MAX_JSON_BYTES, check_plain_name, read_text};
 use super::safetensors::shard_names;
+use crate::files::{MAX_JSON_BYTES, check_plain_name, read_text};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 

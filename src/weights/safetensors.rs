@@ -2,8 +2,8 @@
 //! `model.safetensors.index.json`, memory-mapped so no tensor is copied until it is used.
 
 use super::SourceDtype;
-use super::files::{MAX_JSON_BYTES, check_plain_name, open_regular, read_text_if_present};
 use crate::error::{printable, printable_message};
+use crate::files::{MAX_JSON_BYTES, check_plain_name, open_regular, read_text_if_present};
 use crate::{Error, Result};
 use memmap2::Mmap;
 use std::collections::HashMap;

@@ -564,7 +564,7 @@ pub fn block_len(format: WeightFormat) -> usize {
 /// blocks with sane f16 scales otherwise, and i8_affine as CPU adapters expand Q8_0 blocks.
 pub fn matrix(seed: u64, format: WeightFormat, rows: usize, k: usize) -> (HostMatrix, Vec<f32>) {
     let ty = match format {
-        f if WeightFormat::ALL.contains(&f) => {
+        f if WeightFormat::QUANTIZABLE.contains(&f) => {
             let m = HostMatrix::from_f32(format, rows, k, &normal(seed, rows * k)).unwrap();
             let values = m.dequantize();
             return (m, values);

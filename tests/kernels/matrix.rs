@@ -56,7 +56,7 @@ fn shapes_for(
 #[test]
 fn matvec_matches_reference_for_every_format() {
     for dev in devices() {
-        for format in WeightFormat::every() {
+        for format in WeightFormat::ALL {
             let kernel = Matvec::new(&dev.gpu, format).unwrap();
             let mut checked = 0;
             for (i, shape) in shapes_for(format, MATVEC_SHAPES) {
@@ -82,7 +82,7 @@ const MATMUL_SHAPES: &[(usize, usize, usize)] = &[
 #[test]
 fn matmul_matches_reference_for_every_format() {
     for dev in devices() {
-        for format in WeightFormat::every() {
+        for format in WeightFormat::ALL {
             let kernel = Matmul::new(&dev.gpu, format).unwrap();
             let mut checked = 0;
             for (i, shape) in shapes_for(format, MATMUL_SHAPES) {
@@ -99,7 +99,7 @@ fn matmul_matches_reference_for_every_format() {
 #[test]
 fn matrices_larger_than_a_binding_are_chunked_transparently() {
     for dev in devices_with(Some(4096)) {
-        for format in WeightFormat::every() {
+        for format in WeightFormat::ALL {
             // 64 columns, or one block of the K-quants.
             let k = 64usize.next_multiple_of(block_len(format));
             let mv = Matvec::new(&dev.gpu, format).unwrap();
@@ -145,7 +145,7 @@ fn check_embedding(
 #[test]
 fn embedding_matches_reference_for_every_format() {
     for dev in devices() {
-        for format in WeightFormat::every() {
+        for format in WeightFormat::ALL {
             let d = 64usize.next_multiple_of(block_len(format));
             check_embedding(&dev.gpu, &dev.name, format, (1000, d), 1);
             check_embedding(&dev.gpu, &dev.name, format, (301, 2304), 2);

@@ -1,5 +1,11 @@
 //! The transformers goldens written by tests/fixtures/make_fixtures.py.
 
+use gemma_wgpu::Result;
+use gemma_wgpu::config::ModelConfig;
+use gemma_wgpu::reference::gemma::{Layer, Weights};
+use gemma_wgpu::weights::WeightFormat;
+use gemma_wgpu::weights::gemma::{self, EMBED, FINAL_NORM, LayerTensor, embed_scale};
+use gemma_wgpu::weights::safetensors::Checkpoint;
 use std::path::PathBuf;
 
 pub const MODELS: &[&str] = &[
@@ -92,4 +98,50 @@ pub fn layer_goldens(model: &str) -> (Vec<u32>, Vec<(String, Vec<f32>)>) {
     names.push("final_norm".into());
     let named = names.into_iter().map(|n| (n.clone(), tensor(&n))).collect();
     (ids, named)
+}
+
+/// The reference's weights from a checkpoint, every tensor as f32; with `format`, each matrix
+/// is first converted to that format and dequantized, so the reference computes with exactly
+/// the GPU's weights.
+pub fn reference_weights(
+    ckpt: &Checkpoint,
+    c: &ModelConfig,
+    format: Option<WeightFormat>,
+) -> Result<Weights> {
+    let dtype = gemma::source_dtype(ckpt, c)?;
+    let format = format.unwrap_or(gemma::default_format(dtype));
+    let m = |name: &str, shape| gemma::matrix(ckpt, name, shape, format).map(|h| h.dequantize());
+    let layers = (0..c.layers.len())
+        .map(|i| {
+            let t = |t: LayerTensor| m(&t.name(i, c.arch), t.shape(c));
+            let norm = |t: LayerTensor| -> Result<Option<Vec<f32>>> {
+                if !t.present(c.arch) {
+                    return Ok(None);
+                }
+                Ok(Some(gemma::norm(ckpt, &t.name(i, c.arch), t.shape(c)[0])?))
+            };
+            let required = |t: LayerTensor| norm(t).map(|n| n.expect("present in every Gemma"));
+            Ok(Layer {
+                input_norm: required(LayerTensor::InputNorm)?,
+                q: t(LayerTensor::Q)?,
+                k: t(LayerTensor::K)?,
+                v: t(LayerTensor::V)?,
+                q_norm: norm(LayerTensor::QNorm)?,
+                k_norm: norm(LayerTensor::KNorm)?,
+                o: t(LayerTensor::O)?,
+                post_attention_norm: norm(LayerTensor::PostAttentionNorm)?,
+                pre_feedforward_norm: required(LayerTensor::PreFeedforwardNorm)?,
+                gate: t(LayerTensor::Gate)?,
+                up: t(LayerTensor::Up)?,
+                down: t(LayerTensor::Down)?,
+                post_feedforward_norm: norm(LayerTensor::PostFeedforwardNorm)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Weights {
+        embed: m(EMBED, [c.vocab, c.hidden])?,
+        embed_scale: embed_scale(c.hidden, dtype),
+        layers,
+        final_norm: gemma::norm(ckpt, FINAL_NORM, c.hidden)?,
+    })
 }

@@ -6,7 +6,7 @@ use gemma_wgpu::config::ModelConfig;
 use gemma_wgpu::gpu::{BackendChoice, Gpu, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
 use gemma_wgpu::model::{Model, ModelOptions};
-use gemma_wgpu::reference::gemma::{Weights, forward};
+use gemma_wgpu::reference::gemma::forward;
 use gemma_wgpu::weights::WeightFormat;
 use gemma_wgpu::weights::safetensors::Checkpoint;
 
@@ -139,7 +139,7 @@ fn quantized_models_match_the_reference_on_the_same_weights() {
     let ckpt = Checkpoint::open(&dir(model)).unwrap();
     let g = &goldens(model)[0];
     for format in [WeightFormat::Q8_0, WeightFormat::Q4_0] {
-        let w = Weights::load(&ckpt, &cfg, Some(format)).unwrap();
+        let w = reference_weights(&ckpt, &cfg, Some(format)).unwrap();
         let expected = forward(&cfg, &w, &g.ids);
         let mut m = load(
             model,
@@ -268,7 +268,7 @@ fn f16_checkpoints_load_at_full_precision() {
     let dir = f16_copy();
     let cfg = ModelConfig::from_dir(&dir).unwrap();
     let ckpt = Checkpoint::open(&dir).unwrap();
-    let w = Weights::load(&ckpt, &cfg, None).unwrap();
+    let w = reference_weights(&ckpt, &cfg, None).unwrap();
     let g = &goldens("gemma2-f32")[0];
     let expected = forward(&cfg, &w, &g.ids);
     let options = ModelOptions {

@@ -2,7 +2,7 @@
 
 use crate::fixtures::*;
 use gemma_wgpu::config::ModelConfig;
-use gemma_wgpu::reference::gemma::{Weights, forward, forward_traced};
+use gemma_wgpu::reference::gemma::{forward, forward_traced};
 use gemma_wgpu::weights::safetensors::Checkpoint;
 
 /// Both sides compute in f32 from the same weights; they differ only in summation order,
@@ -16,7 +16,7 @@ fn reference_forward_matches_transformers() {
         let dir = dir(model);
         let cfg = ModelConfig::from_dir(&dir).unwrap();
         let ckpt = Checkpoint::open(&dir).unwrap();
-        let w = Weights::load(&ckpt, &cfg, None).unwrap();
+        let w = reference_weights(&ckpt, &cfg, None).unwrap();
         for (p, g) in goldens(model).iter().enumerate() {
             let logits = forward(&cfg, &w, &g.ids);
             let kept: Vec<f32> = g
@@ -41,7 +41,7 @@ fn reference_activations_match_transformers_layer_by_layer() {
     for model in ["gemma1-bf16", "gemma2-bf16", "gemma3-bf16"] {
         let dir = dir(model);
         let cfg = ModelConfig::from_dir(&dir).unwrap();
-        let w = Weights::load(&Checkpoint::open(&dir).unwrap(), &cfg, None).unwrap();
+        let w = reference_weights(&Checkpoint::open(&dir).unwrap(), &cfg, None).unwrap();
         let (ids, expected) = layer_goldens(model);
         let mut got: Vec<(String, Vec<f32>)> = vec![];
         forward_traced(&cfg, &w, &ids, &mut |name, v| {
