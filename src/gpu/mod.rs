@@ -13,7 +13,7 @@ mod timer;
 pub use adapter::{AdapterReport, BackendChoice, list_adapters};
 pub use buffers::Readback;
 pub use faults::{Fault, Faults};
-pub use pipeline::{Access, Dispatch, Kernel};
+pub use pipeline::{Access, Binding, Bindings, Dispatch, Kernel};
 pub use record::{Recorder, TimedDispatch};
 pub use timer::Clock;
 

@@ -1,8 +1,18 @@
 //! Compute pipelines built under error scopes, and the bound dispatches they produce.
 
 use super::Gpu;
-use crate::kernels::{Binding, Bindings};
 use crate::{Error, Result};
+
+/// One storage binding of a kernel: its name in the shader and its access.
+pub type Binding = (&'static str, Access);
+
+/// A kernel's storage buffers by name (the struct `kernels::bindings!` declares). `LIST` is the
+/// kernel's signature in binding order (`@binding(1..)`, after the `Params` uniform), from
+/// which the pipeline layout is built; `ordered` gives the buffers in that order.
+pub trait Bindings<'a> {
+    const LIST: &'static [Binding];
+    fn ordered(&self) -> Vec<&'a wgpu::Buffer>;
+}
 
 /// How a kernel uses one of its storage bindings; the list of these is the kernel's signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ pub mod source;
 pub mod top_k;
 
 pub use crate::config::AttentionShape;
-pub use crate::gpu::Dispatch;
+pub use crate::gpu::{Binding, Bindings, Dispatch};
 pub use add::Add;
 pub use attention::Attention;
 pub use copy::Copy;
@@ -60,16 +60,6 @@ macro_rules! params {
 pub(crate) use params;
 
 /// One storage binding of a kernel: the shader's variable name and how the kernel uses it.
-pub type Binding = (&'static str, crate::gpu::Access);
-
-/// A kernel's storage buffers by name: the struct [`bindings!`] declares. `LIST` is the
-/// kernel's signature in binding order (`@binding(1..)`, after the `Params` uniform), from
-/// which the pipeline layout is built; `ordered` gives the buffers in that order.
-pub trait Bindings<'a> {
-    const LIST: &'static [Binding];
-    fn ordered(&self) -> Vec<&'a wgpu::Buffer>;
-}
-
 /// Declares a kernel's storage buffers once, in binding order, each with its access:
 /// a struct of named buffers and its [`Bindings`] list. A test checks the names and access
 /// against the shader's `var<storage, ...>` declarations.
@@ -78,8 +68,8 @@ macro_rules! bindings {
         $(#[$m])*
         #[derive(Clone, Copy)]
         pub struct $name<'a> { $($(#[$fm])* pub $f: &'a wgpu::Buffer,)* }
-        impl<'a> $crate::kernels::Bindings<'a> for $name<'a> {
-            const LIST: &'static [$crate::kernels::Binding] =
+        impl<'a> $crate::gpu::Bindings<'a> for $name<'a> {
+            const LIST: &'static [$crate::gpu::Binding] =
                 &[$((stringify!($f), $crate::gpu::Access::$access),)*];
             fn ordered(&self) -> Vec<&'a wgpu::Buffer> {
                 vec![$(self.$f,)*]

@@ -108,7 +108,7 @@ impl GpuWeights {
         let (rope, rope_of_layer) = rope_tables(gpu, c, positions);
         Ok(GpuWeights {
             embed,
-            embed_scale: crate::config::embed_scale(c.hidden, dtype),
+            embed_scale: crate::weights::gemma::embed_scale(c.hidden, dtype),
             layers,
             final_norm,
             rope,
