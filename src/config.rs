@@ -268,6 +268,228 @@ pub struct Settings {
     pub norm_offset: f32,
 }
 
+/// Makes the errors of [`ModelConfig::resolve`]: `path` names the file, `field` each setting.
+struct Refusal<'a> {
+    path: &'a str,
+    field: FieldName<'a>,
+}
+
+impl Refusal<'_> {
+    /// A configuration error with `message`.
+    fn bad(&self, message: String) -> Error {
+        Error::Config {
+            path: self.path.to_string(),
+            message,
+        }
+    }
+
+    /// `name` is `found`, which is not `expected`.
+    fn refuse(&self, name: &str, found: &dyn std::fmt::Display, expected: &str) -> Error {
+        self.bad(format!(
+            "{} is {found}; expected {expected}",
+            (self.field)(name)
+        ))
+    }
+
+    /// Refuses a `name` of `v` outside 1 to `max`.
+    fn within(&self, name: &str, v: usize, max: usize) -> Result<()> {
+        if v == 0 || v > max {
+            return Err(self.refuse(name, &v, &format!("1 to {max}")));
+        }
+        Ok(())
+    }
+}
+
+/// The attention heads' counts and width, resolved.
+struct HeadShape {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Checks the model's sizes and resolves its heads.
+fn head_shape(s: &Settings, e: &Refusal) -> Result<HeadShape> {
+    e.within("num_hidden_layers", s.layers, MAX_LAYERS)?;
+    e.within("hidden_size", s.hidden, MAX_WIDTH)?;
+    e.within("intermediate_size", s.intermediate, MAX_WIDTH)?;
+    e.within("num_attention_heads", s.heads, MAX_HEADS)?;
+    e.within("vocab_size", s.vocab, MAX_VOCAB)?;
+    let heads = s.heads;
+    let kv_heads = s.kv_heads.unwrap_or(heads);
+    e.within("num_key_value_heads", kv_heads, heads)?;
+    let head_dim = s.head_dim.unwrap_or(s.hidden / heads);
+    // Before any product with head_dim: a huge one would overflow it. (What the attention
+    // kernel holds is checked where the model is loaded.)
+    if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > MAX_WIDTH {
+        return Err(e.refuse(
+            "head_dim",
+            &head_dim,
+            &format!("a multiple of 4 from 4 to {MAX_WIDTH}"),
+        ));
+    }
+    if !heads.is_multiple_of(kv_heads) {
+        return Err(e.bad(format!(
+            "{heads} attention heads are not a multiple of {kv_heads} kv heads"
+        )));
+    }
+    if !s.hidden.is_multiple_of(32)
+        || !s.intermediate.is_multiple_of(32)
+        || !(heads * head_dim).is_multiple_of(32)
+    {
+        return Err(e.bad(format!(
+            "hidden_size {}, intermediate_size {} and heads * head_dim {} must be multiples of 32",
+            s.hidden,
+            s.intermediate,
+            heads * head_dim
+        )));
+    }
+    Ok(HeadShape {
+        heads,
+        kv_heads,
+        head_dim,
+    })
+}
+
+/// (theta, linear factor) of the global layers' RoPE and of the sliding layers'.
+struct Rope {
+    global: (f32, f32),
+    local: (f32, f32),
+}
+
+/// Resolves and checks the RoPE bases and scaling of both kinds of layer.
+fn rope(s: &Settings, e: &Refusal) -> Result<Rope> {
+    let default_theta = if s.arch == Arch::Gemma3 {
+        GEMMA3_ROPE_THETA
+    } else {
+        GEMMA2_ROPE_THETA
+    };
+    let global_theta = s.rope_theta.unwrap_or(default_theta) as f32;
+    let global_factor = match s.rope_type.as_deref() {
+        None | Some("default") => 1.0,
+        Some("linear") => s.rope_factor.unwrap_or(1.0) as f32,
+        Some(other) => {
+            return Err(e.bad(format!(
+                "unsupported rope_type `{}`; supported: default, linear",
+                printable(other)
+            )));
+        }
+    };
+    if !positive(global_theta as f64) {
+        return Err(e.refuse("rope_theta", &global_theta, "a finite number above 0"));
+    }
+    if !positive(global_factor as f64) {
+        return Err(e.refuse(
+            "rope_scaling.factor",
+            &global_factor,
+            "a finite number above 0",
+        ));
+    }
+    // Gemma 3's sliding layers use their own base and are never scaled.
+    let local = match s.arch {
+        Arch::Gemma3 => (
+            s.rope_local_theta.unwrap_or(GEMMA3_ROPE_LOCAL_THETA) as f32,
+            1.0,
+        ),
+        _ => (global_theta, global_factor),
+    };
+    if !positive(local.0 as f64) {
+        return Err(e.refuse("rope_local_base_freq", &local.0, "a finite number above 0"));
+    }
+    Ok(Rope {
+        global: (global_theta, global_factor),
+        local,
+    })
+}
+
+/// Each decoder layer's rules: whether it slides, in what window, with which RoPE.
+fn layer_specs(s: &Settings, rope: &Rope, e: &Refusal) -> Result<Vec<LayerSpec>> {
+    let arch = s.arch;
+    let window = s.sliding_window.unwrap_or(SLIDING_WINDOW);
+    e.within("sliding_window", window, MAX_POSITIONS)?;
+    let pattern = s
+        .sliding_window_pattern
+        .unwrap_or(GEMMA3_SLIDING_PATTERN)
+        .max(1);
+    (0..s.layers)
+        .map(|i| {
+            let sliding = match (&s.sliding, arch) {
+                (_, Arch::Gemma) => false,
+                (Some(types), _) => types.get(i).copied().ok_or_else(|| {
+                    e.bad(format!(
+                        "layer_types has {} entries for {} layers",
+                        types.len(),
+                        s.layers
+                    ))
+                })?,
+                // transformers' defaults: Gemma 2 slides on even layers, Gemma 3 on all
+                // but every `pattern`-th.
+                (None, Arch::Gemma2) => (i + 1) % GEMMA2_SLIDING_PATTERN != 0,
+                (None, Arch::Gemma3) => (i + 1) % pattern != 0,
+            };
+            let (rope_theta, rope_factor) = if sliding { rope.local } else { rope.global };
+            Ok(LayerSpec {
+                window: sliding.then_some(window),
+                rope_theta,
+                rope_factor,
+                post_norms: arch.post_norms(),
+                qk_norm: arch.qk_norm(),
+            })
+        })
+        .collect()
+}
+
+/// query_pre_attn_scalar^-0.5 (head_dim^-0.5 for Gemma 1), checked.
+fn query_scale(s: &Settings, head_dim: usize, e: &Refusal) -> Result<f32> {
+    let query_scalar = match s.arch {
+        Arch::Gemma => head_dim as f64,
+        _ => s.query_pre_attn_scalar.unwrap_or(QUERY_PRE_ATTN_SCALAR),
+    };
+    let query_scale = (query_scalar as f32).powf(-0.5);
+    if !positive(query_scalar) || !positive(query_scale as f64) {
+        return Err(e.refuse(
+            "query_pre_attn_scalar",
+            &query_scalar,
+            "a finite number above 0",
+        ));
+    }
+    Ok(query_scale)
+}
+
+/// Refuses soft-caps that are given but not positive and finite.
+fn check_softcaps(s: &Settings, e: &Refusal) -> Result<()> {
+    for (name, cap) in [
+        ("attn_logit_softcapping", s.attn_softcap),
+        ("final_logit_softcapping", s.final_softcap),
+    ] {
+        if let Some(cap) = cap
+            && !positive(cap)
+        {
+            return Err(e.refuse(name, &cap, "a finite number above 0, or none"));
+        }
+    }
+    Ok(())
+}
+
+/// The norms' epsilon, defaulted and checked.
+fn rms_norm_eps(s: &Settings, e: &Refusal) -> Result<f32> {
+    let eps = s.eps.unwrap_or(RMS_NORM_EPS);
+    if !(eps >= 0.0 && (eps as f32).is_finite()) {
+        return Err(e.refuse("rms_norm_eps", &eps, "a finite number of at least 0"));
+    }
+    Ok(eps as f32)
+}
+
+/// The longest context, defaulted by architecture and checked.
+fn max_positions(s: &Settings, e: &Refusal) -> Result<usize> {
+    let max_positions = s.max_positions.unwrap_or(if s.arch == Arch::Gemma3 {
+        GEMMA3_MAX_POSITIONS
+    } else {
+        GEMMA2_MAX_POSITIONS
+    });
+    e.within("max_position_embeddings", max_positions, MAX_POSITIONS)?;
+    Ok(max_positions)
+}
+
 impl ModelConfig {
     /// Reads `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
@@ -356,172 +578,19 @@ impl ModelConfig {
     /// Applies the architecture's defaults to `s` and resolves it, refusing values the
     /// engine cannot compute with; `path` names the file and `field` each setting in errors.
     pub fn resolve(s: &Settings, path: &str, field: FieldName) -> Result<ModelConfig> {
-        let bad = |message: String| Error::Config {
-            path: path.to_string(),
-            message,
-        };
-        // `name` is `found`, which is not `expected`.
-        let refuse = |name: &str, found: &dyn std::fmt::Display, expected: &str| {
-            bad(format!("{} is {found}; expected {expected}", field(name)))
-        };
-        let within = |name: &str, v: usize, max: usize| -> Result<()> {
-            if v == 0 || v > max {
-                return Err(refuse(name, &v, &format!("1 to {max}")));
-            }
-            Ok(())
-        };
+        let e = Refusal { path, field };
         let arch = s.arch;
-        within("num_hidden_layers", s.layers, MAX_LAYERS)?;
-        within("hidden_size", s.hidden, MAX_WIDTH)?;
-        within("intermediate_size", s.intermediate, MAX_WIDTH)?;
-        within("num_attention_heads", s.heads, MAX_HEADS)?;
-        within("vocab_size", s.vocab, MAX_VOCAB)?;
-        let heads = s.heads;
-        let kv_heads = s.kv_heads.unwrap_or(heads);
-        within("num_key_value_heads", kv_heads, heads)?;
-        let head_dim = s.head_dim.unwrap_or(s.hidden / heads);
-        // Before any product with head_dim: a huge one would overflow it. (What the attention
-        // kernel holds is checked where the model is loaded.)
-        if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > MAX_WIDTH {
-            return Err(refuse(
-                "head_dim",
-                &head_dim,
-                &format!("a multiple of 4 from 4 to {MAX_WIDTH}"),
-            ));
-        }
-        if !heads.is_multiple_of(kv_heads) {
-            return Err(bad(format!(
-                "{heads} attention heads are not a multiple of {kv_heads} kv heads"
-            )));
-        }
-        if !s.hidden.is_multiple_of(32)
-            || !s.intermediate.is_multiple_of(32)
-            || !(heads * head_dim).is_multiple_of(32)
-        {
-            return Err(bad(format!(
-                "hidden_size {}, intermediate_size {} and heads * head_dim {} must be multiples of 32",
-                s.hidden,
-                s.intermediate,
-                heads * head_dim
-            )));
-        }
-        let default_theta = if arch == Arch::Gemma3 {
-            GEMMA3_ROPE_THETA
-        } else {
-            GEMMA2_ROPE_THETA
-        };
-        let global_theta = s.rope_theta.unwrap_or(default_theta) as f32;
-        let global_factor = match s.rope_type.as_deref() {
-            None | Some("default") => 1.0,
-            Some("linear") => s.rope_factor.unwrap_or(1.0) as f32,
-            Some(other) => {
-                return Err(bad(format!(
-                    "unsupported rope_type `{}`; supported: default, linear",
-                    printable(other)
-                )));
-            }
-        };
-        if !positive(global_theta as f64) {
-            return Err(refuse(
-                "rope_theta",
-                &global_theta,
-                "a finite number above 0",
-            ));
-        }
-        if !positive(global_factor as f64) {
-            return Err(refuse(
-                "rope_scaling.factor",
-                &global_factor,
-                "a finite number above 0",
-            ));
-        }
-        // Gemma 3's sliding layers use their own base and are never scaled.
-        let local = match arch {
-            Arch::Gemma3 => (
-                s.rope_local_theta.unwrap_or(GEMMA3_ROPE_LOCAL_THETA) as f32,
-                1.0,
-            ),
-            _ => (global_theta, global_factor),
-        };
-        if !positive(local.0 as f64) {
-            return Err(refuse(
-                "rope_local_base_freq",
-                &local.0,
-                "a finite number above 0",
-            ));
-        }
-        let window = s.sliding_window.unwrap_or(SLIDING_WINDOW);
-        within("sliding_window", window, MAX_POSITIONS)?;
-        let pattern = s
-            .sliding_window_pattern
-            .unwrap_or(GEMMA3_SLIDING_PATTERN)
-            .max(1);
-        let layers = (0..s.layers)
-            .map(|i| {
-                let sliding = match (&s.sliding, arch) {
-                    (_, Arch::Gemma) => false,
-                    (Some(types), _) => types.get(i).copied().ok_or_else(|| {
-                        bad(format!(
-                            "layer_types has {} entries for {} layers",
-                            types.len(),
-                            s.layers
-                        ))
-                    })?,
-                    // transformers' defaults: Gemma 2 slides on even layers, Gemma 3 on all
-                    // but every `pattern`-th.
-                    (None, Arch::Gemma2) => (i + 1) % GEMMA2_SLIDING_PATTERN != 0,
-                    (None, Arch::Gemma3) => (i + 1) % pattern != 0,
-                };
-                let (rope_theta, rope_factor) = if sliding {
-                    local
-                } else {
-                    (global_theta, global_factor)
-                };
-                Ok(LayerSpec {
-                    window: sliding.then_some(window),
-                    rope_theta,
-                    rope_factor,
-                    post_norms: arch.post_norms(),
-                    qk_norm: arch.qk_norm(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let query_scalar = match arch {
-            Arch::Gemma => head_dim as f64,
-            _ => s.query_pre_attn_scalar.unwrap_or(QUERY_PRE_ATTN_SCALAR),
-        };
-        let query_scale = (query_scalar as f32).powf(-0.5);
-        if !positive(query_scalar) || !positive(query_scale as f64) {
-            return Err(refuse(
-                "query_pre_attn_scalar",
-                &query_scalar,
-                "a finite number above 0",
-            ));
-        }
-        for (name, cap) in [
-            ("attn_logit_softcapping", s.attn_softcap),
-            ("final_logit_softcapping", s.final_softcap),
-        ] {
-            if let Some(cap) = cap
-                && !positive(cap)
-            {
-                return Err(refuse(name, &cap, "a finite number above 0, or none"));
-            }
-        }
-        let eps = s.eps.unwrap_or(RMS_NORM_EPS);
-        if !(eps >= 0.0 && (eps as f32).is_finite()) {
-            return Err(refuse(
-                "rms_norm_eps",
-                &eps,
-                "a finite number of at least 0",
-            ));
-        }
-        let max_positions = s.max_positions.unwrap_or(if arch == Arch::Gemma3 {
-            GEMMA3_MAX_POSITIONS
-        } else {
-            GEMMA2_MAX_POSITIONS
-        });
-        within("max_position_embeddings", max_positions, MAX_POSITIONS)?;
+        let HeadShape {
+            heads,
+            kv_heads,
+            head_dim,
+        } = head_shape(s, &e)?;
+        let rope = rope(s, &e)?;
+        let layers = layer_specs(s, &rope, &e)?;
+        let query_scale = query_scale(s, head_dim, &e)?;
+        check_softcaps(s, &e)?;
+        let eps = rms_norm_eps(s, &e)?;
+        let max_positions = max_positions(s, &e)?;
         Ok(ModelConfig {
             arch,
             hidden: s.hidden,
@@ -540,7 +609,7 @@ impl ModelConfig {
                 Arch::Gemma => None,
                 _ => s.final_softcap.map(|v| v as f32),
             },
-            eps: eps as f32,
+            eps,
             max_positions,
             layers,
             bos_id: s.bos_id,

@@ -126,6 +126,8 @@ impl Attention {
     /// reference). Every visible key must be in the cache: the range of positions a query
     /// sees (its window, or everything before it) must fit `capacity`.
     pub fn bind(&self, gpu: &Gpu, label: &str, args: AttentionArgs) -> Result<Vec<Dispatch>> {
+        self.check_shape(label, args.shape, args.cache)?;
+        Self::check_buffers(gpu, &args)?;
         let AttentionArgs {
             n_q,
             shape: cfg,
@@ -135,50 +137,12 @@ impl Attention {
             partials,
             out,
         } = args;
-        let shape_error = |message: String| Error::Shape {
-            kernel: "attention",
-            message: format!("{label}: {message}"),
-        };
-        if cache.dtype != self.dtype {
-            return Err(shape_error(format!(
-                "kernel built for a {:?} cache, cache is {:?}",
-                self.dtype, cache.dtype
-            )));
-        }
-        let hd = cfg.head_dim;
-        if hd == 0 || !hd.is_multiple_of(4) || hd > MAX_HEAD_DIM {
-            return Err(shape_error(format!(
-                "head_dim {hd} must be a multiple of 4 and at most {MAX_HEAD_DIM}"
-            )));
-        }
-        if cfg.kv_heads == 0 || !cfg.heads.is_multiple_of(cfg.kv_heads) {
-            return Err(shape_error(format!(
-                "{} query heads are not a multiple of {} kv heads",
-                cfg.heads, cfg.kv_heads
-            )));
-        }
-        if cache.kv_dim != cfg.kv_heads * hd {
-            return Err(shape_error(format!(
-                "cache rows hold {} values, kv_heads * head_dim is {}",
-                cache.kv_dim,
-                cfg.kv_heads * hd
-            )));
-        }
-        check_len("attention", "positions", positions, n_q)?;
-        check_len("attention", "q", q, n_q * cfg.heads * hd)?;
-        check_len("attention", "out", out, n_q * cfg.heads * hd)?;
-        check_len(
-            "attention",
-            "partials",
-            partials,
-            Self::partials_len(gpu, n_q, cfg, cache.capacity),
-        )?;
         let (split_len, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
         let params = AttentionParams {
             n_q: n_q as u32,
             heads: cfg.heads as u32,
             kv_heads: cfg.kv_heads as u32,
-            head_dim: hd as u32,
+            head_dim: cfg.head_dim as u32,
             capacity: cache.capacity as u32,
             window: cfg.window.map_or(u32::MAX, |w| w as u32),
             split_len: split_len as u32,
@@ -211,5 +175,55 @@ impl Attention {
                 (cfg.heads as u32, n_q as u32, 1),
             )?,
         ])
+    }
+
+    /// Refuses a cache of another dtype, a head width the shader cannot hold, query heads
+    /// that are not a multiple of the kv heads, and cache rows of another width.
+    fn check_shape(&self, label: &str, cfg: &AttentionShape, cache: &KvCache) -> Result<()> {
+        let shape_error = |message: String| Error::Shape {
+            kernel: "attention",
+            message: format!("{label}: {message}"),
+        };
+        if cache.dtype != self.dtype {
+            return Err(shape_error(format!(
+                "kernel built for a {:?} cache, cache is {:?}",
+                self.dtype, cache.dtype
+            )));
+        }
+        let hd = cfg.head_dim;
+        if hd == 0 || !hd.is_multiple_of(4) || hd > MAX_HEAD_DIM {
+            return Err(shape_error(format!(
+                "head_dim {hd} must be a multiple of 4 and at most {MAX_HEAD_DIM}"
+            )));
+        }
+        if cfg.kv_heads == 0 || !cfg.heads.is_multiple_of(cfg.kv_heads) {
+            return Err(shape_error(format!(
+                "{} query heads are not a multiple of {} kv heads",
+                cfg.heads, cfg.kv_heads
+            )));
+        }
+        if cache.kv_dim != cfg.kv_heads * hd {
+            return Err(shape_error(format!(
+                "cache rows hold {} values, kv_heads * head_dim is {}",
+                cache.kv_dim,
+                cfg.kv_heads * hd
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that each buffer of `args` holds what the call reads or writes.
+    fn check_buffers(gpu: &Gpu, args: &AttentionArgs) -> Result<()> {
+        let (n_q, cfg) = (args.n_q, args.shape);
+        let hd = cfg.head_dim;
+        check_len("attention", "positions", args.positions, n_q)?;
+        check_len("attention", "q", args.q, n_q * cfg.heads * hd)?;
+        check_len("attention", "out", args.out, n_q * cfg.heads * hd)?;
+        check_len(
+            "attention",
+            "partials",
+            args.partials,
+            Self::partials_len(gpu, n_q, cfg, args.cache.capacity),
+        )
     }
 }

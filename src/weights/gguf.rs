@@ -444,6 +444,106 @@ impl<'a> Cursor<'a> {
             other => return Err(self.fail(&format!("unknown metadata type {other}"))),
         })
     }
+
+    /// Reads the magic and the version, refusing any but 2 and 3.
+    fn version(&mut self) -> Result<u32> {
+        if self.take(4)? != b"GGUF" {
+            return Err(self.fail("no GGUF magic"));
+        }
+        let version = self.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(self.fail(&format!("unsupported version {version} (2 and 3 are read)")));
+        }
+        Ok(version)
+    }
+
+    /// Reads `n_kv` metadata entries, refusing a repeated key.
+    fn metadata(&mut self, n_kv: usize) -> Result<HashMap<String, Value>> {
+        let mut metadata = HashMap::new();
+        for _ in 0..n_kv {
+            let key = self.string()?;
+            let ty = self.u32()?;
+            let value = self.value(ty)?;
+            match metadata.entry(key) {
+                Entry::Occupied(e) => {
+                    return Err(
+                        self.fail(&format!("duplicate metadata key `{}`", printable(e.key())))
+                    );
+                }
+                Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+            }
+        }
+        Ok(metadata)
+    }
+
+    /// Reads the `n_tensors` entries of the tensor table.
+    fn tensor_table(&mut self, n_tensors: usize) -> Result<Vec<RawTensor>> {
+        // Grown as entries are read, not reserved from the count; names checked as they come,
+        // so that a run of identical (zeroed) entries stops at the second.
+        let mut raw = Vec::with_capacity(n_tensors.min(1024));
+        let mut names = std::collections::HashSet::with_capacity(n_tensors.min(1024));
+        for _ in 0..n_tensors {
+            let name = self.string()?;
+            if !names.insert(name.clone()) {
+                return Err(self.fail(&format!("tensor `{}` is listed twice", printable(&name))));
+            }
+            let dims = self.dims(&name)?;
+            let ty = GgmlType::from_id(self.u32()?);
+            let offset = self.u64()?;
+            raw.push(RawTensor {
+                name,
+                dims,
+                ty,
+                offset,
+            });
+        }
+        Ok(raw)
+    }
+
+    /// Reads the dimension count and dimensions of tensor `name`.
+    fn dims(&mut self, name: &str) -> Result<Vec<usize>> {
+        let n_dims = self.u32()? as usize;
+        if n_dims > MAX_DIMS {
+            return Err(self.fail(&format!(
+                "tensor `{}` has {n_dims} dimensions (at most {MAX_DIMS})",
+                printable(name)
+            )));
+        }
+        let mut dims = Vec::with_capacity(n_dims);
+        for _ in 0..n_dims {
+            let d = self.u64()?;
+            // ggml keeps dimensions as int64.
+            let d = usize::try_from(d)
+                .ok()
+                .filter(|&d| d <= i64::MAX as usize)
+                .ok_or_else(|| {
+                    self.fail(&format!("tensor `{}` has dimension {d}", printable(name)))
+                })?;
+            dims.push(d);
+        }
+        Ok(dims)
+    }
+
+    /// The data section's alignment: `general.alignment`, a power of two, or 32.
+    fn alignment(&self, metadata: &HashMap<String, Value>) -> Result<usize> {
+        Ok(match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a as usize,
+                other => {
+                    let shown = match other {
+                        Some(a) => a.to_string(),
+                        None => printable(&format!("{v:?}")),
+                    };
+                    return Err(self.fail(&format!(
+                        "general.alignment {shown} is not a power of two from 1 to {MAX_ALIGNMENT}"
+                    )));
+                }
+            },
+        })
+    }
 }
 
 /// A tensor entry as the file gives it, before its place in the file is checked.
@@ -452,6 +552,106 @@ struct RawTensor {
     dims: Vec<usize>,
     ty: GgmlType,
     offset: u64,
+}
+
+/// A file's data section, where the tensor table's entries must lie.
+struct DataSection<'a> {
+    path: &'a Path,
+    /// The first multiple of `alignment` after the header.
+    data_start: usize,
+    alignment: usize,
+    file_len: usize,
+}
+
+impl DataSection<'_> {
+    /// An error in the tensor table.
+    fn bad(&self, message: String) -> Error {
+        Error::Checkpoint {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+
+    /// Places one entry: whole blocks of a type ggml defines, aligned, within the file.
+    fn place_one(&self, raw: RawTensor) -> Result<(String, TensorInfo)> {
+        let RawTensor {
+            name,
+            dims,
+            ty,
+            offset,
+        } = raw;
+        let (alignment, file_len) = (self.alignment, self.file_len);
+        let shown = printable(&name);
+        let (per, size) = ty.storage().ok_or_else(|| {
+            self.bad(format!(
+                "tensor `{shown}` has GGML type {}, which ggml does not define",
+                match ty {
+                    GgmlType::Other(id) => id,
+                    _ => 0,
+                }
+            ))
+        })?;
+        let row = dims.first().copied().unwrap_or(1);
+        if !row.is_multiple_of(per) {
+            return Err(self.bad(format!(
+                "tensor `{shown}`: rows of {row} {ty:?} values are not whole blocks of {per}"
+            )));
+        }
+        let bytes = dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| (n / per).checked_mul(size));
+        let start = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.data_start.checked_add(o));
+        let (Some(bytes), Some(start)) = (bytes, start) else {
+            return Err(self.bad(format!(
+                "tensor `{shown}` (dimensions {dims:?}, offset {offset}) lies outside the \
+                 file of {file_len} bytes"
+            )));
+        };
+        if !offset.is_multiple_of(alignment as u64) {
+            return Err(self.bad(format!(
+                "tensor `{shown}`: offset {offset} is not a multiple of the alignment \
+                 {alignment}"
+            )));
+        }
+        let end = start.checked_add(bytes).filter(|&e| e <= file_len);
+        let Some(end) = end else {
+            return Err(self.bad(format!(
+                "truncated: tensor `{shown}` ends at byte {}, the file has {file_len}",
+                start as u128 + bytes as u128
+            )));
+        };
+        let info = TensorInfo {
+            ty,
+            dims,
+            start,
+            end,
+        };
+        Ok((name, info))
+    }
+
+    /// Refuses tensors whose bytes overlap (empty ones overlap nothing).
+    fn check_overlaps(&self, tensors: &HashMap<String, TensorInfo>) -> Result<()> {
+        let mut ranges: Vec<(usize, usize, &str)> = tensors
+            .iter()
+            .filter(|(_, t)| t.end > t.start)
+            .map(|(n, t)| (t.start, t.end, n.as_str()))
+            .collect();
+        ranges.sort_unstable();
+        for pair in ranges.windows(2) {
+            let ((a_start, a_end, a), (b_start, _, b)) = (pair[0], pair[1]);
+            if b_start < a_end {
+                return Err(self.bad(format!(
+                    "tensors `{}` and `{}` overlap (bytes {a_start}..{a_end} and {b_start}..)",
+                    printable(a),
+                    printable(b)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Bytes of one tensor entry at least: name length, dimension count, type and offset.
@@ -496,6 +696,7 @@ impl Gguf {
         )
     }
 
+    /// Checks the header of `bytes`, a file of `file_len` bytes, and places its tensors.
     fn read(path: &Path, bytes: Bytes, file_len: usize) -> Result<Gguf> {
         let data = bytes.as_slice();
         let mut c = Cursor {
@@ -504,81 +705,12 @@ impl Gguf {
             path,
             capped: data.len() > MAX_HEADER_BYTES,
         };
-        if c.take(4)? != b"GGUF" {
-            return Err(c.fail("no GGUF magic"));
-        }
-        let version = c.u32()?;
-        if !(2..=3).contains(&version) {
-            return Err(c.fail(&format!("unsupported version {version} (2 and 3 are read)")));
-        }
+        let version = c.version()?;
         let n_tensors = c.count(MIN_TENSOR_INFO, "tensors")?;
         let n_kv = c.count(MIN_KV, "metadata entries")?;
-        let mut metadata = HashMap::new();
-        for _ in 0..n_kv {
-            let key = c.string()?;
-            let ty = c.u32()?;
-            let value = c.value(ty)?;
-            match metadata.entry(key) {
-                Entry::Occupied(e) => {
-                    return Err(c.fail(&format!("duplicate metadata key `{}`", printable(e.key()))));
-                }
-                Entry::Vacant(e) => {
-                    e.insert(value);
-                }
-            }
-        }
-        // Grown as entries are read, not reserved from the count; names checked as they come,
-        // so that a run of identical (zeroed) entries stops at the second.
-        let mut raw = Vec::with_capacity(n_tensors.min(1024));
-        let mut names = std::collections::HashSet::with_capacity(n_tensors.min(1024));
-        for _ in 0..n_tensors {
-            let name = c.string()?;
-            if !names.insert(name.clone()) {
-                return Err(c.fail(&format!("tensor `{}` is listed twice", printable(&name))));
-            }
-            let n_dims = c.u32()? as usize;
-            if n_dims > MAX_DIMS {
-                return Err(c.fail(&format!(
-                    "tensor `{}` has {n_dims} dimensions (at most {MAX_DIMS})",
-                    printable(&name)
-                )));
-            }
-            let mut dims = Vec::with_capacity(n_dims);
-            for _ in 0..n_dims {
-                let d = c.u64()?;
-                // ggml keeps dimensions as int64.
-                let d = usize::try_from(d)
-                    .ok()
-                    .filter(|&d| d <= i64::MAX as usize)
-                    .ok_or_else(|| {
-                        c.fail(&format!("tensor `{}` has dimension {d}", printable(&name)))
-                    })?;
-                dims.push(d);
-            }
-            let ty = GgmlType::from_id(c.u32()?);
-            let offset = c.u64()?;
-            raw.push(RawTensor {
-                name,
-                dims,
-                ty,
-                offset,
-            });
-        }
-        let alignment = match metadata.get("general.alignment") {
-            None => 32,
-            Some(v) => match v.as_u64() {
-                Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a as usize,
-                other => {
-                    let shown = match other {
-                        Some(a) => a.to_string(),
-                        None => printable(&format!("{v:?}")),
-                    };
-                    return Err(c.fail(&format!(
-                        "general.alignment {shown} is not a power of two from 1 to {MAX_ALIGNMENT}"
-                    )));
-                }
-            },
-        };
+        let metadata = c.metadata(n_kv)?;
+        let raw = c.tensor_table(n_tensors)?;
+        let alignment = c.alignment(&metadata)?;
         let header_end = c.pos;
         let tensors = Self::place(path, raw, header_end, alignment, file_len)?;
         Ok(Gguf {
@@ -600,89 +732,20 @@ impl Gguf {
         alignment: usize,
         file_len: usize,
     ) -> Result<HashMap<String, TensorInfo>> {
-        let bad = |message: String| Error::Checkpoint {
-            path: path.display().to_string(),
-            message,
+        let section = DataSection {
+            path,
+            // header_end <= file_len, and alignment is at most 2^20: no overflow.
+            data_start: header_end.next_multiple_of(alignment),
+            alignment,
+            file_len,
         };
-        // header_end <= file_len, and alignment is at most 2^20: no overflow.
-        let data_start = header_end.next_multiple_of(alignment);
         let mut tensors = HashMap::with_capacity(raw.len());
-        for RawTensor {
-            name,
-            dims,
-            ty,
-            offset,
-        } in raw
-        {
-            let shown = printable(&name);
-            let (per, size) = ty.storage().ok_or_else(|| {
-                bad(format!(
-                    "tensor `{shown}` has GGML type {}, which ggml does not define",
-                    match ty {
-                        GgmlType::Other(id) => id,
-                        _ => 0,
-                    }
-                ))
-            })?;
-            let row = dims.first().copied().unwrap_or(1);
-            if !row.is_multiple_of(per) {
-                return Err(bad(format!(
-                    "tensor `{shown}`: rows of {row} {ty:?} values are not whole blocks of {per}"
-                )));
-            }
-            let bytes = dims
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(d))
-                .and_then(|n| (n / per).checked_mul(size));
-            let start = usize::try_from(offset)
-                .ok()
-                .and_then(|o| data_start.checked_add(o));
-            let (Some(bytes), Some(start)) = (bytes, start) else {
-                return Err(bad(format!(
-                    "tensor `{shown}` (dimensions {dims:?}, offset {offset}) lies outside the \
-                     file of {file_len} bytes"
-                )));
-            };
-            if !offset.is_multiple_of(alignment as u64) {
-                return Err(bad(format!(
-                    "tensor `{shown}`: offset {offset} is not a multiple of the alignment \
-                     {alignment}"
-                )));
-            }
-            let end = start.checked_add(bytes).filter(|&e| e <= file_len);
-            let Some(end) = end else {
-                return Err(bad(format!(
-                    "truncated: tensor `{shown}` ends at byte {}, the file has {file_len}",
-                    start as u128 + bytes as u128
-                )));
-            };
+        for t in raw {
+            let (name, info) = section.place_one(t)?;
             // Names are unique: checked as the entries were read.
-            tensors.insert(
-                name,
-                TensorInfo {
-                    ty,
-                    dims,
-                    start,
-                    end,
-                },
-            );
+            tensors.insert(name, info);
         }
-        let mut ranges: Vec<(usize, usize, &str)> = tensors
-            .iter()
-            .filter(|(_, t)| t.end > t.start)
-            .map(|(n, t)| (t.start, t.end, n.as_str()))
-            .collect();
-        ranges.sort_unstable();
-        for pair in ranges.windows(2) {
-            let ((a_start, a_end, a), (b_start, _, b)) = (pair[0], pair[1]);
-            if b_start < a_end {
-                return Err(bad(format!(
-                    "tensors `{}` and `{}` overlap (bytes {a_start}..{a_end} and {b_start}..)",
-                    printable(a),
-                    printable(b)
-                )));
-            }
-        }
+        section.check_overlaps(&tensors)?;
         Ok(tensors)
     }
 

@@ -66,17 +66,40 @@ fn corrupt(path: &Path, message: String) -> Error {
 /// shape, the data ending where the file does), without needing the data in memory. Only
 /// f32, f16 and bf16 tensors are accepted. `path` names the file in errors.
 pub fn parse_header(path: &Path, prefix: &[u8], file_len: u64) -> Result<Vec<HeaderEntry>> {
-    let invalid = |what: String| corrupt(path, format!("not a valid safetensors file ({what})"));
+    let data_start = data_start(path, prefix, file_len)?;
+    let meta = header_metadata(path, prefix, data_start)?;
+    check_data_len(path, data_start, meta.data_len() as u64, file_len)?;
+    let mut entries = Vec::new();
+    for tensor in meta.offset_keys() {
+        let Some(info) = meta.info(&tensor) else {
+            continue;
+        };
+        entries.push(header_entry(path, data_start as usize, tensor, info)?);
+    }
+    Ok(entries)
+}
+
+/// The error of a file that breaks the format's rules, saying `what`.
+fn invalid(path: &Path, what: String) -> Error {
+    corrupt(path, format!("not a valid safetensors file ({what})"))
+}
+
+/// Where the data starts: after the 8-byte header length and the header, within the file.
+fn data_start(path: &Path, prefix: &[u8], file_len: u64) -> Result<u64> {
     let Some(len_bytes) = prefix.get(..8) else {
-        return Err(invalid("shorter than its 8-byte header length".into()));
+        return Err(invalid(
+            path,
+            "shorter than its 8-byte header length".into(),
+        ));
     };
     let mut n = [0; 8];
     n.copy_from_slice(len_bytes);
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER_BYTES {
-        return Err(invalid(format!(
-            "a header of {n} bytes, more than {MAX_HEADER_BYTES}"
-        )));
+        return Err(invalid(
+            path,
+            format!("a header of {n} bytes, more than {MAX_HEADER_BYTES}"),
+        ));
     }
     // n <= 1e8: no overflow below.
     let data_start = 8 + n;
@@ -86,13 +109,24 @@ pub fn parse_header(path: &Path, prefix: &[u8], file_len: u64) -> Result<Vec<Hea
             format!("truncated: the header ends at byte {data_start}, the file has {file_len}"),
         ));
     }
+    Ok(data_start)
+}
+
+/// Parses the JSON header, bytes 8 to `data_start` of `prefix`.
+fn header_metadata(
+    path: &Path,
+    prefix: &[u8],
+    data_start: u64,
+) -> Result<safetensors::tensor::Metadata> {
     let header = prefix
         .get(8..data_start as usize)
-        .ok_or_else(|| invalid("the header was not read whole".into()))?;
-    let header = std::str::from_utf8(header).map_err(|e| invalid(format!("header: {e}")))?;
-    let meta: safetensors::tensor::Metadata =
-        serde_json::from_str(header).map_err(|e| invalid(printable_message(&e.to_string())))?;
-    let data_len = meta.data_len() as u64;
+        .ok_or_else(|| invalid(path, "the header was not read whole".into()))?;
+    let header = std::str::from_utf8(header).map_err(|e| invalid(path, format!("header: {e}")))?;
+    serde_json::from_str(header).map_err(|e| invalid(path, printable_message(&e.to_string())))
+}
+
+/// Refuses data of `data_len` bytes from `data_start` that does not end where the file does.
+fn check_data_len(path: &Path, data_start: u64, data_len: u64, file_len: u64) -> Result<()> {
     let data_end = data_start.checked_add(data_len);
     if data_end != Some(file_len) {
         return Err(corrupt(
@@ -111,54 +145,60 @@ pub fn parse_header(path: &Path, prefix: &[u8], file_len: u64) -> Result<Vec<Hea
             },
         ));
     }
-    let mut entries = Vec::new();
-    for tensor in meta.offset_keys() {
-        let Some(info) = meta.info(&tensor) else {
-            continue;
-        };
-        let dtype = match info.dtype {
-            safetensors::Dtype::F32 => SourceDtype::F32,
-            safetensors::Dtype::F16 => SourceDtype::F16,
-            safetensors::Dtype::BF16 => SourceDtype::Bf16,
-            other => {
-                return Err(Error::Tensor {
-                    name: printable(&tensor),
-                    message: format!(
-                        "unsupported dtype {other:?} in {}; expected F32, F16 or BF16",
-                        path.display()
-                    ),
-                });
-            }
-        };
-        // Within the file: the data ends at file_len (checked above).
-        let (start, end) = (
-            data_start as usize + info.data_offsets.0,
-            data_start as usize + info.data_offsets.1,
-        );
-        let bytes = info
-            .shape
-            .iter()
-            .try_fold(dtype.bytes(), |n, &d| n.checked_mul(d));
-        if bytes != Some(end - start) {
-            return Err(corrupt(
-                path,
-                format!(
-                    "tensor `{}`: {} bytes for shape {:?}",
-                    printable(&tensor),
-                    end - start,
-                    info.shape
-                ),
-            ));
-        }
-        entries.push(HeaderEntry {
-            name: tensor,
-            dtype,
-            shape: info.shape.clone(),
-            start,
-            end,
-        });
+    Ok(())
+}
+
+/// The f32, f16 or bf16 dtype of `tensor`; any other is refused.
+fn source_dtype(path: &Path, tensor: &str, dtype: safetensors::Dtype) -> Result<SourceDtype> {
+    match dtype {
+        safetensors::Dtype::F32 => Ok(SourceDtype::F32),
+        safetensors::Dtype::F16 => Ok(SourceDtype::F16),
+        safetensors::Dtype::BF16 => Ok(SourceDtype::Bf16),
+        other => Err(Error::Tensor {
+            name: printable(tensor),
+            message: format!(
+                "unsupported dtype {other:?} in {}; expected F32, F16 or BF16",
+                path.display()
+            ),
+        }),
     }
-    Ok(entries)
+}
+
+/// One tensor's entry, its bytes checked against its shape.
+fn header_entry(
+    path: &Path,
+    data_start: usize,
+    tensor: String,
+    info: &safetensors::tensor::TensorInfo,
+) -> Result<HeaderEntry> {
+    let dtype = source_dtype(path, &tensor, info.dtype)?;
+    // Within the file: the data ends at file_len (checked by check_data_len).
+    let (start, end) = (
+        data_start + info.data_offsets.0,
+        data_start + info.data_offsets.1,
+    );
+    let bytes = info
+        .shape
+        .iter()
+        .try_fold(dtype.bytes(), |n, &d| n.checked_mul(d));
+    if bytes != Some(end - start) {
+        return Err(corrupt(
+            path,
+            format!(
+                "tensor `{}`: {} bytes for shape {:?}",
+                printable(&tensor),
+                end - start,
+                info.shape
+            ),
+        ));
+    }
+    Ok(HeaderEntry {
+        name: tensor,
+        dtype,
+        shape: info.shape.clone(),
+        start,
+        end,
+    })
 }
 
 /// The shard file names of a `model.safetensors.index.json` (its `weight_map` values), each a
