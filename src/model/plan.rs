@@ -8,11 +8,11 @@ use super::weights::GpuWeights;
 use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
-use crate::kernels::TopKOutput;
 use crate::kernels::embedding::EmbeddingArgs;
 use crate::kernels::non_finite::NonFiniteBuffers;
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::soft_cap::SoftCapBuffers;
+use crate::kernels::{GpuMatrix, TopKOutput};
 
 /// What a step ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,23 +108,11 @@ impl Plan {
             out: &s.h,
         };
         let final_norm = k.rms_norm.bind(gpu, "final_norm", norm, final_norm)?;
-        let mut head = k.product(gpu, "lm_head", &w.embed, &s.h_last, &s.logits, 1)?;
-        if let Some(cap) = c.final_softcap {
-            let logits = SoftCapBuffers { x: &s.logits };
-            head.push(
-                k.soft_cap
-                    .bind(gpu, "final_soft_cap", c.vocab, cap, logits)?,
-            );
-        }
-        let mut all_logits = vec![];
-        if let Some(logits_all) = &s.logits_all {
-            all_logits = k.product(gpu, "lm_head.all", &w.embed, &s.h, logits_all, rows)?;
-            if let Some(cap) = c.final_softcap {
-                let n = rows * c.vocab;
-                let logits = SoftCapBuffers { x: logits_all };
-                all_logits.push(k.soft_cap.bind(gpu, "final_soft_cap.all", n, cap, logits)?);
-            }
-        }
+        let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
+        let all_logits = match &s.logits_all {
+            Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
+            None => vec![],
+        };
         Ok(Plan {
             rows,
             embed,
@@ -213,4 +201,26 @@ impl Plan {
         rec.read_back(readback, logits, 0);
         rec.read_back(readback, &self.h, logits.size());
     }
+}
+
+/// logits [rows, vocab] = h [rows, hidden] embed^T (the tied lm_head), then the final
+/// soft-cap; labelled `lm_head` for one row, `lm_head.all` for every row of a step.
+fn lm_head(
+    gpu: &Gpu,
+    c: &ModelConfig,
+    k: &Kernels,
+    (embed, h, logits): (&GpuMatrix, &wgpu::Buffer, &wgpu::Buffer),
+    rows: usize,
+) -> Result<Vec<Dispatch>> {
+    let suffix = if rows == 1 { "" } else { ".all" };
+    let mut d = k.product(gpu, &format!("lm_head{suffix}"), embed, h, logits, rows)?;
+    if let Some(cap) = c.final_softcap {
+        let n = rows * c.vocab;
+        let label = format!("final_soft_cap{suffix}");
+        d.push(
+            k.soft_cap
+                .bind(gpu, &label, n, cap, SoftCapBuffers { x: logits })?,
+        );
+    }
+    Ok(d)
 }
