@@ -7,25 +7,54 @@ use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
 use crate::{Error, Result};
 
-/// Output tile edge (tokens and weight rows), fixed by the shader's 16 x 16 x (4 x 4) layout.
+/// GPU layout: output tile edge (tokens and weight rows), fixed by the shader's 16 x 16 x
+/// (4 x 4) layout of 256 invocations.
 const TILE: u32 = 64;
+const TILE_WG: u32 = 256;
+/// CPU layout: weight rows and tokens each invocation keeps in registers (fixed by the shader),
+/// and invocations per workgroup.
+const REGISTER_ROWS: u32 = 4;
+const REGISTER_TOKENS: u32 = 8;
+const REGISTER_WG: u32 = 64;
 
 pub struct Matmul {
     kernel: Kernel,
     format: WeightFormat,
+    /// The CPU layout (see matmul.wgsl).
+    register_tiles: bool,
 }
 
 impl Matmul {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matmul> {
-        let kernel = source::build(gpu, &source::MATMUL, "main", Some(format), None, &[])?;
-        Ok(Matmul { kernel, format })
+        let register_tiles = gpu.caps.cpu_like;
+        let wg = if register_tiles { REGISTER_WG } else { TILE_WG };
+        let constants = [
+            ("WG", wg as f64),
+            ("REGISTER_TILES", register_tiles as u8 as f64),
+        ];
+        let kernel = source::build(gpu, &source::MATMUL, "main", Some(format), None, &constants)?;
+        Ok(Matmul {
+            kernel,
+            format,
+            register_tiles,
+        })
+    }
+
+    /// Workgroups for `rows` weight rows and `n` tokens: (over rows, over tokens).
+    fn grid(&self, rows: usize, n: usize) -> (u32, u32) {
+        if self.register_tiles {
+            let per_workgroup = REGISTER_ROWS * REGISTER_WG;
+            (groups(rows, per_workgroup), groups(n, REGISTER_TOKENS))
+        } else {
+            (groups(rows, TILE), groups(n, TILE))
+        }
     }
 
     /// y [n, w.rows] = x [n, w.cols] W^T, one dispatch per chunk of W.
     pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n;
         let max = gpu.caps.max_workgroups_per_dim;
-        if groups(n, TILE) > max {
+        if self.grid(1, n).1 > max {
             return Err(Error::Shape {
                 kernel: "matmul",
                 message: format!("{label}: {n} token rows need more than {max} workgroups"),
@@ -38,7 +67,10 @@ impl Matmul {
             gpu,
             label,
             args,
-            |rows| (groups(rows, TILE), groups(n, TILE), 1),
+            |rows| {
+                let (x, y) = self.grid(rows, n);
+                (x, y, 1)
+            },
         )
     }
 }
