@@ -57,6 +57,14 @@ struct Use {
     line: usize,
 }
 
+impl std::fmt::Display for Use {
+    /// `src/gpu/pipeline.rs:4: gpu uses kernels`
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (file, line) = (self.file.display(), self.line);
+        write!(f, "src/{file}:{line}: {} uses {}", self.from, self.to)
+    }
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -213,15 +221,7 @@ fn every_arrow_is_allowed() {
                 .get(u.from.as_str())
                 .is_some_and(|to| to.contains(&u.to.as_str()))
         })
-        .map(|u| {
-            format!(
-                "src/{}:{}: {} uses {}",
-                u.file.display(),
-                u.line,
-                u.from,
-                u.to
-            )
-        })
+        .map(|u| u.to_string())
         .collect();
     assert!(
         bad.is_empty(),
@@ -281,15 +281,7 @@ fn the_module_graph_has_no_cycle() {
         let at: Vec<String> = cycle
             .windows(2)
             .filter_map(|w| uses.iter().find(|u| u.from == w[0] && u.to == w[1]))
-            .map(|u| {
-                format!(
-                    "src/{}:{}: {} uses {}",
-                    u.file.display(),
-                    u.line,
-                    u.from,
-                    u.to
-                )
-            })
+            .map(|u| u.to_string())
             .collect();
         panic!("module cycle {}:\n{}", cycle.join(" -> "), at.join("\n"));
     }
