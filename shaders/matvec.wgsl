@@ -8,8 +8,9 @@
 //   consecutive groups of 8 weights (a quantized block's 16 bytes, read and scaled by one
 //   invocation rather than four), neighbouring invocations on neighbouring units (coalesced;
 //   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows.
-// - CPU adapters: grid (ceil(rows / WG) as a 2-D grid, 1, n). Each invocation walks one whole
-//   row, so reads are contiguous per invocation and nothing needs reducing.
+// - CPU adapters: grid (ceil(rows / (4 WG)) as a 2-D grid, 1, n). Each invocation walks four
+//   whole rows side by side (four independent sums in flight), so reads are contiguous per
+//   invocation and nothing needs reducing.
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
 
 struct Params {
@@ -40,16 +41,32 @@ fn dot8(w: W8, base: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     if ROW_PER_INVOCATION {
-        let row = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
-        if row >= p.rows {
+        // 4 rows per invocation: four independent sums in flight.
+        let r0 = ((inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid) * 4u;
+        if r0 >= p.rows {
             return;
         }
+        let last = p.rows - 1u;
+        let r1 = min(r0 + 1u, last);
+        let r2 = min(r0 + 2u, last);
+        let r3 = min(r0 + 3u, last);
         let xbase = inv.wg.z * (p.k / 4u);
-        var acc = 0.0;
+        var acc = vec4<f32>(0.0);
         for (var g = 0u; g < p.k / 8u; g++) {
-            acc += dot8(w_load8(row, g, p.k), xbase + 2u * g);
+            let xb = xbase + 2u * g;
+            acc += vec4<f32>(
+                dot8(w_load8(r0, g, p.k), xb),
+                dot8(w_load8(r1, g, p.k), xb),
+                dot8(w_load8(r2, g, p.k), xb),
+                dot8(w_load8(r3, g, p.k), xb),
+            );
         }
-        y[inv.wg.z * p.out_stride + p.out_offset + row] = acc;
+        let out = inv.wg.z * p.out_stride + p.out_offset;
+        for (var j = 0u; j < 4u; j++) {
+            if r0 + j < p.rows {
+                y[out + r0 + j] = acc[j];
+            }
+        }
         return;
     }
     let first = (inv.wg.x + inv.wg.y * inv.nwg.x) * ROWS;

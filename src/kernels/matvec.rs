@@ -8,6 +8,11 @@ use crate::{Error, Result};
 
 /// Rows per workgroup: one reduction serves four rows, and x is read once for them.
 const ROWS: u32 = 4;
+/// CPU layout: rows per invocation, fixed by the shader (4 independent sums measured faster
+/// than 1 or 8 on lavapipe: Gemma 3 270M tg32 6.5 / 7.3 / 5.4 tokens/s).
+const CPU_ROWS: u32 = 4;
+/// CPU layout: invocations per workgroup (two 8-lane SIMD passes of llvmpipe's 256 bits).
+const CPU_WG: u32 = 16;
 /// Invocations per workgroup.
 const WG: u32 = 64;
 
@@ -31,8 +36,10 @@ pub struct Matvec {
 
 impl Matvec {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matvec> {
-        // CPU adapters: one row per invocation (see matvec.wgsl).
+        // CPU adapters: whole rows per invocation (see matvec.wgsl), in small workgroups so
+        // that a matrix of a few hundred rows still spreads over the cores.
         let row_per_invocation = gpu.caps.cpu_like;
+        let wg = if row_per_invocation { CPU_WG } else { WG };
         let kernel = source::build(
             gpu,
             &source::MATVEC,
@@ -40,14 +47,18 @@ impl Matvec {
             Some(format),
             None,
             &[
-                ("WG", WG as f64),
+                ("WG", wg as f64),
                 ("ROWS", ROWS as f64),
                 ("CONTIGUOUS", 0.0),
                 ("RUN", run_for(format) as f64),
                 ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
             ],
         )?;
-        let rows_per_workgroup = if row_per_invocation { WG } else { ROWS };
+        let rows_per_workgroup = if row_per_invocation {
+            CPU_ROWS * wg
+        } else {
+            ROWS
+        };
         Ok(Matvec {
             kernel,
             format,
