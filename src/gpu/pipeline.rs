@@ -221,19 +221,9 @@ impl Gpu {
         label: &str,
         dispatches: impl IntoIterator<Item = &'a Dispatch>,
     ) -> Result<()> {
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
-            for d in dispatches {
-                d.encode(&mut pass);
-            }
-        }
-        self.queue.submit([encoder.finish()]);
+        let mut rec = self.recorder(label);
+        rec.dispatch_all(dispatches);
+        rec.submit();
         self.wait()
     }
 }
