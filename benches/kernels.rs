@@ -10,6 +10,7 @@
 //! `cargo bench --bench kernels`; GEMMA_WGPU_BACKEND / GEMMA_WGPU_ADAPTER choose the device,
 //! GEMMA_WGPU_BENCH_FILTER=matvec keeps the rows whose kernel name contains the text,
 //! GEMMA_WGPU_LAYOUT=cpu|gpu forces an adapter class's access patterns.
+//! GEMMA_WGPU_BENCH_REPS sets the repetitions per row (default 3 on CPU adapters, 50 on GPUs).
 //!
 //! Napkin math: decode is bandwidth-bound, a matvec reads every weight once, so its GB/s over
 //! the copy kernel's GB/s (which reads and writes) is the fraction of the memory system used.
@@ -279,7 +280,10 @@ fn main() {
         ..Default::default()
     };
     let gpu = Gpu::new(&options).unwrap_or_else(|e| panic!("{e}"));
-    let reps = if gpu.caps.cpu_like { 3 } else { 50 };
+    let reps = std::env::var("GEMMA_WGPU_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if gpu.caps.cpu_like { 3 } else { 50 });
     println!("adapter: {}", gpu.describe());
     let mut b = Bench {
         gpu,

@@ -9,8 +9,11 @@
 //   invocation rather than four), neighbouring invocations on neighbouring units (coalesced;
 //   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows.
 // - CPU adapters: grid (ceil(rows / (4 WG)) as a 2-D grid, 1, n). Each invocation walks four
-//   whole rows side by side (four independent sums in flight), so reads are contiguous per
-//   invocation and nothing needs reducing.
+//   whole rows side by side (four independent sums in flight); quantized formats 16 weights at
+//   a time through the format's `w_dot16` (every loaded word used, a scale loaded and applied
+//   once, x's four vec4s loaded once for the four rows: llvmpipe turns each lane's load into
+//   a bounds-checked scalar load, and a load of x at a uniform index costs nearly as much), so
+//   reads are contiguous per invocation and nothing needs reducing.
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
 
 struct Params {
@@ -33,6 +36,9 @@ override CONTIGUOUS: bool = false;
 // Consecutive 8-weight groups per unit of work; divides k / 8.
 override RUN: u32 = 1u;
 override ROW_PER_INVOCATION: bool = false;
+// CPU layout: 16 weights at a time through the format's own `w_dot16` (quantized formats),
+// else 8 at a time through `w_load8` (plain floats, where that measured faster).
+override DOT16: bool = false;
 
 fn dot8(w: W8, base: u32) -> f32 {
     return dot(w.lo, x[base]) + dot(w.hi, x[base + 1u]);
@@ -41,7 +47,8 @@ fn dot8(w: W8, base: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     if ROW_PER_INVOCATION {
-        // 4 rows per invocation: four independent sums in flight.
+        // 4 rows per invocation: four independent sums in flight, a whole 32-weight block of
+        // each row at a time (its loads and scale once per 16).
         let r0 = ((inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid) * 4u;
         if r0 >= p.rows {
             return;
@@ -52,14 +59,30 @@ fn main(inv: Invocation) {
         let r3 = min(r0 + 3u, last);
         let xbase = inv.wg.z * (p.k / 4u);
         var acc = vec4<f32>(0.0);
-        for (var g = 0u; g < p.k / 8u; g++) {
-            let xb = xbase + 2u * g;
-            acc += vec4<f32>(
-                dot8(w_load8(r0, g, p.k), xb),
-                dot8(w_load8(r1, g, p.k), xb),
-                dot8(w_load8(r2, g, p.k), xb),
-                dot8(w_load8(r3, g, p.k), xb),
-            );
+        if DOT16 {
+            for (var h = 0u; h < p.k / 16u; h++) {
+                var xs: X16;
+                for (var j = 0u; j < 4u; j++) {
+                    xs.v[j] = x[xbase + 4u * h + j];
+                }
+                xs.sum = dot(xs.v[0] + xs.v[1] + xs.v[2] + xs.v[3], vec4<f32>(1.0));
+                acc += vec4<f32>(
+                    w_dot16(r0, h, p.k, xs),
+                    w_dot16(r1, h, p.k, xs),
+                    w_dot16(r2, h, p.k, xs),
+                    w_dot16(r3, h, p.k, xs),
+                );
+            }
+        } else {
+            for (var g = 0u; g < p.k / 8u; g++) {
+                let xb = xbase + 2u * g;
+                acc += vec4<f32>(
+                    dot8(w_load8(r0, g, p.k), xb),
+                    dot8(w_load8(r1, g, p.k), xb),
+                    dot8(w_load8(r2, g, p.k), xb),
+                    dot8(w_load8(r3, g, p.k), xb),
+                );
+            }
         }
         let out = inv.wg.z * p.out_stride + p.out_offset;
         for (var j = 0u; j < 4u; j++) {

@@ -37,3 +37,11 @@ fn i8x4(w: u32) -> vec4<f32> {
     ) >> vec4<u32>(24u);
     return vec4<f32>(v);
 }
+
+// 16 consecutive entries of an activation vector, as the weight formats' `w_dot16` takes them:
+// `v` the values and `sum` their sum (formats with an offset per group apply it once to the
+// sum instead of once per weight, as GGML's q8_1 blocks carry theirs).
+struct X16 {
+    v: array<vec4<f32>, 4>,
+    sum: f32,
+}

@@ -1,7 +1,8 @@
 // Weight format i8_affine: GGUF block formats expanded at load (see WeightFormat::I8Affine).
 // `w_data` holds int8 codes, 4 per u32 (element 4i in the low byte); `w_scales` holds, per 16
 // weights of the row-major matrix, an f32 scale s and an f32 offset o; value = q s + o.
-// See weights_f32.wgsl for the `w_load8` contract. CPU reference: HostMatrix::dequantize.
+// See weights_f32.wgsl for the `w_load8` contract and weights_dot16.wgsl for `w_dot16`'s.
+// CPU reference: HostMatrix::dequantize.
 
 struct W8 {
     lo: vec4<f32>,
@@ -17,4 +18,13 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let s = bitcast<f32>(w_scales[2u * group]);
     let o = bitcast<f32>(w_scales[2u * group + 1u]);
     return W8(i8x4(v[c]) * s + o, i8x4(v[c + 1u]) * s + o);
+}
+
+// One group of 16: sum (q s + o) x = s sum q x + o sum x, its pair loaded once.
+fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
+    let group = row * (k / 16u) + h;
+    let v = w_data[group];
+    let s = dot(i8x4(v.x), xs.v[0]) + dot(i8x4(v.y), xs.v[1]) + dot(i8x4(v.z), xs.v[2])
+        + dot(i8x4(v.w), xs.v[3]);
+    return bitcast<f32>(w_scales[2u * group]) * s + bitcast<f32>(w_scales[2u * group + 1u]) * xs.sum;
 }

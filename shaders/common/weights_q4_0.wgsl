@@ -1,7 +1,8 @@
 // Weight format Q4_0: blocks of 32 weights, value = (q - 8) * d with q a 4-bit code and d an
 // f16 scale per block. A block's 16 code bytes fill one vec4 of `w_data`, in GGML's order:
 // byte t holds element t in its low nibble and element t + 16 in its high nibble (little-endian
-// bytes within each u32). `w_scales` as in Q8_0. See weights_f32.wgsl for the contract.
+// bytes within each u32). `w_scales` as in Q8_0. See weights_f32.wgsl for the contract and weights_dot16.wgsl for
+// `w_dot16`'s.
 
 struct W8 {
     lo: vec4<f32>,
@@ -27,4 +28,19 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let shift = (j / 2u) * 4u;
     let d = block_scale(block);
     return W8(nibbles4(v[pair], shift) * d, nibbles4(v[pair + 1u], shift) * d);
+}
+
+fn codes4(w: u32, shift: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(shift, shift + 8u, shift + 16u, shift + 24u)) & vec4<u32>(15u));
+}
+
+// Half a block: the low (first 16) or high nibbles of its vec4, the code offset 8 taken off
+// through the sum of x and the scale applied once.
+fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
+    let block = row * (k / 32u) + h / 2u;
+    let v = w_data[block];
+    let shift = 4u * (h % 2u);
+    let s = dot(codes4(v.x, shift), xs.v[0]) + dot(codes4(v.y, shift), xs.v[1])
+        + dot(codes4(v.z, shift), xs.v[2]) + dot(codes4(v.w, shift), xs.v[3]);
+    return (s - 8.0 * xs.sum) * block_scale(block);
 }

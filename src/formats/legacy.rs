@@ -17,6 +17,7 @@ pub const Q8_0: Unit = Unit {
     layout: Layout::Split,
     ggml_id: Some(8),
     wgsl: include_str!("../../shaders/common/weights_q8_0.wgsl"),
+    own_dot16: true,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
         out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
@@ -36,6 +37,7 @@ pub const Q4_0: Unit = Unit {
     layout: Layout::Split,
     ggml_id: Some(2),
     wgsl: include_str!("../../shaders/common/weights_q4_0.wgsl"),
+    own_dot16: true,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
         out.extend((0..QK).map(|e| (nibble(&b[2..18], e) as i32 - 8) as f32 * d));
@@ -55,6 +57,7 @@ pub const Q4_1: Unit = Unit {
     layout: Layout::Blocks,
     ggml_id: Some(3),
     wgsl: include_str!("../../shaders/common/weights_q4_1.wgsl"),
+    own_dot16: false,
     dequantize: |b, out| {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));
         out.extend((0..QK).map(|e| nibble(&b[4..20], e) as f32 * d + m));
@@ -74,6 +77,7 @@ pub const Q5_0: Unit = Unit {
     layout: Layout::Blocks,
     ggml_id: Some(6),
     wgsl: include_str!("../../shaders/common/weights_q5_0.wgsl"),
+    own_dot16: false,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
         out.extend((0..QK).map(|e| (five_bits(&b[2..6], &b[6..22], e) as i32 - 16) as f32 * d));
@@ -93,6 +97,7 @@ pub const Q5_1: Unit = Unit {
     layout: Layout::Blocks,
     ggml_id: Some(7),
     wgsl: include_str!("../../shaders/common/weights_q5_1.wgsl"),
+    own_dot16: false,
     dequantize: |b, out| {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));
         out.extend((0..QK).map(|e| five_bits(&b[4..8], &b[8..24], e) as f32 * d + m));

@@ -71,6 +71,8 @@ pub struct Unit {
     pub ggml_id: Option<u32>,
     /// `shaders/common/weights_<name>.wgsl`: its `w_load8`.
     pub wgsl: &'static str,
+    /// `wgsl` also defines `w_dot16` (16 weights at once, their scale applied once); the others get `weights_dot16.wgsl`'s, built from `w_load8`.
+    pub own_dot16: bool,
     /// The values of one stored block, appended.
     pub dequantize: DequantizeFn,
     /// One block of f32 values into one stored block, appended (the formats `--dtype` offers).

@@ -52,6 +52,7 @@ impl Matvec {
                 ("CONTIGUOUS", 0.0),
                 ("RUN", run_for(format) as f64),
                 ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
+                ("DOT16", format.unit().own_dot16 as u8 as f64),
             ],
         )?;
         let rows_per_workgroup = if row_per_invocation {

@@ -98,31 +98,34 @@ const REDUCE_WORKGROUP: &str = include_str!("../../shaders/common/reduce_workgro
 const MATH: &str = include_str!("../../shaders/common/math.wgsl");
 
 const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
+const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 
-/// The `w_load8` of `format` (with the byte helpers for the GGUF block formats).
-fn weights_helper(format: WeightFormat) -> [&'static str; 2] {
+/// The `w_load8` and `w_dot16` of `format` (with the byte helpers for the GGUF block formats).
+fn weights_helper(format: WeightFormat) -> [&'static str; 3] {
     let bytes = if format.ggml_block().is_some() {
         WEIGHTS_BYTES
     } else {
         ""
     };
-    [bytes, format.unit().wgsl]
+    let unit = format.unit();
+    let dot32 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
+    [bytes, unit.wgsl, dot32]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
 /// the math helpers, the
-/// weight format's `w_load8` when the shader reads weights, then the body.
+/// weight format's `w_load8` and `w_dot16` when the shader reads weights, then the body.
 pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) -> String {
     let reduce = if subgroups {
         REDUCE_SUBGROUP
     } else {
         REDUCE_WORKGROUP
     };
-    let [bytes, own] = weights
+    let [bytes, own, dot32] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or(["", ""]);
-    [reduce, MATH, bytes, own, shader.body].join("\n")
+        .unwrap_or(["", "", ""]);
+    [reduce, MATH, bytes, own, dot32, shader.body].join("\n")
 }
 
 /// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP), with
