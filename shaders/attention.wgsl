@@ -7,10 +7,14 @@
 // lives in cache slot j % capacity. Masked keys are skipped, so they get probability exactly 0,
 // as transformers' additive mask after the soft-cap gives. scale is query_pre_attn_scalar^-0.5.
 //
-// Two phases (one algorithm): `partial`, grid (n_splits, heads, n_q), runs an online softmax
-// over split_len consecutive visible keys and writes (max, sum, acc[head_dim]) to `partials`;
-// `combine`, grid (heads, n_q), merges the splits. Decode is n_q = 1 with many splits; prefill
-// is many queries with the same kernel. head_dim <= 256, a multiple of 4.
+// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads, n_q), runs an
+// online softmax over one split of the visible keys for `group_heads` query heads of one kv
+// head at once (each key and value row read once for them all, not once per query head) and
+// writes (max, sum, acc[head_dim]) per head to `partials`; `combine`, grid (heads, n_q), merges
+// the splits. The visible keys of a query are cut into n_splits equal splits of at least WG
+// keys, sized to its current position (not to the cache's capacity). Decode is n_q = 1 with
+// many splits; prefill is many queries with the same kernel. head_dim <= 256, a multiple of 4;
+// group_heads <= 4 divides heads / kv_heads.
 // Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim]; k_cache, v_cache (see
 // kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim].
 // Wrapper: src/kernels/attention.rs. CPU reference: reference::attention.
@@ -22,7 +26,7 @@ struct Params {
     head_dim: u32,
     capacity: u32,
     window: u32,
-    split_len: u32,
+    group_heads: u32,
     n_splits: u32,
     scale: f32,
     softcap: f32,
@@ -40,14 +44,21 @@ override WG: u32 = 64u;
 override KV_F16: bool = true;
 
 const MAX_HEAD_DIM: u32 = 256u;
+// Query heads one workgroup serves at most (one vec4 of scores per key).
+const MAX_GROUP_HEADS: u32 = 4u;
 // Stands for -infinity in the running max: exp(NEG_BIG - m) is 0 and never NaN.
 const NEG_BIG: f32 = -3.0e38;
 
-var<workgroup> q_s: array<vec4<f32>, 64>;
-var<workgroup> acc_s: array<vec2<f32>, MAX_HEAD_DIM / 2u>;
-var<workgroup> p_s: array<f32, 256>;
+// Head i's query at q_s[i * head_dim / 4 ..], its weighted values at acc_s[i * head_dim / 2 ..].
+var<workgroup> q_s: array<vec4<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
+var<workgroup> acc_s: array<vec2<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u>;
+// Keys scored per step at most: WG <= 64 (src/kernels/attention.rs), which keeps the
+// workgroup memory within 16 KiB.
+const MAX_WG: u32 = 64u;
+// Each scored key's probability for the (up to four) heads.
+var<workgroup> p_s: array<vec4<f32>, MAX_WG>;
 // Element index of each scored key's value row in v_cache.
-var<workgroup> v_row_s: array<u32, 256>;
+var<workgroup> v_row_s: array<u32, MAX_WG>;
 
 // Four cache elements starting at element e (a multiple of 4).
 fn k_load4(e: u32) -> vec4<f32> {
@@ -68,68 +79,114 @@ fn v_load2(e: u32) -> vec2<f32> {
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
     let split = inv.wg.x;
-    let h = inv.wg.y;
+    let h0 = inv.wg.y * p.group_heads;
     let t = inv.wg.z;
     let hd = p.head_dim;
-    let g = h / (p.heads / p.kv_heads);
+    let nh = p.group_heads;
+    let g = h0 / (p.heads / p.kv_heads);
     let pos = positions[t];
     var first = 0u;
     if pos + 1u > p.window {
         first = pos + 1u - p.window;
     }
-    let lo = first + split * p.split_len;
-    let end = min(pos + 1u, lo + p.split_len);
-    let qbase = (t * p.heads + h) * hd;
-    for (var d = inv.lid; d < hd / 4u; d += WG) {
-        q_s[d] = vec4<f32>(q[qbase + 4u * d], q[qbase + 4u * d + 1u], q[qbase + 4u * d + 2u], q[qbase + 4u * d + 3u]);
+    let split_len = max(WG, (pos + 1u - first + p.n_splits - 1u) / p.n_splits);
+    let lo = first + split * split_len;
+    let end = min(pos + 1u, lo + split_len);
+    let qbase = (t * p.heads + h0) * hd;
+    for (var d = inv.lid; d < nh * hd / 4u; d += WG) {
+        let e = qbase + 4u * d;
+        q_s[d] = vec4<f32>(q[e], q[e + 1u], q[e + 2u], q[e + 3u]);
     }
-    for (var d = inv.lid; d < hd / 2u; d += WG) {
+    for (var d = inv.lid; d < nh * hd / 2u; d += WG) {
         acc_s[d] = vec2<f32>(0.0);
     }
     workgroupBarrier();
-    var m = NEG_BIG;
-    var l = 0.0;
+    let live = vec4<bool>(true, nh > 1u, nh > 2u, nh > 3u);
+    var m = vec4<f32>(NEG_BIG);
+    var l = vec4<f32>(0.0);
     let row = p.kv_heads * hd;
+    let hd4 = hd / 4u;
     for (var c = lo; c < end; c += WG) {
         let j = c + inv.lid;
-        var s = NEG_BIG;
+        var s = vec4<f32>(NEG_BIG);
         let kbase = (j % p.capacity) * row + g * hd;
         v_row_s[inv.lid] = kbase;
         if j < end {
-            var dot_qk = 0.0;
-            for (var d = 0u; d < hd / 4u; d++) {
-                dot_qk += dot(k_load4(kbase + 4u * d), q_s[d]);
+            var dots = vec4<f32>(0.0);
+            for (var d = 0u; d < hd4; d++) {
+                let k4 = k_load4(kbase + 4u * d);
+                dots.x += dot(k4, q_s[d]);
+                if nh > 1u {
+                    dots.y += dot(k4, q_s[hd4 + d]);
+                }
+                if nh > 2u {
+                    dots.z += dot(k4, q_s[2u * hd4 + d]);
+                }
+                if nh > 3u {
+                    dots.w += dot(k4, q_s[3u * hd4 + d]);
+                }
             }
-            s = soft_cap(dot_qk * p.scale, p.softcap);
+            for (var i = 0u; i < nh; i++) {
+                s[i] = soft_cap(dots[i] * p.scale, p.softcap);
+            }
         }
-        let m_new = max(m, wg_max(s, inv));
-        var pj = 0.0;
+        let m_new = max(m, wg_max4(s, inv));
+        var pj = vec4<f32>(0.0);
         if j < end {
-            pj = exp(s - m_new);
+            pj = select(vec4<f32>(0.0), exp(s - m_new), live);
         }
         let correction = exp(m - m_new);
-        l = l * correction + wg_sum(pj, inv);
+        l = l * correction + wg_sum4(pj, inv);
         p_s[inv.lid] = pj;
         workgroupBarrier();
         let nk = min(WG, end - c);
         for (var d = inv.lid; d < hd / 2u; d += WG) {
-            var a = acc_s[d] * correction;
-            for (var i = 0u; i < nk; i++) {
-                a += p_s[i] * v_load2(v_row_s[i] + 2u * d);
+            var a0 = acc_s[d] * correction.x;
+            var a1 = vec2<f32>(0.0);
+            var a2 = vec2<f32>(0.0);
+            var a3 = vec2<f32>(0.0);
+            if nh > 1u {
+                a1 = acc_s[hd / 2u + d] * correction.y;
             }
-            acc_s[d] = a;
+            if nh > 2u {
+                a2 = acc_s[hd + d] * correction.z;
+            }
+            if nh > 3u {
+                a3 = acc_s[3u * hd / 2u + d] * correction.w;
+            }
+            for (var i = 0u; i < nk; i++) {
+                let v2 = v_load2(v_row_s[i] + 2u * d);
+                let pi = p_s[i];
+                a0 += pi.x * v2;
+                a1 += pi.y * v2;
+                a2 += pi.z * v2;
+                a3 += pi.w * v2;
+            }
+            acc_s[d] = a0;
+            if nh > 1u {
+                acc_s[hd / 2u + d] = a1;
+            }
+            if nh > 2u {
+                acc_s[hd + d] = a2;
+            }
+            if nh > 3u {
+                acc_s[3u * hd / 2u + d] = a3;
+            }
         }
         m = m_new;
         workgroupBarrier();
     }
-    let pbase = ((t * p.heads + h) * p.n_splits + split) * (hd + 2u);
-    if inv.lid == 0u {
-        partials[pbase] = m;
-        partials[pbase + 1u] = l;
-    }
-    for (var d = inv.lid; d < hd / 2u; d += WG) {
-        partials[pbase + 2u + 2u * d] = acc_s[d].x;
-        partials[pbase + 3u + 2u * d] = acc_s[d].y;
+    for (var i = 0u; i < nh; i++) {
+        let pbase = ((t * p.heads + h0 + i) * p.n_splits + split) * (hd + 2u);
+        if inv.lid == 0u {
+            partials[pbase] = m[i];
+            partials[pbase + 1u] = l[i];
+        }
+        for (var d = inv.lid; d < hd / 2u; d += WG) {
+            let a = acc_s[i * hd / 2u + d];
+            partials[pbase + 2u + 2u * d] = a.x;
+            partials[pbase + 3u + 2u * d] = a.y;
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 // Workgroup reductions built on subgroup operations; used when the device has SUBGROUP.
-// Twin of reduce_workgroup.wgsl: both define `Invocation`, `wg_sum`, `wg_sum4`, `wg_max` and
-// `wg_argmax` with the same meaning, so a kernel body works with either (src/kernels/source.rs
-// picks one). Every function must be called in uniform control flow by the whole workgroup.
+// Twin of reduce_workgroup.wgsl: both define `Invocation`, `wg_sum`, `wg_sum4`, `wg_max`,
+// `wg_max4` (componentwise) and `wg_argmax` with the same meaning, so a kernel body works with
+// either (src/kernels/source.rs picks one). Every function must be called in uniform control flow by the whole workgroup.
 // There is no `enable subgroups;` line: naga takes the subgroup builtins without it and rejects
 // the directive; wgpu checks the SUBGROUP feature when the pipeline is built.
 
@@ -50,6 +50,21 @@ fn wg_max(x: f32, inv: Invocation) -> f32 {
     }
     return best;
 }
+
+fn wg_max4(x: vec4<f32>, inv: Invocation) -> vec4<f32> {
+    let s = subgroupMax(x);
+    workgroupBarrier();
+    if inv.sg_lane == 0u {
+        reduce_f32[inv.sg_id] = s;
+    }
+    workgroupBarrier();
+    var best = reduce_f32[0];
+    for (var i = 1u; i < inv.n_sg; i++) {
+        best = max(best, reduce_f32[i]);
+    }
+    return best;
+}
+
 
 // The largest value and its index; among equal values the smallest index wins.
 fn wg_argmax(value: f32, index: u32, inv: Invocation) -> ArgMax {

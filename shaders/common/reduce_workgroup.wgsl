@@ -42,6 +42,20 @@ fn wg_max(x: f32, inv: Invocation) -> f32 {
     return reduce_f32[0].x;
 }
 
+fn wg_max4(x: vec4<f32>, inv: Invocation) -> vec4<f32> {
+    workgroupBarrier();
+    reduce_f32[inv.lid] = x;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if inv.lid < stride {
+            reduce_f32[inv.lid] = max(reduce_f32[inv.lid], reduce_f32[inv.lid + stride]);
+        }
+        workgroupBarrier();
+    }
+    return reduce_f32[0];
+}
+
+
 fn wg_argmax(value: f32, index: u32, inv: Invocation) -> ArgMax {
     workgroupBarrier();
     reduce_f32[inv.lid].x = value;

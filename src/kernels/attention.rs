@@ -16,7 +16,8 @@ params! {
         pub capacity: u32,
         /// Sliding window; u32::MAX for global layers.
         pub window: u32,
-        pub split_len: u32,
+        /// Query heads one workgroup serves (see [`group_heads`]).
+        pub group_heads: u32,
         pub n_splits: u32,
         pub scale: f32,
         /// 0 disables the soft-cap.
@@ -57,8 +58,21 @@ pub struct AttentionArgs<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-/// Invocations per workgroup, and keys scored per step of the online softmax.
+/// Invocations per workgroup, and keys scored per step of the online softmax (the shader's
+/// MAX_WG bounds it).
 const WG: u32 = 64;
+/// Query heads of one kv head that a workgroup serves at most (the shader's MAX_GROUP_HEADS).
+const MAX_GROUP_HEADS: usize = 4;
+
+/// Query heads per workgroup: the largest divisor of the GQA group (heads per kv head) up to
+/// [`MAX_GROUP_HEADS`], so each key and value row is read once for all of them.
+fn group_heads(cfg: &AttentionShape) -> usize {
+    let group = cfg.heads / cfg.kv_heads;
+    (1..=MAX_GROUP_HEADS.min(group))
+        .rev()
+        .find(|d| group.is_multiple_of(*d))
+        .unwrap_or(1)
+}
 /// The shader keeps one head in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -79,10 +93,11 @@ impl Attention {
         })
     }
 
-    /// Keys per split: enough splits to occupy the device when there are few queries, never
-    /// fewer keys than a workgroup scores at once.
-    fn split_len(gpu: &Gpu, n_q: usize, heads: usize, max_keys: usize) -> usize {
-        let workgroups = n_q * heads;
+    /// Keys per split at the longest: enough splits to occupy the device when there are few
+    /// queries, never fewer keys than a workgroup scores at once. The shader cuts a query's
+    /// visible keys into as many splits, sized to its position.
+    fn split_len(gpu: &Gpu, n_q: usize, workgroups_per_query: usize, max_keys: usize) -> usize {
+        let workgroups = n_q * workgroups_per_query;
         let parallel = if gpu.caps.cpu_like {
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
         } else {
@@ -98,7 +113,7 @@ impl Attention {
     /// Keys a query can see at most, and the splits they are scored in.
     fn splits(gpu: &Gpu, n_q: usize, cfg: &AttentionShape, capacity: usize) -> (usize, usize) {
         let max_keys = cfg.window.unwrap_or(usize::MAX).min(capacity);
-        let split_len = Self::split_len(gpu, n_q, cfg.heads, max_keys);
+        let split_len = Self::split_len(gpu, n_q, cfg.heads / group_heads(cfg), max_keys);
         (split_len, max_keys.div_ceil(split_len))
     }
 
@@ -137,7 +152,8 @@ impl Attention {
             partials,
             out,
         } = args;
-        let (split_len, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
+        let (_, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
+        let group_heads = group_heads(cfg);
         let params = AttentionParams {
             n_q: n_q as u32,
             heads: cfg.heads as u32,
@@ -145,7 +161,7 @@ impl Attention {
             head_dim: cfg.head_dim as u32,
             capacity: cache.capacity as u32,
             window: cfg.window.map_or(u32::MAX, |w| w as u32),
-            split_len: split_len as u32,
+            group_heads: group_heads as u32,
             n_splits: n_splits as u32,
             scale: cfg.scale,
             softcap: cfg.softcap.unwrap_or(0.0),
@@ -165,7 +181,11 @@ impl Attention {
                 &format!("{label}.partial"),
                 bytes,
                 &buffers,
-                (n_splits as u32, cfg.heads as u32, n_q as u32),
+                (
+                    n_splits as u32,
+                    (cfg.heads / group_heads) as u32,
+                    n_q as u32,
+                ),
             )?,
             self.combine.bind(
                 gpu,

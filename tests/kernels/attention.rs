@@ -17,8 +17,17 @@ fn cases() -> Vec<(String, Case)> {
     let mut cases = vec![];
     let w = 16usize;
     // GQA ratios and head sizes of Gemma 2 2B (8/4, 256), 9B (16/8, 256), 27B (32/16, 128),
-    // and multi-query; decode at position 0 and around the window boundary.
-    for &(heads, kv_heads, hd) in &[(8, 4, 256), (16, 8, 256), (32, 16, 128), (4, 1, 64)] {
+    // multi-query (Gemma 3 270M 4/1, Gemma 1 2B 8/1: two workgroups per kv head) and a group
+    // of three; decode at position 0 and around the window boundary.
+    let shapes = [
+        (8, 4, 256),
+        (16, 8, 256),
+        (32, 16, 128),
+        (4, 1, 64),
+        (8, 1, 256),
+        (6, 2, 64),
+    ];
+    for &(heads, kv_heads, hd) in &shapes {
         for pos in [0u32, w as u32 - 1, w as u32, w as u32 + 1] {
             for window in [Some(w), None] {
                 cases.push((
