@@ -123,7 +123,7 @@ impl Bench {
 
     /// One weight format: quantized from random values where there is a quantizer, else
     /// random GGUF blocks with sane f16 scales, both as stored and as CPU adapters expand
-    /// them (i8_affine).
+    /// them (Q8_0 or i8_affine, see `HostMatrix::expand`).
     fn matrix_in(&mut self, name: &str, format: WeightFormat, rows: usize, k: usize, n: usize) {
         if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
             return;
@@ -131,7 +131,7 @@ impl Bench {
         let (m, w) = cases::matrix(7, format, rows, k);
         self.matrix_of(name, (&m, &w), n);
         if format.ggml_block().is_some()
-            && let Some(expanded) = m.to_i8_affine()
+            && let Some(expanded) = m.expand()
         {
             self.matrix_of(name, (&expanded, &w), n);
         }

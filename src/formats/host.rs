@@ -3,6 +3,7 @@
 
 use super::{Layout, WeightFormat, i8_affine};
 use crate::{Error, Result};
+use half::f16;
 use rayon::prelude::*;
 
 /// A matrix in its GPU layout, on the host.
@@ -163,6 +164,41 @@ impl HostMatrix {
         }
     }
 
+    /// What CPU adapters read instead of stored GGUF blocks (their bit fields cost more to
+    /// unpack there than the bytes they save): the same values as Q8_0 where every 32-weight
+    /// block is int8 codes times one f16 scale (Q5_0: (q - 16) d; 1.06 bytes per weight, one
+    /// scale per block), else as i8_affine (1.5 bytes per weight, a scale and offset per 16).
+    /// Returns `None` where [`Self::to_i8_affine`] does.
+    pub fn expand(&self) -> Option<HostMatrix> {
+        self.to_q8_0_exact().or_else(|| self.to_i8_affine())
+    }
+
+    /// The same values as [`WeightFormat::Q8_0`] if every 32-weight block is int8 codes times
+    /// one f16 scale with no offset, else `None`.
+    pub fn to_q8_0_exact(&self) -> Option<HostMatrix> {
+        let affine = self.format.unit().affine?;
+        let mut codes: Vec<i8> = Vec::with_capacity(self.rows * self.cols);
+        let mut pairs: Vec<(f32, f32)> =
+            Vec::with_capacity(self.rows * self.cols / i8_affine::GROUP);
+        self.each_block(|b| affine(b, &mut codes, &mut pairs));
+        let scales = pairs
+            .chunks_exact(2)
+            .map(|halves| {
+                let (s, o) = halves[0];
+                let d = f16::from_f32(s);
+                (o == 0.0 && halves[1] == halves[0] && d.to_f32() == s).then_some(d.to_bits())
+            })
+            .collect::<Option<Vec<u16>>>()?;
+        let codes: Vec<u8> = codes.into_iter().map(|q| q as u8).collect();
+        Some(HostMatrix {
+            format: WeightFormat::Q8_0,
+            rows: self.rows,
+            cols: self.cols,
+            data: pack_bytes(&codes).collect(),
+            scales,
+        })
+    }
+
     /// The same values in [`WeightFormat::I8Affine`] (bit for bit), for any format whose
     /// blocks are affine in small integer codes: Q4_0, Q8_0 and every GGUF block format.
     /// Returns `None` for f32, bf16, f16 and i8_affine itself.
@@ -296,6 +332,31 @@ mod tests {
             // Equal as numbers (adding a zero offset turns -0 into +0, nothing else changes).
             assert!(a.iter().zip(&b).all(|(x, y)| x == y), "{name}");
             assert_eq!(expanded.data_bytes().len(), n);
+            // Q8_0 where a block is codes times one f16 scale: Q8_0, Q5_0 (and Q4_0), bit for
+            // bit; formats with offsets or finer scales do not fit it.
+            let q8 = m.to_q8_0_exact();
+            let fits = matches!(
+                format,
+                WeightFormat::Q8_0 | WeightFormat::Q5_0 | WeightFormat::Q4_0
+            );
+            assert_eq!(q8.is_some(), fits, "{name}");
+            if let Some(q8) = q8 {
+                assert_eq!(q8.format, WeightFormat::Q8_0);
+                let c = q8.dequantize();
+                assert!(
+                    a.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{name}"
+                );
+            }
+            let cpu = m.expand().unwrap();
+            assert_eq!(
+                cpu.format,
+                if fits {
+                    WeightFormat::Q8_0
+                } else {
+                    WeightFormat::I8Affine
+                }
+            );
         }
         assert_eq!(seen, 10);
         assert!(

@@ -70,7 +70,7 @@ impl Source<'_> {
             Source::Gguf(g, expand, names) => {
                 let mut m = gemma::gguf_matrix(g, gguf_name(names, name)?, shape)?;
                 if *expand && m.format.ggml_block().is_some() {
-                    m = m.to_i8_affine().expect("every block format expands");
+                    m = m.expand().expect("every block format expands");
                 }
                 match format {
                     Some(f) if f != m.format => {

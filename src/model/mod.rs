@@ -52,7 +52,8 @@ pub struct ModelOptions {
     pub candidates: usize,
     /// Show a progress bar while uploading.
     pub progress: bool,
-    /// Expand GGUF block formats (Q4_1, Q5_x, Q2_K..Q6_K) losslessly to i8_affine at load;
+    /// Expand GGUF block formats (Q4_1, Q5_x, Q2_K..Q6_K) losslessly to Q8_0 or i8_affine at
+    /// load (`HostMatrix::expand`);
     /// `None`: on CPU adapters, where decoding them costs more than the extra bytes.
     pub expand_blocks: Option<bool>,
 }

@@ -165,7 +165,7 @@ fn gguf_block_formats_match_reference() {
         for ((ty, _, _), expand) in cases {
             let (m, w) = ggml_matrix(11, ty, 70, 512);
             // The same blocks expanded for CPU adapters: identical values.
-            let m = if expand { m.to_i8_affine().unwrap() } else { m };
+            let m = if expand { m.expand().unwrap() } else { m };
             let format = m.format;
             for n in [1usize, 9] {
                 let (mv, mm);
