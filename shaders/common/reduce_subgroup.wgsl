@@ -1,7 +1,8 @@
 // Workgroup reductions built on subgroup operations; used when the device has SUBGROUP.
-// Twin of reduce_workgroup.wgsl: both define `Invocation`, `wg_sum`, `wg_sum4`, `wg_max`,
-// `wg_max4` (componentwise) and `wg_argmax` with the same meaning, so a kernel body works with
-// either (src/kernels/source.rs picks one). Every function must be called in uniform control flow by the whole workgroup.
+// Twin of reduce_workgroup.wgsl: both define `Invocation`, `wg_sum`, `wg_sum4`, `wg_max4`
+// (componentwise) and `wg_argmax` with the same meaning, so a kernel body works with
+// either (src/kernels/source.rs picks one). Every function must be called in uniform control
+// flow by the whole workgroup.
 // There is no `enable subgroups;` line: naga takes the subgroup builtins without it and rejects
 // the directive; wgpu checks the SUBGROUP feature when the pipeline is built.
 
@@ -35,20 +36,6 @@ fn wg_sum4(x: vec4<f32>, inv: Invocation) -> vec4<f32> {
 
 fn wg_sum(x: f32, inv: Invocation) -> f32 {
     return wg_sum4(vec4<f32>(x, 0.0, 0.0, 0.0), inv).x;
-}
-
-fn wg_max(x: f32, inv: Invocation) -> f32 {
-    let s = subgroupMax(x);
-    workgroupBarrier();
-    if inv.sg_lane == 0u {
-        reduce_f32[inv.sg_id].x = s;
-    }
-    workgroupBarrier();
-    var best = reduce_f32[0].x;
-    for (var i = 1u; i < inv.n_sg; i++) {
-        best = max(best, reduce_f32[i].x);
-    }
-    return best;
 }
 
 fn wg_max4(x: vec4<f32>, inv: Invocation) -> vec4<f32> {

@@ -29,19 +29,6 @@ fn wg_sum(x: f32, inv: Invocation) -> f32 {
     return wg_sum4(vec4<f32>(x, 0.0, 0.0, 0.0), inv).x;
 }
 
-fn wg_max(x: f32, inv: Invocation) -> f32 {
-    workgroupBarrier();
-    reduce_f32[inv.lid].x = x;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if inv.lid < stride {
-            reduce_f32[inv.lid].x = max(reduce_f32[inv.lid].x, reduce_f32[inv.lid + stride].x);
-        }
-        workgroupBarrier();
-    }
-    return reduce_f32[0].x;
-}
-
 fn wg_max4(x: vec4<f32>, inv: Invocation) -> vec4<f32> {
     workgroupBarrier();
     reduce_f32[inv.lid] = x;

@@ -18,6 +18,9 @@ pub struct HostMatrix {
     pub scales: Vec<u16>,
 }
 
+/// Int8 codes and their (scale, offset) pairs, one per 16 codes.
+type AffineCodes = (Vec<i8>, Vec<(f32, f32)>);
+
 fn pack_bytes(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes
         .chunks_exact(4)
@@ -176,11 +179,7 @@ impl HostMatrix {
     /// The same values as [`WeightFormat::Q8_0`] if every 32-weight block is int8 codes times
     /// one f16 scale with no offset, else `None`.
     pub fn to_q8_0_exact(&self) -> Option<HostMatrix> {
-        let affine = self.format.unit().affine?;
-        let mut codes: Vec<i8> = Vec::with_capacity(self.rows * self.cols);
-        let mut pairs: Vec<(f32, f32)> =
-            Vec::with_capacity(self.rows * self.cols / i8_affine::GROUP);
-        self.each_block(|b| affine(b, &mut codes, &mut pairs));
+        let (codes, pairs) = self.affine_codes()?;
         let scales = pairs
             .chunks_exact(2)
             .map(|halves| {
@@ -199,16 +198,21 @@ impl HostMatrix {
         })
     }
 
+    /// Every weight's int8 code and, per 16 weights, (s, o) with ggml's value = q s + o
+    /// exactly; `None` for formats without an affine form.
+    fn affine_codes(&self) -> Option<AffineCodes> {
+        let affine = self.format.unit().affine?;
+        let mut codes = Vec::with_capacity(self.rows * self.cols);
+        let mut pairs = Vec::with_capacity(self.rows * self.cols / i8_affine::GROUP);
+        self.each_block(|b| affine(b, &mut codes, &mut pairs));
+        Some((codes, pairs))
+    }
+
     /// The same values in [`WeightFormat::I8Affine`] (bit for bit), for any format whose
     /// blocks are affine in small integer codes: Q4_0, Q8_0 and every GGUF block format.
     /// Returns `None` for f32, bf16, f16 and i8_affine itself.
     pub fn to_i8_affine(&self) -> Option<HostMatrix> {
-        let affine = self.format.unit().affine?;
-        let mut codes: Vec<i8> = Vec::with_capacity(self.rows * self.cols);
-        // Per 16 weights, (s, o) with ggml's value = q s + o exactly.
-        let mut pairs: Vec<(f32, f32)> =
-            Vec::with_capacity(self.rows * self.cols / i8_affine::GROUP);
-        self.each_block(|b| affine(b, &mut codes, &mut pairs));
+        let (codes, pairs) = self.affine_codes()?;
         let codes: Vec<u8> = codes.into_iter().map(|q| q as u8).collect();
         let scales = pairs
             .iter()
