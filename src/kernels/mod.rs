@@ -16,6 +16,7 @@ pub mod matvec;
 pub mod non_finite;
 pub mod rms_norm;
 pub mod rope;
+pub mod rope_store;
 pub mod soft_cap;
 pub mod source;
 pub mod top_k;
@@ -35,6 +36,7 @@ pub use matvec::Matvec;
 pub use non_finite::NonFinite;
 pub use rms_norm::RmsNorm;
 pub use rope::{Rope, RopeTable};
+pub use rope_store::RopeStore;
 pub use soft_cap::SoftCap;
 pub use top_k::{TopK, TopKOutput, TopKScratch};
 

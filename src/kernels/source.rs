@@ -44,6 +44,7 @@ use super::{
     non_finite::{NonFiniteBuffers, NonFiniteParams},
     rms_norm::{RmsNormBuffers, RmsNormParams},
     rope::{RopeBuffers, RopeParams},
+    rope_store::{RopeStoreBuffers, RopeStoreParams},
     soft_cap::{SoftCapBuffers, SoftCapParams},
     top_k::{TopKBuffers, TopKParams},
 };
@@ -71,6 +72,13 @@ pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams, Matr
 pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams, MatrixBuffers);
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
 pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams, RopeBuffers);
+pub const ROPE_STORE: Shader = shader!(
+    "rope_store",
+    &["main"],
+    false,
+    RopeStoreParams,
+    RopeStoreBuffers
+);
 pub const NON_FINITE: Shader = shader!(
     "non_finite",
     &["main"],
@@ -90,7 +98,7 @@ pub const TOP_K: Shader = shader!(
 /// Every shader, for tests that check them all.
 pub const ALL: &[Shader] = &[
     ADD, ATTENTION, COPY, EMBEDDING, FILL, GEGLU, KV_STORE, MATMUL, MATVEC, RMS_NORM, ROPE,
-    NON_FINITE, SOFT_CAP, TOP_K,
+    ROPE_STORE, NON_FINITE, SOFT_CAP, TOP_K,
 ];
 
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup.wgsl");

@@ -4,8 +4,8 @@ use crate::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::{
-    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
-    RmsNorm, Rope, SoftCap, TopK,
+    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, Matmul, Matvec, NonFinite, RmsNorm,
+    RopeStore, SoftCap, TopK,
 };
 use crate::weights::WeightFormat;
 
@@ -23,8 +23,7 @@ pub(crate) struct Kernels {
     /// rms_norm added into its output (the post-norms before the residual).
     pub rms_norm_add: RmsNorm,
     pub add: Add,
-    pub rope: Rope,
-    pub kv_store: KvStore,
+    pub rope_store: RopeStore,
     pub attention: Attention,
     pub geglu: Geglu,
     pub soft_cap: SoftCap,
@@ -51,8 +50,7 @@ impl Kernels {
             rms_norm: RmsNorm::new(gpu, false)?,
             rms_norm_add: RmsNorm::new(gpu, true)?,
             add: Add::new(gpu)?,
-            rope: Rope::new(gpu)?,
-            kv_store: KvStore::new(gpu, kv)?,
+            rope_store: RopeStore::new(gpu, kv)?,
             attention: Attention::new(gpu, kv)?,
             geglu: Geglu::new(gpu)?,
             soft_cap: SoftCap::new(gpu)?,

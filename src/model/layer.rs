@@ -10,9 +10,8 @@ use crate::gpu::{Dispatch, Gpu, Recorder};
 use crate::kernels::add::AddBuffers;
 use crate::kernels::attention::AttentionArgs;
 use crate::kernels::geglu::GegluBuffers;
-use crate::kernels::kv_store::KvStoreArgs;
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
-use crate::kernels::rope::RopeBuffers;
+use crate::kernels::rope_store::RopeStoreArgs;
 use crate::kernels::{GpuMatrix, RopeTable};
 
 /// The activations a layer can show between its steps (see [`LayerDispatches::record`]).
@@ -42,13 +41,9 @@ pub(crate) struct LayerDispatches {
     q: Vec<Dispatch>,
     k: Vec<Dispatch>,
     v: Vec<Dispatch>,
-    /// Gemma 3: per-head rms_norm of q and of k.
-    qk_norm: Option<[Dispatch; 2]>,
-    /// q and k rotated in place.
-    rope_q: Dispatch,
-    rope_k: Dispatch,
-    /// k and v into the layer's cache, at the rows' positions.
-    kv_store: Dispatch,
+    /// (Gemma 3) per-head rms_norm of q and of k, q and k rotated, q in place and k and v
+    /// into the layer's cache at the rows' positions: one dispatch.
+    rope_store: Dispatch,
     /// attn = softmax(soft_cap(q K^T * scale) + mask) V over the cache.
     attention: Vec<Dispatch>,
     /// o = attn Wo
@@ -139,49 +134,37 @@ impl Binder<'_> {
         }
     }
 
-    /// k and v into the layer's cache, and attention over it.
-    fn cache_and_attention(&self) -> Result<(Dispatch, Vec<Dispatch>)> {
-        let (gpu, s, rows) = (self.gpu, self.s, self.rows);
-        let cache = &s.caches[self.layer];
-        let store = KvStoreArgs {
-            n: rows,
+    /// (Gemma 3) q and k normed per head, both rotated, k and v into the layer's cache.
+    fn rope_store(&self, norms: Option<&wgpu::Buffer>, table: &RopeTable) -> Result<Dispatch> {
+        let s = self.s;
+        let args = RopeStoreArgs {
+            n: self.rows,
+            heads: self.c.heads,
             positions: &s.positions,
+            table,
+            norms: norms.map(|w| (w, self.c.eps, self.c.norm_offset)),
+            q: &s.q,
             k: &s.k,
             v: &s.v,
-            cache,
+            cache: &s.caches[self.layer],
         };
-        let store = (self.k.kv_store).bind(gpu, &self.label("kv_store"), store)?;
+        (self.k.rope_store).bind(self.gpu, &self.label("rope_store"), args)
+    }
+
+    /// Attention of q over the layer's cache.
+    fn attention(&self) -> Result<Vec<Dispatch>> {
+        let s = self.s;
         let shape = self.c.attention_shape(self.layer);
         let attention = AttentionArgs {
-            n_q: rows,
+            n_q: self.rows,
             shape: &shape,
             positions: &s.positions,
             q: &s.q,
-            cache,
+            cache: &s.caches[self.layer],
             partials: &s.attention_partials,
             out: &s.attn,
         };
-        let attention = (self.k.attention).bind(gpu, &self.label("attention"), attention)?;
-        Ok((store, attention))
-    }
-
-    /// x rotated in place, `heads` heads per row.
-    fn rope(
-        &self,
-        step: &str,
-        heads: usize,
-        table: &RopeTable,
-        x: &wgpu::Buffer,
-    ) -> Result<Dispatch> {
-        let buffers = RopeBuffers {
-            positions: &self.s.positions,
-            table: &table.buffer,
-            x,
-        };
-        let params = table.params(self.rows, heads);
-        self.k
-            .rope
-            .bind(self.gpu, &self.label(step), params, buffers)
+        (self.k.attention).bind(self.gpu, &self.label("attention"), attention)
     }
 }
 
@@ -205,29 +188,13 @@ impl LayerDispatches {
             rows,
         };
         let hidden = (1, c.hidden);
-        // Gemma 3 projects q and k into q_raw and k_raw and norms each head into q and k.
-        let (q_out, k_out) = match c.layers[i].qk_norm {
-            true => (&s.q_raw, &s.k_raw),
-            false => (&s.q, &s.k),
-        };
-        let qk_norm = match &w.qk_norm {
-            Some([qn, kn]) => Some([
-                b.rms_norm("q_norm", (c.heads, c.head_dim), &s.q_raw, qn, &s.q)?,
-                b.rms_norm("k_norm", (c.kv_heads, c.head_dim), &s.k_raw, kn, &s.k)?,
-            ]),
-            None => None,
-        };
-        let (kv_store, attention) = b.cache_and_attention()?;
         Ok(LayerDispatches {
             input_norm: b.rms_norm("input_norm", hidden, &s.x, &w.input_norm, &s.h)?,
-            q: b.product("q", &w.q, &s.h, q_out)?,
-            k: b.product("k", &w.k, &s.h, k_out)?,
+            q: b.product("q", &w.q, &s.h, &s.q)?,
+            k: b.product("k", &w.k, &s.h, &s.k)?,
             v: b.product("v", &w.v, &s.h, &s.v)?,
-            qk_norm,
-            rope_q: b.rope("rope.q", c.heads, rope, &s.q)?,
-            rope_k: b.rope("rope.k", c.kv_heads, rope, &s.k)?,
-            kv_store,
-            attention,
+            rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
+            attention: b.attention()?,
             o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
             post_attention_norm: b
                 .residual("post_attention_norm", w.post_attention_norm.as_ref())?,
@@ -264,13 +231,7 @@ impl LayerDispatches {
         rec.dispatch_all(&self.q);
         rec.dispatch_all(&self.k);
         rec.dispatch_all(&self.v);
-        if let Some([q_norm, k_norm]) = &self.qk_norm {
-            rec.dispatch(q_norm);
-            rec.dispatch(k_norm);
-        }
-        rec.dispatch(&self.rope_q);
-        rec.dispatch(&self.rope_k);
-        rec.dispatch(&self.kv_store);
+        rec.dispatch(&self.rope_store);
         rec.dispatch_all(&self.attention);
         rec.dispatch_all(&self.o_proj);
         tap(rec, Tap::AttnOut);

@@ -120,30 +120,35 @@ impl Source<'_> {
     }
 
     pub fn norm(&self, gpu: &Gpu, name: &str, len: usize) -> Result<wgpu::Buffer> {
-        match self {
-            Source::Checkpoint(ckpt) => {
-                let w = gemma::norm(ckpt, name, len)?;
-                Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
-            }
-            Source::Gguf(g, _, names) => {
-                let w = gemma::gguf_norm(g, gguf_name(names, name)?, len)?;
-                Ok(gpu.storage_init(name, bytemuck::cast_slice(&w)))
-            }
-            Source::Synthetic(fill) => {
-                let b = gpu.storage_zeroed(name, (len * 4) as u64);
-                gpu.run(
-                    name,
-                    [&fill.bind(
+        self.norms(gpu, &[name], len)
+    }
+
+    /// The norm weights `names`, \[len\] each, one after another in one buffer.
+    pub fn norms(&self, gpu: &Gpu, names: &[&str], len: usize) -> Result<wgpu::Buffer> {
+        let label = names.join("+");
+        let mut w = Vec::with_capacity(names.len() * len);
+        for name in names {
+            match self {
+                Source::Checkpoint(ckpt) => w.extend(gemma::norm(ckpt, name, len)?),
+                Source::Gguf(g, _, names) => {
+                    w.extend(gemma::gguf_norm(g, gguf_name(names, name)?, len)?)
+                }
+                Source::Synthetic(fill) => {
+                    let n = names.len() * len;
+                    let b = gpu.storage_zeroed(&label, (n * 4) as u64);
+                    let fill = fill.bind(
                         gpu,
-                        name,
-                        len as u32,
+                        &label,
+                        n as u32,
                         0x807f_ffff,
                         0x3c80_0000,
                         FillBuffers { out: &b },
-                    )?],
-                )?;
-                Ok(b)
+                    )?;
+                    gpu.run(&label, [&fill])?;
+                    return Ok(b);
+                }
             }
         }
+        Ok(gpu.storage_init(&label, bytemuck::cast_slice(&w)))
     }
 }

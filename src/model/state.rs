@@ -19,16 +19,12 @@ pub(crate) struct RunState {
     pub x: wgpu::Buffer,
     /// [rows, hidden]: a norm's output (the input of q/k/v, of gate/up, of the lm_head).
     pub h: wgpu::Buffer,
-    /// [rows, heads * head_dim], rotated.
+    /// [rows, heads * head_dim]: as projected, then (rope_store) normed and rotated in place.
     pub q: wgpu::Buffer,
-    /// [rows, kv_heads * head_dim], rotated.
+    /// [rows, kv_heads * head_dim], as projected (rotated only on its way into the cache).
     pub k: wgpu::Buffer,
     /// [rows, kv_heads * head_dim]
     pub v: wgpu::Buffer,
-    /// Gemma 3: q [rows, heads * head_dim] and k [rows, kv_heads * head_dim] before their
-    /// per-head norms.
-    pub q_raw: wgpu::Buffer,
-    pub k_raw: wgpu::Buffer,
     /// [rows, heads * head_dim]: attention's output, o_proj's input.
     pub attn: wgpu::Buffer,
     /// [rows, hidden]: o_proj's and down_proj's outputs, before their norms.
@@ -88,8 +84,6 @@ impl RunState {
     pub fn new(gpu: &Gpu, c: &ModelConfig, s: &StateShape) -> Result<RunState> {
         let rows = s.rows;
         let f = |label: &str, n: usize| gpu.storage_zeroed(label, (n * 4) as u64);
-        let qk_norm = c.layers.iter().any(|l| l.qk_norm);
-        let qk_raw = |n: usize| if qk_norm { rows * n } else { 1 };
         let caches = c
             .layers
             .iter()
@@ -119,8 +113,6 @@ impl RunState {
             q: f("q", rows * c.q_dim()),
             k: f("k", rows * c.kv_dim()),
             v: f("v", rows * c.kv_dim()),
-            q_raw: f("q_raw", qk_raw(c.q_dim())),
-            k_raw: f("k_raw", qk_raw(c.kv_dim())),
             attn: f("attn", rows * c.q_dim()),
             o: f("o", rows * c.hidden),
             gate_up: f("gate_up", rows * 2 * c.intermediate),

@@ -18,8 +18,8 @@ pub(crate) struct LayerWeights {
     pub k: GpuMatrix,
     /// [kv_heads * head_dim, hidden]
     pub v: GpuMatrix,
-    /// Gemma 3: per-head norms of q and k, \[head_dim\] each (`LayerSpec::qk_norm`).
-    pub qk_norm: Option<[wgpu::Buffer; 2]>,
+    /// Gemma 3: [2, head_dim], the per-head norm of q, then of k (`LayerSpec::qk_norm`).
+    pub qk_norm: Option<wgpu::Buffer>,
     /// [hidden, heads * head_dim]
     pub o: GpuMatrix,
     /// Gemma 2 and 3: \[hidden\] (`LayerSpec::post_norms`).
@@ -81,15 +81,20 @@ impl GpuWeights {
             let m = |t: LayerTensor| matrix(&t.name(i, c.arch), t.shape(c));
             let n = |t: LayerTensor| norm(&t.name(i, c.arch), t.shape(c)[0]);
             let gate_up = GpuMatrix::concat_rows(m(LayerTensor::Gate)?, m(LayerTensor::Up)?)?;
+            let qk_norm = |i: usize| {
+                let names = [LayerTensor::QNorm, LayerTensor::KNorm].map(|t| t.name(i, c.arch));
+                let w = source.norms(gpu, &[&names[0], &names[1]], c.head_dim)?;
+                names
+                    .iter()
+                    .for_each(|name| bar.tick(source, name, c.head_dim, dtype));
+                Ok::<_, crate::Error>(w)
+            };
             layers.push(LayerWeights {
                 input_norm: n(LayerTensor::InputNorm)?,
                 q: m(LayerTensor::Q)?,
                 k: m(LayerTensor::K)?,
                 v: m(LayerTensor::V)?,
-                qk_norm: match spec.qk_norm {
-                    true => Some([n(LayerTensor::QNorm)?, n(LayerTensor::KNorm)?]),
-                    false => None,
-                },
+                qk_norm: spec.qk_norm.then(|| qk_norm(i)).transpose()?,
                 o: m(LayerTensor::O)?,
                 post_attention_norm: spec
                     .post_norms

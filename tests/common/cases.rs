@@ -15,10 +15,11 @@ use gemma_wgpu::kernels::matrix::MatrixArgs;
 use gemma_wgpu::kernels::non_finite::NonFiniteBuffers;
 use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope::RopeBuffers;
+use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
     Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
-    RmsNorm, Rope, RopeTable, SoftCap, TopK, TopKScratch,
+    RmsNorm, Rope, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -318,6 +319,120 @@ pub fn kv_store(
         check: Box::new(move |gpu| {
             let k = read_cache(gpu, dtype, &kc);
             close(&format!("{what} k"), &k, &k_expected, 0.0, 0.0)?;
+            let v = read_cache(gpu, dtype, &vc);
+            close(&format!("{what} v"), &v, &v_expected, 0.0, 0.0)
+        }),
+    }
+}
+
+/// The shape of a rope_store problem: query and kv heads, head_dim, Gemma 3's per-head norms
+/// or not, the cache's type and capacity, the tokens' positions (distinct cache rows).
+pub struct RopeStoreCase<'a> {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub norms: bool,
+    pub dtype: KvDtype,
+    pub capacity: usize,
+    pub positions: &'a [u32],
+}
+
+/// rope_store against reference::rms_norm (with norms), reference::rope and
+/// reference::kv_store. Each rotated element is y_e c -/+ y_p s of two normed values, each
+/// within rms_norm_bound, plus the rotation's own rounding (as the rope problem); an f16 cache
+/// may round that to a neighbouring f16 (one f16 step, 2^-10 |x|, or 2^-24 near zero). Values
+/// are copied: exact.
+pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64) -> Problem {
+    let RopeStoreCase {
+        heads,
+        kv_heads,
+        head_dim: hd,
+        norms,
+        dtype,
+        capacity,
+        positions,
+    } = *case;
+    let (n, kv_dim, max_pos) = (positions.len(), kv_heads * hd, 8192);
+    let table = reference::rope_table(1_000_000.0, 8.0, hd, max_pos);
+    let gpu_table = RopeTable::new(gpu, 1_000_000.0, 8.0, hd, max_pos);
+    let (q, k, v) = (
+        normal(seed, n * heads * hd),
+        normal(seed + 1, n * kv_dim),
+        normal(seed + 2, n * kv_dim),
+    );
+    let w = normal(seed + 3, 2 * hd);
+    let (eps, w_offset) = (1e-6, 1.0);
+    let normed = |x: &[f32], w: &[f32]| match norms {
+        true => reference::rms_norm(x, w, eps, w_offset),
+        false => x.to_vec(),
+    };
+    let (qn, kn) = (normed(&q, &w[..hd]), normed(&k, &w[hd..]));
+    // The error allowed for each rotated element, from its normed value and its partner's.
+    let bound = |y: &[f32]| -> Vec<f32> {
+        let per = if norms { hd as f32 / 2.0 + 16.0 } else { 4.0 };
+        (0..y.len())
+            .map(|e| {
+                let i = e % hd;
+                let pair = if i < hd / 2 { e + hd / 2 } else { e - hd / 2 };
+                per * EPS * (y[e].abs() + y[pair].abs())
+            })
+            .collect()
+    };
+    let (q_bound, k_bound) = (bound(&qn), bound(&kn));
+    let (mut q_expected, mut k_rot) = (qn, kn);
+    reference::rope(&mut q_expected, positions, heads, hd, &table);
+    reference::rope(&mut k_rot, positions, kv_heads, hd, &table);
+    let f16 = dtype == KvDtype::F16;
+    let mut k_expected = vec![0.0; capacity * kv_dim];
+    let mut k_cache_bound = vec![0.0; capacity * kv_dim];
+    let mut v_expected = vec![0.0; capacity * kv_dim];
+    reference::kv_store(&mut k_expected, &k_rot, positions, kv_dim, f16);
+    reference::kv_store(&mut k_cache_bound, &k_bound, positions, kv_dim, false);
+    reference::kv_store(&mut v_expected, &v, positions, kv_dim, f16);
+    if f16 {
+        for (b, x) in k_cache_bound.iter_mut().zip(&k_expected) {
+            *b += (x.abs() / 1024.0).max(2f32.powi(-24));
+        }
+    }
+    let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
+    let pb = gpu.storage_init("positions", u32_bytes(positions));
+    let (qb, kb, vb, wb) = (
+        gpu.storage_init("q", f32_bytes(&q)),
+        gpu.storage_init("k", f32_bytes(&k)),
+        gpu.storage_init("v", f32_bytes(&v)),
+        gpu.storage_init("norms", f32_bytes(&w)),
+    );
+    let args = RopeStoreArgs {
+        n,
+        heads,
+        positions: &pb,
+        table: &gpu_table,
+        norms: norms.then_some((&wb, eps, w_offset)),
+        q: &qb,
+        k: &kb,
+        v: &vb,
+        cache: &cache,
+    };
+    let d = kernel.bind(gpu, "rope_store", args).unwrap();
+    let what = format!(
+        "rope_store {dtype:?} n={n} heads={heads}/{kv_heads} hd={hd} norms={norms} capacity={capacity}"
+    );
+    let (kc, vc) = (cache.k.clone(), cache.v.clone());
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: (8 * n * heads * hd + n * kv_dim * (8 + 2 * dtype.bytes())) as f64,
+        flops: (6 * n * (heads + kv_heads) * hd) as f64,
+        check: Box::new(move |gpu| {
+            within(
+                &format!("{what} q"),
+                &gpu.read_f32(&qb).unwrap(),
+                &q_expected,
+                &q_bound,
+            )?;
+            let k = read_cache(gpu, dtype, &kc);
+            within(&format!("{what} k"), &k, &k_expected, &k_cache_bound)?;
             let v = read_cache(gpu, dtype, &vc);
             close(&format!("{what} v"), &v, &v_expected, 0.0, 0.0)
         }),

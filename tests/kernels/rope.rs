@@ -1,7 +1,7 @@
 //! rope against the reference, over real head layouts and positions up to 8191.
 
 use crate::common::*;
-use gemma_wgpu::kernels::Rope;
+use gemma_wgpu::kernels::{KvDtype, Rope, RopeStore};
 use gemma_wgpu::reference;
 
 #[test]
@@ -43,6 +43,40 @@ fn rope_matches_reference() {
             rope(gpu, &kernel, heads, hd, theta, i as u64)
                 .run_and_check(gpu)
                 .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
+        }
+    }
+}
+
+#[test]
+fn rope_store_matches_reference() {
+    // Gemma 3 270M (4 / 1 heads of 256, per-head norms), Gemma 2 2B (8 / 4 of 256) and 27B
+    // (32 / 16 of 128), and a head of 8 (two invocations of 64 live); positions 0, the table's
+    // last row and rows wrapping around a small cache.
+    let positions: &[u32] = &[0, 8191, 17, 3, 30];
+    let shapes = [
+        (4, 1, 256, true),
+        (8, 4, 256, false),
+        (32, 16, 128, false),
+        (2, 1, 8, true),
+    ];
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            let kernel = RopeStore::new(gpu, dtype).unwrap();
+            for (i, &(heads, kv_heads, head_dim, norms)) in shapes.iter().enumerate() {
+                let case = RopeStoreCase {
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    norms,
+                    dtype,
+                    capacity: 32,
+                    positions,
+                };
+                rope_store(gpu, &kernel, &case, 11 + i as u64)
+                    .run_and_check(gpu)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
+            }
         }
     }
 }
