@@ -1,7 +1,7 @@
 // rope_store: the attention block's step between the q/k/v products and attention, in one
 // dispatch: (Gemma 3) each q and k head RMS-normed with its own weights, q and k rotated
-// (rotate-half RoPE, as rope.wgsl), q written back in place for attention, and k and v stored
-// into the KV cache at slot (position % capacity) as kv_store.wgsl does.
+// (rotate-half RoPE, as rope.wgsl), q written out for attention, and k and v stored into the
+// KV cache at slot (position % capacity) as kv_store.wgsl does.
 //
 // Workgroup (s, t) serves head slot s of token t: slots [0, heads) are query heads, slots
 // [heads, heads + kv_heads) key heads (whose workgroup also stores that head's values).
@@ -10,8 +10,9 @@
 // Norm: x / sqrt(mean(x^2) + eps) * (w_offset + w), with w = norms[0 .. head_dim) for q heads
 // and norms[head_dim .. 2 head_dim) for k heads (NORM; Gemma 3's q_norm and k_norm).
 // Bindings: params; positions [n] u32; table [max_pos, head_dim / 2] (cos, sin); norms
-// [2, head_dim] (unread without NORM); q [n, heads, head_dim], in place; k, v [n, kv_dim];
-// k_cache, v_cache [capacity, kv_dim] (see kv_store.wgsl). Grid: (heads + kv_heads, n).
+// [2, head_dim] (unread without NORM); qkv [n, q_dim + 2 kv_dim], each row q, k, v side by
+// side as the products wrote them; q [n, heads, head_dim] out; k_cache, v_cache [capacity,
+// kv_dim] (see kv_store.wgsl). Grid: (heads + kv_heads, n).
 // head_dim a multiple of 4, at most 4 WG.
 // Wrapper: src/kernels/rope_store.rs. CPU reference: reference::rms_norm, reference::rope and
 // reference::kv_store, in that order.
@@ -31,11 +32,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> norms: array<f32>;
-@group(0) @binding(4) var<storage, read_write> q: array<f32>;
-@group(0) @binding(5) var<storage, read> k: array<f32>;
-@group(0) @binding(6) var<storage, read> v: array<f32>;
-@group(0) @binding(7) var<storage, read_write> k_cache: array<u32>;
-@group(0) @binding(8) var<storage, read_write> v_cache: array<u32>;
+@group(0) @binding(4) var<storage, read> qkv: array<f32>;
+@group(0) @binding(5) var<storage, read_write> q: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
 
 override WG: u32 = 64u;
 override KV_F16: bool = true;
@@ -77,11 +77,9 @@ fn main(inv: Invocation) {
     let half = hd / 2u;
     let is_q = s < p.heads;
     let kv_dim = p.kv_heads * hd;
-    // This head's first element in q or k.
-    var base = (t * p.heads + s) * hd;
-    if !is_q {
-        base = t * kv_dim + (s - p.heads) * hd;
-    }
+    let q_dim = p.heads * hd;
+    // This head's first element in qkv (a q head, or a k head whose v head is kv_dim on).
+    let base = t * (q_dim + 2u * kv_dim) + s * hd;
     let pos = positions[t];
     // Invocations past head_dim / 4 only take part in the sum, with zeros.
     let live = inv.lid < hd / 4u;
@@ -89,11 +87,7 @@ fn main(inv: Invocation) {
     var x = vec4<f32>(0.0);
     if live {
         for (var i = 0u; i < 4u; i++) {
-            if is_q {
-                x[i] = q[base + e[i]];
-            } else {
-                x[i] = k[base + e[i]];
-            }
+            x[i] = qkv[base + e[i]];
         }
     }
     if NORM {
@@ -117,7 +111,7 @@ fn main(inv: Invocation) {
     );
     if is_q {
         for (var i = 0u; i < 4u; i++) {
-            q[base + e[i]] = r[i];
+            q[(t * p.heads + s) * hd + e[i]] = r[i];
         }
         return;
     }
@@ -125,7 +119,7 @@ fn main(inv: Invocation) {
     store(true, cache_base, e, r);
     var vx = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
-        vx[i] = v[base + e[i]];
+        vx[i] = qkv[base + kv_dim + e[i]];
     }
     store(false, cache_base, e, vx);
 }

@@ -39,10 +39,26 @@ pub struct MatrixArgs<'a> {
     pub w: &'a GpuMatrix,
     /// [n, w.cols]
     pub x: &'a wgpu::Buffer,
-    /// [n, w.rows]
+    /// [n, y_stride]: the product fills columns [y_offset, y_offset + w.rows) of each row
     pub y: &'a wgpu::Buffer,
+    pub y_offset: usize,
+    pub y_stride: usize,
     /// Vectors (matvec) or token rows (matmul).
     pub n: usize,
+}
+
+impl<'a> MatrixArgs<'a> {
+    /// y [n, w.rows] = x [n, w.cols] W^T, y filled whole.
+    pub fn new(w: &'a GpuMatrix, x: &'a wgpu::Buffer, y: &'a wgpu::Buffer, n: usize) -> Self {
+        MatrixArgs {
+            w,
+            x,
+            y,
+            y_offset: 0,
+            y_stride: w.rows,
+            n,
+        }
+    }
 }
 
 /// Rows [row_start, row_start + rows) of a matrix, in their own buffers.
@@ -178,29 +194,84 @@ impl GpuMatrix {
         })
     }
 
-    /// The rows of `a` followed by the rows of `b` (same format and columns), without copying:
-    /// one product then yields both outputs side by side (Gemma's gate and up projections).
-    pub fn concat_rows(a: GpuMatrix, b: GpuMatrix) -> Result<GpuMatrix> {
-        if a.format != b.format || a.cols != b.cols {
-            return Err(Error::Shape {
-                kernel: "matrix",
-                message: format!(
-                    "cannot stack {} [{}, {}] on {} [{}, {}]",
-                    b.format, b.rows, b.cols, a.format, a.rows, a.cols
-                ),
-            });
+    /// The rows of `parts`, one after another (same format and columns): one product then
+    /// yields all their outputs side by side (Gemma's q, k and v, or gate and up). Neighbouring
+    /// chunks are copied into one where the binding limit allows, so such a product is one
+    /// dispatch rather than one per part.
+    pub fn concat_rows(gpu: &Gpu, parts: Vec<GpuMatrix>) -> Result<GpuMatrix> {
+        let first = parts.first().ok_or_else(|| Error::Shape {
+            kernel: "matrix",
+            message: "nothing to stack".into(),
+        })?;
+        let (format, cols) = (first.format, first.cols);
+        let mut rows = 0;
+        let mut chunks: Vec<MatrixChunk> = Vec::new();
+        for p in parts {
+            if p.format != format || p.cols != cols {
+                return Err(Error::Shape {
+                    kernel: "matrix",
+                    message: format!(
+                        "cannot stack {} [{}, {}] on {format} [{rows}, {cols}]",
+                        p.format, p.rows, p.cols
+                    ),
+                });
+            }
+            for mut c in p.chunks {
+                c.row_start += rows;
+                match chunks.pop() {
+                    Some(last) => chunks.extend(Self::merged(gpu, format, cols, last, c)),
+                    None => chunks.push(c),
+                }
+            }
+            rows += p.rows;
         }
-        let mut chunks = a.chunks;
-        chunks.extend(b.chunks.into_iter().map(|mut c| {
-            c.row_start += a.rows;
-            c
-        }));
         Ok(GpuMatrix {
-            format: a.format,
-            rows: a.rows + b.rows,
-            cols: a.cols,
+            format,
+            rows,
+            cols,
             chunks,
         })
+    }
+
+    /// `a` and the chunk `b` that follows it as one chunk where both fit one binding and their
+    /// bytes can be copied end to end (multiples of 4), else both as they are.
+    fn merged(
+        gpu: &Gpu,
+        format: WeightFormat,
+        cols: usize,
+        a: MatrixChunk,
+        b: MatrixChunk,
+    ) -> Vec<MatrixChunk> {
+        let data = |c: &MatrixChunk| (c.rows * format.data_bytes_per_row(cols)) as u64;
+        let scales = |c: &MatrixChunk| (c.rows * format.scales_per_row(cols) * 2) as u64;
+        let limit = gpu.caps.max_binding_size;
+        let fits = data(&a) + data(&b) <= limit && scales(&a) + scales(&b) <= limit;
+        if !fits || data(&a) % 4 != 0 || scales(&a) % 4 != 0 {
+            return vec![a, b];
+        }
+        let rows = a.rows + b.rows;
+        let name = format!("stacked[{}..{}]", a.row_start, a.row_start + rows);
+        let merged = MatrixChunk {
+            row_start: a.row_start,
+            rows,
+            data: gpu.storage_zeroed(&name, data(&a) + data(&b)),
+            scales: gpu.storage_zeroed(&format!("{name}.scales"), scales(&a) + scales(&b)),
+        };
+        let mut rec = gpu.recorder(&name);
+        // Whole buffers (each at least 4 bytes and padded to 4) are copied; the byte counts
+        // above are exact, so b lands right after a's last row.
+        let copy = |rec: &mut crate::gpu::Recorder, src: &wgpu::Buffer, dst: &wgpu::Buffer, at| {
+            let bytes = (src.size()).min(dst.size() - at);
+            rec.copy(src, 0, dst, at, bytes);
+        };
+        copy(&mut rec, &a.data, &merged.data, 0);
+        copy(&mut rec, &b.data, &merged.data, data(&a));
+        if scales(&a) + scales(&b) > 0 {
+            copy(&mut rec, &a.scales, &merged.scales, 0);
+            copy(&mut rec, &b.scales, &merged.scales, scales(&a));
+        }
+        rec.submit();
+        vec![merged]
     }
 
     /// Bytes of weights and scales on the GPU.

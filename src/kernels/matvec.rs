@@ -96,7 +96,23 @@ pub(super) fn bind_matrix(
     args: MatrixArgs,
     grid: impl Fn(usize) -> (u32, u32, u32),
 ) -> Result<Vec<Dispatch>> {
-    let MatrixArgs { w, x, y, n } = args;
+    let MatrixArgs {
+        w,
+        x,
+        y,
+        y_offset,
+        y_stride,
+        n,
+    } = args;
+    if y_offset + w.rows > y_stride {
+        return Err(Error::Shape {
+            kernel: name,
+            message: format!(
+                "{label}: columns {y_offset}..{} of rows of {y_stride}",
+                y_offset + w.rows
+            ),
+        });
+    }
     if w.format != format {
         return Err(Error::Shape {
             kernel: name,
@@ -104,7 +120,7 @@ pub(super) fn bind_matrix(
         });
     }
     check_len(name, "x", x, n * w.cols)?;
-    check_len(name, "y", y, n * w.rows)?;
+    check_len(name, "y", y, n * y_stride)?;
     w.chunks
         .iter()
         .enumerate()
@@ -113,8 +129,8 @@ pub(super) fn bind_matrix(
                 rows: c.rows as u32,
                 k: w.cols as u32,
                 n: n as u32,
-                out_offset: c.row_start as u32,
-                out_stride: w.rows as u32,
+                out_offset: (y_offset + c.row_start) as u32,
+                out_stride: y_stride as u32,
             };
             kernel.bind(
                 gpu,

@@ -30,12 +30,10 @@ bindings! {
         pub table: Read,
         /// [2, head_dim]: the q norm's weights, then the k norm's (read only with norms)
         pub norms: Read,
-        /// [n, heads, head_dim]: normed and rotated in place
+        /// [n, heads * head_dim + 2 kv_dim]: q, k and v of each token side by side, as projected
+        pub qkv: Read,
+        /// [n, heads, head_dim]: q normed and rotated
         pub q: ReadWrite,
-        /// [n, kv_heads * head_dim], as projected
-        pub k: Read,
-        /// [n, kv_heads * head_dim]
-        pub v: Read,
         /// [capacity, kv_heads * head_dim]: a [`KvCache`]'s keys
         pub k_cache: ReadWrite,
         /// [capacity, kv_heads * head_dim]: its values
@@ -43,18 +41,18 @@ bindings! {
     }
 }
 
-/// What one rope_store binds: `n` tokens at `positions` of q [n, heads, head_dim] and k, v
-/// [n, kv_dim], rotated with `table`, stored into `cache`; `norms` [2, head_dim] (q's, then
-/// k's) with `eps` and `w_offset` where the model norms each head (Gemma 3).
+/// What one rope_store binds: `n` tokens at `positions` whose q, k and v lie side by side in
+/// `qkv` [n, heads * head_dim + 2 kv_dim], rotated with `table`, q into `q` [n, heads,
+/// head_dim] and k and v into `cache`; `norms` [2, head_dim] (q's, then k's) with `eps` and
+/// `w_offset` where the model norms each head (Gemma 3).
 pub struct RopeStoreArgs<'a> {
     pub n: usize,
     pub heads: usize,
     pub positions: &'a wgpu::Buffer,
     pub table: &'a RopeTable,
     pub norms: Option<(&'a wgpu::Buffer, f32, f32)>,
+    pub qkv: &'a wgpu::Buffer,
     pub q: &'a wgpu::Buffer,
-    pub k: &'a wgpu::Buffer,
-    pub v: &'a wgpu::Buffer,
     pub cache: &'a KvCache,
 }
 
@@ -90,8 +88,8 @@ impl RopeStore {
         })
     }
 
-    /// Norms (where `args.norms` is given) and rotates q in place and k, and stores k and v
-    /// at the tokens' cache rows.
+    /// Norms (where `args.norms` is given) and rotates q and k, writes q out and stores k and
+    /// v at the tokens' cache rows.
     pub fn bind(&self, gpu: &Gpu, label: &str, args: RopeStoreArgs) -> Result<Dispatch> {
         let RopeStoreArgs {
             n,
@@ -99,9 +97,8 @@ impl RopeStore {
             positions,
             table,
             norms,
+            qkv,
             q,
-            k,
-            v,
             cache,
         } = args;
         let hd = table.head_dim;
@@ -130,9 +127,13 @@ impl RopeStore {
         let kv_heads = cache.kv_dim / hd;
         check_len("rope_store", "positions", positions, n)?;
         check_len("rope_store", "table", &table.buffer, table.max_pos * hd)?;
+        check_len(
+            "rope_store",
+            "qkv",
+            qkv,
+            n * (heads * hd + 2 * cache.kv_dim),
+        )?;
         check_len("rope_store", "q", q, n * heads * hd)?;
-        check_len("rope_store", "k", k, n * cache.kv_dim)?;
-        check_len("rope_store", "v", v, n * cache.kv_dim)?;
         let (kernel, norms, eps, w_offset) = match norms {
             Some((w, eps, w_offset)) => {
                 check_len("rope_store", "norms", w, 2 * hd)?;
@@ -155,9 +156,8 @@ impl RopeStore {
             positions,
             table: &table.buffer,
             norms,
+            qkv,
             q,
-            k,
-            v,
             k_cache: &cache.k,
             v_cache: &cache.v,
         };

@@ -4,8 +4,8 @@ use crate::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::{
-    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, Matmul, Matvec, NonFinite, RmsNorm,
-    RopeStore, SoftCap, TopK,
+    Add, Attention, Embedding, Geglu, KvDtype, Matmul, Matvec, NonFinite, RmsNorm, RopeStore,
+    SoftCap, TopK,
 };
 use crate::weights::WeightFormat;
 
@@ -68,23 +68,10 @@ impl Kernels {
             .1
     }
 
-    /// y [rows, m.rows] = x [rows, m.cols] m^T: matvec for one row, matmul for more.
-    pub fn product(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        m: &GpuMatrix,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        rows: usize,
-    ) -> Result<Vec<Dispatch>> {
-        let k = self.matrix(m.format);
-        let args = MatrixArgs {
-            w: m,
-            x,
-            y,
-            n: rows,
-        };
+    /// The product `args` describes: matvec for one row, matmul for more.
+    pub fn product(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
+        let k = self.matrix(args.w.format);
+        let rows = args.n;
         if rows == 1 {
             k.matvec.bind(gpu, label, args)
         } else {

@@ -10,6 +10,7 @@ use crate::gpu::{Dispatch, Gpu, Recorder};
 use crate::kernels::add::AddBuffers;
 use crate::kernels::attention::AttentionArgs;
 use crate::kernels::geglu::GegluBuffers;
+use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::rope_store::RopeStoreArgs;
 use crate::kernels::{GpuMatrix, RopeTable};
@@ -37,10 +38,8 @@ impl Tap {
 pub(crate) struct LayerDispatches {
     /// h = rms_norm(x)
     input_norm: Dispatch,
-    /// q, k, v = h Wq, h Wk, h Wv
-    q: Vec<Dispatch>,
-    k: Vec<Dispatch>,
-    v: Vec<Dispatch>,
+    /// [q | k | v] = h [Wq | Wk | Wv]
+    qkv: Vec<Dispatch>,
     /// (Gemma 3) per-head rms_norm of q and of k, q and k rotated, q in place and k and v
     /// into the layer's cache at the rows' positions: one dispatch.
     rope_store: Dispatch,
@@ -85,8 +84,30 @@ impl Binder<'_> {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.k
-            .product(self.gpu, &self.label(step), m, x, y, self.rows)
+        self.products(step, std::slice::from_ref(m), x, y)
+    }
+
+    /// y = x [m0 | m1 | ...]^T: each matrix's product into its columns of y, side by side.
+    fn products(
+        &self,
+        step: &str,
+        ms: &[GpuMatrix],
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        let y_stride = ms.iter().map(|m| m.rows).sum();
+        let mut y_offset = 0;
+        let mut dispatches = Vec::new();
+        for m in ms {
+            let args = MatrixArgs {
+                y_offset,
+                y_stride,
+                ..MatrixArgs::new(m, x, y, self.rows)
+            };
+            dispatches.extend(self.k.product(self.gpu, &self.label(step), args)?);
+            y_offset += m.rows;
+        }
+        Ok(dispatches)
     }
 
     /// Norm parameters for `n` rows of `d` values.
@@ -143,9 +164,8 @@ impl Binder<'_> {
             positions: &s.positions,
             table,
             norms: norms.map(|w| (w, self.c.eps, self.c.norm_offset)),
+            qkv: &s.qkv,
             q: &s.q,
-            k: &s.k,
-            v: &s.v,
             cache: &s.caches[self.layer],
         };
         (self.k.rope_store).bind(self.gpu, &self.label("rope_store"), args)
@@ -190,9 +210,7 @@ impl LayerDispatches {
         let hidden = (1, c.hidden);
         Ok(LayerDispatches {
             input_norm: b.rms_norm("input_norm", hidden, &s.x, &w.input_norm, &s.h)?,
-            q: b.product("q", &w.q, &s.h, &s.q)?,
-            k: b.product("k", &w.k, &s.h, &s.k)?,
-            v: b.product("v", &w.v, &s.h, &s.v)?,
+            qkv: b.products("qkv", &w.qkv, &s.h, &s.qkv)?,
             rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
             attention: b.attention()?,
             o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
@@ -228,9 +246,7 @@ impl LayerDispatches {
         // Attention block: input norm, q/k/v, (Gemma 3) per-head q/k norms, RoPE (before
         // caching), attention, o_proj, (Gemma 2, 3) post-attention norm, residual.
         rec.dispatch(&self.input_norm);
-        rec.dispatch_all(&self.q);
-        rec.dispatch_all(&self.k);
-        rec.dispatch_all(&self.v);
+        rec.dispatch_all(&self.qkv);
         rec.dispatch(&self.rope_store);
         rec.dispatch_all(&self.attention);
         rec.dispatch_all(&self.o_proj);

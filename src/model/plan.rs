@@ -9,6 +9,7 @@ use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
 use crate::kernels::embedding::EmbeddingArgs;
+use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::non_finite::NonFiniteBuffers;
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::soft_cap::SoftCapBuffers;
@@ -213,7 +214,8 @@ fn lm_head(
     rows: usize,
 ) -> Result<Vec<Dispatch>> {
     let suffix = if rows == 1 { "" } else { ".all" };
-    let mut d = k.product(gpu, &format!("lm_head{suffix}"), embed, h, logits, rows)?;
+    let args = MatrixArgs::new(embed, h, logits, rows);
+    let mut d = k.product(gpu, &format!("lm_head{suffix}"), args)?;
     if let Some(cap) = c.final_softcap {
         let n = rows * c.vocab;
         let label = format!("final_soft_cap{suffix}");

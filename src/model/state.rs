@@ -19,12 +19,10 @@ pub(crate) struct RunState {
     pub x: wgpu::Buffer,
     /// [rows, hidden]: a norm's output (the input of q/k/v, of gate/up, of the lm_head).
     pub h: wgpu::Buffer,
-    /// [rows, heads * head_dim]: as projected, then (rope_store) normed and rotated in place.
+    /// [rows, heads * head_dim + 2 kv_heads * head_dim]: q, k and v side by side, as projected.
+    pub qkv: wgpu::Buffer,
+    /// [rows, heads * head_dim]: q normed (Gemma 3) and rotated, attention's input.
     pub q: wgpu::Buffer,
-    /// [rows, kv_heads * head_dim], as projected (rotated only on its way into the cache).
-    pub k: wgpu::Buffer,
-    /// [rows, kv_heads * head_dim]
-    pub v: wgpu::Buffer,
     /// [rows, heads * head_dim]: attention's output, o_proj's input.
     pub attn: wgpu::Buffer,
     /// [rows, hidden]: o_proj's and down_proj's outputs, before their norms.
@@ -110,9 +108,8 @@ impl RunState {
             positions: f("positions", rows),
             x: f("x", rows * c.hidden),
             h: f("h", rows * c.hidden),
+            qkv: f("qkv", rows * (c.q_dim() + 2 * c.kv_dim())),
             q: f("q", rows * c.q_dim()),
-            k: f("k", rows * c.kv_dim()),
-            v: f("v", rows * c.kv_dim()),
             attn: f("attn", rows * c.q_dim()),
             o: f("o", rows * c.hidden),
             gate_up: f("gate_up", rows * 2 * c.intermediate),

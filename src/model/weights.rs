@@ -12,12 +12,10 @@ use crate::weights::{SourceDtype, WeightFormat};
 pub(crate) struct LayerWeights {
     /// \[hidden\]
     pub input_norm: wgpu::Buffer,
-    /// [heads * head_dim, hidden]
-    pub q: GpuMatrix,
-    /// [kv_heads * head_dim, hidden]
-    pub k: GpuMatrix,
-    /// [kv_heads * head_dim, hidden]
-    pub v: GpuMatrix,
+    /// q [heads * head_dim, hidden], k and v [kv_heads * head_dim, hidden]: stacked into one
+    /// matrix where they share a format (one product), else the three apart; either way their
+    /// products land side by side in `RunState::qkv`.
+    pub qkv: Vec<GpuMatrix>,
     /// Gemma 3: [2, head_dim], the per-head norm of q, then of k (`LayerSpec::qk_norm`).
     pub qk_norm: Option<wgpu::Buffer>,
     /// [hidden, heads * head_dim]
@@ -26,8 +24,8 @@ pub(crate) struct LayerWeights {
     pub post_attention_norm: Option<wgpu::Buffer>,
     /// \[hidden\]
     pub pre_feedforward_norm: wgpu::Buffer,
-    /// [2 * intermediate, hidden]: the gate rows, then the up rows, so that one product
-    /// gives geglu's [gate | up] input.
+    /// [2 * intermediate, hidden]: the gate rows, then the up rows (stacked), so that one
+    /// product gives geglu's [gate | up] input.
     pub gate_up: GpuMatrix,
     /// [hidden, intermediate]
     pub down: GpuMatrix,
@@ -80,7 +78,16 @@ impl GpuWeights {
         for (i, spec) in c.layers.iter().enumerate() {
             let m = |t: LayerTensor| matrix(&t.name(i, c.arch), t.shape(c));
             let n = |t: LayerTensor| norm(&t.name(i, c.arch), t.shape(c)[0]);
-            let gate_up = GpuMatrix::concat_rows(m(LayerTensor::Gate)?, m(LayerTensor::Up)?)?;
+            let gate_up =
+                GpuMatrix::concat_rows(gpu, vec![m(LayerTensor::Gate)?, m(LayerTensor::Up)?])?;
+            let qkv = [LayerTensor::Q, LayerTensor::K, LayerTensor::V]
+                .map(m)
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            let qkv = match qkv.iter().all(|w| w.format == qkv[0].format) {
+                true => vec![GpuMatrix::concat_rows(gpu, qkv)?],
+                false => qkv,
+            };
             let qk_norm = |i: usize| {
                 let names = [LayerTensor::QNorm, LayerTensor::KNorm].map(|t| t.name(i, c.arch));
                 let w = source.norms(gpu, &[&names[0], &names[1]], c.head_dim)?;
@@ -91,9 +98,7 @@ impl GpuWeights {
             };
             layers.push(LayerWeights {
                 input_norm: n(LayerTensor::InputNorm)?,
-                q: m(LayerTensor::Q)?,
-                k: m(LayerTensor::K)?,
-                v: m(LayerTensor::V)?,
+                qkv,
                 qk_norm: spec.qk_norm.then(|| qk_norm(i)).transpose()?,
                 o: m(LayerTensor::O)?,
                 post_attention_norm: spec
@@ -125,7 +130,7 @@ impl GpuWeights {
     pub fn formats(&self) -> Vec<WeightFormat> {
         let mut formats = vec![self.embed.format];
         for l in &self.layers {
-            for m in [&l.q, &l.k, &l.v, &l.o, &l.gate_up, &l.down] {
+            for m in l.qkv.iter().chain([&l.o, &l.gate_up, &l.down]) {
                 if !formats.contains(&m.format) {
                     formats.push(m.format);
                 }

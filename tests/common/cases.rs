@@ -396,10 +396,16 @@ pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64
     }
     let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
     let pb = gpu.storage_init("positions", u32_bytes(positions));
-    let (qb, kb, vb, wb) = (
-        gpu.storage_init("q", f32_bytes(&q)),
-        gpu.storage_init("k", f32_bytes(&k)),
-        gpu.storage_init("v", f32_bytes(&v)),
+    let qkv: Vec<f32> = (0..n)
+        .flat_map(|t| {
+            let q = &q[t * heads * hd..][..heads * hd];
+            let (k, v) = (&k[t * kv_dim..][..kv_dim], &v[t * kv_dim..][..kv_dim]);
+            q.iter().chain(k).chain(v).copied().collect::<Vec<f32>>()
+        })
+        .collect();
+    let (qkvb, qb, wb) = (
+        gpu.storage_init("qkv", f32_bytes(&qkv)),
+        gpu.storage_zeroed("q", (q.len() * 4) as u64),
         gpu.storage_init("norms", f32_bytes(&w)),
     );
     let args = RopeStoreArgs {
@@ -408,9 +414,8 @@ pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64
         positions: &pb,
         table: &gpu_table,
         norms: norms.then_some((&wb, eps, w_offset)),
+        qkv: &qkvb,
         q: &qb,
-        k: &kb,
-        v: &vb,
         cache: &cache,
     };
     let d = kernel.bind(gpu, "rope_store", args).unwrap();
@@ -722,7 +727,14 @@ pub enum Product<'a> {
     Matmul(&'a Matmul),
 }
 
-/// y [n, rows] = x [n, k] W^T for the matrix `m` (values `w`) and random x.
+/// Columns of y outside the product's: it writes columns [Y_OFFSET, Y_OFFSET + rows) of rows
+/// of rows + Y_SPARE, and must leave the others as they were (Y_SENTINEL).
+const Y_OFFSET: usize = 2;
+const Y_SPARE: usize = 5;
+const Y_SENTINEL: f32 = 7.25;
+
+/// y [n, rows] = x [n, k] W^T for the matrix `m` (values `w`) and random x, written into
+/// columns of a wider y (as the model writes q, k and v side by side).
 pub fn product(
     gpu: &Gpu,
     kernel: Product,
@@ -735,12 +747,12 @@ pub fn product(
     let (y_ref, bound) = product_expected(w, &x, rows, k);
     let gm = GpuMatrix::upload(gpu, "w", m).unwrap();
     let xb = gpu.storage_init("x", f32_bytes(&x));
-    let yb = gpu.storage_zeroed("y", (n * rows * 4) as u64);
+    let stride = rows + Y_SPARE;
+    let yb = gpu.storage_init("y", f32_bytes(&vec![Y_SENTINEL; n * stride]));
     let args = MatrixArgs {
-        w: &gm,
-        x: &xb,
-        y: &yb,
-        n,
+        y_offset: Y_OFFSET,
+        y_stride: stride,
+        ..MatrixArgs::new(&gm, &xb, &yb, n)
     };
     let (name, dispatches) = match kernel {
         Product::Matvec(k) => ("matvec", k.bind(gpu, "matvec", args)),
@@ -755,7 +767,16 @@ pub fn product(
         flops: 2.0 * (n * rows * k) as f64,
         check: Box::new(move |gpu| {
             let y = gpu.read_f32(&yb).unwrap();
-            within(&what, &y[..n * rows], &y_ref, &bound)
+            let (mut ours, mut others): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
+            for row in y[..n * stride].chunks(stride) {
+                ours.extend_from_slice(&row[Y_OFFSET..][..rows]);
+                others.extend(row[..Y_OFFSET].iter().chain(&row[Y_OFFSET + rows..]));
+            }
+            within(&what, &ours, &y_ref, &bound)?;
+            match others.iter().all(|&v| v == Y_SENTINEL) {
+                true => Ok(()),
+                false => Err(format!("{what}: wrote outside its columns")),
+            }
         }),
     };
     (problem, gm.chunks.len())

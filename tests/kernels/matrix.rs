@@ -1,9 +1,10 @@
 //! matvec, matmul and embedding for every weight format the shaders read, including
-//! row-chunked matrices.
+//! row-chunked and stacked matrices.
 
 use crate::common::*;
 use gemma_wgpu::gpu::Gpu;
-use gemma_wgpu::kernels::{Embedding, Matmul, Matvec};
+use gemma_wgpu::kernels::matrix::MatrixArgs;
+use gemma_wgpu::kernels::{Embedding, GpuMatrix, Matmul, Matvec};
 use gemma_wgpu::weights::WeightFormat;
 use gemma_wgpu::weights::gguf::GgmlType;
 
@@ -185,6 +186,59 @@ fn gguf_block_formats_match_reference() {
             embedding(gpu, &emb, (&m, &w), 2.0, 3)
                 .run_and_check(gpu)
                 .unwrap_or_else(|e| panic!("{}: ({ty:?}) {e}", dev.name));
+        }
+    }
+}
+
+/// Stacked matrices (Gemma's q, k and v) multiply as their parts side by side: in one chunk
+/// where a binding holds them all, in several where it does not.
+#[test]
+fn stacked_matrices_multiply_as_their_parts() {
+    let rows = [40usize, 24, 24];
+    let total: usize = rows.iter().sum();
+    for (limit, one_chunk) in [(None, true), (Some(4096), false)] {
+        for dev in devices_with(limit) {
+            let gpu = &dev.gpu;
+            for format in [
+                WeightFormat::F32,
+                WeightFormat::Q8_0,
+                WeightFormat::I8Affine,
+                WeightFormat::Q4K,
+            ] {
+                let k = 64usize.next_multiple_of(block_len(format));
+                let parts: Vec<_> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &r)| matrix(20 + i as u64, format, r, k))
+                    .collect();
+                let values: Vec<f32> = parts.iter().flat_map(|(_, v)| v.clone()).collect();
+                let uploaded = parts
+                    .iter()
+                    .map(|(m, _)| GpuMatrix::upload(gpu, "part", m).unwrap())
+                    .collect();
+                let stacked = GpuMatrix::concat_rows(gpu, uploaded).unwrap();
+                assert_eq!(stacked.rows, total);
+                let what = format!("{}: stacked {format}", dev.name);
+                match one_chunk {
+                    true => assert_eq!(stacked.chunks.len(), 1, "{what}: chunks"),
+                    false => assert!(stacked.chunks.len() > 1, "{what}: chunks"),
+                }
+                for n in [1usize, 9] {
+                    let x = normal(30 + n as u64, n * k);
+                    let (y_ref, bound) = product_expected(&values, &x, total, k);
+                    let xb = gpu.storage_init("x", f32_bytes(&x));
+                    let yb = gpu.storage_zeroed("y", (n * total * 4) as u64);
+                    let args = MatrixArgs::new(&stacked, &xb, &yb, n);
+                    let d = match n {
+                        1 => Matvec::new(gpu, format).unwrap().bind(gpu, "stacked", args),
+                        _ => Matmul::new(gpu, format).unwrap().bind(gpu, "stacked", args),
+                    };
+                    gpu.run("stacked", &d.unwrap()).unwrap();
+                    let y = gpu.read_f32(&yb).unwrap();
+                    within(&format!("{what} n={n}"), &y[..n * total], &y_ref, &bound)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
         }
     }
 }
