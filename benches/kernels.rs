@@ -213,9 +213,45 @@ impl Bench {
         if !self.wanted("rms_norm") {
             return;
         }
-        let kernel = RmsNorm::new(&self.gpu, false).unwrap();
-        let p = cases::rms_norm(&self.gpu, (&kernel, false), (n, d, 1.0), 6);
+        let kernel = RmsNorm::new(&self.gpu).unwrap();
+        let p = cases::rms_norm(&self.gpu, &kernel, (n, d, 1.0), 6);
         self.row("rms_norm", &format!("{name} {n}x{d}"), "f32", &p);
+    }
+
+    /// A post-norm into the residual stream, then the next norm.
+    fn residual_norm(&mut self, name: &str, n: usize, d: usize) {
+        if !self.wanted("residual_norm") {
+            return;
+        }
+        let kernel = ResidualNorm::new(&self.gpu).unwrap();
+        let p = cases::residual_norm(&self.gpu, &kernel, (n, d, 1.0), 6);
+        self.row("residual_norm", &format!("{name} {n}x{d}"), "f32", &p);
+    }
+
+    /// The step between the q/k/v products and attention for one decode token.
+    fn rope_store(
+        &mut self,
+        name: &str,
+        (heads, kv_heads, hd): (usize, usize, usize),
+        norms: bool,
+    ) {
+        if !self.wanted("rope_store") {
+            return;
+        }
+        let dtype = KvDtype::F16;
+        let kernel = RopeStore::new(&self.gpu, dtype).unwrap();
+        let case = cases::RopeStoreCase {
+            heads,
+            kv_heads,
+            head_dim: hd,
+            norms,
+            dtype,
+            capacity: 4096,
+            positions: &[4095],
+        };
+        let p = cases::rope_store(&self.gpu, &kernel, &case, 6);
+        let shape = format!("{name} {heads}/{kv_heads}x{hd}");
+        self.row("rope_store", &shape, "kv F16", &p);
     }
 
     /// Gathering a decode token's and a prompt's rows (13 ids) from an embedding table.
@@ -303,6 +339,8 @@ fn main() {
     b.kv_store("2b", 4 * 256, 4096);
     b.rope("2b.q", 8, 256, 10_000.0);
     b.rms_norm("2b", 1, 2304);
+    b.residual_norm("2b", 1, 2304);
+    b.rope_store("2b", (8, 4, 256), false);
     b.elementwise("2b", 2304, 9216);
     b.logits("2b", 256_000, true, &[1, 40, 64]);
     // Gemma 2 9B: hidden 3584, 16 heads / 8 kv of 256, intermediate 14336.
@@ -325,6 +363,8 @@ fn main() {
     b.rope("270m.q", 4, 256, 1_000_000.0);
     b.rope("270m.k", 1, 256, 1_000_000.0);
     b.rms_norm("270m", 1, 640);
+    b.residual_norm("270m", 1, 640);
+    b.rope_store("270m", (4, 1, 256), true);
     b.rms_norm("270m.q_norm", 4, 256);
     b.elementwise("270m", 640, 2048);
     b.logits("270m", 262_144, false, &[1, 40]);

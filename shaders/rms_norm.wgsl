@@ -1,8 +1,8 @@
 // rms_norm: y = x / sqrt(mean(x^2) + eps) * (w_offset + w), per row, in f32.
 //
 // Gemma stores its norm weights zero-centred, so w_offset is 1 for Hugging Face checkpoints
-// (GGUF files already have the 1 added: w_offset 0). With ADD_TO_OUT the normalised row is
-// added to `out` instead of replacing it (Gemma 2's post-norms feeding the residual stream).
+// (GGUF files already have the 1 added: w_offset 0). Gemma 2/3's post-norms, added into the
+// residual stream, are residual_norm.wgsl's.
 // Bindings: params; x [n, d]; w [d]; out [n, d]. Grid: (n rows as a 2-D grid). Workgroup WG.
 // Wrapper: src/kernels/rms_norm.rs. CPU reference: reference::rms_norm.
 
@@ -19,7 +19,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 256u;
-override ADD_TO_OUT: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -35,11 +34,6 @@ fn main(inv: Invocation) {
     }
     let scale = inverseSqrt(wg_sum(ss, inv) / f32(p.d) + p.eps);
     for (var i = inv.lid; i < p.d; i += WG) {
-        let v = x[base + i] * scale * (p.w_offset + w[i]);
-        if ADD_TO_OUT {
-            out[base + i] += v;
-        } else {
-            out[base + i] = v;
-        }
+        out[base + i] = x[base + i] * scale * (p.w_offset + w[i]);
     }
 }

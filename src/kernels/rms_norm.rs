@@ -1,4 +1,4 @@
-//! rms_norm: Gemma's RMSNorm, plain or added into the residual stream (shaders/rms_norm.wgsl).
+//! rms_norm: Gemma's RMSNorm (shaders/rms_norm.wgsl).
 
 use super::{Dispatch, bindings, check_len, params, source};
 use crate::Result;
@@ -20,7 +20,7 @@ bindings! {
         pub x: Read,
         /// \[d\]
         pub w: Read,
-        /// [n, d]: written, or added to (the `add` variant)
+        /// [n, d]
         pub out: ReadWrite,
     }
 }
@@ -30,17 +30,8 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// `add_to_out`: add the normalised rows to `out` (Gemma 2's post-norms) instead of
-    /// writing them; that pipeline is labelled `rms_norm.add`.
-    pub fn new(gpu: &Gpu, add_to_out: bool) -> Result<RmsNorm> {
-        let kernel = source::build(
-            gpu,
-            &source::RMS_NORM,
-            "main",
-            None,
-            add_to_out.then_some("add"),
-            &[("WG", 256.0), ("ADD_TO_OUT", add_to_out as u8 as f64)],
-        )?;
+    pub fn new(gpu: &Gpu) -> Result<RmsNorm> {
+        let kernel = source::build(gpu, &source::RMS_NORM, "main", None, None, &[("WG", 256.0)])?;
         Ok(RmsNorm { kernel })
     }
 

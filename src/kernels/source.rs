@@ -42,6 +42,7 @@ use super::{
     kv_store::{KvStoreBuffers, KvStoreParams},
     matrix::{MatrixBuffers, MatrixParams},
     non_finite::{NonFiniteBuffers, NonFiniteParams},
+    residual_norm::ResidualNormBuffers,
     rms_norm::{RmsNormBuffers, RmsNormParams},
     rope::{RopeBuffers, RopeParams},
     rope_store::{RopeStoreBuffers, RopeStoreParams},
@@ -71,6 +72,13 @@ pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams
 pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams, MatrixBuffers);
 pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams, MatrixBuffers);
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
+pub const RESIDUAL_NORM: Shader = shader!(
+    "residual_norm",
+    &["main"],
+    false,
+    RmsNormParams,
+    ResidualNormBuffers
+);
 pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams, RopeBuffers);
 pub const ROPE_STORE: Shader = shader!(
     "rope_store",
@@ -97,8 +105,22 @@ pub const TOP_K: Shader = shader!(
 
 /// Every shader, for tests that check them all.
 pub const ALL: &[Shader] = &[
-    ADD, ATTENTION, COPY, EMBEDDING, FILL, GEGLU, KV_STORE, MATMUL, MATVEC, RMS_NORM, ROPE,
-    ROPE_STORE, NON_FINITE, SOFT_CAP, TOP_K,
+    ADD,
+    ATTENTION,
+    COPY,
+    EMBEDDING,
+    FILL,
+    GEGLU,
+    KV_STORE,
+    MATMUL,
+    MATVEC,
+    RMS_NORM,
+    ROPE,
+    ROPE_STORE,
+    NON_FINITE,
+    RESIDUAL_NORM,
+    SOFT_CAP,
+    TOP_K,
 ];
 
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup.wgsl");
@@ -139,7 +161,7 @@ pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) 
 /// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP), with
 /// the shader's declared bindings. The pipeline label is the shader's name, then the weight
 /// format, the variant (pipelines of one shader built with different constants) and the entry
-/// point if any: `matvec.q8_0`, `rms_norm.add`, `attention.partial`.
+/// point if any: `matvec.q8_0`, `rope_store.norm`, `attention.partial`.
 pub(crate) fn build(
     gpu: &crate::gpu::Gpu,
     shader: &Shader,

@@ -4,8 +4,8 @@ use crate::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::{
-    Add, Attention, Embedding, Geglu, KvDtype, Matmul, Matvec, NonFinite, RmsNorm, RopeStore,
-    SoftCap, TopK,
+    Add, Attention, Embedding, Geglu, KvDtype, Matmul, Matvec, NonFinite, ResidualNorm, RmsNorm,
+    RopeStore, SoftCap, TopK,
 };
 use crate::weights::WeightFormat;
 
@@ -20,8 +20,8 @@ pub(crate) struct Kernels {
     /// One set per weight format the model holds (GGUF files mix several).
     matrix: Vec<(WeightFormat, MatrixKernels)>,
     pub rms_norm: RmsNorm,
-    /// rms_norm added into its output (the post-norms before the residual).
-    pub rms_norm_add: RmsNorm,
+    /// A post-norm into the residual, then the next norm, in one dispatch.
+    pub residual_norm: ResidualNorm,
     pub add: Add,
     pub rope_store: RopeStore,
     pub attention: Attention,
@@ -47,8 +47,8 @@ impl Kernels {
             .collect::<Result<_>>()?;
         Ok(Kernels {
             matrix,
-            rms_norm: RmsNorm::new(gpu, false)?,
-            rms_norm_add: RmsNorm::new(gpu, true)?,
+            rms_norm: RmsNorm::new(gpu)?,
+            residual_norm: ResidualNorm::new(gpu)?,
             add: Add::new(gpu)?,
             rope_store: RopeStore::new(gpu, kv)?,
             attention: Attention::new(gpu, kv)?,

@@ -11,6 +11,7 @@ use crate::kernels::add::AddBuffers;
 use crate::kernels::attention::AttentionArgs;
 use crate::kernels::geglu::GegluBuffers;
 use crate::kernels::matrix::MatrixArgs;
+use crate::kernels::residual_norm::ResidualNormBuffers;
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::rope_store::RopeStoreArgs;
 use crate::kernels::{GpuMatrix, RopeTable};
@@ -36,8 +37,8 @@ impl Tap {
 /// A layer's dispatches for steps of `rows` token rows. A matrix product is one dispatch per
 /// chunk of its weight matrix.
 pub(crate) struct LayerDispatches {
-    /// h = rms_norm(x)
-    input_norm: Dispatch,
+    /// h = rms_norm(x): layer 0 only; every layer's last dispatches write the next one's.
+    input_norm: Option<Dispatch>,
     /// [q | k | v] = h [Wq | Wk | Wv]
     qkv: Vec<Dispatch>,
     /// (Gemma 3) per-head rms_norm of q and of k, q and k rotated, q in place and k and v
@@ -47,18 +48,19 @@ pub(crate) struct LayerDispatches {
     attention: Vec<Dispatch>,
     /// o = attn Wo
     o_proj: Vec<Dispatch>,
-    /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1).
-    post_attention_norm: Dispatch,
-    /// h = rms_norm(x)
-    pre_feedforward_norm: Dispatch,
+    /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1); then h = rms_norm(x), the
+    /// pre-feedforward norm: one residual_norm dispatch where the layer has post-norms.
+    post_attention_norm: Vec<Dispatch>,
     /// [gate | up] = h [Wgate | Wup]
     gate_up: Vec<Dispatch>,
     /// act = gelu_tanh(gate) * up
     geglu: Dispatch,
     /// o = act Wdown
     down: Vec<Dispatch>,
-    /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1).
-    post_feedforward_norm: Dispatch,
+    /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1); then h = rms_norm(x) with the
+    /// norm that follows (the next layer's input norm, or the final norm): one residual_norm
+    /// dispatch where the layer has post-norms.
+    post_feedforward_norm: Vec<Dispatch>,
 }
 
 /// What binding one layer's dispatches needs, and the bindings it repeats.
@@ -134,23 +136,38 @@ impl Binder<'_> {
         (self.k.rms_norm).bind(self.gpu, &self.label(step), params, buffers)
     }
 
-    /// x += rms_norm(o) where the layer has post-norms, else x += o.
-    fn residual(&self, step: &str, w: Option<&wgpu::Buffer>) -> Result<Dispatch> {
+    /// x += rms_norm(o) with the post-norm `post` where the layer has one, else x += o; then
+    /// h = rms_norm(x) with `next`: one residual_norm dispatch with a post-norm, an add and an
+    /// rms_norm without (Gemma 1).
+    fn residual(
+        &self,
+        step: &str,
+        post: Option<&wgpu::Buffer>,
+        next: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
         let (s, label) = (self.s, self.label(step));
-        match w {
-            Some(w) => {
+        match post {
+            Some(post) => {
                 let params = self.norm(self.rows, self.c.hidden);
-                let buffers = RmsNormBuffers {
-                    x: &s.o,
-                    w,
-                    out: &s.x,
+                let buffers = ResidualNormBuffers {
+                    o: &s.o,
+                    post,
+                    next,
+                    x: &s.x,
+                    h: &s.h,
                 };
-                (self.k.rms_norm_add).bind(self.gpu, &label, params, buffers)
+                Ok(vec![
+                    (self.k.residual_norm).bind(self.gpu, &label, params, buffers)?,
+                ])
             }
             None => {
                 let n = self.rows * self.c.hidden;
                 let buffers = AddBuffers { x: &s.o, acc: &s.x };
-                self.k.add.bind(self.gpu, &label, n, buffers)
+                let hidden = (1, self.c.hidden);
+                Ok(vec![
+                    self.k.add.bind(self.gpu, &label, n, buffers)?,
+                    self.rms_norm(&format!("{step}.norm"), hidden, &s.x, next, &s.h)?,
+                ])
             }
         }
     }
@@ -189,13 +206,15 @@ impl Binder<'_> {
 }
 
 impl LayerDispatches {
-    /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows.
+    /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows; the
+    /// layer ends by norming its output with `next_norm` (the next layer's input norm, or the
+    /// final norm) into h.
     pub fn bind(
         gpu: &Gpu,
         c: &ModelConfig,
         i: usize,
         k: &Kernels,
-        (w, rope): (&LayerWeights, &RopeTable),
+        (w, rope, next_norm): (&LayerWeights, &RopeTable, &wgpu::Buffer),
         s: &RunState,
         rows: usize,
     ) -> Result<LayerDispatches> {
@@ -208,20 +227,21 @@ impl LayerDispatches {
             rows,
         };
         let hidden = (1, c.hidden);
+        let input_norm = match i {
+            0 => Some(b.rms_norm("input_norm", hidden, &s.x, &w.input_norm, &s.h)?),
+            _ => None,
+        };
+        let post_ff = w.post_feedforward_norm.as_ref();
         Ok(LayerDispatches {
-            input_norm: b.rms_norm("input_norm", hidden, &s.x, &w.input_norm, &s.h)?,
+            input_norm,
             qkv: b.products("qkv", &w.qkv, &s.h, &s.qkv)?,
             rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
             attention: b.attention()?,
             o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
-            post_attention_norm: b
-                .residual("post_attention_norm", w.post_attention_norm.as_ref())?,
-            pre_feedforward_norm: b.rms_norm(
-                "pre_feedforward_norm",
-                hidden,
-                &s.x,
+            post_attention_norm: b.residual(
+                "post_attention_norm",
+                w.post_attention_norm.as_ref(),
                 &w.pre_feedforward_norm,
-                &s.h,
             )?,
             gate_up: b.product("gate_up", &w.gate_up, &s.h, &s.gate_up)?,
             geglu: k.geglu.bind(
@@ -235,8 +255,7 @@ impl LayerDispatches {
                 },
             )?,
             down: b.product("down", &w.down, &s.act, &s.o)?,
-            post_feedforward_norm: b
-                .residual("post_feedforward_norm", w.post_feedforward_norm.as_ref())?,
+            post_feedforward_norm: b.residual("post_feedforward_norm", post_ff, next_norm)?,
         })
     }
 
@@ -245,20 +264,22 @@ impl LayerDispatches {
     pub fn record(&self, rec: &mut Recorder, tap: &mut dyn FnMut(&mut Recorder, Tap)) {
         // Attention block: input norm, q/k/v, (Gemma 3) per-head q/k norms, RoPE (before
         // caching), attention, o_proj, (Gemma 2, 3) post-attention norm, residual.
-        rec.dispatch(&self.input_norm);
+        if let Some(input_norm) = &self.input_norm {
+            rec.dispatch(input_norm);
+        }
         rec.dispatch_all(&self.qkv);
         rec.dispatch(&self.rope_store);
         rec.dispatch_all(&self.attention);
         rec.dispatch_all(&self.o_proj);
         tap(rec, Tap::AttnOut);
-        rec.dispatch(&self.post_attention_norm);
-        // Feed-forward block: pre norm, GeGLU (gate through gelu_tanh, times up), down_proj,
-        // (Gemma 2, 3) post norm, residual.
-        rec.dispatch(&self.pre_feedforward_norm);
+        rec.dispatch_all(&self.post_attention_norm);
+        // Feed-forward block: pre norm (above, with the residual), GeGLU (gate through
+        // gelu_tanh, times up), down_proj, (Gemma 2, 3) post norm, residual; then the norm
+        // that follows (the next layer's input norm, or the final norm).
         rec.dispatch_all(&self.gate_up);
         rec.dispatch(&self.geglu);
         rec.dispatch_all(&self.down);
         tap(rec, Tap::MlpOut);
-        rec.dispatch(&self.post_feedforward_norm);
+        rec.dispatch_all(&self.post_feedforward_norm);
     }
 }

@@ -11,7 +11,6 @@ use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
 use crate::kernels::embedding::EmbeddingArgs;
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::non_finite::NonFiniteBuffers;
-use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::soft_cap::SoftCapBuffers;
 use crate::kernels::{GpuMatrix, TopKOutput};
 
@@ -47,7 +46,6 @@ pub(crate) struct Plan {
     pub rows: usize,
     embed: Vec<Dispatch>,
     layers: Vec<LayerDispatches>,
-    final_norm: Dispatch,
     /// lm_head of one row and the final soft-cap: logits \[vocab\].
     head: Vec<Dispatch>,
     /// The best logit, or the best `candidates`.
@@ -94,21 +92,10 @@ impl Plan {
             .enumerate()
             .map(|(i, l)| {
                 let rope = &w.rope[w.rope_of_layer[i]];
-                LayerDispatches::bind(gpu, c, i, k, (l, rope), s, rows)
+                let next_norm = w.layers.get(i + 1).map_or(&w.final_norm, |n| &n.input_norm);
+                LayerDispatches::bind(gpu, c, i, k, (l, rope, next_norm), s, rows)
             })
             .collect::<Result<_>>()?;
-        let norm = RmsNormParams {
-            n: rows as u32,
-            d: c.hidden as u32,
-            eps: c.eps,
-            w_offset: c.norm_offset,
-        };
-        let final_norm = RmsNormBuffers {
-            x: &s.x,
-            w: &w.final_norm,
-            out: &s.h,
-        };
-        let final_norm = k.rms_norm.bind(gpu, "final_norm", norm, final_norm)?;
         let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
         let all_logits = match &s.logits_all {
             Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
@@ -118,7 +105,6 @@ impl Plan {
             rows,
             embed,
             layers,
-            final_norm,
             head,
             non_finite: (k.non_finite).bind(
                 gpu,
@@ -167,7 +153,6 @@ impl Plan {
         if head == Head::None {
             return;
         }
-        rec.dispatch(&self.final_norm);
         probe(rec, Probe::FinalNorm);
         match head {
             Head::None | Head::FinalNorm => {}

@@ -13,13 +13,14 @@ use gemma_wgpu::kernels::geglu::GegluBuffers;
 use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
 use gemma_wgpu::kernels::matrix::MatrixArgs;
 use gemma_wgpu::kernels::non_finite::NonFiniteBuffers;
+use gemma_wgpu::kernels::residual_norm::ResidualNormBuffers;
 use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope::RopeBuffers;
 use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
     Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
-    RmsNorm, Rope, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
+    ResidualNorm, RmsNorm, Rope, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -155,17 +156,15 @@ pub fn rms_norm_bound(d: usize, y: f32) -> f32 {
     (d as f32 / 2.0 + 12.0) * EPS * y.abs()
 }
 
-/// rms_norm of x [n, d] with weight w \[d\]; `add` (the kernel built with `add_to_out`)
-/// adds the result into a random residual.
+/// rms_norm of x [n, d] with weight w \[d\].
 pub fn rms_norm(
     gpu: &Gpu,
-    (kernel, add): (&RmsNorm, bool),
+    kernel: &RmsNorm,
     (n, d, w_offset): (usize, usize, f32),
     seed: u64,
 ) -> Problem {
     let x = normal(seed, n * d);
     let w = normal(seed + 1, d);
-    let residual = normal(seed + 2, n * d);
     let eps = 1e-6;
     let y = reference::rms_norm(&x, &w, eps, w_offset);
     let params = RmsNormParams {
@@ -176,41 +175,107 @@ pub fn rms_norm(
     };
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let wb = gpu.storage_init("w", f32_bytes(&w));
-    let out = if add {
-        gpu.storage_init("residual", f32_bytes(&residual))
-    } else {
-        gpu.storage_zeroed("out", (n * d * 4) as u64)
-    };
-    let label = if add { "rms_norm.add" } else { "rms_norm" };
-    let what = format!("{label} d={d} n={n} w_offset={w_offset}");
+    let out = gpu.storage_zeroed("out", (n * d * 4) as u64);
+    let what = format!("rms_norm d={d} n={n} w_offset={w_offset}");
     let buffers = RmsNormBuffers {
         x: &xb,
         w: &wb,
         out: &out,
     };
-    let dispatch = kernel.bind(gpu, label, params, buffers).unwrap();
-    let check: Check = if add {
-        let mut sum = residual;
-        reference::add(&mut sum, &y);
-        let bound: Vec<f32> = y
-            .iter()
-            .zip(&sum)
-            .map(|(&v, &s)| rms_norm_bound(d, v) + EPS * s.abs())
-            .collect();
-        let what = what.clone();
-        Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &sum, &bound))
-    } else {
-        let bound: Vec<f32> = y.iter().map(|&v| rms_norm_bound(d, v)).collect();
-        let what = what.clone();
-        Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &y, &bound))
-    };
+    let dispatch = kernel.bind(gpu, "rms_norm", params, buffers).unwrap();
+    let bound: Vec<f32> = y.iter().map(|&v| rms_norm_bound(d, v)).collect();
     Problem {
-        what,
+        what: what.clone(),
         setup: vec![],
         dispatches: vec![dispatch],
-        bytes: (if add { 12.0 } else { 8.0 } * (n * d) as f64) + 4.0 * d as f64,
+        bytes: 8.0 * (n * d) as f64 + 4.0 * d as f64,
         flops: 0.0,
-        check,
+        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &y, &bound)),
+    }
+}
+
+/// residual_norm of o into a random residual x, [n, d], with weights post and next \[d\],
+/// against reference::rms_norm, add, rms_norm. x is within rms_norm_bound of the normed
+/// value plus the sum's rounding here and in the reference (a half-ulp each); h within
+/// rms_norm's, plus x's error through the product (s |w_offset + next_i| per unit of x_i) and
+/// through the scale s (relative sum |x_j| bx_j / sum x_j^2).
+pub fn residual_norm(
+    gpu: &Gpu,
+    kernel: &ResidualNorm,
+    (n, d, w_offset): (usize, usize, f32),
+    seed: u64,
+) -> Problem {
+    let (o, post, next, x) = (
+        normal(seed, n * d),
+        normal(seed + 1, d),
+        normal(seed + 2, d),
+        normal(seed + 3, n * d),
+    );
+    let eps = 1e-6;
+    let y = reference::rms_norm(&o, &post, eps, w_offset);
+    let mut x_ref = x.clone();
+    reference::add(&mut x_ref, &y);
+    let h_ref = reference::rms_norm(&x_ref, &next, eps, w_offset);
+    // The sum is rounded on both sides (here and in the reference): two half-ulps.
+    let x_bound: Vec<f32> = y
+        .iter()
+        .zip(&x_ref)
+        .map(|(&v, &s)| rms_norm_bound(d, v) + 2.0 * EPS * s.abs())
+        .collect();
+    let mut h_bound = Vec::with_capacity(n * d);
+    for t in 0..n {
+        let (xr, br) = (&x_ref[t * d..][..d], &x_bound[t * d..][..d]);
+        let ss: f32 = xr.iter().map(|v| v * v).sum();
+        let scale = 1.0 / (ss / d as f32 + eps).sqrt();
+        let rel: f32 = xr.iter().zip(br).map(|(v, b)| v.abs() * b).sum::<f32>() / ss;
+        for i in 0..d {
+            let h = h_ref[t * d + i];
+            let through_x = scale * (w_offset + next[i]).abs() * br[i];
+            h_bound.push(rms_norm_bound(d, h) + through_x + h.abs() * rel);
+        }
+    }
+    let params = RmsNormParams {
+        n: n as u32,
+        d: d as u32,
+        eps,
+        w_offset,
+    };
+    let (ob, pb, nb) = (
+        gpu.storage_init("o", f32_bytes(&o)),
+        gpu.storage_init("post", f32_bytes(&post)),
+        gpu.storage_init("next", f32_bytes(&next)),
+    );
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let hb = gpu.storage_zeroed("h", (n * d * 4) as u64);
+    let buffers = ResidualNormBuffers {
+        o: &ob,
+        post: &pb,
+        next: &nb,
+        x: &xb,
+        h: &hb,
+    };
+    let dispatch = kernel.bind(gpu, "residual_norm", params, buffers).unwrap();
+    let what = format!("residual_norm d={d} n={n} w_offset={w_offset}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![dispatch],
+        bytes: 16.0 * (n * d) as f64 + 8.0 * d as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| {
+            within(
+                &format!("{what} x"),
+                &gpu.read_f32(&xb).unwrap(),
+                &x_ref,
+                &x_bound,
+            )?;
+            within(
+                &format!("{what} h"),
+                &gpu.read_f32(&hb).unwrap(),
+                &h_ref,
+                &h_bound,
+            )
+        }),
     }
 }
 

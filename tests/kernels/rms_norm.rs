@@ -1,7 +1,7 @@
-//! rms_norm, plain and added into the residual stream.
+//! rms_norm, and residual_norm (a post-norm into the residual stream, then the next norm).
 
 use crate::common::*;
-use gemma_wgpu::kernels::RmsNorm;
+use gemma_wgpu::kernels::{ResidualNorm, RmsNorm};
 
 /// Sizes around the workgroup (256) and Gemma 2's hidden sizes.
 const DIMS: &[usize] = &[1, 255, 256, 257, 1000, 2304, 3584, 4608];
@@ -10,20 +10,28 @@ const DIMS: &[usize] = &[1, 255, 256, 257, 1000, 2304, 3584, 4608];
 fn rms_norm_matches_reference() {
     for dev in devices() {
         let gpu = &dev.gpu;
-        let plain = RmsNorm::new(gpu, false).unwrap();
-        let fused = RmsNorm::new(gpu, true).unwrap();
+        let kernel = RmsNorm::new(gpu).unwrap();
         for (i, &d) in DIMS.iter().enumerate() {
             for (n, w_offset) in [(1usize, 1.0f32), (5, 0.0)] {
                 let seed = 10 * i as u64 + n as u64;
-                let a = rms_norm(gpu, (&plain, false), (n, d, w_offset), seed);
-                let b = rms_norm(gpu, (&fused, true), (n, d, w_offset), seed);
-                // Two pipelines, two labels: profiles tell them apart.
-                let kernels = (a.dispatches[0].kernel(), b.dispatches[0].kernel());
-                assert_eq!(kernels, ("rms_norm", "rms_norm.add"));
-                for p in [a, b] {
-                    p.run_and_check(gpu)
-                        .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
-                }
+                rms_norm(gpu, &kernel, (n, d, w_offset), seed)
+                    .run_and_check(gpu)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn residual_norm_matches_reference() {
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        let kernel = ResidualNorm::new(gpu).unwrap();
+        for (i, &d) in DIMS.iter().enumerate() {
+            for (n, w_offset) in [(1usize, 1.0f32), (5, 0.0)] {
+                residual_norm(gpu, &kernel, (n, d, w_offset), 10 * i as u64 + n as u64)
+                    .run_and_check(gpu)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
             }
         }
     }

@@ -1,0 +1,52 @@
+// residual_norm: the residual update of a Gemma 2/3 block and the next block's input norm in
+// one pass over each row:
+//   x += rms_norm(o) * (w_offset + post)      (the block's post-norm, added to the stream)
+//   h  = rms_norm(x) * (w_offset + next)      (the next block's pre-norm, or the final norm)
+// with rms_norm(v) = v / sqrt(mean(v^2) + eps), in f32. Each sum runs in the order of
+// rms_norm.wgsl's (the same WG), so x and h equal those two kernels' results bit for bit.
+// Bindings: params; o [n, d]; post [d]; next [d]; x [n, d], updated; h [n, d].
+// Grid: (n rows as a 2-D grid). Workgroup WG.
+// Wrapper: src/kernels/residual_norm.rs. CPU reference: reference::rms_norm, then
+// reference::add, then reference::rms_norm.
+
+struct Params {
+    n: u32,
+    d: u32,
+    eps: f32,
+    w_offset: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> o: array<f32>;
+@group(0) @binding(2) var<storage, read> post: array<f32>;
+@group(0) @binding(3) var<storage, read> next: array<f32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> h: array<f32>;
+
+override WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row = inv.wg.x + inv.wg.y * inv.nwg.x;
+    if row >= p.n {
+        return;
+    }
+    let base = row * p.d;
+    var ss = 0.0;
+    for (var i = inv.lid; i < p.d; i += WG) {
+        let v = o[base + i];
+        ss += v * v;
+    }
+    let scale = inverseSqrt(wg_sum(ss, inv) / f32(p.d) + p.eps);
+    // Each invocation updates, then reads back, only its own elements: no barrier needed.
+    var ss_x = 0.0;
+    for (var i = inv.lid; i < p.d; i += WG) {
+        let v = x[base + i] + o[base + i] * scale * (p.w_offset + post[i]);
+        x[base + i] = v;
+        ss_x += v * v;
+    }
+    let scale_x = inverseSqrt(wg_sum(ss_x, inv) / f32(p.d) + p.eps);
+    for (var i = inv.lid; i < p.d; i += WG) {
+        h[base + i] = x[base + i] * scale_x * (p.w_offset + next[i]);
+    }
+}
