@@ -1,6 +1,6 @@
 // geglu: out[t, i] = gelu_tanh(gate[t, i]) * up[t, i], with gate and up the two halves of each
-// row of gate_up [n, 2 * d] (the fused gate/up projection) and
-// gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (not the erf GELU).
+// row of gate_up [n, 2 * d] (the fused gate/up projection) and gelu_tanh as math.wgsl's (not
+// the erf GELU). Decode fuses the same into its product (matvec.wgsl's GEGLU).
 // Bindings: params; gate_up [n, 2d]; out [n, d]. Grid: ceil(n * d / WG) as 2-D.
 // Wrapper: src/kernels/geglu.rs. CPU reference: reference::geglu.
 
@@ -15,8 +15,6 @@ struct Params {
 
 override WG: u32 = 256u;
 
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let id = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
@@ -27,6 +25,5 @@ fn main(inv: Invocation) {
     let i = id % p.d;
     let g = gate_up[t * 2u * p.d + i];
     let u = gate_up[t * 2u * p.d + p.d + i];
-    let gelu = 0.5 * g * (1.0 + tanh_clamped(SQRT_2_OVER_PI * (g + 0.044715 * g * g * g)));
-    out[id] = gelu * u;
+    out[id] = gelu_tanh(g) * u;
 }

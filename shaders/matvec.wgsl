@@ -14,6 +14,8 @@
 //   once, x's four vec4s loaded once for the four rows: llvmpipe turns each lane's load into
 //   a bounds-checked scalar load, and a load of x at a uniform index costs nearly as much), so
 //   reads are contiguous per invocation and nothing needs reducing.
+// With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up (the
+// CPU reference: reference::geglu of the product).
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
 
 struct Params {
@@ -39,9 +41,43 @@ override ROW_PER_INVOCATION: bool = false;
 // CPU layout: 16 weights at a time through the format's own `w_dot16` (quantized formats),
 // else 8 at a time through `w_load8` (plain floats, where that measured faster).
 override DOT16: bool = false;
+// gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
+// fused into its product (p.rows counts outputs; the up rows follow the gate rows).
+override GEGLU: bool = false;
 
 fn dot8(w: W8, base: u32) -> f32 {
     return dot(w.lo, x[base]) + dot(w.hi, x[base + 1u]);
+}
+
+// The (up to) four rows a unit of work computes: rows ROWS u .. ROWS u + ROWS - 1, or with
+// GEGLU (ROWS = 4) gate rows 2u, 2u + 1 and their up rows p.rows further on. Rows past the end
+// repeat the last and are not stored.
+fn rows_of(unit: u32) -> vec4<u32> {
+    let last = p.rows - 1u;
+    if GEGLU {
+        let o = vec2<u32>(min(2u * unit, last), min(2u * unit + 1u, last));
+        return vec4<u32>(o, o + p.rows);
+    }
+    return min(vec4<u32>(ROWS * unit) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+}
+
+// Stores a unit's sums for vector v: four outputs, or with GEGLU gelu_tanh(gate) * up for its
+// two. `lane` < 4 picks one output (GPU layout); 4 stores them all (CPU layout).
+fn store(unit: u32, v: u32, acc: vec4<f32>, lane: u32) {
+    let out = v * p.out_stride + p.out_offset;
+    for (var j = 0u; j < 4u; j++) {
+        if lane < 4u && j != lane {
+            continue;
+        }
+        if GEGLU {
+            let o = 2u * unit + j;
+            if j < 2u && o < p.rows {
+                y[out + o] = gelu_tanh(acc[j]) * acc[j + 2u];
+            }
+        } else if j < ROWS && ROWS * unit + j < p.rows {
+            y[out + ROWS * unit + j] = acc[j];
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -49,14 +85,15 @@ fn main(inv: Invocation) {
     if ROW_PER_INVOCATION {
         // 4 rows per invocation: four independent sums in flight, a whole 32-weight block of
         // each row at a time (its loads and scale once per 16).
-        let r0 = ((inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid) * 4u;
-        if r0 >= p.rows {
+        let unit = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
+        if unit * select(4u, 2u, GEGLU) >= p.rows {
             return;
         }
-        let last = p.rows - 1u;
-        let r1 = min(r0 + 1u, last);
-        let r2 = min(r0 + 2u, last);
-        let r3 = min(r0 + 3u, last);
+        let r = rows_of(unit);
+        let r0 = r.x;
+        let r1 = r.y;
+        let r2 = r.z;
+        let r3 = r.w;
         let xbase = inv.wg.z * (p.k / 4u);
         var acc = vec4<f32>(0.0);
         if DOT16 {
@@ -84,26 +121,20 @@ fn main(inv: Invocation) {
                 );
             }
         }
-        let out = inv.wg.z * p.out_stride + p.out_offset;
-        for (var j = 0u; j < 4u; j++) {
-            if r0 + j < p.rows {
-                y[out + r0 + j] = acc[j];
-            }
-        }
+        store(unit, inv.wg.z, acc, 4u);
         return;
     }
-    let first = (inv.wg.x + inv.wg.y * inv.nwg.x) * ROWS;
+    let unit = inv.wg.x + inv.wg.y * inv.nwg.x;
     let v = inv.wg.z;
     let groups = p.k / 8u;
     let units = groups / RUN;
     let per = (units + WG - 1u) / WG;
     let xbase = v * (p.k / 4u);
-    // Rows past the end of the chunk repeat the last row and are not stored.
-    let last = p.rows - 1u;
-    let r0 = min(first, last);
-    let r1 = min(first + 1u, last);
-    let r2 = min(first + 2u, last);
-    let r3 = min(first + 3u, last);
+    let r = rows_of(unit);
+    let r0 = r.x;
+    let r1 = r.y;
+    let r2 = r.z;
+    let r3 = r.w;
     var acc = vec4<f32>(0.0);
     for (var j = 0u; j < per; j++) {
         let unit = select(inv.lid + j * WG, inv.lid * per + j, CONTIGUOUS);
@@ -125,7 +156,7 @@ fn main(inv: Invocation) {
         }
     }
     let total = wg_sum4(acc, inv);
-    if inv.lid < ROWS && first + inv.lid < p.rows {
-        y[v * p.out_stride + p.out_offset + first + inv.lid] = total[inv.lid];
+    if inv.lid < ROWS {
+        store(unit, v, total, inv.lid);
     }
 }

@@ -19,6 +19,11 @@ fn tanh_clamped(x: f32) -> f32 {
     return tanh(clamp(x, -15.0, 15.0));
 }
 
+// Gemma's gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (not the erf GELU).
+fn gelu_tanh(g: f32) -> f32 {
+    return 0.5 * g * (1.0 + tanh_clamped(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+}
+
 // Gemma's logit soft-cap: cap * tanh(x / cap). A cap of 0 means no capping.
 fn soft_cap(x: f32, cap: f32) -> f32 {
     if cap > 0.0 {

@@ -29,6 +29,8 @@ fn run_for(format: WeightFormat) -> u32 {
 
 pub struct Matvec {
     kernel: Kernel,
+    /// The same product ending in gelu_tanh(gate) * up (see [`Matvec::bind_geglu`]).
+    geglu: Kernel,
     format: WeightFormat,
     /// Rows per workgroup.
     rows_per_workgroup: u32,
@@ -40,21 +42,25 @@ impl Matvec {
         // that a matrix of a few hundred rows still spreads over the cores.
         let row_per_invocation = gpu.caps.cpu_like;
         let wg = if row_per_invocation { CPU_WG } else { WG };
-        let kernel = source::build(
-            gpu,
-            &source::MATVEC,
-            "main",
-            Some(format),
-            None,
-            &[
-                ("WG", wg as f64),
-                ("ROWS", ROWS as f64),
-                ("CONTIGUOUS", 0.0),
-                ("RUN", run_for(format) as f64),
-                ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
-                ("DOT16", format.unit().own_dot16 as u8 as f64),
-            ],
-        )?;
+        let build = |geglu: bool| {
+            source::build(
+                gpu,
+                &source::MATVEC,
+                "main",
+                Some(format),
+                geglu.then_some("geglu"),
+                &[
+                    ("WG", wg as f64),
+                    ("ROWS", ROWS as f64),
+                    ("CONTIGUOUS", 0.0),
+                    ("RUN", run_for(format) as f64),
+                    ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
+                    ("DOT16", format.unit().own_dot16 as u8 as f64),
+                    ("GEGLU", geglu as u8 as f64),
+                ],
+            )
+        };
+        let (kernel, geglu) = (build(false)?, build(true)?);
         let rows_per_workgroup = if row_per_invocation {
             CPU_ROWS * wg
         } else {
@@ -62,6 +68,7 @@ impl Matvec {
         };
         Ok(Matvec {
             kernel,
+            geglu,
             format,
             rows_per_workgroup,
         })
@@ -81,6 +88,61 @@ impl Matvec {
                 let (gx, gy) = gpu.grid_2d(groups(rows, self.rows_per_workgroup));
                 (gx, gy, n)
             },
+        )
+    }
+}
+
+impl Matvec {
+    /// y [n, w.rows / 2] = gelu_tanh(gate) * up of the product [gate | up] = x W^T, for W the
+    /// gate rows stacked on the up rows in one chunk (Gemma's gate_up): the product and GeGLU
+    /// in one dispatch. `args.y` is filled whole (its offset and stride are not read).
+    pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Dispatch> {
+        let w = args.w;
+        if w.chunks.len() != 1 || !w.rows.is_multiple_of(2) {
+            return Err(Error::Shape {
+                kernel: "matvec",
+                message: format!(
+                    "{label}: GeGLU needs [gate; up] in one chunk: {} chunks of {} rows",
+                    w.chunks.len(),
+                    w.rows
+                ),
+            });
+        }
+        let MatrixArgs { x, y, n, .. } = args;
+        if w.format != self.format {
+            return Err(Error::Shape {
+                kernel: "matvec",
+                message: format!(
+                    "{label}: kernel built for {}, matrix is {}",
+                    self.format, w.format
+                ),
+            });
+        }
+        let outputs = w.rows / 2;
+        check_len("matvec", "x", x, n * w.cols)?;
+        check_len("matvec", "y", y, n * outputs)?;
+        let c = &w.chunks[0];
+        // The shader counts outputs; its up rows are `outputs` after the gate rows.
+        let params = MatrixParams {
+            rows: outputs as u32,
+            k: w.cols as u32,
+            n: n as u32,
+            out_offset: 0,
+            out_stride: outputs as u32,
+        };
+        // Two outputs per unit of four rows.
+        let (gx, gy) = gpu.grid_2d(groups(outputs, self.rows_per_workgroup / 2));
+        self.geglu.bind(
+            gpu,
+            label,
+            bytemuck::bytes_of(&params),
+            &MatrixBuffers {
+                w_data: &c.data,
+                w_scales: &c.scales,
+                x,
+                y,
+            },
+            (gx, gy, n as u32),
         )
     }
 }

@@ -51,10 +51,10 @@ pub(crate) struct LayerDispatches {
     /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1); then h = rms_norm(x), the
     /// pre-feedforward norm: one residual_norm dispatch where the layer has post-norms.
     post_attention_norm: Vec<Dispatch>,
-    /// [gate | up] = h [Wgate | Wup]
-    gate_up: Vec<Dispatch>,
-    /// act = gelu_tanh(gate) * up
-    geglu: Dispatch,
+    /// act = gelu_tanh(gate) * up of [gate | up] = h [Wgate | Wup]: one dispatch for a decode
+    /// step (matvec's GeGLU) where gate and up share a chunk, else the product into
+    /// `RunState::gate_up` and geglu.
+    gate_up_geglu: Vec<Dispatch>,
     /// o = act Wdown
     down: Vec<Dispatch>,
     /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1); then h = rms_norm(x) with the
@@ -172,6 +172,29 @@ impl Binder<'_> {
         }
     }
 
+    /// act = gelu_tanh(gate) * up of h [Wgate | Wup]: in one dispatch for one row where the
+    /// stacked matrix is one chunk, else the product, then geglu.
+    fn gate_up_geglu(&self, w: &GpuMatrix) -> Result<Vec<Dispatch>> {
+        let s = self.s;
+        if self.rows == 1 && w.chunks.len() == 1 {
+            let args = MatrixArgs::new(w, &s.h, &s.act, 1);
+            let matvec = &self.k.matrix(w.format).matvec;
+            return Ok(vec![matvec.bind_geglu(
+                self.gpu,
+                &self.label("gate_up"),
+                args,
+            )?]);
+        }
+        let mut d = self.product("gate_up", w, &s.h, &s.gate_up)?;
+        let buffers = GegluBuffers {
+            gate_up: &s.gate_up,
+            out: &s.act,
+        };
+        let label = self.label("geglu");
+        d.push((self.k.geglu).bind(self.gpu, &label, self.rows, self.c.intermediate, buffers)?);
+        Ok(d)
+    }
+
     /// (Gemma 3) q and k normed per head, both rotated, k and v into the layer's cache.
     fn rope_store(&self, norms: Option<&wgpu::Buffer>, table: &RopeTable) -> Result<Dispatch> {
         let s = self.s;
@@ -243,17 +266,7 @@ impl LayerDispatches {
                 w.post_attention_norm.as_ref(),
                 &w.pre_feedforward_norm,
             )?,
-            gate_up: b.product("gate_up", &w.gate_up, &s.h, &s.gate_up)?,
-            geglu: k.geglu.bind(
-                gpu,
-                &b.label("geglu"),
-                rows,
-                c.intermediate,
-                GegluBuffers {
-                    gate_up: &s.gate_up,
-                    out: &s.act,
-                },
-            )?,
+            gate_up_geglu: b.gate_up_geglu(&w.gate_up)?,
             down: b.product("down", &w.down, &s.act, &s.o)?,
             post_feedforward_norm: b.residual("post_feedforward_norm", post_ff, next_norm)?,
         })
@@ -276,8 +289,7 @@ impl LayerDispatches {
         // Feed-forward block: pre norm (above, with the residual), GeGLU (gate through
         // gelu_tanh, times up), down_proj, (Gemma 2, 3) post norm, residual; then the norm
         // that follows (the next layer's input norm, or the final norm).
-        rec.dispatch_all(&self.gate_up);
-        rec.dispatch(&self.geglu);
+        rec.dispatch_all(&self.gate_up_geglu);
         rec.dispatch_all(&self.down);
         tap(rec, Tap::MlpOut);
         rec.dispatch_all(&self.post_feedforward_norm);

@@ -847,6 +847,53 @@ pub fn product(
     (problem, gm.chunks.len())
 }
 
+/// The largest slope of gelu_tanh (about 1.129, near g = 1.4), rounded up.
+const GELU_SLOPE: f32 = 1.13;
+
+/// gelu_tanh(gate) * up [n, rows / 2] of the product of the stacked [gate; up] matrix `m`
+/// (values `w`) and random x, in one dispatch (matvec's GeGLU). Each output moves by the
+/// slope of gelu times the gate's product bound, times |up|, plus |gelu(gate)| times the up's
+/// product bound, plus GeGLU's own error (as the geglu problem).
+pub fn matvec_geglu(
+    gpu: &Gpu,
+    kernel: &Matvec,
+    (m, w): (&HostMatrix, &[f32]),
+    n: usize,
+    seed: u64,
+) -> Problem {
+    let (rows, k, d) = (m.rows, m.cols, m.rows / 2);
+    let x: Vec<f32> = normal(seed + 1, n * k).iter().map(|v| 3.0 * v).collect();
+    let (y, pb) = product_expected(w, &x, rows, k);
+    let expected = reference::geglu(&y, d);
+    let bound: Vec<f32> = (0..n * d)
+        .map(|e| {
+            let (t, j) = (e / d, e % d);
+            let (g, u) = (y[t * rows + j], y[t * rows + d + j]);
+            let (bg, bu) = (pb[t * rows + j], pb[t * rows + d + j]);
+            let arg = 0.797_884_6 * (g + 0.044715 * g * g * g);
+            let dt = TANH_ABS_ERR + 4.0 * EPS * arg.abs().min(15.0);
+            let own = 0.5 * g.abs() * u.abs() * (dt + 4.0 * EPS) + 4.0 * EPS * expected[e].abs();
+            let gelu = 0.5 * g * (1.0 + arg.tanh());
+            own + GELU_SLOPE * bg * (u.abs() + bu) + gelu.abs() * bu
+        })
+        .collect();
+    let gm = GpuMatrix::upload(gpu, "gate_up", m).unwrap();
+    let xb = gpu.storage_init("x", f32_bytes(&x));
+    let yb = gpu.storage_zeroed("act", (n * d * 4) as u64);
+    let dispatch = kernel
+        .bind_geglu(gpu, "gate_up", MatrixArgs::new(&gm, &xb, &yb, n))
+        .unwrap();
+    let what = format!("matvec geglu: {} n={n} rows={rows} k={k}", m.format);
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![dispatch],
+        bytes: gm.bytes() as f64 + 4.0 * (n * (k + d)) as f64,
+        flops: 2.0 * (n * rows * k) as f64,
+        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&yb).unwrap(), &expected, &bound)),
+    }
+}
+
 /// out = table[ids] * scale for the table `m` (values `table`): first and last rows,
 /// repeats, and random ids. One rounding per element: the product of the exact weight and
 /// the scale.

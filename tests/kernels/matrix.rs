@@ -70,6 +70,28 @@ fn matvec_matches_reference_for_every_format() {
     }
 }
 
+/// The product of Gemma's stacked [gate; up] ending in GeGLU, in one dispatch: 1 output, an
+/// odd count (a last unit with one output), 130, and the 270M's 2048 over 640.
+#[test]
+fn matvec_geglu_matches_reference_for_every_format() {
+    for dev in devices() {
+        for format in WeightFormat::ALL {
+            let kernel = Matvec::new(&dev.gpu, format).unwrap();
+            let k = 128usize.next_multiple_of(block_len(format));
+            let mut shapes = vec![(1usize, k, 1usize), (37, k, 2), (130, k, 1)];
+            if k <= 640 && 640 % block_len(format) == 0 {
+                shapes.push((2048, 640, 1));
+            }
+            for (i, &(d, k, n)) in shapes.iter().enumerate() {
+                let (m, w) = matrix(40 + i as u64, format, 2 * d, k);
+                matvec_geglu(&dev.gpu, &kernel, (&m, &w), n, i as u64)
+                    .run_and_check(&dev.gpu)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
+            }
+        }
+    }
+}
+
 const MATMUL_SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 32),
     (63, 65, 64),
