@@ -345,29 +345,7 @@ fn main() {
     b.logits("2b", 256_000, true, &[1, 40, 64]);
     // Gemma 2 9B: hidden 3584, 16 heads / 8 kv of 256, intermediate 14336.
     b.matrix("9b.down", 3584, 14336, 1);
-    // Gemma 2 2B in Q4_K, and Gemma 3 270M (hidden 640, 4 heads / 1 kv of 256, intermediate
-    // 2048, vocab 262144) in the real Q4_K_M file's formats: q, k, gate and up in Q5_0 (640 is
-    // no multiple of 256), v and the tied embedding in Q8_0, o in Q4_K, down in Q6_K.
-    b.matrix_in("2b.gate_up", WeightFormat::Q4K, 2 * 9216, 2304, 1);
-    b.matrix_in("2b.down", WeightFormat::Q4K, 2304, 9216, 1);
-    b.matrix_in("270m.q", WeightFormat::Q5_0, 1024, 640, 1);
-    b.matrix_in("270m.k", WeightFormat::Q5_0, 256, 640, 1);
-    b.matrix_in("270m.v", WeightFormat::Q8_0, 256, 640, 1);
-    b.matrix_in("270m.gate_up", WeightFormat::Q5_0, 2 * 2048, 640, 1);
-    b.matrix_in("270m.o", WeightFormat::Q4K, 640, 1024, 1);
-    b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 1);
-    b.matrix_in("270m.lm_head", WeightFormat::Q8_0, 262_144, 640, 1);
-    b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
-    b.attention("270m", (4, 1, 256), 4096);
-    b.kv_store("270m", 256, 4096);
-    b.rope("270m.q", 4, 256, 1_000_000.0);
-    b.rope("270m.k", 1, 256, 1_000_000.0);
-    b.rms_norm("270m", 1, 640);
-    b.residual_norm("270m", 1, 640);
-    b.rope_store("270m", (4, 1, 256), true);
-    b.rms_norm("270m.q_norm", 4, 256);
-    b.elementwise("270m", 640, 2048);
-    b.logits("270m", 262_144, false, &[1, 40]);
+    gemma3_270m_rows(&mut b);
     b.attention("9b", (16, 8, 256), 4096);
 
     println!("timer: {:?}, {} repetitions per row", b.clock, b.reps);
@@ -402,4 +380,30 @@ fn main() {
             100.0 * gbs / (copy_bw / 1e9)
         );
     }
+}
+
+/// Gemma 2 2B in Q4_K, and Gemma 3 270M (hidden 640, 4 heads / 1 kv of 256, intermediate
+/// 2048, vocab 262144) in the real Q4_K_M file's formats: q, k, gate and up in Q5_0 (640 is
+/// no multiple of 256), v and the tied embedding in Q8_0, o in Q4_K, down in Q6_K.
+fn gemma3_270m_rows(b: &mut Bench) {
+    b.matrix_in("2b.gate_up", WeightFormat::Q4K, 2 * 9216, 2304, 1);
+    b.matrix_in("2b.down", WeightFormat::Q4K, 2304, 9216, 1);
+    b.matrix_in("270m.q", WeightFormat::Q5_0, 1024, 640, 1);
+    b.matrix_in("270m.k", WeightFormat::Q5_0, 256, 640, 1);
+    b.matrix_in("270m.v", WeightFormat::Q8_0, 256, 640, 1);
+    b.matrix_in("270m.gate_up", WeightFormat::Q5_0, 2 * 2048, 640, 1);
+    b.matrix_in("270m.o", WeightFormat::Q4K, 640, 1024, 1);
+    b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 1);
+    b.matrix_in("270m.lm_head", WeightFormat::Q8_0, 262_144, 640, 1);
+    b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
+    b.attention("270m", (4, 1, 256), 4096);
+    b.kv_store("270m", 256, 4096);
+    b.rope("270m.q", 4, 256, 1_000_000.0);
+    b.rope("270m.k", 1, 256, 1_000_000.0);
+    b.rms_norm("270m", 1, 640);
+    b.residual_norm("270m", 1, 640);
+    b.rope_store("270m", (4, 1, 256), true);
+    b.rms_norm("270m.q_norm", 4, 256);
+    b.elementwise("270m", 640, 2048);
+    b.logits("270m", 262_144, false, &[1, 40]);
 }

@@ -407,6 +407,28 @@ pub struct RopeStoreCase<'a> {
 /// within rms_norm_bound, plus the rotation's own rounding (as the rope problem); an f16 cache
 /// may round that to a neighbouring f16 (one f16 step, 2^-10 |x|, or 2^-24 near zero). Values
 /// are copied: exact.
+/// Rows of `n` tokens of each part, one token's rows side by side ([q | k | v]).
+fn side_by_side(n: usize, parts: [&[f32]; 3]) -> Vec<f32> {
+    (0..n)
+        .flat_map(|t| parts.map(|p| &p[t * (p.len() / n)..][..p.len() / n]))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// The error allowed for each element of the normed (or not) heads y once rotated: from its
+/// value and its RoPE partner's.
+fn rotated_bound(y: &[f32], hd: usize, normed: bool) -> Vec<f32> {
+    let per = if normed { hd as f32 / 2.0 + 16.0 } else { 4.0 };
+    (0..y.len())
+        .map(|e| {
+            let i = e % hd;
+            let pair = if i < hd / 2 { e + hd / 2 } else { e - hd / 2 };
+            per * EPS * (y[e].abs() + y[pair].abs())
+        })
+        .collect()
+}
+
 pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64) -> Problem {
     let RopeStoreCase {
         heads,
@@ -432,28 +454,18 @@ pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64
         false => x.to_vec(),
     };
     let (qn, kn) = (normed(&q, &w[..hd]), normed(&k, &w[hd..]));
-    // The error allowed for each rotated element, from its normed value and its partner's.
-    let bound = |y: &[f32]| -> Vec<f32> {
-        let per = if norms { hd as f32 / 2.0 + 16.0 } else { 4.0 };
-        (0..y.len())
-            .map(|e| {
-                let i = e % hd;
-                let pair = if i < hd / 2 { e + hd / 2 } else { e - hd / 2 };
-                per * EPS * (y[e].abs() + y[pair].abs())
-            })
-            .collect()
-    };
-    let (q_bound, k_bound) = (bound(&qn), bound(&kn));
+    let (q_bound, k_bound) = (rotated_bound(&qn, hd, norms), rotated_bound(&kn, hd, norms));
     let (mut q_expected, mut k_rot) = (qn, kn);
     reference::rope(&mut q_expected, positions, heads, hd, &table);
     reference::rope(&mut k_rot, positions, kv_heads, hd, &table);
     let f16 = dtype == KvDtype::F16;
-    let mut k_expected = vec![0.0; capacity * kv_dim];
-    let mut k_cache_bound = vec![0.0; capacity * kv_dim];
-    let mut v_expected = vec![0.0; capacity * kv_dim];
-    reference::kv_store(&mut k_expected, &k_rot, positions, kv_dim, f16);
-    reference::kv_store(&mut k_cache_bound, &k_bound, positions, kv_dim, false);
-    reference::kv_store(&mut v_expected, &v, positions, kv_dim, f16);
+    let stored = |rows: &[f32], f16| {
+        let mut cache = vec![0.0; capacity * kv_dim];
+        reference::kv_store(&mut cache, rows, positions, kv_dim, f16);
+        cache
+    };
+    let (k_expected, v_expected) = (stored(&k_rot, f16), stored(&v, f16));
+    let mut k_cache_bound = stored(&k_bound, false);
     if f16 {
         for (b, x) in k_cache_bound.iter_mut().zip(&k_expected) {
             *b += (x.abs() / 1024.0).max(2f32.powi(-24));
@@ -461,15 +473,8 @@ pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64
     }
     let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
     let pb = gpu.storage_init("positions", u32_bytes(positions));
-    let qkv: Vec<f32> = (0..n)
-        .flat_map(|t| {
-            let q = &q[t * heads * hd..][..heads * hd];
-            let (k, v) = (&k[t * kv_dim..][..kv_dim], &v[t * kv_dim..][..kv_dim]);
-            q.iter().chain(k).chain(v).copied().collect::<Vec<f32>>()
-        })
-        .collect();
     let (qkvb, qb, wb) = (
-        gpu.storage_init("qkv", f32_bytes(&qkv)),
+        gpu.storage_init("qkv", f32_bytes(&side_by_side(n, [&q, &k, &v]))),
         gpu.storage_zeroed("q", (q.len() * 4) as u64),
         gpu.storage_init("norms", f32_bytes(&w)),
     );
