@@ -11,7 +11,8 @@
 // online softmax over one split of the visible keys for `group_heads` query heads of one kv
 // head at once (each key and value row read once for them all, not once per query head) and
 // writes (max, sum, acc[head_dim]) per head to `partials`; `combine`, grid (heads, n_q), merges
-// the splits. The visible keys of a query are cut into n_splits equal splits of at least WG
+// the splits (with one split, `partial` writes the output itself and `combine` is not
+// dispatched). The visible keys of a query are cut into n_splits equal splits of at least WG
 // keys, sized to its current position (not to the cache's capacity). Decode is n_q = 1 with
 // many splits; prefill is many queries with the same kernel. head_dim <= 256, a multiple of 4;
 // group_heads <= 4 divides heads / kv_heads.
@@ -177,6 +178,17 @@ fn partial(inv: Invocation) {
         workgroupBarrier();
     }
     for (var i = 0u; i < nh; i++) {
+        // A single split is the whole softmax: the output directly (what `combine` would
+        // compute from it, exp(0) being 1), and no combine dispatch.
+        if p.n_splits == 1u {
+            let obase = (t * p.heads + h0 + i) * hd;
+            for (var d = inv.lid; d < hd / 2u; d += WG) {
+                let a = acc_s[i * hd / 2u + d];
+                out[obase + 2u * d] = a.x / l[i];
+                out[obase + 2u * d + 1u] = a.y / l[i];
+            }
+            continue;
+        }
         let pbase = ((t * p.heads + h0 + i) * p.n_splits + split) * (hd + 2u);
         if inv.lid == 0u {
             partials[pbase] = m[i];

@@ -175,26 +175,19 @@ impl Attention {
             out,
         };
         let bytes = bytemuck::bytes_of(&params);
-        Ok(vec![
-            self.partial.bind(
-                gpu,
-                &format!("{label}.partial"),
-                bytes,
-                &buffers,
-                (
-                    n_splits as u32,
-                    (cfg.heads / group_heads) as u32,
-                    n_q as u32,
-                ),
-            )?,
-            self.combine.bind(
-                gpu,
-                &format!("{label}.combine"),
-                bytes,
-                &buffers,
-                (cfg.heads as u32, n_q as u32, 1),
-            )?,
-        ])
+        let grid = (
+            n_splits as u32,
+            (cfg.heads / group_heads) as u32,
+            n_q as u32,
+        );
+        let mut d =
+            vec![(self.partial).bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?];
+        // One split: `partial` writes the output itself.
+        if n_splits > 1 {
+            let grid = (cfg.heads as u32, n_q as u32, 1);
+            d.push((self.combine).bind(gpu, &format!("{label}.combine"), bytes, &buffers, grid)?);
+        }
+        Ok(d)
     }
 
     /// Refuses a cache of another dtype, a head width the shader cannot hold, query heads
