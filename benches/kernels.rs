@@ -195,20 +195,6 @@ impl Bench {
         self.row("kv_store", &shape, &format!("kv {dtype:?}"), &p);
     }
 
-    fn rope(&mut self, name: &str, heads: usize, hd: usize, theta: f32) {
-        if !self.wanted("rope") {
-            return;
-        }
-        let kernel = Rope::new(&self.gpu).unwrap();
-        let p = cases::rope(&self.gpu, &kernel, heads, hd, theta, 5);
-        self.row(
-            "rope",
-            &format!("{name} 9 tokens x {heads}x{hd}"),
-            "f32",
-            &p,
-        );
-    }
-
     fn rms_norm(&mut self, name: &str, n: usize, d: usize) {
         if !self.wanted("rms_norm") {
             return;
@@ -337,7 +323,6 @@ fn main() {
     b.matrix("2b.q_proj", 2048, 2304, 64);
     b.attention("2b", (8, 4, 256), 4096);
     b.kv_store("2b", 4 * 256, 4096);
-    b.rope("2b.q", 8, 256, 10_000.0);
     b.rms_norm("2b", 1, 2304);
     b.residual_norm("2b", 1, 2304);
     b.rope_store("2b", (8, 4, 256), false);
@@ -398,8 +383,6 @@ fn gemma3_270m_rows(b: &mut Bench) {
     b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
     b.attention("270m", (4, 1, 256), 4096);
     b.kv_store("270m", 256, 4096);
-    b.rope("270m.q", 4, 256, 1_000_000.0);
-    b.rope("270m.k", 1, 256, 1_000_000.0);
     b.rms_norm("270m", 1, 640);
     b.residual_norm("270m", 1, 640);
     b.rope_store("270m", (4, 1, 256), true);

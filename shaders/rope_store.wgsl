@@ -1,7 +1,11 @@
 // rope_store: the attention block's step between the q/k/v products and attention, in one
 // dispatch: (Gemma 3) each q and k head RMS-normed with its own weights, q and k rotated
-// (rotate-half RoPE, as rope.wgsl), q written out for attention, and k and v stored into the
-// KV cache at slot (position % capacity) as kv_store.wgsl does.
+// (rotate-half RoPE from the (cos, sin) table, see below), q written out for attention, and k
+// and v stored into the KV cache at slot (position % capacity) as kv_store.wgsl does.
+// RoPE: dimension i pairs with i + head_dim / 2, x'[i] = x[i] cos(a) - x[i + h/2] sin(a) and
+// x'[i + h/2] = x[i + h/2] cos(a) + x[i] sin(a), a = pos * theta^(-2i / head_dim); the angles
+// come from `table`, computed once on the CPU exactly as transformers does (GPU sin/cos are
+// only accurate on [-pi, pi]).
 //
 // Workgroup (s, t) serves head slot s of token t: slots [0, heads) are query heads, slots
 // [heads, heads + kv_heads) key heads (whose workgroup also stores that head's values).

@@ -37,7 +37,7 @@ pub use matvec::Matvec;
 pub use non_finite::NonFinite;
 pub use residual_norm::ResidualNorm;
 pub use rms_norm::RmsNorm;
-pub use rope::{Rope, RopeTable};
+pub use rope::RopeTable;
 pub use rope_store::RopeStore;
 pub use soft_cap::SoftCap;
 pub use top_k::{TopK, TopKOutput, TopKScratch};

@@ -44,7 +44,6 @@ use super::{
     non_finite::{NonFiniteBuffers, NonFiniteParams},
     residual_norm::ResidualNormBuffers,
     rms_norm::{RmsNormBuffers, RmsNormParams},
-    rope::{RopeBuffers, RopeParams},
     rope_store::{RopeStoreBuffers, RopeStoreParams},
     soft_cap::{SoftCapBuffers, SoftCapParams},
     top_k::{TopKBuffers, TopKParams},
@@ -79,7 +78,6 @@ pub const RESIDUAL_NORM: Shader = shader!(
     RmsNormParams,
     ResidualNormBuffers
 );
-pub const ROPE: Shader = shader!("rope", &["main"], false, RopeParams, RopeBuffers);
 pub const ROPE_STORE: Shader = shader!(
     "rope_store",
     &["main"],
@@ -115,7 +113,6 @@ pub const ALL: &[Shader] = &[
     MATMUL,
     MATVEC,
     RMS_NORM,
-    ROPE,
     ROPE_STORE,
     NON_FINITE,
     RESIDUAL_NORM,

@@ -15,12 +15,11 @@ use gemma_wgpu::kernels::matrix::MatrixArgs;
 use gemma_wgpu::kernels::non_finite::NonFiniteBuffers;
 use gemma_wgpu::kernels::residual_norm::ResidualNormBuffers;
 use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
-use gemma_wgpu::kernels::rope::RopeBuffers;
 use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
     Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
-    ResidualNorm, RmsNorm, Rope, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
+    ResidualNorm, RmsNorm, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -279,56 +278,7 @@ pub fn residual_norm(
     }
 }
 
-// ---- rope ----
-
-/// Rotates x [n, heads, head_dim] of random tokens (position 0, the last one, random ones).
-pub fn rope(gpu: &Gpu, kernel: &Rope, heads: usize, hd: usize, theta: f32, seed: u64) -> Problem {
-    let max_pos = 8192;
-    // Gemma 3's global layers divide positions by 8 (linear scaling).
-    let factor = if theta > 1e5 { 8.0 } else { 1.0 };
-    let table = reference::rope_table(theta, factor, hd, max_pos);
-    let gpu_table = RopeTable::new(gpu, theta, factor, hd, max_pos);
-    let mut positions = vec![0u32, max_pos as u32 - 1, 1];
-    positions.extend(
-        normal(seed, 6)
-            .iter()
-            .map(|v| (v.abs() * 2000.0) as u32 % 8192),
-    );
-    let n = positions.len();
-    let x = normal(50 + seed, n * heads * hd);
-    let mut expected = x.clone();
-    reference::rope(&mut expected, &positions, heads, hd, &table);
-    let pb = gpu.storage_init("positions", u32_bytes(&positions));
-    let xb = gpu.storage_init("x", f32_bytes(&x));
-    let buffers = RopeBuffers {
-        positions: &pb,
-        table: &gpu_table.buffer,
-        x: &xb,
-    };
-    let d = kernel
-        .bind(gpu, "rope", gpu_table.params(n, heads), buffers)
-        .unwrap();
-    // Each output is x0 c -/+ x1 s: two products and a sum, fused or not, on either side.
-    let half = hd / 2;
-    let bound: Vec<f32> = (0..x.len())
-        .map(|e| {
-            let i = e % hd;
-            let pair = if i < half { e + half } else { e - half };
-            4.0 * EPS * (x[e].abs() + x[pair].abs())
-        })
-        .collect();
-    let what = format!("rope n={n} heads={heads} hd={hd} theta={theta}");
-    Problem {
-        what: what.clone(),
-        setup: vec![],
-        dispatches: vec![d],
-        bytes: 8.0 * (n * heads * hd) as f64 + 4.0 * (n * hd) as f64,
-        flops: 3.0 * (n * heads * hd) as f64,
-        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&xb).unwrap(), &expected, &bound)),
-    }
-}
-
-// ---- kv_store ----
+// ---- kv_store and rope_store ----
 
 /// The cache's contents as f32.
 fn read_cache(gpu: &Gpu, dtype: KvDtype, buffer: &wgpu::Buffer) -> Vec<f32> {
