@@ -386,7 +386,6 @@ fn gemma3_270m_rows(b: &mut Bench) {
     b.rms_norm("270m", 1, 640);
     b.residual_norm("270m", 1, 640);
     b.rope_store("270m", (4, 1, 256), true);
-    b.rms_norm("270m.q_norm", 4, 256);
     b.elementwise("270m", 640, 2048);
     b.logits("270m", 262_144, false, &[1, 40]);
 }
