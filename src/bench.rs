@@ -193,7 +193,7 @@ fn load(gpu: &GpuOptions, a: &BenchArgs, options: &ModelOptions) -> Result<(Stri
     let gpu = Gpu::new(gpu)?;
     Ok(match (&a.model, &a.synthetic) {
         (Some(dir), _) => {
-            let path = gemma_wgpu::weights::hub::resolve(dir)?;
+            let path = gemma_wgpu::store::resolve(dir)?;
             (dir.display().to_string(), Model::load(gpu, &path, options)?)
         }
         (None, Some(preset)) => {

@@ -15,6 +15,7 @@ use gemma_wgpu::engine::chat::{Conversation, TurnNotes};
 use gemma_wgpu::engine::{Engine, GenerateOptions, Generation, SamplingDefaults, StopReason};
 use gemma_wgpu::gpu::GpuOptions;
 use gemma_wgpu::model::ModelOptions;
+use gemma_wgpu::store;
 use rustyline::error::ReadlineError;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -65,13 +66,9 @@ enum Input {
     Piped(std::io::StdinLock<'static>),
 }
 
-/// The chat's history file: $GEMMA_WGPU_CACHE, else $XDG_CACHE_HOME/gemma-wgpu, else
-/// ~/.cache/gemma-wgpu; `chat_history` there.
+/// The chat's history file: `chat_history` in the cache folder ([`store::cache_dir`]).
 fn history_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("GEMMA_WGPU_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("gemma-wgpu")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/gemma-wgpu")))?;
+    let dir = store::cache_dir();
     std::fs::create_dir_all(&dir).ok()?;
     Some(dir.join("chat_history"))
 }

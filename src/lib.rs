@@ -31,9 +31,10 @@
 //! (one type per shader in `shaders/`), [`formats`] knows the weight formats and their GPU
 //! layouts, [`weights`] knows what the files hold (safetensors, GGUF, tensor names),
 //! [`config`] resolves a model's settings into plain per-layer values, [`model`] schedules the
-//! GPU forward pass, [`engine`] turns text into text, [`server`] speaks the OpenAI API, and
-//! [`reference`](mod@reference) holds the plain CPU implementations that are the specification
-//! of every kernel and of the model, for the tests. Arrows between them point one way
+//! GPU forward pass, [`engine`] turns text into text, [`server`] speaks the OpenAI API,
+//! [`store`] finds and downloads models by name, and [`reference`](mod@reference) holds the
+//! plain CPU implementations that are the specification of every kernel and of the model, for
+//! the tests. Arrows between them point one way
 //! (`tests/modules.rs`).
 
 pub mod config;
@@ -46,6 +47,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod server;
+pub mod store;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod chat;
+mod models;
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,13 @@ enum Command {
     Serve(ServeArgs),
     /// Print the token ids of a text, as llama.cpp's llama-tokenize does.
     Tokenize(TokenizeArgs),
+    /// Download models by name (an alias or a Hugging Face repo) into the caches.
+    Pull(models::PullArgs),
+    /// List the downloaded models (--available: the names this program knows).
+    #[command(visible_alias = "ls")]
+    List(models::ListArgs),
+    /// Delete downloaded models.
+    Rm(models::RmArgs),
 }
 
 #[derive(Args)]
@@ -794,7 +802,7 @@ fn tokenize(a: &TokenizeArgs) -> Result<()> {
             .with_context(|| format!("{}: could not read the text", file.display()))?,
         (None, None) => bail!("give --prompt TEXT or --file FILE"),
     };
-    let path = gemma_wgpu::weights::hub::resolve(&a.model)?;
+    let path = gemma_wgpu::store::resolve(&a.model)?;
     let tokenizer = gemma_wgpu::engine::Tokenizer::load(&path)?;
     let encoding = tokenizer.encode_full(&text, !a.no_bos, a.special)?;
     let ids = encoding.get_ids();
@@ -855,5 +863,8 @@ fn run() -> Result<()> {
         Command::Chat(a) => chat::run(&gpu, a),
         Command::Serve(a) => serve(&gpu, a),
         Command::Tokenize(a) => tokenize(a),
+        Command::Pull(a) => models::pull(a),
+        Command::List(a) => models::list(a),
+        Command::Rm(a) => models::rm(a),
     }
 }

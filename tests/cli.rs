@@ -2182,3 +2182,230 @@ fn a_chat_on_a_model_without_its_own_template_is_warned_about_once() {
     let out = gemma_with(&["chat", "-m", &gguf, "-n", "2"], "hi\nagain\n/exit\n", &[]);
     assert_eq!(warned(&out), 1);
 }
+
+/// A repo's files: (name, bytes).
+type RepoFiles = Vec<(String, Vec<u8>)>;
+
+/// A Hugging Face hub on localhost serving `repos` (repo, [(file, bytes)]): each repo's file
+/// listing and downloads, with the headers the hub client reads. Returns its address and
+/// the number of requests it has answered.
+fn mock_hub(
+    repos: Vec<(&'static str, RepoFiles)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let url = request.url().to_string();
+            let header = |name: &str, value: &str| {
+                tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap()
+            };
+            let mut response = tiny_http::Response::from_string("not found").with_status_code(404);
+            for (repo, files) in &repos {
+                if url == format!("/api/models/{repo}/revision/main") {
+                    let siblings: Vec<_> = files
+                        .iter()
+                        .map(|(f, _)| serde_json::json!({ "rfilename": f }))
+                        .collect();
+                    let json = serde_json::json!({"siblings": siblings, "sha": "c0ffee"});
+                    response = tiny_http::Response::from_string(json.to_string());
+                }
+                for (i, (file, bytes)) in files.iter().enumerate() {
+                    if url != format!("/{repo}/resolve/main/{file}") {
+                        continue;
+                    }
+                    let range = request
+                        .headers()
+                        .iter()
+                        .find(|h| h.field.equiv("Range"))
+                        .map(|h| h.value.to_string())
+                        .unwrap_or_default();
+                    let (start, end) =
+                        match range.strip_prefix("bytes=").and_then(|r| r.split_once('-')) {
+                            Some((s, "")) => (s.parse().unwrap(), bytes.len()),
+                            Some((s, e)) => (s.parse().unwrap(), e.parse::<usize>().unwrap() + 1),
+                            None => (0, bytes.len()),
+                        };
+                    let total = bytes.len();
+                    response = tiny_http::Response::from_data(bytes[start..end].to_vec())
+                        .with_status_code(206)
+                        .with_header(header(
+                            "ETag",
+                            &format!("\"blob{i}-{repo}\"").replace('/', "-"),
+                        ))
+                        .with_header(header("X-Repo-Commit", "c0ffee"))
+                        .with_header(header(
+                            "Content-Range",
+                            &format!("bytes {start}-{}/{total}", end - 1),
+                        ));
+                }
+            }
+            let _ = request.respond(response);
+        }
+    });
+    (address, served)
+}
+
+#[test]
+fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
+    use std::sync::atomic::Ordering;
+    let root = scratch("models");
+    let q4 = std::fs::read(fixture("gemma2-window4096.gguf")).unwrap();
+    let q8 = std::fs::read(fixture("gemma1-bf16.gguf")).unwrap();
+    let gguf_repo = vec![
+        ("README.md".to_string(), b"# tiny".to_vec()),
+        ("tiny-gemma-Q8_0.gguf".to_string(), q8.clone()),
+        ("tiny-gemma-Q4_K_M.gguf".to_string(), q4.clone()),
+        (
+            "mmproj-tiny-gemma-F16.gguf".to_string(),
+            b"not a model".to_vec(),
+        ),
+    ];
+    let alias_repo = vec![("gemma-3-270m-it-Q4_K_M.gguf".to_string(), q4.clone())];
+    let (hub, served) = mock_hub(vec![
+        ("acme/tiny-gemma-GGUF", gguf_repo),
+        ("unsloth/gemma-3-270m-it-GGUF", alias_repo),
+    ]);
+    let cache = root.join("hub").display().to_string();
+    let own = root.join("own").display().to_string();
+    let home = root.join("home").display().to_string();
+    let env = |offline: &'static str| {
+        vec![
+            ("HF_ENDPOINT", hub.clone()),
+            ("HF_HUB_CACHE", cache.clone()),
+            ("GEMMA_WGPU_CACHE", own.clone()),
+            ("HOME", home.clone()),
+            ("HF_HOME", format!("{home}/hf")),
+            ("HF_HUB_OFFLINE", offline.to_string()),
+        ]
+    };
+    let run = |args: &[&str], offline: &'static str| {
+        let env = env(offline);
+        gemma_with(
+            args,
+            "",
+            &env.iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let path_of = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    // Without a quantization, llama.cpp's default (Q4_K_M); with one, that file; never the
+    // vision projector.
+    let default = path_of(&run(&["pull", "acme/tiny-gemma-GGUF"], "0"));
+    assert!(
+        default.ends_with("tiny-gemma-Q4_K_M.gguf"),
+        "{}",
+        default.display()
+    );
+    assert_eq!(std::fs::read(&default).unwrap(), q4);
+    let q8_path = path_of(&run(&["pull", "hf.co/acme/tiny-gemma-GGUF:q8_0"], "0"));
+    assert!(q8_path.ends_with("tiny-gemma-Q8_0.gguf"));
+    assert_eq!(std::fs::read(&q8_path).unwrap(), q8);
+    // An alias for a chat model comes from its repo.
+    let alias = path_of(&run(&["pull", "gemma-3-270m-it"], "0"));
+    assert!(alias.ends_with("gemma-3-270m-it-Q4_K_M.gguf"));
+    // A quantization the repo lacks, and a repo the hub lacks: one line each.
+    for (name, expected) in [
+        (
+            "acme/tiny-gemma-GGUF:Q5_K_M",
+            "has no Q5_K_M GGUF file (it has: Q4_K_M, Q8_0)",
+        ),
+        ("acme/missing", "download failed"),
+    ] {
+        let out = run(&["pull", name], "0");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(expected),
+            "{name}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // Once pulled, a model runs without the network.
+    let before = served.load(Ordering::SeqCst);
+    let out = run(
+        &[
+            "generate",
+            "-m",
+            "acme/tiny-gemma-GGUF:Q8_0",
+            "--tokens",
+            "2,3,4",
+            "-n",
+            "2",
+            "--json",
+        ],
+        "1",
+    );
+    assert_eq!(generated(&out)["token_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        before,
+        "no request once cached"
+    );
+    let out = run(&["pull", "acme/tiny-gemma-GGUF:Q5_K_M"], "1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"));
+    // list: name, size, the type read from the file, path.
+    let out = run(&["list"], "1");
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in\n{listed}"))
+            .to_string()
+    };
+    assert!(listed.starts_with("NAME"), "{listed}");
+    assert!(row("acme/tiny-gemma-GGUF:Q8_0").contains(&q8_path.display().to_string()));
+    assert!(row("acme/tiny-gemma-GGUF:Q4_K_M").contains(" MB "));
+    // The type comes from the file's header (the fixture is BF16), not from its name.
+    assert!(
+        row("unsloth/gemma-3-270m-it-GGUF:Q4_K_M").contains(" BF16 "),
+        "{listed}"
+    );
+    let out = run(&["list", "--available"], "1");
+    let available = String::from_utf8_lossy(&out.stdout).to_string();
+    let it = available
+        .lines()
+        .find(|l| l.starts_with("gemma-3-270m-it "))
+        .unwrap();
+    assert!(it.contains("chat") && it.contains(" yes "), "{available}");
+    let base = available
+        .lines()
+        .find(|l| l.starts_with("gemma-3-270m "))
+        .unwrap();
+    assert!(
+        base.contains("base") && base.contains(" no "),
+        "{available}"
+    );
+    // rm deletes the file and its blob, and nothing else.
+    let out = run(&["rm", "acme/tiny-gemma-GGUF:Q8_0"], "1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!q8_path.exists() && default.exists());
+    let blobs = root.join("hub/models--acme--tiny-gemma-GGUF/blobs");
+    // What is left: the Q4_K_M blob and the lock file the hub client keeps beside it.
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 2);
+    let out = run(&["list"], "1");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("GGUF:Q8_0"));
+    let out = run(&["rm", "acme/tiny-gemma-GGUF:Q8_0"], "1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not downloaded"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

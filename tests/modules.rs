@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("kernels", &["gpu", "formats", "config", "error"]),
     ("weights", &["config", "formats", "files", "error"]),
     ("reference", &["config", "formats", "error"]),
+    ("store", &["weights", "files", "error"]),
     (
         "model",
         &[
@@ -30,20 +31,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "engine",
         &[
-            "model", "kernels", "weights", "gpu", "config", "formats", "files", "error",
+            "model", "kernels", "weights", "store", "gpu", "config", "formats", "files", "error",
         ],
     ),
     (
         "server",
         &[
-            "engine", "model", "kernels", "weights", "gpu", "config", "formats", "files", "error",
+            "engine", "model", "kernels", "weights", "store", "gpu", "config", "formats", "files",
+            "error",
         ],
     ),
     (
         CLI,
         &[
-            "server", "engine", "model", "kernels", "weights", "gpu", "config", "formats", "files",
-            "error",
+            "server", "engine", "model", "kernels", "weights", "store", "gpu", "config", "formats",
+            "files", "error",
         ],
     ),
 ];

@@ -1,7 +1,7 @@
 //! Gemma's tokenizer, from a GGUF file and from a tokenizer.json, against the official Gemma 3
 //! tokenizer on a corpus (tests/fixtures/make_tokenizer_corpus.py): Debian's license texts and
 //! texts written to stress a tokenizer, with control tokens parsed and read as plain text.
-//! Needs no GPU. The real Gemma 3 270M GGUF comes from scripts/fetch-gemma3-270m.sh and the
+//! Needs no GPU. The real Gemma 3 270M GGUF comes from `gemma-wgpu pull gemma-3-270m` and the
 //! official tokenizer.json from scripts/fetch-gemma3-tokenizer.sh (CI runs both first).
 
 use gemma_wgpu::engine::{TextStream, Tokenizer};
@@ -29,7 +29,7 @@ fn gguf_tokenizer() -> Tokenizer {
     let path = std::env::var_os("GEMMA_WGPU_GEMMA3_270M")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache().join("gemma-3-270m-q4_k_m.gguf"));
-    Tokenizer::load(&existing(path, "scripts/fetch-gemma3-270m.sh")).unwrap()
+    Tokenizer::load(&existing(path, "gemma-wgpu pull gemma-3-270m")).unwrap()
 }
 
 fn official_tokenizer() -> Tokenizer {

