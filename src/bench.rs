@@ -57,9 +57,15 @@ pub struct BenchArgs {
     /// TIMESTAMP_QUERY).
     #[arg(long)]
     profile: bool,
-    /// Also draw t/s per test (mean and standard deviation) into this SVG file.
+    /// Also draw t/s per test (mean and standard deviation) into this SVG file, beside
+    /// the runs of --compare.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Another run to set beside this one: llama-bench's `-o json` or `-o jsonl` output
+    /// (or this command's). Prints our t/s as a ratio of its t/s per test, and draws it in
+    /// the --plot; repeatable; `LABEL=FILE` names it.
+    #[arg(long, value_name = "[LABEL=]FILE")]
+    compare: Vec<String>,
 }
 
 /// Mean and sample standard deviation.
@@ -288,6 +294,11 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
     let max_p = a.prompt.iter().copied().max().unwrap_or(0);
     let max_n = a.generate.iter().copied().max().unwrap_or(0);
     check_args(a, max_p, max_n)?;
+    let others = a
+        .compare
+        .iter()
+        .map(|c| crate::compare::read(c))
+        .collect::<Result<Vec<_>>>()?;
     let output = if a.json { Output::Jsonl } else { a.output };
     let tests = Test::all(a);
     let options = ModelOptions {
@@ -340,57 +351,25 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         writeln!(out, "\n]")?;
     }
     drop(out);
+    let mut series = vec![crate::compare::Series {
+        label: format!("gemma-wgpu {}", facts.backend),
+        tests: plotted,
+    }];
+    for other in others {
+        for line in crate::compare::ratios(&series[0], &other) {
+            note(&format!("bench: {line}"));
+        }
+        series.push(other);
+    }
     if let Some(p) = &a.plot {
-        plot(
-            p,
-            &format!("{} {}, {}", facts.model, facts.model_type, facts.adapter),
-            &plotted,
-        )
-        .with_context(|| format!("writing the plot {}", p.display()))?;
+        let title = format!("{} {}, {}", facts.model, facts.model_type, facts.adapter);
+        crate::compare::plot(p, &title, &series)
+            .with_context(|| format!("writing the plot {}", p.display()))?;
         note(&format!("bench: plot written to {}", p.display()));
     }
     if a.profile {
         profile(m, a, output)?;
     }
-    Ok(())
-}
-
-/// A bar per test: its mean t/s, a line for ± one standard deviation, the test's name.
-fn plot(path: &std::path::Path, title: &str, tests: &[(String, f64, f64)]) -> Result<()> {
-    use plotters::prelude::*;
-    let top = tests.iter().map(|t| t.1 + t.2).fold(1.0, f64::max) * 1.2;
-    let root = SVGBackend::new(path, (160 + 120 * tests.len() as u32, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(16)
-        .x_label_area_size(8)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..tests.len().max(1) as f64, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_desc("tokens/s")
-        .draw()?;
-    let bar = RGBColor(66, 133, 244);
-    for (i, (name, mean, sd)) in tests.iter().enumerate() {
-        let x = i as f64;
-        chart.draw_series([Rectangle::new(
-            [(x + 0.2, 0.0), (x + 0.8, *mean)],
-            bar.filled(),
-        )])?;
-        chart.draw_series([PathElement::new(
-            [(x + 0.5, (mean - sd).max(0.0)), (x + 0.5, mean + sd)],
-            BLACK.stroke_width(2),
-        )])?;
-        chart.draw_series([Text::new(
-            format!("{name}: {mean:.1}"),
-            (x + 0.22, mean + sd + top * 0.03),
-            ("sans-serif", 14),
-        )])?;
-    }
-    root.present()?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod chat;
+mod compare;
 mod models;
 
 #[derive(Parser)]

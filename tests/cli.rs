@@ -1424,22 +1424,51 @@ fn bench_takes_lists_and_writes_llama_bench_fields() {
     ] {
         assert!(!row[field].is_null(), "{field} missing from {row}");
     }
-    // --plot draws a bar per test into an SVG file.
+    // --compare sets llama-bench's output beside ours as ratios; --plot draws a group of
+    // bars per test, one per program, with a legend.
     let svg = std::env::temp_dir().join(format!("gemma-wgpu-bench-{}.svg", std::process::id()));
+    let peer = svg.with_extension("json");
+    let llama_row = |p: u32, g: u32, ts: f64| {
+        serde_json::json!({"build_commit": "0c1e570", "backends": "CPU", "devices": "none",
+            "n_prompt": p, "n_gen": g, "avg_ts": ts, "stddev_ts": 1.0})
+    };
+    let rows = serde_json::json!([llama_row(4, 0, 1000.0), llama_row(0, 2, 50.0)]);
+    std::fs::write(&peer, rows.to_string()).unwrap();
     let args = ["bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--plot"];
-    let out = gemma(&[&args[..], &[svg.to_str().unwrap()]].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let compare = ["--compare", peer.to_str().unwrap()];
+    let out = gemma(&[&args[..], &[svg.to_str().unwrap()], &compare].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for test in ["pp4", "tg2"] {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("bench: {test}: ")))
+            .unwrap_or_else(|| panic!("no {test} ratio in {err}"));
+        assert!(line.contains(" × llama.cpp CPU (0c1e570) ("), "{line}");
+    }
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
-    assert!(
-        drawn.contains("pp4: ") && drawn.contains("tg2: "),
-        "{drawn}"
-    );
+    for text in [
+        "pp4",
+        "tg2",
+        "1000.0",
+        "50.0",
+        "gemma-wgpu Vulkan",
+        "llama.cpp CPU (0c1e570)",
+    ] {
+        assert!(drawn.contains(text), "{text} not drawn: {drawn}");
+    }
     std::fs::remove_file(&svg).unwrap();
+    // A file that is not llama-bench's output is refused before anything loads.
+    std::fs::write(&peer, "[{\"n_prompt\": 4}]").unwrap();
+    let out = gemma(&[&args[..], &[svg.to_str().unwrap()], &compare].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("lacks n_prompt, n_gen or avg_ts"),
+        "{err}"
+    );
+    assert!(!err.contains("warm-up") && !svg.exists(), "{err}");
+    std::fs::remove_file(&peer).unwrap();
     // `adapter` names the backend and device type, as before.
     assert!(
         row["adapter"].as_str().unwrap().contains("(Vulkan, Cpu)"),
