@@ -24,10 +24,13 @@ fn test_name(n_prompt: u64, n_gen: u64) -> String {
 /// devices or backend it ran on, and the build.
 fn label_of(row: &serde_json::Value) -> String {
     let field = |k: &str| row[k].as_str().filter(|s| !s.is_empty());
+    // llama-bench names its compiled-in backends even when it runs on the CPU
+    // (`-dev none`), and `auto` for its default devices.
     let device = match (field("devices"), field("backends")) {
-        (Some("none"), _) => "CPU".to_string(),
-        (Some(d), _) | (None, Some(d)) => d.to_string(),
-        (None, None) => "?".to_string(),
+        (Some("none"), _) => "CPU",
+        (Some("auto") | None, Some(b)) => b,
+        (Some(d), _) => d,
+        (None, None) => "?",
     };
     let program = if row.get("tokens_per_second").is_some() {
         "gemma-wgpu"

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod perplexity;
 pub mod sampling;
+pub mod sandbox;
 pub mod tokenizer;
 
 use crate::config::ModelConfig;

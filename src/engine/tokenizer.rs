@@ -1,6 +1,7 @@
 //! The model's tokenizer (tokenizer.json through the tokenizers crate), its special tokens and
 //! chat template (tokenizer_config.json), and streaming detokenisation.
 
+use super::sandbox;
 use crate::error::{printable, printable_message};
 use crate::files::{MAX_JSON_BYTES, MAX_TOKENIZER_BYTES, read_text, read_text_if_present};
 use crate::{Error, Result};
@@ -264,15 +265,34 @@ impl Tokenizer {
         self.own_template
     }
 
+    /// The chat template applied, in a sandbox ([`sandbox`]): a template comes from a model
+    /// file, and what it computes on the way to its (bounded) output could otherwise take all
+    /// memory.
     fn render_template(&self, messages: &[Message], generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
             .ok_or_else(|| Error::Tokenizer("tokenizer_config.json has no chat_template".into()))?;
+        let render = || self.render_unguarded(template, messages, generation_prompt);
+        sandbox::run(TEMPLATE_MEMORY, TEMPLATE_SECONDS, render).map_err(|f| match f {
+            sandbox::Failure::Error(message) => Error::Tokenizer(message),
+            sandbox::Failure::Killed(why) => Error::Tokenizer(format!(
+                "chat template: stopped, {why} (a template may use {} MiB and {TEMPLATE_SECONDS} s)",
+                TEMPLATE_MEMORY >> 20
+            )),
+        })
+    }
+
+    /// The template rendered here and now, with its own bounds: fuel (instructions), nesting,
+    /// and output size. Errors are the final message text.
+    fn render_unguarded(
+        &self,
+        template: &str,
+        messages: &[Message],
+        generation_prompt: bool,
+    ) -> std::result::Result<String, String> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        // A template comes from a model file: it gets a budget of instructions and nesting,
-        // and its output may not grow past what a context could hold.
         env.set_fuel(Some(
             TEMPLATE_FUEL_PER_MESSAGE * (messages.len() as u64 + 16),
         ));
@@ -286,7 +306,7 @@ impl Tokenizer {
                 ))
             },
         );
-        let bad = |e: &dyn std::fmt::Display| Error::Tokenizer(format!("chat template: {e}"));
+        let bad = |e: &dyn std::fmt::Display| format!("chat template: {e}");
         let template = env.template_from_str(template).map_err(|e| bad(&e))?;
         let content: usize = messages
             .iter()
@@ -473,6 +493,10 @@ fn match_contents(text: &str, parts: &[&str], messages: &[Message]) -> Option<Re
 
 /// Template instructions allowed per chat message (Gemma's templates use a few dozen).
 const TEMPLATE_FUEL_PER_MESSAGE: u64 = 20_000;
+/// Memory a template's run may take beyond the process's own (values it builds on the way;
+/// its output is bounded apart), and its time.
+const TEMPLATE_MEMORY: u64 = 256 << 20;
+const TEMPLATE_SECONDS: u32 = 30;
 /// Nesting depth of template calls and blocks.
 const TEMPLATE_RECURSION_LIMIT: usize = 64;
 /// Bytes a template may write beyond the messages' own text (markup, system prompts).
@@ -788,6 +812,35 @@ mod tests {
             .to_string();
         assert!(err.contains("fuel"), "{err}");
         assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+    }
+
+    /// A string doubled n times in a loop: 2^n bytes held, its length written.
+    fn doubling(n: u32) -> String {
+        format!(
+            "{{% set ns = namespace(s='x') %}}{{% for i in range({n}) %}}{{% set ns.s = ns.s ~ ns.s %}}\
+             {{% endfor %}}{{{{ ns.s|length }}}}"
+        )
+    }
+
+    #[test]
+    fn a_template_cannot_take_more_than_its_memory() {
+        // 2^20 bytes is within the budget ...
+        let text = with_template(&doubling(20))
+            .render_chat(&[user("hi")], true)
+            .unwrap();
+        assert_eq!(text, (1u64 << 20).to_string());
+        // ... 2^40 (a TiB, in 40 steps of the fuel) is stopped where it would have taken the
+        // machine's memory.
+        let err = with_template(&doubling(40))
+            .render_chat(&[user("hi")], true)
+            .unwrap_err()
+            .to_string();
+        #[cfg(target_os = "linux")]
+        assert!(
+            err.contains("stopped, it ran out of its 256 MiB of memory"),
+            "{err}"
+        );
+        assert!(err.starts_with("tokenizer: chat template: "), "{err}");
     }
 
     #[test]
