@@ -51,3 +51,8 @@ pub mod store;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+/// The README's Rust example, compiled with the doc tests (not run: it downloads a model).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
