@@ -57,8 +57,8 @@ struct Cli {
 enum Command {
     /// List every adapter with its features and limits.
     Devices,
-    /// Run a model as `ollama run` does: generate after PROMPT (in the chat template where
-    /// the model has one), or without a prompt start a chat.
+    /// Run a model as `ollama run` does: generate after PROMPT (in the chat template of a
+    /// chat model; a base model continues the text), or without a prompt start a chat.
     Run(RunArgs),
     /// Generate text after a prompt.
     Generate(GenerateArgs),
@@ -550,7 +550,15 @@ fn generate(gpu: &GpuOptions, a: &GenerateArgs) -> Result<()> {
     let mut engine = load_engine(gpu, &a.load, ModelOptions::default())?;
     let load_time = load_start.elapsed();
     let (params, _) = a.sampling.params(a.max_tokens, &engine.sampling_defaults)?;
-    let chat = a.chat || (a.auto_chat && engine.tokenizer.has_chat_template());
+    // `run` writes a prompt into the chat template of a chat model only: a base model
+    // (no template of its own) continues the text, as ollama runs one.
+    let chat = a.chat || (a.auto_chat && engine.tokenizer.has_own_chat_template());
+    if a.auto_chat && !chat && a.system.is_some() {
+        bail!(
+            "--system needs a chat model: {} has no chat template of its own (a base model)",
+            a.load.model.display()
+        );
+    }
     if chat {
         warn_if_base_model(&engine, &a.load);
     }

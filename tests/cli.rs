@@ -1259,6 +1259,21 @@ fn run_generates_in_the_chat_template_or_starts_a_chat() {
     );
     assert_eq!(run.stdout, chat.stdout);
     assert_eq!(prompt_tokens(&run.stderr), prompt_tokens(&chat.stderr));
+    // A base model (this GGUF has no chat template) continues the prompt as given, without
+    // the base-model warning a chat would give, and refuses a system message.
+    let base = fixture("gemma2-window4096.gguf");
+    let run = gemma(&["run", &base, "Hello there", "-n", "4"]);
+    let plain = gemma(&["generate", "-m", &base, "-p", "Hello there", "-n", "4"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && !err.contains("warning"), "{err}");
+    assert_eq!(run.stdout, plain.stdout);
+    assert_eq!(prompt_tokens(&run.stderr), prompt_tokens(&plain.stderr));
+    let out = gemma(&["run", &base, "Hello there", "--system", "Be brief."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--system needs a chat model"),
+        "{err}"
+    );
     // Without a prompt: the chat, with its system message.
     let out = gemma_with(
         &["run", m, "-n", "3", "--system", "Be brief."],
@@ -2332,7 +2347,14 @@ fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
     };
     // Without a quantization, llama.cpp's default (Q4_K_M); with one, that file; never the
     // vision projector.
-    let default = path_of(&run(&["pull", "acme/tiny-gemma-GGUF"], "0"));
+    let out = run(&["pull", "acme/tiny-gemma-GGUF"], "0");
+    // Off a terminal, a line per download in place of the progress bar.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("downloading acme/tiny-gemma-GGUF/tiny-gemma-Q4_K_M.gguf"),
+        "{said}"
+    );
+    let default = path_of(&out);
     assert!(
         default.ends_with("tiny-gemma-Q4_K_M.gguf"),
         "{}",
