@@ -351,9 +351,23 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         writeln!(out, "\n]")?;
     }
     drop(out);
+    compare_and_plot(a, &facts, plotted, others)?;
+    if a.profile {
+        profile(m, a, output)?;
+    }
+    Ok(())
+}
+
+/// Our results beside the --compare runs (a ratio per test on stderr) and the --plot.
+fn compare_and_plot(
+    a: &BenchArgs,
+    facts: &Facts,
+    ours: Vec<(String, f64, f64)>,
+    others: Vec<crate::compare::Series>,
+) -> Result<()> {
     let mut series = vec![crate::compare::Series {
         label: format!("gemma-wgpu {}", facts.backend),
-        tests: plotted,
+        tests: ours,
     }];
     for other in others {
         for line in crate::compare::ratios(&series[0], &other) {
@@ -366,9 +380,6 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         crate::compare::plot(p, &title, &series)
             .with_context(|| format!("writing the plot {}", p.display()))?;
         note(&format!("bench: plot written to {}", p.display()));
-    }
-    if a.profile {
-        profile(m, a, output)?;
     }
     Ok(())
 }

@@ -2294,78 +2294,105 @@ fn mock_hub(
     (address, served)
 }
 
-#[test]
-fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
-    use std::sync::atomic::Ordering;
-    let root = scratch("models");
-    let q4 = std::fs::read(fixture("gemma2-window4096.gguf")).unwrap();
-    let q8 = std::fs::read(fixture("gemma1-bf16.gguf")).unwrap();
-    let gguf_repo = vec![
-        ("README.md".to_string(), b"# tiny".to_vec()),
-        ("tiny-gemma-Q8_0.gguf".to_string(), q8.clone()),
-        ("tiny-gemma-Q4_K_M.gguf".to_string(), q4.clone()),
-        (
-            "mmproj-tiny-gemma-F16.gguf".to_string(),
-            b"not a model".to_vec(),
-        ),
-    ];
-    let alias_repo = vec![("gemma-3-270m-it-Q4_K_M.gguf".to_string(), q4.clone())];
-    let (hub, served) = mock_hub(vec![
-        ("acme/tiny-gemma-GGUF", gguf_repo),
-        ("unsloth/gemma-3-270m-it-GGUF", alias_repo),
-    ]);
-    let cache = root.join("hub").display().to_string();
-    let own = root.join("own").display().to_string();
-    let home = root.join("home").display().to_string();
-    let env = |offline: &'static str| {
-        vec![
-            ("HF_ENDPOINT", hub.clone()),
-            ("HF_HUB_CACHE", cache.clone()),
-            ("GEMMA_WGPU_CACHE", own.clone()),
-            ("HOME", home.clone()),
-            ("HF_HOME", format!("{home}/hf")),
-            ("HF_HUB_OFFLINE", offline.to_string()),
-        ]
-    };
-    let run = |args: &[&str], offline: &'static str| {
-        let env = env(offline);
-        gemma_with(
-            args,
-            "",
-            &env.iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let path_of = |out: &std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// A mock hub with two repos, and empty caches and home for the program: what the model
+/// tests below run against.
+struct HubSandbox {
+    root: std::path::PathBuf,
+    hub: String,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The files the repo `acme/tiny-gemma-GGUF` serves as Q4_K_M and as Q8_0.
+    q4: Vec<u8>,
+    q8: Vec<u8>,
+}
+
+impl HubSandbox {
+    fn new(name: &str) -> HubSandbox {
+        let q4 = std::fs::read(fixture("gemma2-window4096.gguf")).unwrap();
+        let q8 = std::fs::read(fixture("gemma1-bf16.gguf")).unwrap();
+        let gguf_repo = vec![
+            ("README.md".to_string(), b"# tiny".to_vec()),
+            ("tiny-gemma-Q8_0.gguf".to_string(), q8.clone()),
+            ("tiny-gemma-Q4_K_M.gguf".to_string(), q4.clone()),
+            (
+                "mmproj-tiny-gemma-F16.gguf".to_string(),
+                b"not a model".to_vec(),
+            ),
+        ];
+        let alias_repo = vec![("gemma-3-270m-it-Q4_K_M.gguf".to_string(), q4.clone())];
+        let (hub, served) = mock_hub(vec![
+            ("acme/tiny-gemma-GGUF", gguf_repo),
+            ("unsloth/gemma-3-270m-it-GGUF", alias_repo),
+        ]);
+        HubSandbox {
+            root: scratch(name),
+            hub,
+            served,
+            q4,
+            q8,
+        }
+    }
+
+    /// The program, with the hub and the caches set; `offline`: HF_HUB_OFFLINE.
+    fn run(&self, args: &[&str], offline: bool) -> std::process::Output {
+        let dir = |d: &str| self.root.join(d).display().to_string();
+        let env = [
+            ("HF_ENDPOINT", self.hub.clone()),
+            ("HF_HUB_CACHE", dir("hub")),
+            ("GEMMA_WGPU_CACHE", dir("own")),
+            ("HOME", dir("home")),
+            ("HF_HOME", dir("home/hf")),
+            (
+                "HF_HUB_OFFLINE",
+                if offline { "1" } else { "0" }.to_string(),
+            ),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        gemma_with(args, "", &env)
+    }
+
+    /// The path `pull NAME` printed.
+    fn pull(&self, name: &str) -> std::path::PathBuf {
+        let out = self.run(&["pull", name], false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
         std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    };
-    // Without a quantization, llama.cpp's default (Q4_K_M); with one, that file; never the
-    // vision projector.
-    let out = run(&["pull", "acme/tiny-gemma-GGUF"], "0");
-    // Off a terminal, a line per download in place of the progress bar.
+    }
+
+    fn requests(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for HubSandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[test]
+fn models_are_pulled_by_repo_quantization_or_alias_and_then_run_offline() {
+    let hub = HubSandbox::new("pull");
+    // Without a quantization, llama.cpp's default (Q4_K_M), never the vision projector; off
+    // a terminal, a line per download in place of the progress bar.
+    let out = hub.run(&["pull", "acme/tiny-gemma-GGUF"], false);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains("downloading acme/tiny-gemma-GGUF/tiny-gemma-Q4_K_M.gguf"),
         "{said}"
     );
-    let default = path_of(&out);
+    let default = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
         default.ends_with("tiny-gemma-Q4_K_M.gguf"),
         "{}",
         default.display()
     );
-    assert_eq!(std::fs::read(&default).unwrap(), q4);
-    let q8_path = path_of(&run(&["pull", "hf.co/acme/tiny-gemma-GGUF:q8_0"], "0"));
-    assert!(q8_path.ends_with("tiny-gemma-Q8_0.gguf"));
-    assert_eq!(std::fs::read(&q8_path).unwrap(), q8);
+    assert_eq!(std::fs::read(&default).unwrap(), hub.q4);
+    // With one (any case, `hf.co/` allowed), that file.
+    let q8 = hub.pull("hf.co/acme/tiny-gemma-GGUF:q8_0");
+    assert!(q8.ends_with("tiny-gemma-Q8_0.gguf"));
+    assert_eq!(std::fs::read(&q8).unwrap(), hub.q8);
     // An alias for a chat model comes from its repo.
-    let alias = path_of(&run(&["pull", "gemma-3-270m-it"], "0"));
+    let alias = hub.pull("gemma-3-270m-it");
     assert!(alias.ends_with("gemma-3-270m-it-Q4_K_M.gguf"));
     // A quantization the repo lacks, and a repo the hub lacks: one line each.
     for (name, expected) in [
@@ -2375,7 +2402,7 @@ fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
         ),
         ("acme/missing", "download failed"),
     ] {
-        let out = run(&["pull", name], "0");
+        let out = hub.run(&["pull", name], false);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && err.contains(expected),
@@ -2384,30 +2411,31 @@ fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     // Once pulled, a model runs without the network.
-    let before = served.load(Ordering::SeqCst);
-    let out = run(
-        &[
-            "generate",
-            "-m",
-            "acme/tiny-gemma-GGUF:Q8_0",
-            "--tokens",
-            "2,3,4",
-            "-n",
-            "2",
-            "--json",
-        ],
-        "1",
-    );
+    let before = hub.requests();
+    let args = [
+        "generate",
+        "-m",
+        "acme/tiny-gemma-GGUF:Q8_0",
+        "--tokens",
+        "2,3,4",
+        "-n",
+        "2",
+    ];
+    let out = hub.run(&[&args[..], &["--json"]].concat(), true);
     assert_eq!(generated(&out)["token_ids"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        served.load(Ordering::SeqCst),
-        before,
-        "no request once cached"
-    );
-    let out = run(&["pull", "acme/tiny-gemma-GGUF:Q5_K_M"], "1");
+    assert_eq!(hub.requests(), before, "no request once cached");
+    let out = hub.run(&["pull", "acme/tiny-gemma-GGUF:Q5_K_M"], true);
     assert!(String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"));
+}
+
+#[test]
+fn downloaded_models_are_listed_and_removed() {
+    let hub = HubSandbox::new("list");
+    let q4 = hub.pull("acme/tiny-gemma-GGUF");
+    let q8 = hub.pull("acme/tiny-gemma-GGUF:Q8_0");
+    hub.pull("gemma-3-270m-it");
     // list: name, size, the type read from the file, path.
-    let out = run(&["list"], "1");
+    let out = hub.run(&["list"], true);
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
     let row = |name: &str| {
         listed
@@ -2417,14 +2445,14 @@ fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
             .to_string()
     };
     assert!(listed.starts_with("NAME"), "{listed}");
-    assert!(row("acme/tiny-gemma-GGUF:Q8_0").contains(&q8_path.display().to_string()));
+    assert!(row("acme/tiny-gemma-GGUF:Q8_0").contains(&q8.display().to_string()));
     assert!(row("acme/tiny-gemma-GGUF:Q4_K_M").contains(" MB "));
     // The type comes from the file's header (the fixture is BF16), not from its name.
     assert!(
         row("unsloth/gemma-3-270m-it-GGUF:Q4_K_M").contains(" BF16 "),
         "{listed}"
     );
-    let out = run(&["list", "--available"], "1");
+    let out = hub.run(&["list", "--available"], true);
     let available = String::from_utf8_lossy(&out.stdout).to_string();
     let it = available
         .lines()
@@ -2440,23 +2468,22 @@ fn models_are_pulled_by_repo_and_quantization_listed_and_removed() {
         "{available}"
     );
     // rm deletes the file and its blob, and nothing else.
-    let out = run(&["rm", "acme/tiny-gemma-GGUF:Q8_0"], "1");
+    let out = hub.run(&["rm", "acme/tiny-gemma-GGUF:Q8_0"], true);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!q8_path.exists() && default.exists());
-    let blobs = root.join("hub/models--acme--tiny-gemma-GGUF/blobs");
+    assert!(!q8.exists() && q4.exists());
+    let blobs = hub.root.join("hub/models--acme--tiny-gemma-GGUF/blobs");
     // What is left: the Q4_K_M blob and the lock file the hub client keeps beside it.
     assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 2);
-    let out = run(&["list"], "1");
+    let out = hub.run(&["list"], true);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("GGUF:Q8_0"));
-    let out = run(&["rm", "acme/tiny-gemma-GGUF:Q8_0"], "1");
+    let out = hub.run(&["rm", "acme/tiny-gemma-GGUF:Q8_0"], true);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("is not downloaded"),
         "{err}"
     );
-    std::fs::remove_dir_all(&root).unwrap();
 }
