@@ -12,7 +12,7 @@
 // head at once (each key and value row read once for them all, not once per query head) and
 // writes (max, sum, acc[head_dim]) per head to `partials`; `combine`, grid (heads, n_q), merges
 // the splits (with one split, `partial` writes the output itself and `combine` is not
-// dispatched). The visible keys of a query are cut into n_splits equal splits of at least WG
+// dispatched). The visible keys of a query are cut into n_splits equal splits of at least WG * KPL
 // keys, sized to its current position (not to the cache's capacity). Decode is n_q = 1 with
 // many splits; prefill is many queries with the same kernel. head_dim <= 256, a multiple of 4;
 // group_heads <= 4 divides heads / kv_heads.
@@ -43,6 +43,9 @@ struct Params {
 
 override WG: u32 = 64u;
 override KV_F16: bool = true;
+// Keys each invocation scores per step: 1 (neighbouring invocations on neighbouring keys, for
+// GPUs), 2 or 4 (each invocation on a run of keys, for CPU adapters).
+override KPL: u32 = 1u;
 
 const MAX_HEAD_DIM: u32 = 256u;
 // Query heads one workgroup serves at most (one vec4 of scores per key).
@@ -53,13 +56,13 @@ const NEG_BIG: f32 = -3.0e38;
 // Head i's query at q_s[i * head_dim / 4 ..], its weighted values at acc_s[i * head_dim / 2 ..].
 var<workgroup> q_s: array<vec4<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
 var<workgroup> acc_s: array<vec2<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u>;
-// Keys scored per step at most: WG <= 64 (src/kernels/attention.rs), which keeps the
-// workgroup memory within 16 KiB.
-const MAX_WG: u32 = 64u;
+// Keys scored per step at most: WG * KPL <= 256 (src/kernels/attention.rs), which keeps the
+// workgroup memory within 20 KiB.
+const MAX_STEP: u32 = 256u;
 // Each scored key's probability for the (up to four) heads.
-var<workgroup> p_s: array<vec4<f32>, MAX_WG>;
+var<workgroup> p_s: array<vec4<f32>, MAX_STEP>;
 // Element index of each scored key's value row in v_cache.
-var<workgroup> v_row_s: array<u32, MAX_WG>;
+var<workgroup> v_row_s: array<u32, MAX_STEP>;
 
 // Four cache elements starting at element e (a multiple of 4).
 fn k_load4(e: u32) -> vec4<f32> {
@@ -77,6 +80,39 @@ fn v_load2(e: u32) -> vec2<f32> {
     return bitcast<vec2<f32>>(vec2<u32>(v_cache[e], v_cache[e + 1u]));
 }
 
+// A key's dot products with the (up to four) heads' queries, heads past nh left 0.
+fn head_dots(k4: vec4<f32>, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>, nh: u32) -> vec4<f32> {
+    var r = vec4<f32>(dot(k4, q0), 0.0, 0.0, 0.0);
+    if nh > 1u {
+        r.y = dot(k4, q1);
+    }
+    if nh > 2u {
+        r.z = dot(k4, q2);
+        r.w = dot(k4, q3);
+    }
+    return r;
+}
+
+// A key's scores for the heads (soft-capped and scaled), NEG_BIG where it is not visible.
+fn key_scores(dots: vec4<f32>, visible: bool, nh: u32) -> vec4<f32> {
+    var s = vec4<f32>(NEG_BIG);
+    if visible {
+        for (var i = 0u; i < nh; i++) {
+            s[i] = soft_cap(dots[i] * p.scale, p.softcap);
+        }
+    }
+    return s;
+}
+
+// A key's unnormalised probabilities under the running max m: 0 where it is not visible
+// and for heads the workgroup does not serve.
+fn key_probs(s: vec4<f32>, m: vec4<f32>, visible: bool, live: vec4<bool>) -> vec4<f32> {
+    if visible {
+        return select(vec4<f32>(0.0), exp(s - m), live);
+    }
+    return vec4<f32>(0.0);
+}
+
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
     let split = inv.wg.x;
@@ -90,7 +126,7 @@ fn partial(inv: Invocation) {
     if pos + 1u > p.window {
         first = pos + 1u - p.window;
     }
-    let split_len = max(WG, (pos + 1u - first + p.n_splits - 1u) / p.n_splits);
+    let split_len = max(WG * KPL, (pos + 1u - first + p.n_splits - 1u) / p.n_splits);
     let lo = first + split * split_len;
     let end = min(pos + 1u, lo + split_len);
     let qbase = (t * p.heads + h0) * hd;
@@ -107,40 +143,70 @@ fn partial(inv: Invocation) {
     var l = vec4<f32>(0.0);
     let row = p.kv_heads * hd;
     let hd4 = hd / 4u;
-    for (var c = lo; c < end; c += WG) {
-        let j = c + inv.lid;
-        var s = vec4<f32>(NEG_BIG);
-        let kbase = (j % p.capacity) * row + g * hd;
-        v_row_s[inv.lid] = kbase;
-        if j < end {
-            var dots = vec4<f32>(0.0);
-            for (var d = 0u; d < hd4; d++) {
-                let k4 = k_load4(kbase + 4u * d);
-                dots.x += dot(k4, q_s[d]);
-                if nh > 1u {
-                    dots.y += dot(k4, q_s[hd4 + d]);
-                }
-                if nh > 2u {
-                    dots.z += dot(k4, q_s[2u * hd4 + d]);
-                }
-                if nh > 3u {
-                    dots.w += dot(k4, q_s[3u * hd4 + d]);
-                }
+    let step = WG * KPL;
+    for (var c = lo; c < end; c += step) {
+        // This invocation's keys: KPL neighbours, so a CPU walks their rows in one run and
+        // loads each query element once for them all. A key past `end` is scored from a
+        // row that exists (its slot wraps) and then masked.
+        let j0 = c + inv.lid * KPL;
+        let kb = vec4<u32>(
+            (j0 % p.capacity) * row + g * hd,
+            ((j0 + 1u) % p.capacity) * row + g * hd,
+            ((j0 + 2u) % p.capacity) * row + g * hd,
+            ((j0 + 3u) % p.capacity) * row + g * hd,
+        );
+        var d0 = vec4<f32>(0.0);
+        var d1 = vec4<f32>(0.0);
+        var d2 = vec4<f32>(0.0);
+        var d3 = vec4<f32>(0.0);
+        for (var d = 0u; d < hd4; d++) {
+            let q0 = q_s[d];
+            var q1 = vec4<f32>(0.0);
+            var q2 = vec4<f32>(0.0);
+            var q3 = vec4<f32>(0.0);
+            if nh > 1u {
+                q1 = q_s[hd4 + d];
             }
-            for (var i = 0u; i < nh; i++) {
-                s[i] = soft_cap(dots[i] * p.scale, p.softcap);
+            if nh > 2u {
+                q2 = q_s[2u * hd4 + d];
+                q3 = q_s[3u * hd4 + d];
+            }
+            d0 += head_dots(k_load4(kb.x + 4u * d), q0, q1, q2, q3, nh);
+            if KPL > 1u {
+                d1 += head_dots(k_load4(kb.y + 4u * d), q0, q1, q2, q3, nh);
+            }
+            if KPL > 2u {
+                d2 += head_dots(k_load4(kb.z + 4u * d), q0, q1, q2, q3, nh);
+                d3 += head_dots(k_load4(kb.w + 4u * d), q0, q1, q2, q3, nh);
             }
         }
-        let m_new = max(m, wg_max4(s, inv));
-        var pj = vec4<f32>(0.0);
-        if j < end {
-            pj = select(vec4<f32>(0.0), exp(s - m_new), live);
+        let s0 = key_scores(d0, j0 < end, nh);
+        let s1 = key_scores(d1, KPL > 1u && j0 + 1u < end, nh);
+        let s2 = key_scores(d2, KPL > 2u && j0 + 2u < end, nh);
+        let s3 = key_scores(d3, KPL > 2u && j0 + 3u < end, nh);
+        let m_new = max(m, wg_max4(max(max(s0, s1), max(s2, s3)), inv));
+        let p0 = key_probs(s0, m_new, j0 < end, live);
+        let p1 = key_probs(s1, m_new, KPL > 1u && j0 + 1u < end, live);
+        let p2 = key_probs(s2, m_new, KPL > 2u && j0 + 2u < end, live);
+        let p3 = key_probs(s3, m_new, KPL > 2u && j0 + 3u < end, live);
+        let at = inv.lid * KPL;
+        p_s[at] = p0;
+        v_row_s[at] = kb.x;
+        if KPL > 1u {
+            p_s[at + 1u] = p1;
+            v_row_s[at + 1u] = kb.y;
         }
+        if KPL > 2u {
+            p_s[at + 2u] = p2;
+            v_row_s[at + 2u] = kb.z;
+            p_s[at + 3u] = p3;
+            v_row_s[at + 3u] = kb.w;
+        }
+        let sum = p0 + p1 + p2 + p3;
         let correction = exp(m - m_new);
-        l = l * correction + wg_sum4(pj, inv);
-        p_s[inv.lid] = pj;
+        l = l * correction + wg_sum4(sum, inv);
         workgroupBarrier();
-        let nk = min(WG, end - c);
+        let nk = min(step, end - c);
         for (var d = inv.lid; d < hd / 2u; d += WG) {
             var a0 = acc_s[d] * correction.x;
             var a1 = vec2<f32>(0.0);

@@ -58,9 +58,16 @@ pub struct AttentionArgs<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-/// Invocations per workgroup, and keys scored per step of the online softmax (the shader's
-/// MAX_WG bounds it).
+/// Invocations per workgroup.
 const WG: u32 = 64;
+
+/// Keys one invocation scores per step of the online softmax (the shader's KPL): a run of
+/// four on CPU adapters, which then walk four key rows and load each query element once for
+/// them; one on GPUs, where neighbouring invocations read neighbouring keys. WG times this
+/// is at most the shader's MAX_STEP.
+fn keys_per_invocation(gpu: &Gpu) -> u32 {
+    if gpu.caps.cpu_like { 4 } else { 1 }
+}
 /// Query heads of one kv head that a workgroup serves at most (the shader's MAX_GROUP_HEADS).
 const MAX_GROUP_HEADS: usize = 4;
 
@@ -84,7 +91,11 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(gpu: &Gpu, dtype: KvDtype) -> Result<Attention> {
-        let constants = [("WG", WG as f64), ("KV_F16", dtype.is_f16())];
+        let constants = [
+            ("WG", WG as f64),
+            ("KV_F16", dtype.is_f16()),
+            ("KPL", keys_per_invocation(gpu) as f64),
+        ];
         let build = |entry| source::build(gpu, &source::ATTENTION, entry, None, None, &constants);
         Ok(Attention {
             partial: build("partial")?,
@@ -94,7 +105,7 @@ impl Attention {
     }
 
     /// Keys per split at the longest: enough splits to occupy the device when there are few
-    /// queries, never fewer keys than a workgroup scores at once. The shader cuts a query's
+    /// queries, never fewer keys than a workgroup scores in one step. The shader cuts a query's
     /// visible keys into as many splits, sized to its position.
     fn split_len(gpu: &Gpu, n_q: usize, workgroups_per_query: usize, max_keys: usize) -> usize {
         let workgroups = n_q * workgroups_per_query;
@@ -104,10 +115,8 @@ impl Attention {
             1024
         };
         let splits = parallel.div_ceil(workgroups).max(1);
-        max_keys
-            .div_ceil(splits)
-            .next_multiple_of(WG as usize)
-            .max(WG as usize)
+        let step = (WG * keys_per_invocation(gpu)) as usize;
+        max_keys.div_ceil(splits).next_multiple_of(step).max(step)
     }
 
     /// Keys a query can see at most, and the splits they are scored in.
