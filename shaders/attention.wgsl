@@ -72,12 +72,24 @@ fn k_load4(e: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(k_cache[e], k_cache[e + 1u], k_cache[e + 2u], k_cache[e + 3u]));
 }
 
-// Two cache elements starting at element e (even).
-fn v_load2(e: u32) -> vec2<f32> {
+// Four value elements starting at element e (a multiple of 4).
+fn v_load4(e: u32) -> vec4<f32> {
     if KV_F16 {
-        return unpack2x16float(v_cache[e / 2u]);
+        return vec4<f32>(unpack2x16float(v_cache[e / 2u]), unpack2x16float(v_cache[e / 2u + 1u]));
     }
-    return bitcast<vec2<f32>>(vec2<u32>(v_cache[e], v_cache[e + 1u]));
+    return bitcast<vec4<f32>>(vec4<u32>(v_cache[e], v_cache[e + 1u], v_cache[e + 2u], v_cache[e + 3u]));
+}
+
+// Head i's weighted values, elements 4d .. 4d + 3 (acc_s holds them as pairs).
+fn acc_load(i: u32, d: u32, hd: u32) -> vec4<f32> {
+    let at = i * hd / 2u + 2u * d;
+    return vec4<f32>(acc_s[at], acc_s[at + 1u]);
+}
+
+fn acc_store(i: u32, d: u32, hd: u32, a: vec4<f32>) {
+    let at = i * hd / 2u + 2u * d;
+    acc_s[at] = a.xy;
+    acc_s[at + 1u] = a.zw;
 }
 
 // A key's dot products with the (up to four) heads' queries, heads past nh left 0.
@@ -207,37 +219,37 @@ fn partial(inv: Invocation) {
         l = l * correction + wg_sum4(sum, inv);
         workgroupBarrier();
         let nk = min(step, end - c);
-        for (var d = inv.lid; d < hd / 2u; d += WG) {
-            var a0 = acc_s[d] * correction.x;
-            var a1 = vec2<f32>(0.0);
-            var a2 = vec2<f32>(0.0);
-            var a3 = vec2<f32>(0.0);
+        // Each invocation weighs four neighbouring value elements of every scored key, so a
+        // key's probabilities and row are loaded once per invocation.
+        for (var d = inv.lid; d < hd / 4u; d += WG) {
+            var a0 = acc_load(0u, d, hd) * correction.x;
+            var a1 = vec4<f32>(0.0);
+            var a2 = vec4<f32>(0.0);
+            var a3 = vec4<f32>(0.0);
             if nh > 1u {
-                a1 = acc_s[hd / 2u + d] * correction.y;
+                a1 = acc_load(1u, d, hd) * correction.y;
             }
             if nh > 2u {
-                a2 = acc_s[hd + d] * correction.z;
-            }
-            if nh > 3u {
-                a3 = acc_s[3u * hd / 2u + d] * correction.w;
+                a2 = acc_load(2u, d, hd) * correction.z;
+                a3 = acc_load(3u, d, hd) * correction.w;
             }
             for (var i = 0u; i < nk; i++) {
-                let v2 = v_load2(v_row_s[i] + 2u * d);
+                let v4 = v_load4(v_row_s[i] + 4u * d);
                 let pi = p_s[i];
-                a0 += pi.x * v2;
-                a1 += pi.y * v2;
-                a2 += pi.z * v2;
-                a3 += pi.w * v2;
+                a0 += pi.x * v4;
+                a1 += pi.y * v4;
+                a2 += pi.z * v4;
+                a3 += pi.w * v4;
             }
-            acc_s[d] = a0;
+            acc_store(0u, d, hd, a0);
             if nh > 1u {
-                acc_s[hd / 2u + d] = a1;
+                acc_store(1u, d, hd, a1);
             }
             if nh > 2u {
-                acc_s[hd + d] = a2;
+                acc_store(2u, d, hd, a2);
             }
             if nh > 3u {
-                acc_s[3u * hd / 2u + d] = a3;
+                acc_store(3u, d, hd, a3);
             }
         }
         m = m_new;
