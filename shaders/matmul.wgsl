@@ -53,16 +53,25 @@ fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
+// x[i], the same for every invocation of a workgroup: with subgroups loaded by one
+// invocation of each subgroup and handed to the others (on CPU adapters each invocation's
+// load is a scalar load of its own). Call in uniform control flow.
+fn x_shared(i: u32, inv: Invocation) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if one_lane(inv) {
+        v = x[i];
+    }
+    return from_one_lane(v);
+}
+
 // The CPU layout: 4 rows x 8 tokens per invocation, in registers.
 fn register_tile(inv: Invocation) {
     let r0 = (inv.wg.x * WG + inv.lid) * 4u;
-    if r0 >= p.rows {
-        return;
-    }
     let t0 = inv.wg.y * 8u;
-    // Rows and tokens past the end repeat the last one and are not stored.
+    // Rows and tokens past the end repeat the last one and are not stored (every invocation
+    // stays, to share the loads of x).
     let last_row = p.rows - 1u;
-    let rows = vec4<u32>(r0, min(r0 + 1u, last_row), min(r0 + 2u, last_row), min(r0 + 3u, last_row));
+    let rows = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last_row));
     let last_tok = p.n - 1u;
     var xrow: array<u32, 8>;
     for (var t = 0u; t < 8u; t++) {
@@ -78,8 +87,8 @@ fn register_tile(inv: Invocation) {
         let w2 = w_load8(rows.z, g, p.k);
         let w3 = w_load8(rows.w, g, p.k);
         for (var t = 0u; t < 8u; t++) {
-            let lo = x[xrow[t] + 2u * g];
-            let hi = x[xrow[t] + 2u * g + 1u];
+            let lo = x_shared(xrow[t] + 2u * g, inv);
+            let hi = x_shared(xrow[t] + 2u * g + 1u, inv);
             acc[t] += vec4<f32>(
                 dot(w0.lo, lo) + dot(w0.hi, hi),
                 dot(w1.lo, lo) + dot(w1.hi, hi),

@@ -69,3 +69,14 @@ fn wg_argmax(value: f32, index: u32, inv: Invocation) -> ArgMax {
     }
     return best;
 }
+
+// Whether this invocation is the one that loads a value the whole subgroup shares
+// (`from_one_lane` then hands it to the others); with the workgroup twin every invocation
+// loads it itself.
+fn one_lane(inv: Invocation) -> bool {
+    return inv.sg_lane == 0u;
+}
+
+fn from_one_lane(v: vec4<f32>) -> vec4<f32> {
+    return subgroupBroadcastFirst(v);
+}

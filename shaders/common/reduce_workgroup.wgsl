@@ -61,3 +61,12 @@ fn wg_argmax(value: f32, index: u32, inv: Invocation) -> ArgMax {
     }
     return ArgMax(reduce_f32[0].x, reduce_u32[0]);
 }
+
+// Twin of reduce_subgroup.wgsl's: without subgroups every invocation loads shared values.
+fn one_lane(inv: Invocation) -> bool {
+    return true;
+}
+
+fn from_one_lane(v: vec4<f32>) -> vec4<f32> {
+    return v;
+}
