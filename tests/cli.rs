@@ -2230,20 +2230,25 @@ fn a_chat_on_a_model_without_its_own_template_is_warned_about_once() {
 /// A repo's files: (name, bytes).
 type RepoFiles = Vec<(String, Vec<u8>)>;
 
+/// Each request a mock hub answered: its path and its Authorization header.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// A Hugging Face hub on localhost serving `repos` (repo, [(file, bytes)]): each repo's file
 /// listing and downloads, with the headers the hub client reads. Returns its address and
-/// the number of requests it has answered.
-fn mock_hub(
-    repos: Vec<(&'static str, RepoFiles)>,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::Ordering;
+/// the requests it has answered.
+fn mock_hub(repos: Vec<(&'static str, RepoFiles)>) -> (String, Requests) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let address = format!("http://{}", server.server_addr().to_ip().unwrap());
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = served.clone();
+    let served = Requests::default();
+    let log = served.clone();
     std::thread::spawn(move || {
         for request in server.incoming_requests() {
-            count.fetch_add(1, Ordering::SeqCst);
+            let auth = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Authorization"))
+                .map(|h| h.value.to_string());
+            log.lock().unwrap().push((request.url().to_string(), auth));
             let url = request.url().to_string();
             let header = |name: &str, value: &str| {
                 tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap()
@@ -2299,7 +2304,7 @@ fn mock_hub(
 struct HubSandbox {
     root: std::path::PathBuf,
     hub: String,
-    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    served: Requests,
     /// The files the repo `acme/tiny-gemma-GGUF` serves as Q4_K_M and as Q8_0.
     q4: Vec<u8>,
     q8: Vec<u8>,
@@ -2338,6 +2343,7 @@ impl HubSandbox {
         let env = [
             ("HF_ENDPOINT", self.hub.clone()),
             ("HF_HUB_CACHE", dir("hub")),
+            ("HF_TOKEN", String::new()),
             ("GEMMA_WGPU_CACHE", dir("own")),
             ("HOME", dir("home")),
             ("HF_HOME", dir("home/hf")),
@@ -2359,7 +2365,7 @@ impl HubSandbox {
     }
 
     fn requests(&self) -> usize {
-        self.served.load(std::sync::atomic::Ordering::SeqCst)
+        self.served.lock().unwrap().len()
     }
 }
 
@@ -2394,6 +2400,21 @@ fn models_are_pulled_by_repo_quantization_or_alias_and_then_run_offline() {
     // An alias for a chat model comes from its repo.
     let alias = hub.pull("gemma-3-270m-it");
     assert!(alias.ends_with("gemma-3-270m-it-Q4_K_M.gguf"));
+    // No token anywhere: none sent. A token `huggingface-cli login` saved beside the cache
+    // is sent as a bearer token (for gated repos).
+    assert!(
+        hub.served
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, auth)| auth.is_none())
+    );
+    std::fs::write(hub.root.join("token"), "hf_saved\n").unwrap();
+    hub.pull("acme/tiny-gemma-GGUF:Q4_K_M");
+    let out = hub.run(&["pull", "acme/tiny-gemma-GGUF:Q5_K_M"], false);
+    assert!(!out.status.success());
+    let last = hub.served.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1.as_deref(), Some("Bearer hf_saved"), "{last:?}");
     // A quantization the repo lacks, and a repo the hub lacks: one line each.
     for (name, expected) in [
         (

@@ -179,15 +179,17 @@ fn api(store: &Store) -> Result<hf_hub::api::sync::Api> {
         .first()
         .cloned()
         .unwrap_or_else(|| store.cache.join("hub"));
-    hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache))
+    // The token: $HF_TOKEN, else the one `huggingface-cli login` saved beside the cache.
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache))
         .with_endpoint(store.hub_endpoint.clone())
-        .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
-        .with_progress(std::io::stderr().is_terminal())
-        .build()
-        .map_err(|e| Error::Io {
-            path: store.hub_endpoint.clone(),
-            message: e.to_string(),
-        })
+        .with_progress(std::io::stderr().is_terminal());
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        builder = builder.with_token(Some(token));
+    }
+    builder.build().map_err(|e| Error::Io {
+        path: store.hub_endpoint.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Downloads `repo`'s model into the first hub cache (HF_TOKEN for gated repos): its
