@@ -1,8 +1,9 @@
 //! gemma-wgpu: a GPU-native inference engine for Google's Gemma models on wgpu and WGSL.
 //!
 //! The [`engine::Engine`] is the entry point: load a model (a Hugging Face directory, a `.gguf`
-//! file, a repo id in the local Hugging Face cache, or `gemma-3-270m`), tokenize, generate
-//! with a streaming callback, read logits:
+//! file, or a name that [`store`] resolves: an alias such as `gemma-3-270m-it`, or a Hugging
+//! Face repo, downloaded on first use), tokenize, generate with a streaming callback, read
+//! logits:
 //!
 //! ```
 //! use gemma_wgpu::engine::{Engine, GenerateOptions, SamplingParams};

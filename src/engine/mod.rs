@@ -133,7 +133,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a Hugging Face model directory or a `.gguf` file.
+    /// Loads a Hugging Face model directory, a `.gguf` file or a model name ([`crate::store`]).
     pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
         let resolved = crate::store::resolve(path)?;
         let path = resolved.as_path();
