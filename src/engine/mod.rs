@@ -43,7 +43,7 @@ pub struct Generation {
     pub prefill_time: Duration,
     pub decode_time: Duration,
     /// Each generated token's log-probability and its best alternatives (the stopping eos
-    /// left out), when [`Engine::logprobs`] asked for them.
+    /// left out), when [`GenerateOptions::logprobs`] asked for them.
     pub logprobs: Vec<TokenLogprob>,
 }
 

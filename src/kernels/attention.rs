@@ -16,7 +16,7 @@ params! {
         pub capacity: u32,
         /// Sliding window; u32::MAX for global layers.
         pub window: u32,
-        /// Query heads one workgroup serves (see [`group_heads`]).
+        /// Query heads one workgroup serves (see `group_heads` below).
         pub group_heads: u32,
         pub n_splits: u32,
         pub scale: f32,

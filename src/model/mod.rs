@@ -2,9 +2,9 @@
 //! bind group and dispatch built at load, and a step that is one write of its inputs, one
 //! command buffer, one submit and one small readback.
 //!
-//! [`weights::GpuWeights`] holds the weights, [`state::RunState`] every other buffer (and what
-//! the KV caches hold), [`layer::LayerDispatches`] one decoder layer in the order of
-//! `reference::gemma::forward`, and a [`plan::Plan`] a whole step for a number of token rows.
+//! `weights::GpuWeights` holds the weights, `state::RunState` every other buffer (and what
+//! the KV caches hold), `layer::LayerDispatches` one decoder layer in the order of
+//! `reference::gemma::forward`, and a `plan::Plan` a whole step for a number of token rows.
 
 mod fit;
 mod kernels;
@@ -490,7 +490,7 @@ impl Model {
 
     /// Named activations of `tokens` (at most one prefill chunk) fed after what the cache
     /// holds, each [tokens, width]: `embed`, `L07.attn_out`, `L07.mlp_out`, `L07.out`,
-    /// `final_norm` (see [`layer::Tap`]). The names match `reference::gemma::forward_traced`.
+    /// `final_norm` (see `layer::Tap`). The names match `reference::gemma::forward_traced`.
     pub fn activations(&mut self, tokens: &[u32]) -> Result<Vec<(String, Vec<f32>)>> {
         if tokens.is_empty() {
             return Err(Error::Empty("no tokens to trace"));

@@ -83,7 +83,7 @@ pub fn quant_of(file: &str) -> String {
 }
 
 /// Which of `files` (a repo's GGUF files) `quant` names; without one the first of
-/// [`DEFAULT_QUANTS`] present, else the first file. A file split into parts is refused.
+/// `DEFAULT_QUANTS` present, else the first file. A file split into parts is refused.
 pub fn pick_gguf(repo: &str, files: &[String], quant: Option<&str>) -> Result<String> {
     let files: Vec<&String> = files.iter().filter(|f| is_gguf(f)).collect();
     let have = || {
