@@ -53,17 +53,6 @@ fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
-// x[i], the same for every invocation of a workgroup: with subgroups loaded by one
-// invocation of each subgroup and handed to the others (on CPU adapters each invocation's
-// load is a scalar load of its own). Call in uniform control flow.
-fn x_shared(i: u32, inv: Invocation) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if one_lane(inv) {
-        v = x[i];
-    }
-    return from_one_lane(v);
-}
-
 // The CPU layout: 4 rows x 8 tokens per invocation, in registers.
 fn register_tile(inv: Invocation) {
     let r0 = (inv.wg.x * WG + inv.lid) * 4u;

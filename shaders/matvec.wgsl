@@ -46,19 +46,6 @@ override DOT16: bool = false;
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
 override GEGLU: bool = false;
 
-// x[i], the same for every invocation: with subgroups loaded by one invocation of each
-// subgroup and handed to the others. On CPU adapters every invocation's load is a scalar
-// load: for the quantized formats' 16-at-a-time path this measured 8-47 % faster on
-// lavapipe (the plain floats' 8-at-a-time path, bound by their bytes, slower, so it loads
-// x itself). Call in uniform control flow.
-fn x_shared(i: u32, inv: Invocation) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if one_lane(inv) {
-        v = x[i];
-    }
-    return from_one_lane(v);
-}
-
 fn dot8(w: W8, base: u32) -> f32 {
     return dot(w.lo, x[base]) + dot(w.hi, x[base + 1u]);
 }
@@ -124,6 +111,9 @@ fn main(inv: Invocation) {
                 );
             }
         } else {
+            // Plain floats, bound by their bytes, load x themselves: `x_shared` measured
+            // slower here on lavapipe (f32 2b.down 7.6 against 11.4 ms), where it made the
+            // quantized formats 8-47 % faster.
             for (var g = 0u; g < p.k / 8u; g++) {
                 let xb = xbase + 2u * g;
                 acc += vec4<f32>(

@@ -78,5 +78,5 @@ fn one_lane(inv: Invocation) -> bool {
 }
 
 fn from_one_lane(v: vec4<f32>) -> vec4<f32> {
-    return subgroupBroadcastFirst(v);
+    return subgroupBroadcast(v, 0u);
 }

@@ -17,6 +17,9 @@ pub struct Shader {
     /// The kernel's storage bindings (name, access) in binding order, as its Rust wrapper
     /// declares them with `bindings!`.
     pub bindings: &'static [super::Binding],
+    /// A helper file of `shaders/common/` that this shader shares with others of its kind
+    /// ("" for none).
+    pub shared: &'static str,
 }
 
 macro_rules! shader {
@@ -28,6 +31,13 @@ macro_rules! shader {
             weights: $weights,
             params: <$params as crate::kernels::Params>::FIELDS,
             bindings: <$buffers<'static> as crate::kernels::Bindings<'static>>::LIST,
+            shared: "",
+        }
+    };
+    ($name:literal, $entries:expr, $weights:expr, $params:ty, $buffers:ident, $shared:literal) => {
+        Shader {
+            shared: include_str!(concat!("../../shaders/common/", $shared, ".wgsl")),
+            ..shader!($name, $entries, $weights, $params, $buffers)
         }
     };
 }
@@ -68,8 +78,22 @@ pub const EMBEDDING: Shader = shader!(
 pub const FILL: Shader = shader!("fill", &["main"], false, FillParams, FillBuffers);
 pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams, GegluBuffers);
 pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams, KvStoreBuffers);
-pub const MATMUL: Shader = shader!("matmul", &["main"], true, MatrixParams, MatrixBuffers);
-pub const MATVEC: Shader = shader!("matvec", &["main"], true, MatrixParams, MatrixBuffers);
+pub const MATMUL: Shader = shader!(
+    "matmul",
+    &["main"],
+    true,
+    MatrixParams,
+    MatrixBuffers,
+    "matrix_x"
+);
+pub const MATVEC: Shader = shader!(
+    "matvec",
+    &["main"],
+    true,
+    MatrixParams,
+    MatrixBuffers,
+    "matrix_x"
+);
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
 pub const RESIDUAL_NORM: Shader = shader!(
     "residual_norm",
@@ -140,8 +164,8 @@ fn weights_helper(format: WeightFormat) -> [&'static str; 3] {
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
-/// the math helpers, the
-/// weight format's `w_load8` and `w_dot16` when the shader reads weights, then the body.
+/// the math helpers, the weight format's `w_load8` and `w_dot16` when the shader reads
+/// weights, the helper file it shares with its kind, then the body.
 pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) -> String {
     let reduce = if subgroups {
         REDUCE_SUBGROUP
@@ -152,7 +176,7 @@ pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) 
         .filter(|_| shader.weights)
         .map(weights_helper)
         .unwrap_or(["", "", ""]);
-    [reduce, MATH, bytes, own, dot32, shader.body].join("\n")
+    [reduce, MATH, bytes, own, dot32, shader.shared, shader.body].join("\n")
 }
 
 /// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP), with
