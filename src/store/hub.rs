@@ -246,14 +246,14 @@ fn disk_size(path: &Path) -> u64 {
 
 /// What a snapshot file deletes: the link and, when nothing else in the repo links to it,
 /// the blob it points at.
-fn file_and_blob(repo_dir: &Path, file: &Path) -> Vec<PathBuf> {
+fn file_and_blob(repo_dir: &Path, snapshots: &[PathBuf], file: &Path) -> Vec<PathBuf> {
     let mut out = vec![file.to_path_buf()];
     if let Ok(blob) = std::fs::canonicalize(file)
         && blob.starts_with(repo_dir.join("blobs").canonicalize().unwrap_or_default())
     {
         let mut others = 0;
-        for s in snapshots_all(repo_dir) {
-            for f in gguf_files(&s) {
+        for s in snapshots {
+            for f in gguf_files(s) {
                 let p = s.join(f);
                 if p != file && std::fs::canonicalize(&p).ok().as_ref() == Some(&blob) {
                     others += 1;
@@ -270,12 +270,6 @@ fn file_and_blob(repo_dir: &Path, file: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn snapshots_all(repo_dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(repo_dir.join("snapshots"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default()
 }
 
 /// Every model in a hub cache: one entry per safetensors snapshot (`owner/repo`) and per
@@ -311,8 +305,9 @@ pub fn cached_models(cache: &Path) -> Vec<Entry> {
             });
         }
         let mut seen = std::collections::BTreeSet::new();
-        for snap in snapshots(cache, &repo) {
-            for f in gguf_files(&snap) {
+        let snaps = snapshots(cache, &repo);
+        for snap in &snaps {
+            for f in gguf_files(snap) {
                 let quant = quant_of(&f);
                 if !seen.insert(quant.clone()) {
                     continue;
@@ -322,7 +317,7 @@ pub fn cached_models(cache: &Path) -> Vec<Entry> {
                     name: format!("{repo}:{quant}"),
                     size: disk_size(&path),
                     kind: super::gguf_kind(&path),
-                    remove: file_and_blob(&dir, &path),
+                    remove: file_and_blob(&dir, &snaps, &path),
                     path,
                 });
             }
