@@ -1,7 +1,7 @@
 //! Kernel benchmarks at real Gemma 2 2B and 9B and Gemma 3 270M shapes: GPU time per call
 //! (timestamp queries where the adapter has them, else wall time around a synchronised batch),
-//! achieved GB/s or GFLOP/s, and the fraction of a plain copy kernel's bandwidth measured in
-//! the same run.
+//! achieved GB/s or GFLOP/s, and the fractions of a plain copy kernel's bandwidth and of chains
+//! of fused multiply-adds' arithmetic rate (the f32 peak) measured in the same run.
 //!
 //! Every row is one of the tests' problems (tests/common/cases.rs) and is checked against the
 //! CPU reference with the tests' tolerance before it is timed; a row that disagrees stops the
@@ -112,6 +112,23 @@ impl Bench {
             .iter()
             .map(|r| r.bytes / r.time.as_secs_f64())
             .fold(0.0, f64::max)
+    }
+
+    /// The adapter's f32 arithmetic peak as a kernel reaches it: chains of fused
+    /// multiply-adds (shaders/fma.wgsl), enough invocations to fill the device.
+    fn peak(&mut self) -> f64 {
+        let gpu = &self.gpu;
+        let kernel = Fma::new(gpu).unwrap();
+        let invocations = if gpu.caps.cpu_like { 1 << 14 } else { 1 << 20 };
+        let p = cases::fma(gpu, &kernel, invocations, 4096, 256);
+        self.row(
+            "fma (f32 peak)",
+            &format!("{invocations} x 4096 steps"),
+            "f32",
+            &p,
+        );
+        let r = self.rows.last().unwrap();
+        r.flops / r.time.as_secs_f64()
     }
 
     /// A [rows, k] product in every format with a quantizer.
@@ -315,12 +332,15 @@ fn main() {
         filter: std::env::var("GEMMA_WGPU_BENCH_FILTER").ok(),
     };
     let copy_bw = b.copy();
+    let peak = b.peak();
     // Gemma 2 2B: hidden 2304, 8 heads / 4 kv of 256, intermediate 9216 (gate and up fused),
     // vocab 256000.
     b.matrix("2b.q_proj", 2048, 2304, 1);
     b.matrix("2b.gate_up", 2 * 9216, 2304, 1);
     b.matrix("2b.down", 2304, 9216, 1);
     b.matrix("2b.q_proj", 2048, 2304, 64);
+    b.matrix_in("2b.gate_up", WeightFormat::Q4_0, 2 * 9216, 2304, 64);
+    b.matrix_in("2b.down", WeightFormat::Q4_0, 2304, 9216, 64);
     b.attention("2b", (8, 4, 256), 4096);
     b.kv_store("2b", 4 * 256, 4096);
     b.rms_norm("2b", 1, 2304);
@@ -330,39 +350,46 @@ fn main() {
     b.logits("2b", 256_000, true, &[1, 40, 64]);
     // Gemma 2 9B: hidden 3584, 16 heads / 8 kv of 256, intermediate 14336.
     b.matrix("9b.down", 3584, 14336, 1);
+    b.matrix_in("9b.down", WeightFormat::Q4_0, 3584, 14336, 64);
     gemma3_270m_rows(&mut b);
     b.attention("9b", (16, 8, 256), 4096);
 
     println!("timer: {:?}, {} repetitions per row", b.clock, b.reps);
     println!(
-        "copy bandwidth (best of both layouts): {:.2} GB/s\n",
+        "copy bandwidth (best of both layouts): {:.2} GB/s",
         copy_bw / 1e9
     );
+    println!("f32 peak (fma chains): {:.1} GFLOP/s\n", peak / 1e9);
     println!(
-        "| {:<20} | {:<32} | {:<8} | {:>10} | {:>8} | {:>9} | {:>7} |",
-        "kernel", "shape", "format", "time (us)", "GB/s", "GFLOP/s", "% copy"
+        "| {:<20} | {:<32} | {:<8} | {:>10} | {:>8} | {:>9} | {:>7} | {:>7} |",
+        "kernel", "shape", "format", "time (us)", "GB/s", "GFLOP/s", "% copy", "% peak"
     );
     println!(
-        "|{:-<22}|{:-<34}|{:-<10}|{:->12}|{:->10}|{:->11}|{:->9}|",
-        "", "", "", "", "", "", ""
+        "|{:-<22}|{:-<34}|{:-<10}|{:->12}|{:->10}|{:->11}|{:->9}|{:->9}|",
+        "", "", "", "", "", "", "", ""
     );
     for r in &b.rows {
         let s = r.time.as_secs_f64();
         let gbs = r.bytes / s / 1e9;
-        let flops = if r.flops > 0.0 {
-            format!("{:.1}", r.flops / s / 1e9)
+        let (flops, of_peak) = if r.flops > 0.0 {
+            let f = r.flops / s;
+            (
+                format!("{:.1}", f / 1e9),
+                format!("{:.1}%", 100.0 * f / peak),
+            )
         } else {
-            "-".into()
+            ("-".into(), "-".into())
         };
         println!(
-            "| {:<20} | {:<32} | {:<8} | {:>10.1} | {:>8.2} | {:>9} | {:>6.1}% |",
+            "| {:<20} | {:<32} | {:<8} | {:>10.1} | {:>8.2} | {:>9} | {:>6.1}% | {:>7} |",
             r.kernel,
             r.shape,
             r.format,
             s * 1e6,
             gbs,
             flops,
-            100.0 * gbs / (copy_bw / 1e9)
+            100.0 * gbs / (copy_bw / 1e9),
+            of_peak
         );
     }
 }
@@ -380,6 +407,9 @@ fn gemma3_270m_rows(b: &mut Bench) {
     b.matrix_in("270m.o", WeightFormat::Q4K, 640, 1024, 1);
     b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 1);
     b.matrix_in("270m.lm_head", WeightFormat::Q8_0, 262_144, 640, 1);
+    b.matrix_in("270m.q", WeightFormat::Q5_0, 1024, 640, 64);
+    b.matrix_in("270m.gate_up", WeightFormat::Q5_0, 2 * 2048, 640, 64);
+    b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 64);
     b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
     b.attention("270m", (4, 1, 256), 4096);
     b.kv_store("270m", 256, 4096);

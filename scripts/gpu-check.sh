@@ -75,8 +75,8 @@ echo "## kernel bench"; grep -E "^adapter|^copy|^timer|^\| (matvec|matmul|attent
 echo "## whole model (synthetic weights)"
 for f in "$out"/bench-*.log; do
     grep -E "^\| .*(pp|tg)[0-9]+ \|" "$f"
-    grep -E "^dispatches per token" "$f"
-    grep -E "^\| (matvec|matmul|attention|top_k|rms_norm)[^|]* \| [0-9]+ \|" "$f" | head -4
+    grep -E "^(prefill|decode) profile|^dispatches per step" "$f"
+    grep -E "^\| (matvec|matmul|attention|top_k|rms_norm)[^|]* \| [0-9]+ \|" "$f" | head -10
 done
 echo "## steps"
 printf '%s\n' "${table[@]}"

@@ -5,7 +5,7 @@ use clap::Args;
 use gemma_wgpu::config::ModelConfig;
 use gemma_wgpu::gpu::{Gpu, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
-use gemma_wgpu::model::{Model, ModelOptions};
+use gemma_wgpu::model::{Model, ModelOptions, StepProfile};
 use gemma_wgpu::weights::WeightFormat;
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Repetitions.
     #[arg(short = 'r', default_value_t = 3)]
     reps: usize,
+    /// Tokens per prefill step (llama-bench's ubatch); default: the adapter's.
+    #[arg(long, alias = "ubatch-size")]
+    chunk: Option<usize>,
     /// Output format: md (a table), csv, json (one array) or jsonl (an object per test),
     /// with llama-bench's field names.
     #[arg(short = 'o', long, value_enum, default_value = "md")]
@@ -306,6 +309,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         kv: a.kv,
         ctx: Some((max_p + max_n + 1).max(64)),
         progress: true,
+        chunk: a.chunk.unwrap_or(ModelOptions::default().chunk),
         ..Default::default()
     };
     let (name, mut model) = load(gpu, a, &options)?;
@@ -389,13 +393,25 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// One decode token after `a.prompt` prompt tokens, by kernel.
-/// With `-o csv` or `-o json` it goes to stderr as a table, so stdout stays one document.
+/// One prefill step (the prompt's last chunk) and one decode token after `a.prompt` prompt
+/// tokens, by kernel. With `-o csv` or `-o json` they go to stderr as tables, so stdout stays
+/// one document.
 fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
     let context = a.prompt.first().copied().unwrap_or(0);
     once(m, context, 0)?;
+    if context >= 2 {
+        let (p, tokens) = m.profile_prefill()?;
+        let what =
+            format!("prefill profile, one step of {tokens} tokens ending at position {context}");
+        print_profile(m, output, ("prefill", context, tokens), &what, &p)?;
+    }
     let p = m.profile_decode(2)?;
-    let gpu_total: Duration = p.dispatches.iter().map(|d| d.time).sum();
+    let what = format!("decode profile, one token after {context} prompt tokens");
+    print_profile(m, output, ("decode", context, 1), &what, &p)
+}
+
+/// Kernel kinds of a step by GPU time, largest first: (kernel, dispatches, time).
+fn by_kind(p: &StepProfile) -> Vec<(String, usize, Duration)> {
     let mut kinds: Vec<(String, usize, Duration)> = vec![];
     for d in &p.dispatches {
         match kinds.iter_mut().find(|k| k.0 == d.kernel) {
@@ -407,6 +423,19 @@ fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
         }
     }
     kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
+    kinds
+}
+
+/// One step's profile as a table (or a JSON line): `(kind, context, tokens)` say which step.
+fn print_profile(
+    m: &Model,
+    output: Output,
+    (kind, context, tokens): (&str, usize, usize),
+    what: &str,
+    p: &StepProfile,
+) -> Result<()> {
+    let gpu_total: Duration = p.dispatches.iter().map(|d| d.time).sum();
+    let kinds = by_kind(p);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let info = &m.gpu().info;
     let layers = m.config().layers.len();
@@ -416,10 +445,11 @@ fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
             .map(|(k, n, t)| serde_json::json!({"kernel": k, "dispatches": n, "gpu_us": us(*t)}))
             .collect();
         let o = serde_json::json!({
-            "profile": "decode", "context": context, "adapter": m.gpu().describe(),
+            "profile": kind, "context": context, "tokens": tokens,
+            "adapter": m.gpu().describe(),
             "driver": info.driver, "driver_info": info.driver_info,
-            "dispatches_per_token": p.dispatches.len(), "layers": layers,
-            "command_buffers_per_token": p.command_buffers,
+            "dispatches_per_step": p.dispatches.len(), "layers": layers,
+            "command_buffers_per_step": p.command_buffers,
             "host_encode_submit_us": us(p.host_encode_submit),
             "gpu_us": us(gpu_total), "wall_us": us(p.wall), "kernels": kernels,
         });
@@ -433,8 +463,7 @@ fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
     writeln!(w)?;
     writeln!(
         w,
-        "decode profile, one token after {} prompt tokens, {} ({} {})",
-        context,
+        "{what}, {} ({} {})",
         m.gpu().describe(),
         info.driver,
         info.driver_info
@@ -451,13 +480,15 @@ fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
     }
     writeln!(
         w,
-        "dispatches per token: {} ({:.1} per layer over {layers} layers); command buffers per \
-         token: {}; host encode+submit: {:.0} us; GPU sum: {:.0} us; one step's wall time: {:.0} us",
+        "dispatches per step: {} ({:.1} per layer over {layers} layers); command buffers per \
+         step: {}; host encode+submit: {:.0} us; GPU sum: {:.0} us ({:.0} us per token); one \
+         step's wall time: {:.0} us",
         p.dispatches.len(),
         p.dispatches.len() as f64 / layers as f64,
         p.command_buffers,
         us(p.host_encode_submit),
         us(gpu_total),
+        us(gpu_total) / tokens as f64,
         us(p.wall)
     )?;
     Ok(())

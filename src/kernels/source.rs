@@ -48,6 +48,7 @@ use super::{
     copy::{CopyBuffers, CopyParams},
     embedding::{EmbeddingBuffers, EmbeddingParams},
     fill::{FillBuffers, FillParams},
+    fma::{FmaBuffers, FmaParams},
     geglu::{GegluBuffers, GegluParams},
     kv_store::{KvStoreBuffers, KvStoreParams},
     matrix::{MatrixBuffers, MatrixParams},
@@ -76,6 +77,7 @@ pub const EMBEDDING: Shader = shader!(
     EmbeddingBuffers
 );
 pub const FILL: Shader = shader!("fill", &["main"], false, FillParams, FillBuffers);
+pub const FMA: Shader = shader!("fma", &["main"], false, FmaParams, FmaBuffers);
 pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams, GegluBuffers);
 pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams, KvStoreBuffers);
 pub const MATMUL: Shader = shader!(
@@ -132,6 +134,7 @@ pub const ALL: &[Shader] = &[
     COPY,
     EMBEDDING,
     FILL,
+    FMA,
     GEGLU,
     KV_STORE,
     MATMUL,

@@ -417,24 +417,47 @@ impl Model {
     /// an ordinary step for its host and wall times, then the same step again with every
     /// dispatch between two GPU timestamps.
     pub fn profile_decode(&mut self, token: u32) -> Result<StepProfile> {
+        self.check_tokens(&[token])?;
+        self.profile_step(&[token], self.position())
+    }
+
+    /// Profiles one prefill step as [`Model::profile_decode`] does a decode step: the last
+    /// whole chunk of what the cache holds (fewer tokens when it holds less than a chunk), run
+    /// again at its positions, which rewrites the same cache entries with the same values.
+    /// Returns the profile and the step's token count.
+    pub fn profile_prefill(&mut self) -> Result<(StepProfile, usize)> {
+        let cached = self.state.cached();
+        let n = cached.len().min(self.info.chunk);
+        if n < 2 {
+            return Err(Error::Empty(
+                "fewer than two cached tokens to profile a prefill step",
+            ));
+        }
+        let start = cached.len() - n;
+        let tokens = cached[start..].to_vec();
+        Ok((self.profile_step(&tokens, start)?, n))
+    }
+
+    /// An ordinary step of `tokens` at `start` for its host and wall times, then the same step
+    /// with every dispatch timed; ends in the candidates of its last token.
+    fn profile_step(&mut self, tokens: &[u32], start: usize) -> Result<StepProfile> {
         let head = Head::Candidates {
-            row: 0,
+            row: tokens.len() - 1,
             greedy: true,
         };
         let mut timed = self.gpu.timed_recorder("profile")?;
-        self.check_tokens(&[token])?;
-        let position = self.position();
-        self.state.write_inputs(&self.gpu, &[token], position, 1);
+        let plan = self.plan(tokens.len());
+        self.state.write_inputs(&self.gpu, tokens, start, plan.rows);
         let submitted = self.gpu.submitted();
-        let start = Instant::now();
+        let begin = Instant::now();
         let mut rec = self.gpu.recorder("step");
-        self.decode.record(&mut rec, head);
+        plan.record(&mut rec, head);
         rec.submit();
-        let host_encode_submit = start.elapsed();
+        let host_encode_submit = begin.elapsed();
         let command_buffers = (self.gpu.submitted() - submitted) as usize;
         self.gpu.wait()?;
-        let wall = start.elapsed();
-        self.decode.record(&mut timed, head);
+        let wall = begin.elapsed();
+        plan.record(&mut timed, head);
         Ok(StepProfile {
             dispatches: timed.finish_timed()?,
             command_buffers,

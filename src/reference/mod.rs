@@ -191,3 +191,24 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<(f32, u32)> {
 pub fn non_finite(x: &[f32]) -> u32 {
     x.iter().any(|v| !v.is_finite()) as u32
 }
+
+/// The fma yardstick (shaders/fma.wgsl): per invocation, the sum of its `chains` vec4 chains
+/// a = fma(a, m, c) after `iters` steps, chain j's lane l starting at
+/// ((4i + l) % 1024) / 1024 + j.
+pub fn fma(invocations: usize, chains: usize, (iters, m, c): (u32, f32, f32)) -> Vec<f32> {
+    (0..invocations)
+        .map(|i| {
+            let mut sum = [0.0f32; 4];
+            for j in 0..chains {
+                for (l, s) in sum.iter_mut().enumerate() {
+                    let mut a = ((4 * i + l) % 1024) as f32 / 1024.0 + j as f32;
+                    for _ in 0..iters {
+                        a = a.mul_add(m, c);
+                    }
+                    *s += a;
+                }
+            }
+            sum.iter().sum()
+        })
+        .collect()
+}

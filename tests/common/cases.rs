@@ -9,6 +9,7 @@ use gemma_wgpu::gpu::{Dispatch, Gpu};
 use gemma_wgpu::kernels::add::AddBuffers;
 use gemma_wgpu::kernels::attention::AttentionArgs;
 use gemma_wgpu::kernels::embedding::EmbeddingArgs;
+use gemma_wgpu::kernels::fma::{CHAINS, FmaBuffers};
 use gemma_wgpu::kernels::geglu::GegluBuffers;
 use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
 use gemma_wgpu::kernels::matrix::MatrixArgs;
@@ -18,7 +19,7 @@ use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
-    Add, Attention, Embedding, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
+    Add, Attention, Embedding, Fma, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
     ResidualNorm, RmsNorm, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
@@ -1060,6 +1061,44 @@ pub fn top_k(gpu: &Gpu, kernel: &TopK, (n, k): (usize, usize), data: &str, seed:
                 }
             }
             Ok(())
+        }),
+    }
+}
+
+/// The fma yardstick: `invocations` (a multiple of 64) running chains of `iters` steps of
+/// a = fma(a, 15/16, 1/16) from seeds in [j, j + 1) for chain j; the first `checked`
+/// invocations are compared with reference::fma (a long run's reference would take the CPU
+/// longer than the GPU).
+pub fn fma(gpu: &Gpu, kernel: &Fma, invocations: usize, iters: u32, checked: usize) -> Problem {
+    let (m, c) = (15.0f32 / 16.0, 1.0f32 / 16.0);
+    let expected = reference::fma(checked, CHAINS, (iters, m, c));
+    let out = gpu.storage_zeroed("fma.out", invocations as u64 * 4);
+    let d = kernel
+        .bind(
+            gpu,
+            "fma",
+            invocations,
+            (iters, m, c),
+            FmaBuffers { out: &out },
+        )
+        .unwrap();
+    // Chains move towards 1 and stay within [0, CHAINS): an unfused step rounds twice
+    // (<= 2 CHAINS EPS), and errors decay by m per step, so a chain is off by at most
+    // 2 CHAINS EPS min(iters, 1 / (1 - m)); then 4 CHAINS chains are summed in any order,
+    // each partial sum (<= 4 CHAINS^2) rounded once.
+    let chains = (4 * CHAINS) as f32;
+    let chain = 2.0 * CHAINS as f32 * EPS * (iters as f32).min(1.0 / (1.0 - m));
+    let bound = vec![chains * chain + chains * chains * CHAINS as f32 * EPS; checked];
+    let what = format!("fma {invocations} invocations x {iters} steps");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: 4.0 * invocations as f64,
+        flops: Fma::flops(invocations, iters),
+        check: Box::new(move |gpu| {
+            let got = gpu.read_f32(&out).unwrap();
+            within(&what, &got[..checked], &expected, &bound)
         }),
     }
 }

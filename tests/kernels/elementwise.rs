@@ -1,7 +1,7 @@
-//! geglu, add, soft_cap, non_finite, kv_store and fill.
+//! geglu, add, fma, soft_cap, non_finite, kv_store and fill.
 
 use crate::common::*;
-use gemma_wgpu::kernels::{Add, Geglu, KvDtype, KvStore, NonFinite, SoftCap};
+use gemma_wgpu::kernels::{Add, Fma, Geglu, KvDtype, KvStore, NonFinite, SoftCap};
 
 const SIZES: &[usize] = &[1, 255, 256, 257, 1001, 9216];
 
@@ -27,6 +27,21 @@ fn add_matches_reference() {
         let kernel = Add::new(gpu).unwrap();
         for (i, &n) in SIZES.iter().enumerate() {
             add(gpu, &kernel, n, i as u64)
+                .run_and_check(gpu)
+                .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
+        }
+    }
+}
+
+/// The arithmetic yardstick computes what it times: every chain, every step (iteration counts
+/// short of convergence, so a step more or less shows).
+#[test]
+fn fma_matches_reference() {
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        let kernel = Fma::new(gpu).unwrap();
+        for (invocations, iters) in [(64, 1), (128, 33), (192, 100)] {
+            fma(gpu, &kernel, invocations, iters, invocations)
                 .run_and_check(gpu)
                 .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
         }
