@@ -2042,7 +2042,25 @@ fn logits_that_are_not_finite_are_an_error_naming_the_layer() {
     safetensors::serialize_to_file(tensors, None, &nan.join("model.safetensors")).unwrap();
     let model = nan.to_str().unwrap();
     let out = dir.join("logits.safetensors");
+    let text = dir.join("text.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(20),
+    )
+    .unwrap();
+    let text = text.to_str().unwrap();
     for args in [
+        vec![
+            "--backend",
+            "vulkan",
+            "perplexity",
+            "--model",
+            model,
+            "--file",
+            text,
+            "--ctx",
+            "32",
+        ],
         vec![
             "--backend",
             "vulkan",

@@ -9,8 +9,9 @@ use super::Engine;
 use crate::{Error, Result};
 use std::path::Path;
 
-/// Candidates kept per position in a KL base file.
-pub const KL_TOP: usize = 256;
+/// Candidates kept per position in a KL base file: with the scored token, the ids whose
+/// log-probabilities the GPU computes per position.
+pub const KL_TOP: usize = crate::model::LOG_PROB_IDS - 1;
 
 #[derive(Clone, Debug)]
 pub struct Perplexity {
@@ -291,33 +292,38 @@ impl Engine {
             // Positions before `first` only build the context; `first .. ctx - 1` are scored.
             self.model.prefill(&chunk[..first])?;
             let scored = &chunk[first..ctx - 1];
-            let mut failure = None;
-            self.model.logits_each(scored, |i, logits| {
+            // Per position: its target, then the base's candidates (or the target again).
+            let mut ids = Vec::with_capacity(scored.len() * (1 + KL_TOP));
+            for i in 0..scored.len() {
                 let target = chunk[first + i + 1];
-                let row = count + i;
-                let (lp, _) = log_probs(logits, &[target]);
-                let v = -lp[0];
-                nll += v;
-                nll2 += v * v;
-                match (&base, &kl) {
-                    (Some(b), _) => match kl_of_row(b, row, logits) {
-                        Some(d) => {
-                            kl_sum += d;
-                            kl2 += d * d;
-                        }
-                        None => {
-                            failure = Some(Error::Tokenizer(
-                                "the KL base file covers fewer positions".into(),
-                            ))
-                        }
-                    },
-                    (None, KlBase::Save(_)) => saved.push_row(logits),
-                    _ => {}
+                ids.push(target);
+                match &base {
+                    Some(b) if (count + i + 1) * KL_TOP <= b.ids.len() => {
+                        ids.extend_from_slice(&b.ids[(count + i) * KL_TOP..][..KL_TOP])
+                    }
+                    Some(_) => {
+                        return Err(Error::Tokenizer(
+                            "the KL base file covers fewer positions".into(),
+                        ));
+                    }
+                    None => ids.extend(std::iter::repeat_n(target, KL_TOP)),
                 }
-            })?;
-            if let Some(e) = failure {
-                return Err(e);
             }
+            let save = matches!(kl, KlBase::Save(_));
+            self.model
+                .log_probs_each(scored, &ids, save, |i, _, lp, logits| {
+                    let v = -(lp[0] as f64);
+                    nll += v;
+                    nll2 += v * v;
+                    if let Some(b) = &base {
+                        let d = kl_of_row(b, count + i, &lp[1..]);
+                        kl_sum += d;
+                        kl2 += d * d;
+                    }
+                    if let Some(logits) = logits {
+                        saved.push_row(logits);
+                    }
+                })?;
             count += scored.len();
             progress(c, (nll / count as f64).exp());
         }
@@ -363,14 +369,12 @@ impl KlBase<'_> {
     }
 }
 
-/// KL(base || ours) at scored row `row` from the base's top-[`KL_TOP`] log-probabilities and
-/// the mass of the rest; `None` when the base holds no such row.
-fn kl_of_row(b: &Base, row: usize, logits: &[f32]) -> Option<f64> {
-    if (row + 1) * KL_TOP > b.ids.len() {
-        return None;
-    }
-    let ids = &b.ids[row * KL_TOP..][..KL_TOP];
-    let (mine, rest) = log_probs(logits, ids);
+/// KL(base || ours) at scored row `row` (which the base holds) from the base's
+/// top-[`KL_TOP`] log-probabilities and the mass of the rest, given ours at the same ids.
+fn kl_of_row(b: &Base, row: usize, mine: &[f32]) -> f64 {
+    let mine: Vec<f64> = mine.iter().map(|&l| l as f64).collect();
+    let inside: f64 = mine.iter().map(|l| l.exp()).sum();
+    let rest = (1.0 - inside).max(1e-30).ln();
     let base_lp = &b.logp[row * KL_TOP..][..KL_TOP];
     let mut d: f64 = base_lp
         .iter()
@@ -379,7 +383,7 @@ fn kl_of_row(b: &Base, row: usize, logits: &[f32]) -> Option<f64> {
         .sum();
     let br = b.rest[row] as f64;
     d += br.exp() * (br - rest);
-    Some(d)
+    d
 }
 
 impl Base {

@@ -51,6 +51,7 @@ use super::{
     fma::{FmaBuffers, FmaParams},
     geglu::{GegluBuffers, GegluParams},
     kv_store::{KvStoreBuffers, KvStoreParams},
+    log_prob::{LogProbBuffers, LogProbParams},
     matrix::{MatrixBuffers, MatrixParams},
     non_finite::{NonFiniteBuffers, NonFiniteParams},
     residual_norm::ResidualNormBuffers,
@@ -80,6 +81,7 @@ pub const FILL: Shader = shader!("fill", &["main"], false, FillParams, FillBuffe
 pub const FMA: Shader = shader!("fma", &["main"], false, FmaParams, FmaBuffers);
 pub const GEGLU: Shader = shader!("geglu", &["main"], false, GegluParams, GegluBuffers);
 pub const KV_STORE: Shader = shader!("kv_store", &["main"], false, KvStoreParams, KvStoreBuffers);
+pub const LOG_PROB: Shader = shader!("log_prob", &["main"], false, LogProbParams, LogProbBuffers);
 pub const MATMUL: Shader = shader!(
     "matmul",
     &["main"],
@@ -137,6 +139,7 @@ pub const ALL: &[Shader] = &[
     FMA,
     GEGLU,
     KV_STORE,
+    LOG_PROB,
     MATMUL,
     MATVEC,
     RMS_NORM,

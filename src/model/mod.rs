@@ -34,6 +34,9 @@ use weights::GpuWeights;
 const DEFAULT_MAX_CTX: usize = 4096;
 /// The most token rows one prefill step takes.
 const MAX_CHUNK: usize = 512;
+/// Ids per position whose log-probabilities [`Model::log_probs_each`] computes on the GPU:
+/// a scored token and the 256 candidates of a KL base.
+pub const LOG_PROB_IDS: usize = 257;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -591,6 +594,75 @@ impl Model {
             }
             for r in 0..part.len() {
                 f(c * chunk + r, &logits[r * vocab..(r + 1) * vocab]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f(i, lse, log_probs, logits)` for every position i of `tokens` (fed after what
+    /// the cache holds) with the log-sum-exp of its logits (after the final soft-cap) and the
+    /// log-probabilities of its [`LOG_PROB_IDS`] ids `ids[i * LOG_PROB_IDS..]`, computed on the
+    /// GPU; the logits \[vocab\] themselves only with `full` (a few floats per position come
+    /// back instead of the vocabulary's). Needs `ModelOptions::all_logits`.
+    pub fn log_probs_each(
+        &mut self,
+        tokens: &[u32],
+        ids: &[u32],
+        full: bool,
+        mut f: impl FnMut(usize, f32, &[f32], Option<&[f32]>),
+    ) -> Result<()> {
+        let (Some(readback), Some(ids_buffer), Some(logits_readback)) = (
+            self.state.log_probs_readback.clone(),
+            self.state.log_prob_ids.clone(),
+            self.state.all_logits.clone(),
+        ) else {
+            return Err(Error::NotLoadedWith {
+                what: "the log-probabilities of every position",
+                option: "all_logits",
+            });
+        };
+        self.check_tokens(tokens)?;
+        let (vocab, chunk) = (self.config.vocab, self.info.chunk);
+        if ids.len() != tokens.len() * LOG_PROB_IDS {
+            return Err(Error::InvalidSetting {
+                name: "ids",
+                message: format!(
+                    "{} ids for {} positions; {LOG_PROB_IDS} per position are needed",
+                    ids.len(),
+                    tokens.len()
+                ),
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::TokenOutOfVocabulary { id, vocab });
+        }
+        let per = 1 + LOG_PROB_IDS;
+        for (c, part) in tokens.chunks(chunk).enumerate() {
+            let start = self.position();
+            self.state.feed(&self.gpu, part, chunk, self.info.ctx)?;
+            let rows = &ids[c * chunk * LOG_PROB_IDS..][..part.len() * LOG_PROB_IDS];
+            self.gpu
+                .queue
+                .write_buffer(&ids_buffer, 0, bytemuck::cast_slice(rows));
+            let mut rec = self.gpu.recorder("step");
+            self.prefill.record(&mut rec, Head::LogProbs { full });
+            rec.submit();
+            let bytes = readback.read(&self.gpu)?;
+            let out: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[..bytes.len() - 4]);
+            let h_non_finite = bytes[bytes.len() - 4..] != [0; 4];
+            let logits: Option<Vec<f32>> = match full {
+                true => Some(bytemuck::pod_collect_to_vec(
+                    &logits_readback.read(&self.gpu)?[..part.len() * vocab * 4],
+                )),
+                false => None,
+            };
+            let rows_out = &out[..part.len() * per];
+            if h_non_finite || rows_out.iter().any(|v| !v.is_finite()) {
+                return Err(self.locate_non_finite(&self.prefill, part, start));
+            }
+            for (r, o) in rows_out.chunks_exact(per).enumerate() {
+                let l = logits.as_ref().map(|l| &l[r * vocab..(r + 1) * vocab]);
+                f(c * chunk + r, o[0], &o[1..], l);
             }
         }
         Ok(())

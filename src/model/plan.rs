@@ -1,6 +1,7 @@
 //! A whole step for a fixed number of token rows, bound once at load: the embedding, every
 //! layer, the head, and the copies the host reads back.
 
+use super::LOG_PROB_IDS;
 use super::kernels::Kernels;
 use super::layer::{LayerDispatches, Tap};
 use super::state::RunState;
@@ -9,6 +10,7 @@ use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
 use crate::kernels::embedding::EmbeddingArgs;
+use crate::kernels::log_prob::LogProbBuffers;
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::non_finite::NonFiniteBuffers;
 use crate::kernels::soft_cap::SoftCapBuffers;
@@ -26,6 +28,10 @@ pub(crate) enum Head {
     Candidates { row: usize, greedy: bool },
     /// Every row's logits, read back with the final norm's output (needs `all_logits`).
     AllLogits,
+    /// Every row's log-sum-exp and the log-probabilities of its `LOG_PROB_IDS` ids, read back
+    /// with whether the final norm's output is finite (every row of the step, padding rows of
+    /// token 0 included); `full` also reads back what `AllLogits` does (needs `all_logits`).
+    LogProbs { full: bool },
 }
 
 /// Where a step can be looked into (activation dumps, the search for a non-finite value).
@@ -55,6 +61,9 @@ pub(crate) struct Plan {
     non_finite: Dispatch,
     /// lm_head of every row and the final soft-cap (with `all_logits`).
     all_logits: Vec<Dispatch>,
+    /// The rows' log-probabilities at their ids, and whether `h` is finite (with
+    /// `all_logits`).
+    log_probs: Vec<Dispatch>,
     /// Handles to the run state's buffers the step copies.
     h: wgpu::Buffer,
     h_last: wgpu::Buffer,
@@ -62,6 +71,8 @@ pub(crate) struct Plan {
     logits_all: Option<wgpu::Buffer>,
     candidates: Readback,
     all_logits_readback: Option<Readback>,
+    log_probs_out: Option<wgpu::Buffer>,
+    log_probs_readback: Option<Readback>,
     hidden: usize,
     /// Candidates read back for sampling.
     k: usize,
@@ -101,6 +112,26 @@ impl Plan {
             Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
             None => vec![],
         };
+        let log_probs = match (&s.logits_all, &s.log_prob_ids, &s.log_probs) {
+            (Some(logits), Some(ids), Some(out)) => vec![
+                (k.log_prob).bind(
+                    gpu,
+                    "log_prob",
+                    (rows, c.vocab, LOG_PROB_IDS),
+                    LogProbBuffers { logits, ids, out },
+                )?,
+                (k.non_finite).bind(
+                    gpu,
+                    "non_finite.rows",
+                    rows * c.hidden,
+                    NonFiniteBuffers {
+                        x: &s.h,
+                        out: &s.non_finite,
+                    },
+                )?,
+            ],
+            _ => vec![],
+        };
         Ok(Plan {
             rows,
             embed,
@@ -118,12 +149,15 @@ impl Plan {
             top1: (k.top_k).bind(gpu, "argmax", &s.logits, c.vocab, 1, &s.argmax)?,
             top_k: (k.top_k).bind(gpu, "top_k", &s.logits, c.vocab, candidates, &s.top_k)?,
             all_logits,
+            log_probs,
             h: s.h.clone(),
             h_last: s.h_last.clone(),
             non_finite_flag: s.non_finite.clone(),
             logits_all: s.logits_all.clone(),
             candidates: s.candidates.clone(),
             all_logits_readback: s.all_logits.clone(),
+            log_probs_out: s.log_probs.clone(),
+            log_probs_readback: s.log_probs_readback.clone(),
             hidden: c.hidden,
             k: candidates,
         })
@@ -158,6 +192,7 @@ impl Plan {
             Head::None | Head::FinalNorm => {}
             Head::Candidates { row, greedy } => self.record_candidates(rec, row, greedy),
             Head::AllLogits => self.record_all_logits(rec),
+            Head::LogProbs { full } => self.record_log_probs(rec, full),
         }
     }
 
@@ -186,6 +221,22 @@ impl Plan {
         rec.dispatch_all(&self.all_logits);
         rec.read_back(readback, logits, 0);
         rec.read_back(readback, &self.h, logits.size());
+    }
+
+    /// The rows' log-probabilities at their ids and the flag for `h`, for the host; with
+    /// `full` also every row's logits and `h`.
+    fn record_log_probs(&self, rec: &mut Recorder, full: bool) {
+        let (Some(out), Some(readback)) = (&self.log_probs_out, &self.log_probs_readback) else {
+            return;
+        };
+        if full {
+            self.record_all_logits(rec);
+        } else {
+            rec.dispatch_all(&self.all_logits);
+        }
+        rec.dispatch_all(&self.log_probs);
+        rec.read_back(readback, out, 0);
+        rec.read_back(readback, &self.non_finite_flag, out.size());
     }
 }
 

@@ -1,6 +1,7 @@
 //! The run state: every buffer a step reads or writes besides the weights, allocated together
 //! at load, and the one record of what the KV caches hold.
 
+use super::LOG_PROB_IDS;
 use crate::config::ModelConfig;
 use crate::gpu::{Gpu, Readback};
 use crate::kernels::{Attention, KvCache, KvDtype, TopKScratch};
@@ -61,6 +62,12 @@ pub(crate) struct RunState {
     pub candidates: Readback,
     /// Every row's logits [rows, vocab], then `h` [rows, hidden] (with `all_logits`).
     pub all_logits: Option<Readback>,
+    /// With `all_logits`: [rows, LOG_PROB_IDS] u32 ids whose log-probabilities a step
+    /// computes, and its result [rows, 1 + LOG_PROB_IDS] (each row's log-sum-exp, then the
+    /// ids' log-probabilities), read back followed by the `non_finite` flag of all of `h`.
+    pub log_prob_ids: Option<wgpu::Buffer>,
+    pub log_probs: Option<wgpu::Buffer>,
+    pub log_probs_readback: Option<Readback>,
 
     /// Tokens the caches hold, in order: the only record of the context.
     cached: Vec<u32>,
@@ -126,6 +133,13 @@ impl RunState {
             all_logits: s
                 .all_logits
                 .then(|| Readback::new(gpu, "logits", (rows * (c.vocab + c.hidden) * 4) as u64)),
+            log_prob_ids: s.all_logits.then(|| f("log_prob.ids", rows * LOG_PROB_IDS)),
+            log_probs: s
+                .all_logits
+                .then(|| f("log_prob.out", rows * (1 + LOG_PROB_IDS))),
+            log_probs_readback: s.all_logits.then(|| {
+                Readback::new(gpu, "log_probs", (rows * (1 + LOG_PROB_IDS) * 4 + 4) as u64)
+            }),
             cached: vec![],
         })
     }

@@ -212,3 +212,22 @@ pub fn fma(invocations: usize, chains: usize, (iters, m, c): (u32, f32, f32)) ->
         })
         .collect()
 }
+
+/// The log-softmax of each row of `logits` [rows, vocab] at `ids` [rows, m], in f64: per row
+/// its log-sum-exp, then `m` log-probabilities (shaders/log_prob.wgsl's `out`).
+pub fn log_prob(logits: &[f32], vocab: usize, ids: &[u32], m: usize) -> Vec<f64> {
+    logits
+        .chunks_exact(vocab)
+        .zip(ids.chunks_exact(m))
+        .flat_map(|(row, ids)| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            std::iter::once(lse).chain(ids.iter().map(move |&i| row[i as usize] as f64 - lse))
+        })
+        .collect()
+}

@@ -12,6 +12,7 @@ use gemma_wgpu::kernels::embedding::EmbeddingArgs;
 use gemma_wgpu::kernels::fma::{CHAINS, FmaBuffers};
 use gemma_wgpu::kernels::geglu::GegluBuffers;
 use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
+use gemma_wgpu::kernels::log_prob::LogProbBuffers;
 use gemma_wgpu::kernels::matrix::MatrixArgs;
 use gemma_wgpu::kernels::non_finite::NonFiniteBuffers;
 use gemma_wgpu::kernels::residual_norm::ResidualNormBuffers;
@@ -19,8 +20,8 @@ use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
-    Add, Attention, Embedding, Fma, Geglu, GpuMatrix, KvDtype, KvStore, Matmul, Matvec, NonFinite,
-    ResidualNorm, RmsNorm, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
+    Add, Attention, Embedding, Fma, Geglu, GpuMatrix, KvDtype, KvStore, LogProb, Matmul, Matvec,
+    NonFinite, ResidualNorm, RmsNorm, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -1099,6 +1100,92 @@ pub fn fma(gpu: &Gpu, kernel: &Fma, invocations: usize, iters: u32, checked: usi
         check: Box::new(move |gpu| {
             let got = gpu.read_f32(&out).unwrap();
             within(&what, &got[..checked], &expected, &bound)
+        }),
+    }
+}
+
+/// log_prob of `rows` rows of `vocab` logits (normal values times `scale`) at `m` ids per row
+/// (the first and last ids of the vocabulary among them), with `poison` (row, column, value)
+/// written over one logit: that row's log-sum-exp must come back NaN.
+pub fn log_prob(
+    gpu: &Gpu,
+    kernel: &LogProb,
+    (rows, vocab, m): (usize, usize, usize),
+    scale: f32,
+    poison: Option<(usize, usize, f32)>,
+    seed: u64,
+) -> Problem {
+    let mut logits: Vec<f32> = normal(seed, rows * vocab)
+        .iter()
+        .map(|v| v * scale)
+        .collect();
+    if let Some((r, c, v)) = poison {
+        logits[r * vocab + c] = v;
+    }
+    let ids: Vec<u32> = (0..rows * m)
+        .map(|i| match i % m {
+            0 => 0,
+            1 => vocab as u32 - 1,
+            j => ((seed as usize + i * 7919 + j) % vocab) as u32,
+        })
+        .collect();
+    let expected = reference::log_prob(&logits, vocab, &ids, m);
+    let lb = gpu.storage_init("logits", f32_bytes(&logits));
+    let ib = gpu.storage_init("ids", bytemuck::cast_slice(&ids));
+    let out = gpu.storage_zeroed("log_prob.out", (rows * (m + 1) * 4) as u64);
+    let buffers = LogProbBuffers {
+        logits: &lb,
+        ids: &ib,
+        out: &out,
+    };
+    let d = kernel
+        .bind(gpu, "log_prob", (rows, vocab, m), buffers)
+        .unwrap();
+    // lse = M + log(S), S the sum of exp(x - M) <= vocab terms of at most 1. Each term: the
+    // subtraction and exp (3 + 2|d| ulp, WGSL's bound) are off by (3 + 3 D) 2 EPS relative,
+    // D the row's range; the sum is sequential over an invocation's ceil(vocab / 256) terms
+    // (the wrapper's 256 invocations), then over at most 256 partial sums; log is off by
+    // 2^-21 absolute near 1 (3 ulp elsewhere); adding M and subtracting lse round once each.
+    let bounds: Vec<f32> = logits
+        .chunks_exact(vocab)
+        .zip(expected.chunks_exact(m + 1))
+        .flat_map(|(row, e)| {
+            let (lo, hi) = row
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let terms = (vocab.div_ceil(256) + 256) as f32;
+            let sum = (terms + (3.0 + 3.0 * (hi - lo)) * 2.0) * EPS;
+            let log_s = (e[0] - hi as f64).abs() as f32;
+            let lse = sum + 2f32.powi(-21) + 6.0 * EPS * log_s + EPS * e[0].abs() as f32;
+            std::iter::once(lse).chain(e[1..].iter().map(move |lp| lse + EPS * lp.abs() as f32))
+        })
+        .collect();
+    let poisoned = poison.map(|(r, _, _)| r);
+    let what = format!("log_prob {rows}x{vocab} m={m} scale {scale} poison {poison:?}");
+    Problem {
+        what: what.clone(),
+        setup: vec![],
+        dispatches: vec![d],
+        bytes: 8.0 * (rows * vocab) as f64,
+        flops: 0.0,
+        check: Box::new(move |gpu| {
+            let got = gpu.read_f32(&out).unwrap();
+            let mut expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+            let mut bounds = bounds.clone();
+            if let Some(r) = poisoned {
+                let row = &got[r * (m + 1)..][..m + 1];
+                if !row.iter().all(|v| v.is_nan()) {
+                    return Err(format!("{what}: row {r} holds a non-finite logit: {row:?}"));
+                }
+                // The other rows as usual.
+                let range = r * (m + 1)..(r + 1) * (m + 1);
+                expected[range.clone()].fill(0.0);
+                bounds[range.clone()].fill(0.0);
+                let mut got = got.clone();
+                got[range].fill(0.0);
+                return within(&what, &got, &expected, &bounds);
+            }
+            within(&what, &got, &expected, &bounds)
         }),
     }
 }

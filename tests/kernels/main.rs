@@ -8,6 +8,7 @@ mod common;
 mod attention;
 mod elementwise;
 mod gpu;
+mod log_prob;
 mod matrix;
 mod rms_norm;
 mod rope;
