@@ -7,8 +7,9 @@
 // in a sorted private list (an element enters only if it beats the list's last), then k
 // rounds of a workgroup argmax over the lists'
 // heads pop the slice's k best into cand_val / cand_idx [n_slices, k]. Phase `merge`, grid (1):
-// ranks the n_slices * k candidates into values / indices [k]; each round r finds the best
-// candidate ranked strictly below round r - 1's pick. k <= MAX_K.
+// ranks the n_slices * k candidates into values / indices [k]: on GPUs each round r finds the
+// best candidate ranked strictly below round r - 1's pick; on CPU adapters (WG = 1) one
+// invocation offers every candidate to one sorted list in a single pass. k <= MAX_K.
 // Missing entries (k larger than a slice) get value -inf and index 0xffffffff.
 // Bindings: params; x; cand_val; cand_idx; values; indices.
 // Wrapper: src/kernels/top_k.rs. CPU reference: reference::top_k.
@@ -43,29 +44,39 @@ fn below(v: f32, i: u32, pv: f32, pi: u32) -> bool {
 // The private lists' length: the kernel's largest k (top_k.rs: MAX_K).
 const MAX_K: u32 = 64u;
 
+// This invocation's best elements, best first.
+var<private> vals: array<f32, MAX_K>;
+var<private> idxs: array<u32, MAX_K>;
+
+// Puts (v, i) into the first `count` entries of the list (at most k kept) if it ranks above
+// the last of k, shifting the ones below it down; returns the new count.
+fn offer(v: f32, i: u32, count: u32, k: u32) -> u32 {
+    var at = min(count, k - 1u);
+    while at > 0u && below(vals[at - 1u], idxs[at - 1u], v, i) {
+        vals[at] = vals[at - 1u];
+        idxs[at] = idxs[at - 1u];
+        at -= 1u;
+    }
+    vals[at] = v;
+    idxs[at] = i;
+    return min(count + 1u, k);
+}
+
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
     let s = inv.wg.x;
     let lo = s * p.slice;
     let hi = min(p.n, lo + p.slice);
     let k = min(p.k, MAX_K);
-    // This invocation's best elements, best first; elements come in increasing index, so an
-    // equal value never passes one already held.
-    var vals: array<f32, MAX_K>;
-    var idxs: array<u32, MAX_K>;
+    // Elements come in increasing index, so an equal value never passes one already held. The
+    // list's last entry, the bar to pass, is held in registers too: most elements fail it.
     var count = 0u;
+    var bar = ArgMax(neg_inf(), NONE);
     for (var i = lo + inv.lid; i < hi; i += WG) {
         let v = x[i];
-        if count < k || below(vals[k - 1u], idxs[k - 1u], v, i) {
-            var at = min(count, k - 1u);
-            while at > 0u && below(vals[at - 1u], idxs[at - 1u], v, i) {
-                vals[at] = vals[at - 1u];
-                idxs[at] = idxs[at - 1u];
-                at -= 1u;
-            }
-            vals[at] = v;
-            idxs[at] = i;
-            count = min(count + 1u, k);
+        if count < k || below(bar.value, bar.index, v, i) {
+            count = offer(v, i, count, k);
+            bar = ArgMax(vals[count - 1u], idxs[count - 1u]);
         }
     }
     var head = 0u;
@@ -88,6 +99,29 @@ fn partial(inv: Invocation) {
 @compute @workgroup_size(WG)
 fn merge(inv: Invocation) {
     let total = p.n_slices * p.k;
+    if WG == 1u {
+        // One invocation (CPU adapters): every candidate offered to one list in one pass.
+        let k = min(p.k, MAX_K);
+        var count = 0u;
+        var bar = ArgMax(neg_inf(), NONE);
+        for (var c = 0u; c < total; c++) {
+            let i = cand_idx[c];
+            let v = cand_val[c];
+            if i != NONE && (count < k || below(bar.value, bar.index, v, i)) {
+                count = offer(v, i, count, k);
+                bar = ArgMax(vals[count - 1u], idxs[count - 1u]);
+            }
+        }
+        for (var r = 0u; r < p.k; r++) {
+            var best = ArgMax(neg_inf(), NONE);
+            if r < count {
+                best = ArgMax(vals[r], idxs[r]);
+            }
+            values[r] = best.value;
+            indices[r] = best.index;
+        }
+        return;
+    }
     var prev = ArgMax(bitcast<f32>(0x7f800000u), NONE);
     for (var r = 0u; r < p.k; r++) {
         var best = ArgMax(neg_inf(), NONE);
