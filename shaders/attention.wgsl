@@ -158,7 +158,9 @@ fn partial(inv: Invocation) {
     let step = WG * KPL;
     for (var c = lo; c < end; c += step) {
         // This invocation's keys: KPL neighbours, so a CPU walks their rows in one run and
-        // loads each query element once for them all. A key past `end` is scored from a
+        // loads each query element once for them all (with subgroups, one invocation loads
+        // it for its subgroup: an index that is the same for every invocation is still a
+        // load per invocation on a CPU adapter). A key past `end` is scored from a
         // row that exists (its slot wraps) and then masked.
         let j0 = c + inv.lid * KPL;
         let kb = vec4<u32>(
@@ -172,17 +174,24 @@ fn partial(inv: Invocation) {
         var d2 = vec4<f32>(0.0);
         var d3 = vec4<f32>(0.0);
         for (var d = 0u; d < hd4; d++) {
-            let q0 = q_s[d];
+            var q0 = vec4<f32>(0.0);
             var q1 = vec4<f32>(0.0);
             var q2 = vec4<f32>(0.0);
             var q3 = vec4<f32>(0.0);
-            if nh > 1u {
-                q1 = q_s[hd4 + d];
+            if one_lane(inv) {
+                q0 = q_s[d];
+                if nh > 1u {
+                    q1 = q_s[hd4 + d];
+                }
+                if nh > 2u {
+                    q2 = q_s[2u * hd4 + d];
+                    q3 = q_s[3u * hd4 + d];
+                }
             }
-            if nh > 2u {
-                q2 = q_s[2u * hd4 + d];
-                q3 = q_s[3u * hd4 + d];
-            }
+            q0 = from_one_lane(q0);
+            q1 = from_one_lane(q1);
+            q2 = from_one_lane(q2);
+            q3 = from_one_lane(q3);
             d0 += head_dots(k_load4(kb.x + 4u * d), q0, q1, q2, q3, nh);
             if KPL > 1u {
                 d1 += head_dots(k_load4(kb.y + 4u * d), q0, q1, q2, q3, nh);
@@ -220,8 +229,11 @@ fn partial(inv: Invocation) {
         workgroupBarrier();
         let nk = min(step, end - c);
         // Each invocation weighs four neighbouring value elements of every scored key, so a
-        // key's probabilities and row are loaded once per invocation.
-        for (var d = inv.lid; d < hd / 4u; d += WG) {
+        // key's probabilities and row are loaded once per invocation, and with subgroups once
+        // per subgroup (by one invocation, handed to the others): the loops stay uniform for
+        // that, an invocation past the head's last element computing and storing nothing.
+        for (var d0 = 0u; d0 < hd / 4u; d0 += WG) {
+            let d = min(d0 + inv.lid, hd / 4u - 1u);
             var a0 = acc_load(0u, d, hd) * correction.x;
             var a1 = vec4<f32>(0.0);
             var a2 = vec4<f32>(0.0);
@@ -234,22 +246,30 @@ fn partial(inv: Invocation) {
                 a3 = acc_load(3u, d, hd) * correction.w;
             }
             for (var i = 0u; i < nk; i++) {
-                let v4 = v_load4(v_row_s[i] + 4u * d);
-                let pi = p_s[i];
+                var pv = vec4<f32>(0.0);
+                var rv = vec4<f32>(0.0);
+                if one_lane(inv) {
+                    pv = p_s[i];
+                    rv.x = bitcast<f32>(v_row_s[i]);
+                }
+                let pi = from_one_lane(pv);
+                let v4 = v_load4(bitcast<u32>(from_one_lane(rv).x) + 4u * d);
                 a0 += pi.x * v4;
                 a1 += pi.y * v4;
                 a2 += pi.z * v4;
                 a3 += pi.w * v4;
             }
-            acc_store(0u, d, hd, a0);
-            if nh > 1u {
-                acc_store(1u, d, hd, a1);
-            }
-            if nh > 2u {
-                acc_store(2u, d, hd, a2);
-            }
-            if nh > 3u {
-                acc_store(3u, d, hd, a3);
+            if d0 + inv.lid < hd / 4u {
+                acc_store(0u, d, hd, a0);
+                if nh > 1u {
+                    acc_store(1u, d, hd, a1);
+                }
+                if nh > 2u {
+                    acc_store(2u, d, hd, a2);
+                }
+                if nh > 3u {
+                    acc_store(3u, d, hd, a3);
+                }
             }
         }
         m = m_new;
