@@ -21,9 +21,6 @@ bindings! {
     }
 }
 
-/// Invocations per row, as rms_norm's (the sums then run in the same order).
-const WG: u32 = 256;
-
 pub struct ResidualNorm {
     kernel: Kernel,
 }
@@ -36,7 +33,8 @@ impl ResidualNorm {
             "main",
             None,
             None,
-            &[("WG", WG as f64)],
+            // Invocations per row as rms_norm's: the sums then run in the same order.
+            &[("WG", super::rms_norm::invocations_per_row(gpu) as f64)],
         )?;
         Ok(ResidualNorm { kernel })
     }
