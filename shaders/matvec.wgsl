@@ -9,12 +9,12 @@
 //   invocation rather than four), neighbouring invocations on neighbouring units (coalesced;
 //   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows.
 // - CPU adapters: grid (ceil(rows / (4 WG)) as a 2-D grid, 1, n). Each invocation walks four
-//   whole rows side by side (four independent sums in flight); quantized formats 16 weights at
-//   a time through the format's `w_dot16` (every loaded word used, a scale loaded and applied
-//   once, x's four vec4s loaded once for the four rows, and with subgroups by one invocation
-//   for its whole subgroup: llvmpipe turns each lane's load into a bounds-checked scalar
-//   load, and a load of x at a uniform index costs nearly as much), so reads are contiguous
-//   per invocation and nothing needs reducing.
+//   whole rows side by side (four independent sums in flight); quantized formats 16 or 32
+//   weights at a time through the format's `w_dot16` or `w_dot32` (see DOT: every loaded word
+//   used, a scale loaded and applied once, x's vec4s loaded once for the four rows, and with
+//   subgroups by one invocation for its whole subgroup: llvmpipe turns each lane's load into a
+//   bounds-checked scalar load, and a load of x at a uniform index costs nearly as much), so
+//   reads are contiguous per invocation and nothing needs reducing.
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up (the
 // CPU reference: reference::geglu of the product).
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
@@ -39,9 +39,11 @@ override CONTIGUOUS: bool = false;
 // Consecutive 8-weight groups per unit of work; divides k / 8.
 override RUN: u32 = 1u;
 override ROW_PER_INVOCATION: bool = false;
-// CPU layout: 16 weights at a time through the format's own `w_dot16` (quantized formats),
-// else 8 at a time through `w_load8` (plain floats, where that measured faster).
-override DOT16: bool = false;
+// CPU layout: weights per step. 32 through the format's own `w_dot32` (a whole block's bytes
+// and scale loaded once: Q4_0, whose 16 bytes hold 32 weights), 16 through its own `w_dot16`
+// (the other quantized formats: a `w_dot32` of two `w_dot16` measured slower), else 8
+// through `w_load8` (plain floats, where that measured faster).
+override DOT: u32 = 8u;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
 override GEGLU: bool = false;
@@ -96,7 +98,28 @@ fn main(inv: Invocation) {
         let r3 = r.w;
         let xbase = inv.wg.z * (p.k / 4u);
         var acc = vec4<f32>(0.0);
-        if DOT16 {
+        if DOT == 32u {
+            for (var b = 0u; b < p.k / 32u; b++) {
+                let at = xbase + 8u * b;
+                var xs: X32;
+                xs.lo.v[0] = x_shared(at, inv);
+                xs.lo.v[1] = x_shared(at + 1u, inv);
+                xs.lo.v[2] = x_shared(at + 2u, inv);
+                xs.lo.v[3] = x_shared(at + 3u, inv);
+                xs.hi.v[0] = x_shared(at + 4u, inv);
+                xs.hi.v[1] = x_shared(at + 5u, inv);
+                xs.hi.v[2] = x_shared(at + 6u, inv);
+                xs.hi.v[3] = x_shared(at + 7u, inv);
+                xs.lo.sum = dot(xs.lo.v[0] + xs.lo.v[1] + xs.lo.v[2] + xs.lo.v[3], vec4<f32>(1.0));
+                xs.hi.sum = dot(xs.hi.v[0] + xs.hi.v[1] + xs.hi.v[2] + xs.hi.v[3], vec4<f32>(1.0));
+                acc += vec4<f32>(
+                    w_dot32(r0, b, p.k, xs),
+                    w_dot32(r1, b, p.k, xs),
+                    w_dot32(r2, b, p.k, xs),
+                    w_dot32(r3, b, p.k, xs),
+                );
+            }
+        } else if DOT == 16u {
             for (var h = 0u; h < p.k / 16u; h++) {
                 var xs: X16;
                 for (var j = 0u; j < 4u; j++) {

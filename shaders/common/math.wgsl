@@ -50,3 +50,9 @@ struct X16 {
     v: array<vec4<f32>, 4>,
     sum: f32,
 }
+
+// 32 consecutive entries (a whole block) as the formats' `w_dot32` takes them: two X16.
+struct X32 {
+    lo: X16,
+    hi: X16,
+}

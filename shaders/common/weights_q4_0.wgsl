@@ -44,3 +44,15 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
         + dot(codes4(v.z, shift), xs.v[2]) + dot(codes4(v.w, shift), xs.v[3]);
     return (s - 8.0 * xs.sum) * block_scale(block);
 }
+
+// A whole block: its nibbles and scale loaded once (low nibbles the first 16 weights, high
+// nibbles the next 16).
+fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
+    let block = row * (k / 32u) + b;
+    let v = w_data[block];
+    let s = dot(codes4(v.x, 0u), xs.lo.v[0]) + dot(codes4(v.y, 0u), xs.lo.v[1])
+        + dot(codes4(v.z, 0u), xs.lo.v[2]) + dot(codes4(v.w, 0u), xs.lo.v[3])
+        + dot(codes4(v.x, 4u), xs.hi.v[0]) + dot(codes4(v.y, 4u), xs.hi.v[1])
+        + dot(codes4(v.z, 4u), xs.hi.v[2]) + dot(codes4(v.w, 4u), xs.hi.v[3]);
+    return (s - 8.0 * (xs.lo.sum + xs.hi.sum)) * block_scale(block);
+}

@@ -17,6 +17,7 @@ pub const I8_AFFINE: Unit = Unit {
     ggml_id: None,
     wgsl: include_str!("../../shaders/common/weights_i8_affine.wgsl"),
     own_dot16: true,
+    own_dot32: false,
     dequantize: |_, _| unreachable!("i8_affine has no file blocks: see i8_affine::dequantize"),
     quantize: None,
     affine: None,

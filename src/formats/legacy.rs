@@ -18,6 +18,7 @@ pub const Q8_0: Unit = Unit {
     ggml_id: Some(8),
     wgsl: include_str!("../../shaders/common/weights_q8_0.wgsl"),
     own_dot16: true,
+    own_dot32: false,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
         out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
@@ -38,6 +39,7 @@ pub const Q4_0: Unit = Unit {
     ggml_id: Some(2),
     wgsl: include_str!("../../shaders/common/weights_q4_0.wgsl"),
     own_dot16: true,
+    own_dot32: true,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
         out.extend((0..QK).map(|e| (nibble(&b[2..18], e) as i32 - 8) as f32 * d));
@@ -58,6 +60,7 @@ pub const Q4_1: Unit = Unit {
     ggml_id: Some(3),
     wgsl: include_str!("../../shaders/common/weights_q4_1.wgsl"),
     own_dot16: false,
+    own_dot32: false,
     dequantize: |b, out| {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));
         out.extend((0..QK).map(|e| nibble(&b[4..20], e) as f32 * d + m));
@@ -78,6 +81,7 @@ pub const Q5_0: Unit = Unit {
     ggml_id: Some(6),
     wgsl: include_str!("../../shaders/common/weights_q5_0.wgsl"),
     own_dot16: false,
+    own_dot32: false,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
         out.extend((0..QK).map(|e| (five_bits(&b[2..6], &b[6..22], e) as i32 - 16) as f32 * d));
@@ -98,6 +102,7 @@ pub const Q5_1: Unit = Unit {
     ggml_id: Some(7),
     wgsl: include_str!("../../shaders/common/weights_q5_1.wgsl"),
     own_dot16: false,
+    own_dot32: false,
     dequantize: |b, out| {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));
         out.extend((0..QK).map(|e| five_bits(&b[4..8], &b[8..24], e) as f32 * d + m));

@@ -73,6 +73,9 @@ pub struct Unit {
     pub wgsl: &'static str,
     /// `wgsl` also defines `w_dot16` (16 weights at once, their scale applied once); the others get `weights_dot16.wgsl`'s, built from `w_load8`.
     pub own_dot16: bool,
+    /// `wgsl` also defines `w_dot32` (a whole 32-weight block at once, its bytes and scale
+    /// loaded once); the others get `weights_dot32.wgsl`'s, two `w_dot16`.
+    pub own_dot32: bool,
     /// The values of one stored block, appended.
     pub dequantize: DequantizeFn,
     /// One block of f32 values into one stored block, appended (the formats `--dtype` offers).

@@ -156,17 +156,20 @@ const MATH: &str = include_str!("../../shaders/common/math.wgsl");
 
 const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
+const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
 
-/// The `w_load8` and `w_dot16` of `format` (with the byte helpers for the GGUF block formats).
-fn weights_helper(format: WeightFormat) -> [&'static str; 3] {
+/// The `w_load8`, `w_dot16` and `w_dot32` of `format` (with the byte helpers for the GGUF
+/// block formats).
+fn weights_helper(format: WeightFormat) -> [&'static str; 4] {
     let bytes = if format.ggml_block().is_some() {
         WEIGHTS_BYTES
     } else {
         ""
     };
     let unit = format.unit();
-    let dot32 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
-    [bytes, unit.wgsl, dot32]
+    let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
+    let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
+    [bytes, unit.wgsl, dot16, dot32]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
@@ -178,11 +181,21 @@ pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) 
     } else {
         REDUCE_WORKGROUP
     };
-    let [bytes, own, dot32] = weights
+    let [bytes, own, dot16, dot32] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or(["", "", ""]);
-    [reduce, MATH, bytes, own, dot32, shader.shared, shader.body].join("\n")
+        .unwrap_or(["", "", "", ""]);
+    [
+        reduce,
+        MATH,
+        bytes,
+        own,
+        dot16,
+        dot32,
+        shader.shared,
+        shader.body,
+    ]
+    .join("\n")
 }
 
 /// Compiles `entry` of `shader` for this device (subgroup helpers when it has SUBGROUP), with
