@@ -12,12 +12,13 @@ struct W8 {
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let word = row * (k / 4u) + 2u * g;
-    let v = w_data[word / 4u];
+    // The two words of the 8 codes, not their whole vec4.
     let c = word % 4u;
+    let v = vec2<u32>(w_data[word / 4u][c], w_data[word / 4u][c + 1u]);
     let group = row * (k / 16u) + g / 2u;
     let s = bitcast<f32>(w_scales[2u * group]);
     let o = bitcast<f32>(w_scales[2u * group + 1u]);
-    return W8(i8x4(v[c]) * s + o, i8x4(v[c + 1u]) * s + o);
+    return W8(i8x4(v.x) * s + o, i8x4(v.y) * s + o);
 }
 
 // One group of 16: sum (q s + o) x = s sum q x + o sum x, its pair loaded once.

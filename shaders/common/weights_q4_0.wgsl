@@ -20,14 +20,16 @@ fn block_scale(s: u32) -> f32 {
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let block = row * (k / 32u) + g / 4u;
-    let v = w_data[block];
     let j = g % 4u;
     // Elements 8j .. 8j+8 of the block: bytes 0..7 (j even) or 8..15 (j odd), low nibbles for
     // j < 2 and high nibbles for j >= 2.
     let pair = (j % 2u) * 2u;
     let shift = (j / 2u) * 4u;
     let d = block_scale(block);
-    return W8(nibbles4(v[pair], shift) * d, nibbles4(v[pair + 1u], shift) * d);
+    // The two words of the 8 nibbles, not the block's whole vec4.
+    let lo = w_data[block][pair];
+    let hi = w_data[block][pair + 1u];
+    return W8(nibbles4(lo, shift) * d, nibbles4(hi, shift) * d);
 }
 
 fn codes4(w: u32, shift: u32) -> vec4<f32> {

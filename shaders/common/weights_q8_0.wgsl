@@ -15,10 +15,10 @@ fn block_scale(s: u32) -> f32 {
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let word = row * (k / 4u) + 2u * g;
-    let v = w_data[word / 4u];
+    // The two words of the 8 codes, not their whole vec4 (a CPU adapter loads word by word).
     let c = word % 4u;
     let d = block_scale(row * (k / 32u) + g / 4u);
-    return W8(i8x4(v[c]) * d, i8x4(v[c + 1u]) * d);
+    return W8(i8x4(w_data[word / 4u][c]) * d, i8x4(w_data[word / 4u][c + 1u]) * d);
 }
 
 // Half a block: one vec4 of codes, the scale applied once to its dot product.
