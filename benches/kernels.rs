@@ -297,7 +297,8 @@ impl Bench {
         }
         let top = TopK::new(&self.gpu).unwrap();
         for &k in ks {
-            let p = cases::top_k(&self.gpu, &top, (vocab, k), "normal", 13);
+            let cap = soft_cap.then_some(30.0);
+            let p = cases::top_k(&self.gpu, &top, (vocab, k), ("normal", cap), 13);
             self.row("top_k", &format!("{name} {vocab} k={k}"), "f32", &p);
         }
     }

@@ -1,5 +1,6 @@
-// top_k: the k largest values of x [n] and their indices, in descending order (equal values:
-// smaller index first, as torch.topk and argmax order them); argmax is k = 1. Decoding reads
+// top_k: the k largest values of x [n] (or of soft_cap(x, cap)) and their indices, in
+// descending order (equal values: smaller index first, as torch.topk and argmax order them);
+// argmax is k = 1. Decoding reads
 // back these 2k words instead of the logits.
 //
 // Phase `partial`, grid (n_slices): workgroup s (WG invocations; 1 on CPU adapters) ranks the
@@ -19,6 +20,9 @@ struct Params {
     k: u32,
     slice: u32,
     n_slices: u32,
+    // Ranks soft_cap(x, cap) (math.wgsl's, as the soft_cap kernel computes it) instead of x
+    // when > 0: a final logit soft-cap folded in, the logits left as the product wrote them.
+    cap: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,7 +77,7 @@ fn partial(inv: Invocation) {
     var count = 0u;
     var bar = ArgMax(neg_inf(), NONE);
     for (var i = lo + inv.lid; i < hi; i += WG) {
-        let v = x[i];
+        let v = soft_cap(x[i], p.cap);
         if count < k || below(bar.value, bar.index, v, i) {
             count = offer(v, i, count, k);
             bar = ArgMax(vals[count - 1u], idxs[count - 1u]);

@@ -11,6 +11,8 @@ params! {
         pub k: u32,
         pub slice: u32,
         pub n_slices: u32,
+        /// Ranks cap * tanh(x / cap) when > 0.
+        pub cap: f32,
     }
 }
 
@@ -123,13 +125,13 @@ impl TopK {
         slices(gpu, n).1 as usize * k
     }
 
-    /// The k largest of x[..n], largest first, into `scratch` (see [`TopKScratch::new`]).
+    /// The k largest of x[..n], largest first, into `scratch` (see [`TopKScratch::new`]); with
+    /// `cap`, of cap * tanh(x / cap) (a final logit soft-cap, folded in).
     pub fn bind(
         &self,
         gpu: &Gpu,
         label: &str,
-        x: &wgpu::Buffer,
-        n: usize,
+        (x, n, cap): (&wgpu::Buffer, usize, Option<f32>),
         k: usize,
         scratch: &TopKScratch,
     ) -> Result<TopKOutput> {
@@ -146,6 +148,7 @@ impl TopK {
             k: k as u32,
             slice,
             n_slices,
+            cap: cap.unwrap_or(0.0),
         };
         let cand = Self::candidates_len(gpu, n, k);
         check_len("top_k", "cand_val", &scratch.cand_val, cand)?;

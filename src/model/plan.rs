@@ -52,7 +52,7 @@ pub(crate) struct Plan {
     pub rows: usize,
     embed: Vec<Dispatch>,
     layers: Vec<LayerDispatches>,
-    /// lm_head of one row and the final soft-cap: logits \[vocab\].
+    /// lm_head of one row: logits \[vocab\] before the final soft-cap (the top-k applies it).
     head: Vec<Dispatch>,
     /// The best logit, or the best `candidates`.
     top1: TopKOutput,
@@ -108,6 +108,8 @@ impl Plan {
             })
             .collect::<Result<_>>()?;
         let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
+        // The candidates' top-k applies the final soft-cap to what it ranks.
+        let logits = (&s.logits, c.vocab, c.final_softcap);
         let all_logits = match &s.logits_all {
             Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
             None => vec![],
@@ -146,8 +148,8 @@ impl Plan {
                     out: &s.non_finite,
                 },
             )?,
-            top1: (k.top_k).bind(gpu, "argmax", &s.logits, c.vocab, 1, &s.argmax)?,
-            top_k: (k.top_k).bind(gpu, "top_k", &s.logits, c.vocab, candidates, &s.top_k)?,
+            top1: (k.top_k).bind(gpu, "argmax", logits, 1, &s.argmax)?,
+            top_k: (k.top_k).bind(gpu, "top_k", logits, candidates, &s.top_k)?,
             all_logits,
             log_probs,
             h: s.h.clone(),
@@ -240,8 +242,9 @@ impl Plan {
     }
 }
 
-/// logits [rows, vocab] = h [rows, hidden] embed^T (the tied lm_head), then the final
-/// soft-cap; labelled `lm_head` for one row, `lm_head.all` for every row of a step.
+/// logits [rows, vocab] = h [rows, hidden] embed^T (the tied lm_head), then for more than one
+/// row the final soft-cap (one row's is folded into its top-k); labelled `lm_head` for one
+/// row, `lm_head.all` for every row of a step.
 fn lm_head(
     gpu: &Gpu,
     c: &ModelConfig,
@@ -252,7 +255,8 @@ fn lm_head(
     let suffix = if rows == 1 { "" } else { ".all" };
     let args = MatrixArgs::new(embed, h, logits, rows);
     let mut d = k.product(gpu, &format!("lm_head{suffix}"), args)?;
-    if let Some(cap) = c.final_softcap {
+    // One row's logits only feed the top-k, which caps what it ranks itself.
+    if let Some(cap) = c.final_softcap.filter(|_| rows > 1) {
         let n = rows * c.vocab;
         let label = format!("final_soft_cap{suffix}");
         d.push(

@@ -1023,20 +1023,42 @@ pub fn non_finite(
 // ---- top_k ----
 
 /// The k largest of n values, exactly as reference::top_k ranks them (ties by index); `data`
-/// is "normal", "ties" (values on a 0.5 grid) or "ascending" (the most reordering).
-pub fn top_k(gpu: &Gpu, kernel: &TopK, (n, k): (usize, usize), data: &str, seed: u64) -> Problem {
+/// is "normal", "ties" (values on a 0.5 grid), "ascending" (the most reordering) or "wide"
+/// (normal times 100). With `cap` the kernel ranks soft-capped values: they must be exactly
+/// those the soft_cap kernel writes (run here on a copy), saturated ones tied by index.
+pub fn top_k(
+    gpu: &Gpu,
+    kernel: &TopK,
+    (n, k): (usize, usize),
+    (data, cap): (&str, Option<f32>),
+    seed: u64,
+) -> Problem {
     let mut x = normal(seed, n);
-    if data == "ties" {
-        x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+    match data {
+        "ties" => x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0),
+        "ascending" => x.sort_by(f32::total_cmp),
+        "wide" => x.iter_mut().for_each(|v| *v *= 100.0),
+        _ => {}
     }
-    if data == "ascending" {
-        x.sort_by(f32::total_cmp);
-    }
-    let expected = reference::top_k(&x, k);
     let xb = gpu.storage_init("x", f32_bytes(&x));
+    let ranked = match cap {
+        Some(c) => {
+            let capped = gpu.storage_init("x.capped", f32_bytes(&x));
+            let d = SoftCap::new(gpu)
+                .unwrap()
+                .bind(gpu, "soft_cap", n, c, SoftCapBuffers { x: &capped })
+                .unwrap();
+            gpu.run("soft_cap", [&d]).unwrap();
+            gpu.read_f32(&capped).unwrap()
+        }
+        None => x.clone(),
+    };
+    let expected = reference::top_k(&ranked, k);
     let scratch = TopKScratch::new(gpu, "top_k", n, k);
-    let out = kernel.bind(gpu, "top_k", &xb, n, k, &scratch).unwrap();
-    let what = format!("top_k n={n} k={k} {data}");
+    let out = kernel
+        .bind(gpu, "top_k", (&xb, n, cap), k, &scratch)
+        .unwrap();
+    let what = format!("top_k n={n} k={k} {data} cap {cap:?}");
     Problem {
         what: what.clone(),
         setup: vec![],
