@@ -55,9 +55,9 @@ pub struct BenchArgs {
     /// One JSON object per test instead of a table (as `-o jsonl`).
     #[arg(long)]
     json: bool,
-    /// Also break one decode token (after the first -p's prompt tokens) into GPU time per
-    /// kernel, with dispatches, command buffers and host time per token (needs
-    /// TIMESTAMP_QUERY).
+    /// Also break one prefill step (the last of the first -p's prompt) and one decode token
+    /// (after that prompt) into GPU time per kernel, with dispatches, command buffers and
+    /// host time per step (needs TIMESTAMP_QUERY).
     #[arg(long)]
     profile: bool,
     /// Also draw t/s per test (mean and standard deviation) into this SVG file, beside
