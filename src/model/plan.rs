@@ -52,10 +52,13 @@ pub(crate) struct Plan {
     pub rows: usize,
     embed: Vec<Dispatch>,
     layers: Vec<LayerDispatches>,
-    /// lm_head of one row: logits \[vocab\] before the final soft-cap (the top-k applies it).
+    /// lm_head of one row: logits \[vocab\] before the final soft-cap (`final_soft_cap`, or
+    /// the argmax, applies it).
     head: Vec<Dispatch>,
-    /// The best logit, or the best `candidates`.
+    /// The best logit (the final soft-cap applied as it ranks), or the final soft-cap and
+    /// then the best `candidates`.
     top1: TopKOutput,
+    final_soft_cap: Option<Dispatch>,
     top_k: TopKOutput,
     /// Whether `h_last` is finite.
     non_finite: Dispatch,
@@ -108,8 +111,20 @@ impl Plan {
             })
             .collect::<Result<_>>()?;
         let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
-        // The candidates' top-k applies the final soft-cap to what it ranks.
-        let logits = (&s.logits, c.vocab, c.final_softcap);
+        // Greedy steps' argmax applies the final soft-cap to what it ranks (a dispatch and a
+        // pass over the vocabulary fewer); the top-k of a sampled step ranks the logits the
+        // soft-cap kernel wrote (its single-invocation slices would compute every tanh on one
+        // lane of a CPU adapter's eight: 2B, k = 40, lavapipe 2.97 against 1.24 + 1.15 ms).
+        let final_soft_cap = match c.final_softcap {
+            Some(cap) => Some(k.soft_cap.bind(
+                gpu,
+                "final_soft_cap",
+                c.vocab,
+                cap,
+                SoftCapBuffers { x: &s.logits },
+            )?),
+            None => None,
+        };
         let all_logits = match &s.logits_all {
             Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
             None => vec![],
@@ -148,8 +163,21 @@ impl Plan {
                     out: &s.non_finite,
                 },
             )?,
-            top1: (k.top_k).bind(gpu, "argmax", logits, 1, &s.argmax)?,
-            top_k: (k.top_k).bind(gpu, "top_k", logits, candidates, &s.top_k)?,
+            top1: (k.top_k).bind(
+                gpu,
+                "argmax",
+                (&s.logits, c.vocab, c.final_softcap),
+                1,
+                &s.argmax,
+            )?,
+            final_soft_cap,
+            top_k: (k.top_k).bind(
+                gpu,
+                "top_k",
+                (&s.logits, c.vocab, None),
+                candidates,
+                &s.top_k,
+            )?,
             all_logits,
             log_probs,
             h: s.h.clone(),
@@ -206,6 +234,9 @@ impl Plan {
         rec.copy(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
         rec.begin_pass("head");
         rec.dispatch_all(&self.head);
+        if !greedy {
+            rec.dispatch_all(&self.final_soft_cap);
+        }
         let top = if greedy { &self.top1 } else { &self.top_k };
         rec.dispatch_all(&top.dispatches);
         rec.dispatch(&self.non_finite);
@@ -243,8 +274,8 @@ impl Plan {
 }
 
 /// logits [rows, vocab] = h [rows, hidden] embed^T (the tied lm_head), then for more than one
-/// row the final soft-cap (one row's is folded into its top-k); labelled `lm_head` for one
-/// row, `lm_head.all` for every row of a step.
+/// row the final soft-cap (one row's is applied by the candidates' head); labelled `lm_head`
+/// for one row, `lm_head.all` for every row of a step.
 fn lm_head(
     gpu: &Gpu,
     c: &ModelConfig,
@@ -255,7 +286,7 @@ fn lm_head(
     let suffix = if rows == 1 { "" } else { ".all" };
     let args = MatrixArgs::new(embed, h, logits, rows);
     let mut d = k.product(gpu, &format!("lm_head{suffix}"), args)?;
-    // One row's logits only feed the top-k, which caps what it ranks itself.
+    // One row's logits feed the candidates' head, which applies the soft-cap itself.
     if let Some(cap) = c.final_softcap.filter(|_| rows > 1) {
         let n = rows * c.vocab;
         let label = format!("final_soft_cap{suffix}");
