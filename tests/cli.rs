@@ -1341,6 +1341,68 @@ fn sampling_defaults_come_from_generation_config_and_flags_override_them() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--profile` breaks a prefill step (the prompt's last, of `--chunk` tokens) and a decode token
+/// into kernels, as JSON lines after the test's own line.
+#[test]
+fn bench_profiles_a_prefill_step_and_a_decode_token() {
+    let model = fixture("gemma2-bf16");
+    let out = gemma(&[
+        "--backend",
+        "vulkan",
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "10",
+        "-n",
+        "0",
+        "-r",
+        "1",
+        "--chunk",
+        "4",
+        "--profile",
+        "-o",
+        "jsonl",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["n_prompt"], 10);
+    for (line, kind, tokens) in [(&lines[1], "prefill", 4), (&lines[2], "decode", 1)] {
+        assert_eq!(line["profile"], kind, "{line}");
+        assert_eq!(line["tokens"], tokens, "{line}");
+        assert_eq!(line["context"], 10, "{line}");
+        assert_eq!(line["command_buffers_per_step"], 1, "{line}");
+        let kernels = line["kernels"].as_array().unwrap();
+        let dispatches: u64 = kernels
+            .iter()
+            .map(|k| k["dispatches"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            line["dispatches_per_step"].as_u64().unwrap(),
+            dispatches,
+            "{line}"
+        );
+        assert!(line["gpu_us"].as_f64().unwrap() > 0.0, "{line}");
+        // The products run as matmul in a prefill step, as matvec in a decode step.
+        let product = if kind == "prefill" {
+            "matmul"
+        } else {
+            "matvec"
+        };
+        assert!(
+            kernels
+                .iter()
+                .any(|k| k["kernel"].as_str().unwrap().starts_with(product)),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn bench_takes_lists_and_writes_llama_bench_fields() {
     let model = fixture("gemma2-bf16");
