@@ -292,23 +292,7 @@ impl Engine {
             // Positions before `first` only build the context; `first .. ctx - 1` are scored.
             self.model.prefill(&chunk[..first])?;
             let scored = &chunk[first..ctx - 1];
-            // Per position: its target, then the base's candidates (or the target again).
-            let mut ids = Vec::with_capacity(scored.len() * (1 + KL_TOP));
-            for i in 0..scored.len() {
-                let target = chunk[first + i + 1];
-                ids.push(target);
-                match &base {
-                    Some(b) if (count + i + 1) * KL_TOP <= b.ids.len() => {
-                        ids.extend_from_slice(&b.ids[(count + i) * KL_TOP..][..KL_TOP])
-                    }
-                    Some(_) => {
-                        return Err(Error::Tokenizer(
-                            "the KL base file covers fewer positions".into(),
-                        ));
-                    }
-                    None => ids.extend(std::iter::repeat_n(target, KL_TOP)),
-                }
-            }
+            let ids = scored_ids(&chunk[first + 1..], base.as_ref(), count)?;
             let save = matches!(kl, KlBase::Save(_));
             self.model
                 .log_probs_each(scored, &ids, save, |i, _, lp, logits| {
@@ -341,6 +325,28 @@ impl Engine {
             kl: base.map(|_| mean_and_error(kl_sum, kl2, n)),
         })
     }
+}
+
+/// The ids whose log-probabilities a chunk's scored positions need: per position its target
+/// (`targets[i]`), then the KL base's candidates for scored row `row0 + i` (or the target
+/// again when there is no base).
+fn scored_ids(targets: &[u32], base: Option<&Base>, row0: usize) -> Result<Vec<u32>> {
+    let mut ids = Vec::with_capacity(targets.len() * (1 + KL_TOP));
+    for (i, &target) in targets.iter().enumerate() {
+        ids.push(target);
+        match base {
+            Some(b) if (row0 + i + 1) * KL_TOP <= b.ids.len() => {
+                ids.extend_from_slice(&b.ids[(row0 + i) * KL_TOP..][..KL_TOP])
+            }
+            Some(_) => {
+                return Err(Error::Tokenizer(
+                    "the KL base file covers fewer positions".into(),
+                ));
+            }
+            None => ids.extend(std::iter::repeat_n(target, KL_TOP)),
+        }
+    }
+    Ok(ids)
 }
 
 /// The mean of n values given their sum and sum of squares, and its standard error.

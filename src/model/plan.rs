@@ -111,44 +111,12 @@ impl Plan {
             })
             .collect::<Result<_>>()?;
         let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
-        // Greedy steps' argmax applies the final soft-cap to what it ranks (a dispatch and a
-        // pass over the vocabulary fewer); the top-k of a sampled step ranks the logits the
-        // soft-cap kernel wrote (its single-invocation slices would compute every tanh on one
-        // lane of a CPU adapter's eight: 2B, k = 40, lavapipe 2.97 against 1.24 + 1.15 ms).
-        let final_soft_cap = match c.final_softcap {
-            Some(cap) => Some(k.soft_cap.bind(
-                gpu,
-                "final_soft_cap",
-                c.vocab,
-                cap,
-                SoftCapBuffers { x: &s.logits },
-            )?),
-            None => None,
-        };
+        let (top1, final_soft_cap, top_k) = candidate_heads(gpu, c, k, s, candidates)?;
         let all_logits = match &s.logits_all {
             Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
             None => vec![],
         };
-        let log_probs = match (&s.logits_all, &s.log_prob_ids, &s.log_probs) {
-            (Some(logits), Some(ids), Some(out)) => vec![
-                (k.log_prob).bind(
-                    gpu,
-                    "log_prob",
-                    (rows, c.vocab, LOG_PROB_IDS),
-                    LogProbBuffers { logits, ids, out },
-                )?,
-                (k.non_finite).bind(
-                    gpu,
-                    "non_finite.rows",
-                    rows * c.hidden,
-                    NonFiniteBuffers {
-                        x: &s.h,
-                        out: &s.non_finite,
-                    },
-                )?,
-            ],
-            _ => vec![],
-        };
+        let log_probs = log_probs(gpu, c, k, s, rows)?;
         Ok(Plan {
             rows,
             embed,
@@ -163,21 +131,9 @@ impl Plan {
                     out: &s.non_finite,
                 },
             )?,
-            top1: (k.top_k).bind(
-                gpu,
-                "argmax",
-                (&s.logits, c.vocab, c.final_softcap),
-                1,
-                &s.argmax,
-            )?,
+            top1,
             final_soft_cap,
-            top_k: (k.top_k).bind(
-                gpu,
-                "top_k",
-                (&s.logits, c.vocab, None),
-                candidates,
-                &s.top_k,
-            )?,
+            top_k,
             all_logits,
             log_probs,
             h: s.h.clone(),
@@ -271,6 +227,63 @@ impl Plan {
         rec.read_back(readback, out, 0);
         rec.read_back(readback, &self.non_finite_flag, out.size());
     }
+}
+
+/// The heads of a candidates step: the argmax (greedy), the final soft-cap and the top-k
+/// (sampled).
+fn candidate_heads(
+    gpu: &Gpu,
+    c: &ModelConfig,
+    k: &Kernels,
+    s: &RunState,
+    candidates: usize,
+) -> Result<(TopKOutput, Option<Dispatch>, TopKOutput)> {
+    // Greedy steps' argmax applies the final soft-cap to what it ranks (a dispatch and a
+    // pass over the vocabulary fewer); the top-k of a sampled step ranks the logits the
+    // soft-cap kernel wrote (its single-invocation slices would compute every tanh on one
+    // lane of a CPU adapter's eight: 2B, k = 40, lavapipe 2.97 against 1.24 + 1.15 ms).
+    let final_soft_cap = c
+        .final_softcap
+        .map(|cap| {
+            let x = SoftCapBuffers { x: &s.logits };
+            k.soft_cap.bind(gpu, "final_soft_cap", c.vocab, cap, x)
+        })
+        .transpose()?;
+    let capped = (&s.logits, c.vocab, c.final_softcap);
+    let top1 = (k.top_k).bind(gpu, "argmax", capped, 1, &s.argmax)?;
+    let plain = (&s.logits, c.vocab, None);
+    let top_k = (k.top_k).bind(gpu, "top_k", plain, candidates, &s.top_k)?;
+    Ok((top1, final_soft_cap, top_k))
+}
+
+/// With `all_logits`: every row's log-probabilities at its ids, and whether `h` is finite.
+fn log_probs(
+    gpu: &Gpu,
+    c: &ModelConfig,
+    k: &Kernels,
+    s: &RunState,
+    rows: usize,
+) -> Result<Vec<Dispatch>> {
+    Ok(match (&s.logits_all, &s.log_prob_ids, &s.log_probs) {
+        (Some(logits), Some(ids), Some(out)) => vec![
+            (k.log_prob).bind(
+                gpu,
+                "log_prob",
+                (rows, c.vocab, LOG_PROB_IDS),
+                LogProbBuffers { logits, ids, out },
+            )?,
+            (k.non_finite).bind(
+                gpu,
+                "non_finite.rows",
+                rows * c.hidden,
+                NonFiniteBuffers {
+                    x: &s.h,
+                    out: &s.non_finite,
+                },
+            )?,
+        ],
+        _ => vec![],
+    })
 }
 
 /// logits [rows, vocab] = h [rows, hidden] embed^T (the tied lm_head), then for more than one
