@@ -184,6 +184,10 @@ fn check_args(a: &BenchArgs, max_p: usize, max_n: usize) -> Result<()> {
     if max_p > limit || max_n > limit || a.reps > 10_000 {
         anyhow::bail!("-p and -n must be at most {limit} tokens, -r at most 10000 repetitions");
     }
+    let max_chunk = gemma_wgpu::model::MAX_CHUNK;
+    if a.chunk.is_some_and(|c| c == 0 || c > max_chunk) {
+        anyhow::bail!("--chunk must be 1 to {max_chunk} tokens");
+    }
     // A plot that cannot be written fails now, not after the run.
     if let Some(p) = &a.plot {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty());

@@ -33,7 +33,7 @@ use weights::GpuWeights;
 /// The context when none is asked for: the model's, up to this many positions.
 const DEFAULT_MAX_CTX: usize = 4096;
 /// The most token rows one prefill step takes.
-const MAX_CHUNK: usize = 512;
+pub const MAX_CHUNK: usize = 512;
 /// Ids per position whose log-probabilities [`Model::log_probs_each`] computes on the GPU:
 /// a scored token and the 256 candidates of a KL base.
 pub const LOG_PROB_IDS: usize = 257;
