@@ -357,6 +357,11 @@ fn main() {
     gemma3_270m_rows(&mut b);
     b.attention("9b", (16, 8, 256), 4096);
 
+    print_table(&b, copy_bw, peak);
+}
+
+/// The rows with the run's yardsticks: % of the copy bandwidth and of the f32 peak.
+fn print_table(b: &Bench, copy_bw: f64, peak: f64) {
     println!("timer: {:?}, {} repetitions per row", b.clock, b.reps);
     println!(
         "copy bandwidth (best of both layouts): {:.2} GB/s",

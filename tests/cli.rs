@@ -2086,12 +2086,9 @@ fn values_that_break_the_math_are_refused_by_name() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn logits_that_are_not_finite_are_an_error_naming_the_layer() {
-    let dir = scratch("nan");
-    // One NaN in layer 1's post-attention norm weight.
-    let nan = dir.join("nan");
-    copy_fixture("gemma2-f32", &nan);
+/// The gemma2-f32 fixture in `nan` with one NaN in layer 1's post-attention norm weight.
+fn write_nan_model(nan: &std::path::Path) {
+    copy_fixture("gemma2-f32", nan);
     let bytes = std::fs::read(fixture("gemma2-f32") + "/model.safetensors").unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let poisoned = "model.layers.1.post_attention_layernorm.weight";
@@ -2110,6 +2107,13 @@ fn logits_that_are_not_finite_are_an_error_naming_the_layer() {
         })
         .collect();
     safetensors::serialize_to_file(tensors, None, &nan.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn logits_that_are_not_finite_are_an_error_naming_the_layer() {
+    let dir = scratch("nan");
+    let nan = dir.join("nan");
+    write_nan_model(&nan);
     let model = nan.to_str().unwrap();
     let out = dir.join("logits.safetensors");
     let text = dir.join("text.txt");

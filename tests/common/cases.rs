@@ -1126,6 +1126,29 @@ pub fn fma(gpu: &Gpu, kernel: &Fma, invocations: usize, iters: u32, checked: usi
     }
 }
 
+/// log_prob's error bound per output, from each row's range and the reference values.
+fn log_prob_bounds(logits: &[f32], vocab: usize, expected: &[f64], m: usize) -> Vec<f32> {
+    // lse = M + log(S), S the sum of exp(x - M) <= vocab terms of at most 1. Each term: the
+    // subtraction and exp (3 + 2|d| ulp, WGSL's bound) are off by (3 + 3 D) 2 EPS relative,
+    // D the row's range; the sum is sequential over an invocation's ceil(vocab / 256) terms
+    // (the wrapper's 256 invocations), then over at most 256 partial sums; log is off by
+    // 2^-21 absolute near 1 (3 ulp elsewhere); adding M and subtracting lse round once each.
+    logits
+        .chunks_exact(vocab)
+        .zip(expected.chunks_exact(m + 1))
+        .flat_map(|(row, e)| {
+            let (lo, hi) = row
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let terms = (vocab.div_ceil(256) + 256) as f32;
+            let sum = (terms + (3.0 + 3.0 * (hi - lo)) * 2.0) * EPS;
+            let log_s = (e[0] - hi as f64).abs() as f32;
+            let lse = sum + 2f32.powi(-21) + 6.0 * EPS * log_s + EPS * e[0].abs() as f32;
+            std::iter::once(lse).chain(e[1..].iter().map(move |lp| lse + EPS * lp.abs() as f32))
+        })
+        .collect()
+}
+
 /// log_prob of `rows` rows of `vocab` logits (normal values times `scale`) at `m` ids per row
 /// (the first and last ids of the vocabulary among them), with `poison` (row, column, value)
 /// written over one logit: that row's log-sum-exp must come back NaN.
@@ -1163,25 +1186,7 @@ pub fn log_prob(
     let d = kernel
         .bind(gpu, "log_prob", (rows, vocab, m), buffers)
         .unwrap();
-    // lse = M + log(S), S the sum of exp(x - M) <= vocab terms of at most 1. Each term: the
-    // subtraction and exp (3 + 2|d| ulp, WGSL's bound) are off by (3 + 3 D) 2 EPS relative,
-    // D the row's range; the sum is sequential over an invocation's ceil(vocab / 256) terms
-    // (the wrapper's 256 invocations), then over at most 256 partial sums; log is off by
-    // 2^-21 absolute near 1 (3 ulp elsewhere); adding M and subtracting lse round once each.
-    let bounds: Vec<f32> = logits
-        .chunks_exact(vocab)
-        .zip(expected.chunks_exact(m + 1))
-        .flat_map(|(row, e)| {
-            let (lo, hi) = row
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-            let terms = (vocab.div_ceil(256) + 256) as f32;
-            let sum = (terms + (3.0 + 3.0 * (hi - lo)) * 2.0) * EPS;
-            let log_s = (e[0] - hi as f64).abs() as f32;
-            let lse = sum + 2f32.powi(-21) + 6.0 * EPS * log_s + EPS * e[0].abs() as f32;
-            std::iter::once(lse).chain(e[1..].iter().map(move |lp| lse + EPS * lp.abs() as f32))
-        })
-        .collect();
+    let bounds = log_prob_bounds(&logits, vocab, &expected, m);
     let poisoned = poison.map(|(r, _, _)| r);
     let what = format!("log_prob {rows}x{vocab} m={m} scale {scale} poison {poison:?}");
     Problem {
