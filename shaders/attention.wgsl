@@ -7,14 +7,15 @@
 // lives in cache slot j % capacity. Masked keys are skipped, so they get probability exactly 0,
 // as transformers' additive mask after the soft-cap gives. scale is query_pre_attn_scalar^-0.5.
 //
-// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads, n_q), runs an
-// online softmax over one split of the visible keys for `group_heads` query heads of one kv
-// head at once (each key and value row read once for them all, not once per query head) and
-// writes (max, sum, acc[head_dim]) per head to `partials`; `combine`, grid (heads, n_q), merges
-// the splits (with one split, `partial` writes the output itself and `combine` is not
-// dispatched). The visible keys of a query are cut into n_splits equal splits of at least WG * KPL
-// keys, sized to its current position (not to the cache's capacity). Decode is n_q = 1 with
-// many splits; prefill is many queries with the same kernel. head_dim <= 256, a multiple of 4;
+// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads, n_q / QPW rounded
+// up), runs an online softmax over one split of the visible keys for `group_heads` query heads
+// of one kv head and QPW consecutive queries at once (each key and value row read once for them
+// all, not once per query head and query) and writes (max, sum, acc[head_dim]) per head to
+// `partials`; `combine`, grid (heads, n_q), merges the splits (with one split, `partial` writes
+// the output itself and `combine` is not dispatched). The visible keys of a query are cut into
+// n_splits equal splits of at least WG * KPL keys, sized to its current position (not to the
+// cache's capacity); with QPW = 2 there is one split. Decode is n_q = 1 with many splits;
+// prefill is many queries with the same kernel. head_dim <= 256, a multiple of 4;
 // group_heads <= 4 divides heads / kv_heads.
 // Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim]; k_cache, v_cache (see
 // kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim].
@@ -53,16 +54,19 @@ const MAX_GROUP_HEADS: u32 = 4u;
 // Stands for -infinity in the running max: exp(NEG_BIG - m) is 0 and never NaN.
 const NEG_BIG: f32 = -3.0e38;
 
-// Head i's query at q_s[i * head_dim / 4 ..], its weighted values at acc_s[i * head_dim / 2 ..].
-var<workgroup> q_s: array<vec4<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
-var<workgroup> acc_s: array<vec2<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u>;
+// Queries one workgroup serves: 1, or (prefill without key splits, on CPU adapters) 2
+// consecutive queries that share every key and value row the workgroup loads.
+override QPW: u32 = 1u;
+
+// Query b's head i at q_s[(b * group_heads + i) * head_dim / 4 ..], its weighted values at
+// acc_s[(b * group_heads + i) * head_dim / 2 ..].
+var<workgroup> q_s: array<vec4<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
+var<workgroup> acc_s: array<vec2<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u>;
 // Keys scored per step at most: WG * KPL <= 256 (src/kernels/attention.rs), which keeps the
-// workgroup memory within 20 KiB.
+// workgroup memory within 12 KiB per query (and a reduction's slots).
 const MAX_STEP: u32 = 256u;
-// Each scored key's probability for the (up to four) heads.
-var<workgroup> p_s: array<vec4<f32>, MAX_STEP>;
-// Element index of each scored key's value row in v_cache.
-var<workgroup> v_row_s: array<u32, MAX_STEP>;
+// Each scored key's probability for query b's (up to four) heads at p_s[b * MAX_STEP ..].
+var<workgroup> p_s: array<vec4<f32>, QPW * MAX_STEP>;
 
 // Four cache elements starting at element e (a multiple of 4).
 fn k_load4(e: u32) -> vec4<f32> {
@@ -80,29 +84,55 @@ fn v_load4(e: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(v_cache[e], v_cache[e + 1u], v_cache[e + 2u], v_cache[e + 3u]));
 }
 
-// Head i's weighted values, elements 4d .. 4d + 3 (acc_s holds them as pairs).
-fn acc_load(i: u32, d: u32, hd: u32) -> vec4<f32> {
-    let at = i * hd / 2u + 2u * d;
-    return vec4<f32>(acc_s[at], acc_s[at + 1u]);
+// Query b's (up to four) heads' weighted values, elements 4d .. 4d + 3, one column per head
+// (acc_s holds them as pairs), times `correction`; heads past the group's are 0.
+fn acc_load(b: u32, d: u32, correction: vec4<f32>) -> mat4x4<f32> {
+    let nh = p.group_heads;
+    var a = mat4x4<f32>();
+    for (var i = 0u; i < MAX_GROUP_HEADS; i++) {
+        if i < nh {
+            let at = (b * nh + i) * p.head_dim / 2u + 2u * d;
+            a[i] = vec4<f32>(acc_s[at], acc_s[at + 1u]) * correction[i];
+        }
+    }
+    return a;
 }
 
-fn acc_store(i: u32, d: u32, hd: u32, a: vec4<f32>) {
-    let at = i * hd / 2u + 2u * d;
-    acc_s[at] = a.xy;
-    acc_s[at + 1u] = a.zw;
+fn acc_store(b: u32, d: u32, a: mat4x4<f32>) {
+    let nh = p.group_heads;
+    for (var i = 0u; i < MAX_GROUP_HEADS; i++) {
+        if i < nh {
+            let at = (b * nh + i) * p.head_dim / 2u + 2u * d;
+            acc_s[at] = a[i].xy;
+            acc_s[at + 1u] = a[i].zw;
+        }
+    }
 }
 
-// A key's dot products with the (up to four) heads' queries, heads past nh left 0.
-fn head_dots(k4: vec4<f32>, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>, nh: u32) -> vec4<f32> {
-    var r = vec4<f32>(dot(k4, q0), 0.0, 0.0, 0.0);
-    if nh > 1u {
-        r.y = dot(k4, q1);
+// Query b's (up to four) heads' elements 4d .. 4d + 3, one column per head, loaded by one
+// invocation per subgroup and handed to the others (an index that is the same for every
+// invocation is still a load per invocation on a CPU adapter); heads past the group's are 0.
+fn q_heads(b: u32, d: u32, inv: Invocation) -> mat4x4<f32> {
+    let nh = p.group_heads;
+    let hd4 = p.head_dim / 4u;
+    let at = b * nh * hd4 + d;
+    var r = mat4x4<f32>();
+    if one_lane(inv) {
+        r[0] = q_s[at];
+        if nh > 1u {
+            r[1] = q_s[at + hd4];
+        }
+        if nh > 2u {
+            r[2] = q_s[at + 2u * hd4];
+            r[3] = q_s[at + 3u * hd4];
+        }
     }
-    if nh > 2u {
-        r.z = dot(k4, q2);
-        r.w = dot(k4, q3);
-    }
-    return r;
+    return mat4x4<f32>(from_one_lane(r[0]), from_one_lane(r[1]), from_one_lane(r[2]), from_one_lane(r[3]));
+}
+
+// A key's dot products with the (up to four) heads' queries (columns of qs).
+fn head_dots(k4: vec4<f32>, qs: mat4x4<f32>) -> vec4<f32> {
+    return k4 * qs;
 }
 
 // A key's scores for the heads (soft-capped and scaled), NEG_BIG where it is not visible.
@@ -125,14 +155,9 @@ fn key_probs(s: vec4<f32>, m: vec4<f32>, visible: bool, live: vec4<bool>) -> vec
     return vec4<f32>(0.0);
 }
 
-@compute @workgroup_size(WG)
-fn partial(inv: Invocation) {
-    let split = inv.wg.x;
-    let h0 = inv.wg.y * p.group_heads;
-    let t = inv.wg.z;
-    let hd = p.head_dim;
-    let nh = p.group_heads;
-    let g = h0 / (p.heads / p.kv_heads);
+// The keys query t sees in split `split` of its visible keys: [x, y) (empty where the split
+// lies past them).
+fn query_keys(t: u32, split: u32) -> vec2<u32> {
     let pos = positions[t];
     var first = 0u;
     if pos + 1u > p.window {
@@ -140,28 +165,94 @@ fn partial(inv: Invocation) {
     }
     let split_len = max(WG * KPL, (pos + 1u - first + p.n_splits - 1u) / p.n_splits);
     let lo = first + split * split_len;
-    let end = min(pos + 1u, lo + split_len);
-    let qbase = (t * p.heads + h0) * hd;
-    for (var d = inv.lid; d < nh * hd / 4u; d += WG) {
-        let e = qbase + 4u * d;
+    return vec2<u32>(lo, min(pos + 1u, lo + split_len));
+}
+
+fn visible(j: u32, keys: vec2<u32>) -> bool {
+    return j >= keys.x && j < keys.y;
+}
+
+// One step of query b's online softmax over this invocation's KPL keys j0 .. (their dot
+// products the columns of `dots`, visible where `keys` says): their probabilities go to
+// p_s[b * MAX_STEP + at ..] for the value pass, the running max m and sum l are updated, and
+// the factor that rescales the weighted values so far is returned.
+fn softmax_step(
+    b: u32,
+    dots: mat4x4<f32>,
+    j0_at: vec2<u32>,
+    keys: vec2<u32>,
+    ml: ptr<function, mat2x4<f32>>,
+    inv: Invocation,
+) -> vec4<f32> {
+    let nh = p.group_heads;
+    let live = vec4<bool>(true, nh > 1u, nh > 2u, nh > 3u);
+    let j0 = j0_at.x;
+    let at = j0_at.y;
+    let v0 = visible(j0, keys);
+    let v1 = KPL > 1u && visible(j0 + 1u, keys);
+    let v2 = KPL > 2u && visible(j0 + 2u, keys);
+    let v3 = KPL > 2u && visible(j0 + 3u, keys);
+    let s0 = key_scores(dots[0], v0, nh);
+    let s1 = key_scores(dots[1], v1, nh);
+    let s2 = key_scores(dots[2], v2, nh);
+    let s3 = key_scores(dots[3], v3, nh);
+    let m = (*ml)[0];
+    let m_new = max(m, wg_max4(max(max(s0, s1), max(s2, s3)), inv));
+    let p0 = key_probs(s0, m_new, v0, live);
+    let p1 = key_probs(s1, m_new, v1, live);
+    let p2 = key_probs(s2, m_new, v2, live);
+    let p3 = key_probs(s3, m_new, v3, live);
+    let base = b * MAX_STEP + at;
+    p_s[base] = p0;
+    if KPL > 1u {
+        p_s[base + 1u] = p1;
+    }
+    if KPL > 2u {
+        p_s[base + 2u] = p2;
+        p_s[base + 3u] = p3;
+    }
+    let correction = exp(m - m_new);
+    (*ml)[0] = m_new;
+    (*ml)[1] = (*ml)[1] * correction + wg_sum4(p0 + p1 + p2 + p3, inv);
+    return correction;
+}
+@compute @workgroup_size(WG)
+fn partial(inv: Invocation) {
+    let split = inv.wg.x;
+    let h0 = inv.wg.y * p.group_heads;
+    let hd = p.head_dim;
+    let nh = p.group_heads;
+    let hd4 = hd / 4u;
+    let g = h0 / (p.heads / p.kv_heads);
+    // Query a, and with QPW = 2 query b after it (a again past the last query, computed and
+    // not stored); the keys are those either sees.
+    let ta = inv.wg.z * QPW;
+    let tb = min(ta + 1u, p.n_q - 1u);
+    let keys_a = query_keys(ta, split);
+    var keys_b = keys_a;
+    if QPW > 1u {
+        keys_b = query_keys(tb, split);
+    }
+    let lo = min(keys_a.x, keys_b.x);
+    let end = max(keys_a.y, keys_b.y);
+    for (var d = inv.lid; d < QPW * nh * hd4; d += WG) {
+        let t = select(ta, tb, d >= nh * hd4);
+        let e = (t * p.heads + h0) * hd + 4u * (d % (nh * hd4));
         q_s[d] = vec4<f32>(q[e], q[e + 1u], q[e + 2u], q[e + 3u]);
     }
-    for (var d = inv.lid; d < nh * hd / 2u; d += WG) {
+    for (var d = inv.lid; d < QPW * nh * hd / 2u; d += WG) {
         acc_s[d] = vec2<f32>(0.0);
     }
     workgroupBarrier();
-    let live = vec4<bool>(true, nh > 1u, nh > 2u, nh > 3u);
-    var m = vec4<f32>(NEG_BIG);
-    var l = vec4<f32>(0.0);
+    // Each query's running max (column 0) and sum (column 1) per head.
+    var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
+    var ml_b = ml_a;
     let row = p.kv_heads * hd;
-    let hd4 = hd / 4u;
     let step = WG * KPL;
     for (var c = lo; c < end; c += step) {
         // This invocation's keys: KPL neighbours, so a CPU walks their rows in one run and
-        // loads each query element once for them all (with subgroups, one invocation loads
-        // it for its subgroup: an index that is the same for every invocation is still a
-        // load per invocation on a CPU adapter). A key past `end` is scored from a
-        // row that exists (its slot wraps) and then masked.
+        // loads each query element once for them all. A key past `end` is scored from a row
+        // that exists (its slot wraps) and then masked.
         let j0 = c + inv.lid * KPL;
         let kb = vec4<u32>(
             (j0 % p.capacity) * row + g * hd,
@@ -169,131 +260,104 @@ fn partial(inv: Invocation) {
             ((j0 + 2u) % p.capacity) * row + g * hd,
             ((j0 + 3u) % p.capacity) * row + g * hd,
         );
-        var d0 = vec4<f32>(0.0);
-        var d1 = vec4<f32>(0.0);
-        var d2 = vec4<f32>(0.0);
-        var d3 = vec4<f32>(0.0);
+        var da = mat4x4<f32>();
+        var db = mat4x4<f32>();
         for (var d = 0u; d < hd4; d++) {
-            var q0 = vec4<f32>(0.0);
-            var q1 = vec4<f32>(0.0);
-            var q2 = vec4<f32>(0.0);
-            var q3 = vec4<f32>(0.0);
-            if one_lane(inv) {
-                q0 = q_s[d];
-                if nh > 1u {
-                    q1 = q_s[hd4 + d];
-                }
-                if nh > 2u {
-                    q2 = q_s[2u * hd4 + d];
-                    q3 = q_s[3u * hd4 + d];
-                }
+            let qa = q_heads(0u, d, inv);
+            var qb = mat4x4<f32>();
+            if QPW > 1u {
+                qb = q_heads(1u, d, inv);
             }
-            q0 = from_one_lane(q0);
-            q1 = from_one_lane(q1);
-            q2 = from_one_lane(q2);
-            q3 = from_one_lane(q3);
-            d0 += head_dots(k_load4(kb.x + 4u * d), q0, q1, q2, q3, nh);
-            if KPL > 1u {
-                d1 += head_dots(k_load4(kb.y + 4u * d), q0, q1, q2, q3, nh);
-            }
-            if KPL > 2u {
-                d2 += head_dots(k_load4(kb.z + 4u * d), q0, q1, q2, q3, nh);
-                d3 += head_dots(k_load4(kb.w + 4u * d), q0, q1, q2, q3, nh);
+            for (var i = 0u; i < KPL; i++) {
+                let k4 = k_load4(kb[i] + 4u * d);
+                da[i] += head_dots(k4, qa);
+                if QPW > 1u {
+                    db[i] += head_dots(k4, qb);
+                }
             }
         }
-        let s0 = key_scores(d0, j0 < end, nh);
-        let s1 = key_scores(d1, KPL > 1u && j0 + 1u < end, nh);
-        let s2 = key_scores(d2, KPL > 2u && j0 + 2u < end, nh);
-        let s3 = key_scores(d3, KPL > 2u && j0 + 3u < end, nh);
-        let m_new = max(m, wg_max4(max(max(s0, s1), max(s2, s3)), inv));
-        let p0 = key_probs(s0, m_new, j0 < end, live);
-        let p1 = key_probs(s1, m_new, KPL > 1u && j0 + 1u < end, live);
-        let p2 = key_probs(s2, m_new, KPL > 2u && j0 + 2u < end, live);
-        let p3 = key_probs(s3, m_new, KPL > 2u && j0 + 3u < end, live);
         let at = inv.lid * KPL;
-        p_s[at] = p0;
-        v_row_s[at] = kb.x;
-        if KPL > 1u {
-            p_s[at + 1u] = p1;
-            v_row_s[at + 1u] = kb.y;
+        let correction_a = softmax_step(0u, da, vec2<u32>(j0, at), keys_a, &ml_a, inv);
+        var correction_b = vec4<f32>(1.0);
+        if QPW > 1u {
+            correction_b = softmax_step(1u, db, vec2<u32>(j0, at), keys_b, &ml_b, inv);
         }
-        if KPL > 2u {
-            p_s[at + 2u] = p2;
-            v_row_s[at + 2u] = kb.z;
-            p_s[at + 3u] = p3;
-            v_row_s[at + 3u] = kb.w;
-        }
-        let sum = p0 + p1 + p2 + p3;
-        let correction = exp(m - m_new);
-        l = l * correction + wg_sum4(sum, inv);
         workgroupBarrier();
         let nk = min(step, end - c);
         // Each invocation weighs four neighbouring value elements of every scored key, so a
-        // key's probabilities and row are loaded once per invocation, and with subgroups once
-        // per subgroup (by one invocation, handed to the others): the loops stay uniform for
-        // that, an invocation past the head's last element computing and storing nothing.
-        for (var d0 = 0u; d0 < hd / 4u; d0 += WG) {
-            let d = min(d0 + inv.lid, hd / 4u - 1u);
-            var a0 = acc_load(0u, d, hd) * correction.x;
-            var a1 = vec4<f32>(0.0);
-            var a2 = vec4<f32>(0.0);
-            var a3 = vec4<f32>(0.0);
-            if nh > 1u {
-                a1 = acc_load(1u, d, hd) * correction.y;
+        // key's probabilities are loaded once per invocation, and with subgroups once per
+        // subgroup (by one invocation, handed to the others): the loops stay uniform for that,
+        // an invocation past the head's last element computing and storing nothing. The
+        // key's cache slot is counted, not loaded.
+        for (var d0 = 0u; d0 < hd4; d0 += WG) {
+            let d = min(d0 + inv.lid, hd4 - 1u);
+            var a = acc_load(0u, d, correction_a);
+            var b = mat4x4<f32>();
+            if QPW > 1u {
+                b = acc_load(1u, d, correction_b);
             }
-            if nh > 2u {
-                a2 = acc_load(2u, d, hd) * correction.z;
-                a3 = acc_load(3u, d, hd) * correction.w;
-            }
+            var slot = c % p.capacity;
             for (var i = 0u; i < nk; i++) {
-                var pv = vec4<f32>(0.0);
-                var rv = vec4<f32>(0.0);
+                var pa = vec4<f32>(0.0);
+                var pb = vec4<f32>(0.0);
                 if one_lane(inv) {
-                    pv = p_s[i];
-                    rv.x = bitcast<f32>(v_row_s[i]);
+                    pa = p_s[i];
+                    if QPW > 1u {
+                        pb = p_s[MAX_STEP + i];
+                    }
                 }
-                let pi = from_one_lane(pv);
-                let v4 = v_load4(bitcast<u32>(from_one_lane(rv).x) + 4u * d);
-                a0 += pi.x * v4;
-                a1 += pi.y * v4;
-                a2 += pi.z * v4;
-                a3 += pi.w * v4;
+                let v4 = v_load4(slot * row + g * hd + 4u * d);
+                slot = select(slot + 1u, 0u, slot + 1u == p.capacity);
+                a += outer(v4, from_one_lane(pa));
+                if QPW > 1u {
+                    b += outer(v4, from_one_lane(pb));
+                }
             }
-            if d0 + inv.lid < hd / 4u {
-                acc_store(0u, d, hd, a0);
-                if nh > 1u {
-                    acc_store(1u, d, hd, a1);
-                }
-                if nh > 2u {
-                    acc_store(2u, d, hd, a2);
-                }
-                if nh > 3u {
-                    acc_store(3u, d, hd, a3);
+            if d0 + inv.lid < hd4 {
+                acc_store(0u, d, a);
+                if QPW > 1u {
+                    acc_store(1u, d, b);
                 }
             }
         }
-        m = m_new;
         workgroupBarrier();
     }
+    store_query(0u, ta, split, ml_a, inv);
+    if QPW > 1u && ta + 1u < p.n_q {
+        store_query(1u, tb, split, ml_b, inv);
+    }
+}
+
+// v weighted by each head's probability: column i is pr[i] * v.
+fn outer(v: vec4<f32>, pr: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(pr.x * v, pr.y * v, pr.z * v, pr.w * v);
+}
+
+// Query b (query t of the step)'s result for split `split`: with a single split the output
+// itself (what `combine` would compute from it, exp(0) being 1, and no combine dispatch),
+// else its split's (max, sum, weighted values) per head.
+fn store_query(b: u32, t: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
+    let hd = p.head_dim;
+    let nh = p.group_heads;
+    let h0 = inv.wg.y * nh;
     for (var i = 0u; i < nh; i++) {
-        // A single split is the whole softmax: the output directly (what `combine` would
-        // compute from it, exp(0) being 1), and no combine dispatch.
+        let src = (b * nh + i) * hd / 2u;
         if p.n_splits == 1u {
             let obase = (t * p.heads + h0 + i) * hd;
             for (var d = inv.lid; d < hd / 2u; d += WG) {
-                let a = acc_s[i * hd / 2u + d];
-                out[obase + 2u * d] = a.x / l[i];
-                out[obase + 2u * d + 1u] = a.y / l[i];
+                let a = acc_s[src + d];
+                out[obase + 2u * d] = a.x / ml[1][i];
+                out[obase + 2u * d + 1u] = a.y / ml[1][i];
             }
             continue;
         }
         let pbase = ((t * p.heads + h0 + i) * p.n_splits + split) * (hd + 2u);
         if inv.lid == 0u {
-            partials[pbase] = m[i];
-            partials[pbase + 1u] = l[i];
+            partials[pbase] = ml[0][i];
+            partials[pbase + 1u] = ml[1][i];
         }
         for (var d = inv.lid; d < hd / 2u; d += WG) {
-            let a = acc_s[i * hd / 2u + d];
+            let a = acc_s[src + d];
             partials[pbase + 2u + 2u * d] = a.x;
             partials[pbase + 3u + 2u * d] = a.y;
         }

@@ -83,8 +83,26 @@ fn group_heads(cfg: &AttentionShape) -> usize {
 /// The shader keeps one head in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
 
+/// Queries one prefill workgroup serves (the shader's QPW) where the adapter takes it: two
+/// neighbouring queries share every key and value row loaded, on CPU adapters, where each
+/// load costs a bounds-checked scalar load per invocation. GPUs keep one query per workgroup:
+/// at 64-token steps, pairs would halve the workgroups that fill the device (not measured).
+fn queries_per_workgroup(gpu: &Gpu) -> usize {
+    if gpu.caps.cpu_like && gpu.caps.max_workgroup_storage >= PAIR_WORKGROUP_BYTES {
+        2
+    } else {
+        1
+    }
+}
+
+/// Workgroup memory of the shader with QPW = 2 at most: 12 KiB per query (its queries,
+/// weighted values and probabilities) and a workgroup-memory reduction's 5 KiB.
+const PAIR_WORKGROUP_BYTES: u32 = 2 * 12 * 1024 + 5 * 1024;
+
 pub struct Attention {
     partial: Kernel,
+    /// `partial` for two queries per workgroup (prefill steps without key splits).
+    partial_pair: Option<Kernel>,
     combine: Kernel,
     dtype: KvDtype,
 }
@@ -96,10 +114,21 @@ impl Attention {
             ("KV_F16", dtype.is_f16()),
             ("KPL", keys_per_invocation(gpu) as f64),
         ];
-        let build = |entry| source::build(gpu, &source::ATTENTION, entry, None, None, &constants);
+        let build = |entry, qpw: usize| {
+            let mut constants = constants.to_vec();
+            constants.push(("QPW", qpw as f64));
+            let variant = (qpw > 1).then_some("pair");
+            source::build(gpu, &source::ATTENTION, entry, None, variant, &constants)
+        };
+        let pairs = queries_per_workgroup(gpu);
         Ok(Attention {
-            partial: build("partial")?,
-            combine: build("combine")?,
+            partial: build("partial", 1)?,
+            partial_pair: if pairs > 1 {
+                Some(build("partial", pairs)?)
+            } else {
+                None
+            },
+            combine: build("combine", 1)?,
             dtype,
         })
     }
@@ -124,6 +153,14 @@ impl Attention {
         let max_keys = cfg.window.unwrap_or(usize::MAX).min(capacity);
         let split_len = Self::split_len(gpu, n_q, cfg.heads / group_heads(cfg), max_keys);
         (split_len, max_keys.div_ceil(split_len))
+    }
+
+    /// Whether `n_q` queries are served two per workgroup: when there are two or more and
+    /// half as many workgroups still need no key splits.
+    fn pairs(gpu: &Gpu, n_q: usize, cfg: &AttentionShape, capacity: usize) -> bool {
+        let max_keys = cfg.window.unwrap_or(usize::MAX).min(capacity);
+        let workgroups = cfg.heads / group_heads(cfg);
+        n_q > 1 && Self::split_len(gpu, n_q.div_ceil(2), workgroups, max_keys) >= max_keys
     }
 
     /// Values the `partials` scratch must hold for `n_q` queries of shape `cfg` over a cache
@@ -184,13 +221,16 @@ impl Attention {
             out,
         };
         let bytes = bytemuck::bytes_of(&params);
+        let (partial, qpw) = match &self.partial_pair {
+            Some(pair) if Self::pairs(gpu, n_q, cfg, cache.capacity) => (pair, 2),
+            _ => (&self.partial, 1),
+        };
         let grid = (
             n_splits as u32,
             (cfg.heads / group_heads) as u32,
-            n_q as u32,
+            n_q.div_ceil(qpw) as u32,
         );
-        let mut d =
-            vec![(self.partial).bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?];
+        let mut d = vec![partial.bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?];
         // One split: `partial` writes the output itself.
         if n_splits > 1 {
             let grid = (cfg.heads as u32, n_q as u32, 1);

@@ -1,6 +1,7 @@
 //! attention (with kv_store filling the cache) against the reference: GQA ratios, head sizes,
-//! position 0, the sliding-window boundary, soft-caps that bind, prefill blocks, a ring-buffer
-//! cache, long contexts split over many workgroups, and both KV cache types.
+//! position 0, the sliding-window boundary, soft-caps that bind, prefill blocks (odd ones too,
+//! whose last query has no pair), a ring-buffer cache, long contexts split over many
+//! workgroups, and both KV cache types.
 
 use crate::common::*;
 use gemma_wgpu::kernels::{Attention, KvDtype, KvStore};
@@ -75,6 +76,23 @@ fn cases() -> Vec<(String, Case)> {
                 q_gain: 1.0,
                 capacity: 64,
                 steps: vec![(0..40, 0..40)],
+            },
+        ));
+    }
+    // Prefill in odd chunks (queries served two per workgroup on CPU adapters, the last one
+    // alone) across the window boundary, Gemma 3 270M's heads (4/1, 256).
+    for window in [Some(w), None] {
+        cases.push((
+            format!("prefill 23 + 17 h=4/1 window={window:?}"),
+            Case {
+                heads: 4,
+                kv_heads: 1,
+                head_dim: 256,
+                window,
+                softcap: None,
+                q_gain: 1.0,
+                capacity: 64,
+                steps: vec![(0..23, 0..23), (23..40, 23..40)],
             },
         ));
     }
