@@ -23,7 +23,7 @@ use std::time::Duration;
 
 #[path = "../tests/common/cases.rs"]
 mod cases;
-use cases::{AttentionCase, Problem, Product};
+use cases::{AttentionCase, NormCase, Problem, Product};
 
 struct Row {
     kernel: String,
@@ -217,7 +217,7 @@ impl Bench {
             return;
         }
         let kernel = RmsNorm::new(&self.gpu).unwrap();
-        let p = cases::rms_norm(&self.gpu, &kernel, (n, d, 1.0), 6);
+        let p = cases::rms_norm(&self.gpu, &kernel, (n, d, 1.0), NormCase::PLAIN, 6);
         self.row("rms_norm", &format!("{name} {n}x{d}"), "f32", &p);
     }
 
@@ -227,7 +227,7 @@ impl Bench {
             return;
         }
         let kernel = ResidualNorm::new(&self.gpu).unwrap();
-        let p = cases::residual_norm(&self.gpu, &kernel, (n, d, 1.0), 6);
+        let p = cases::residual_norm(&self.gpu, &kernel, (n, d, 1.0), NormCase::PLAIN, 6);
         self.row("residual_norm", &format!("{name} {n}x{d}"), "f32", &p);
     }
 

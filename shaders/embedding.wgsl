@@ -1,10 +1,14 @@
-// embedding: out[t, :] = E[ids[t], :] * scale, for E in any weight format.
+// embedding: out[t, :] = E[ids[t], :] * scale, for E in any weight format, and the first
+// layer's input norm of it in the same pass over the row:
+//   h[t, :] = out[t, :] / sqrt(mean(out[t, :]^2) + eps) * (w_offset + norm)
+// in f32, as rms_norm.wgsl computes it.
 //
 // E may be split by rows into chunks (see src/kernels/matrix.rs); this dispatch owns rows
 // [row_start, row_start + rows) and writes only the tokens whose id falls there.
-// Bindings: params; w_data / w_scales (E's chunk); ids [n] u32; out [n, d] f32.
-// Grid: (n, 1, 1) workgroups, WG invocations over the row's groups of 8.
-// Wrapper: src/kernels/embedding.rs. CPU reference: reference::embedding.
+// Bindings: params; w_data / w_scales (E's chunk); ids [n] u32; out [n, d] f32; norm [d];
+// h [n, d]. Grid: (n, 1, 1) workgroups, WG invocations over the row's groups of 8.
+// Wrapper: src/kernels/embedding.rs. CPU reference: reference::embedding, then
+// reference::rms_norm.
 
 struct Params {
     n: u32,
@@ -12,6 +16,8 @@ struct Params {
     row_start: u32,
     rows: u32,
     scale: f32,
+    eps: f32,
+    w_offset: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -19,6 +25,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w_scales: array<u32>;
 @group(0) @binding(3) var<storage, read> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> h: array<vec4<f32>>;
 
 override WG: u32 = 64u;
 
@@ -28,14 +36,27 @@ fn main(inv: Invocation) {
     if t >= p.n {
         return;
     }
+    // The same for the whole workgroup: it returns, or reaches the reduction, as one.
     let id = ids[t];
     if id < p.row_start || id - p.row_start >= p.rows {
         return;
     }
     let row = id - p.row_start;
+    let base = t * (p.d / 4u);
+    var ss = 0.0;
     for (var g = inv.lid; g < p.d / 8u; g += WG) {
         let w = w_load8(row, g, p.d);
-        out[t * (p.d / 4u) + 2u * g] = w.lo * p.scale;
-        out[t * (p.d / 4u) + 2u * g + 1u] = w.hi * p.scale;
+        let lo = w.lo * p.scale;
+        let hi = w.hi * p.scale;
+        out[base + 2u * g] = lo;
+        out[base + 2u * g + 1u] = hi;
+        ss += dot(lo, lo) + dot(hi, hi);
+    }
+    let inv_rms = inverseSqrt(wg_sum(ss, inv) / f32(p.d) + p.eps);
+    // Each invocation reads back only what it wrote: no barrier needed.
+    for (var g = inv.lid; g < p.d / 8u; g += WG) {
+        for (var j = 2u * g; j < 2u * g + 2u; j++) {
+            h[base + j] = out[base + j] * inv_rms * (p.w_offset + norm[j]);
+        }
     }
 }

@@ -4,7 +4,8 @@
 //   h  = rms_norm(x) * (w_offset + next)      (the next block's pre-norm, or the final norm)
 // with rms_norm(v) = v / sqrt(mean(v^2) + eps), in f32. Each sum runs in the order of
 // rms_norm.wgsl's (the same WG), so x and h equal those two kernels' results bit for bit.
-// Bindings: params; o [n, d]; post [d]; next [d]; x [n, d], updated; h [n, d].
+// Bindings: params; o [n, d]; post [d]; next [d]; x [n, d], updated; h [n, d]; flags [n] u32
+// (h's, as rms_norm.wgsl's, written with FLAGS only).
 // Grid: (n rows as a 2-D grid). Workgroup WG.
 // Wrapper: src/kernels/residual_norm.rs. CPU reference: reference::rms_norm, then
 // reference::add, then reference::rms_norm.
@@ -22,8 +23,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> next: array<f32>;
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> h: array<f32>;
+@group(0) @binding(6) var<storage, read_write> flags: array<u32>;
 
 override WG: u32 = 256u;
+// With FLAGS, flags[row] = 1 where the row's output holds a NaN or an infinity, else 0: a
+// step's final norm, which its logits come from (a soft-capped logit is finite even when its
+// input is not, as tanh saturates).
+override FLAGS: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -46,7 +52,16 @@ fn main(inv: Invocation) {
         ss_x += v * v;
     }
     let scale_x = inverseSqrt(wg_sum(ss_x, inv) / f32(p.d) + p.eps);
+    var bad = 0.0;
     for (var i = inv.lid; i < p.d; i += WG) {
-        h[base + i] = x[base + i] * scale_x * (p.w_offset + next[i]);
+        let v = x[base + i] * scale_x * (p.w_offset + next[i]);
+        h[base + i] = v;
+        bad += non_finite(v);
+    }
+    if FLAGS {
+        let total = wg_sum(bad, inv);
+        if inv.lid == 0u {
+            flags[row] = u32(total > 0.0);
+        }
     }
 }

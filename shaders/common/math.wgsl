@@ -13,6 +13,11 @@ fn argmax_merge(a: ArgMax, b: ArgMax) -> ArgMax {
     return a;
 }
 
+// 1 where v is a NaN or an infinity (all its exponent bits set), else 0.
+fn non_finite(v: f32) -> f32 {
+    return select(0.0, 1.0, (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u);
+}
+
 // tanh whose argument is clamped first: some backends build tanh from exp and return NaN for
 // large |x|; tanh(±15) is ±1 to f32 precision, so the clamp changes nothing else.
 fn tanh_clamped(x: f32) -> f32 {

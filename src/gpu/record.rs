@@ -162,6 +162,17 @@ impl Recorder<'_> {
         self.copy(src, 0, &readback.staging, offset, bytes);
     }
 
+    /// Copies `bytes` bytes of `src` from byte `src_offset` to byte `offset` of `readback`.
+    pub fn copy_part_to_readback(
+        &mut self,
+        readback: &Readback,
+        (src, src_offset): (&wgpu::Buffer, u64),
+        offset: u64,
+        bytes: u64,
+    ) {
+        self.copy(src, src_offset, &readback.staging, offset, bytes);
+    }
+
     /// Submits the command buffer (without waiting for it).
     pub fn submit(mut self) {
         self.pass = None;

@@ -1,4 +1,5 @@
-//! embedding: scaled row gather from a weight matrix in any format (shaders/embedding.wgsl).
+//! embedding: scaled row gather from a weight matrix in any format, and the first layer's
+//! input norm of the rows (shaders/embedding.wgsl).
 
 use super::matrix::GpuMatrix;
 use super::{Dispatch, bindings, check_len, params, source};
@@ -14,6 +15,8 @@ params! {
         pub row_start: u32,
         pub rows: u32,
         pub scale: f32,
+        pub eps: f32,
+        pub w_offset: f32,
     }
 }
 
@@ -27,10 +30,15 @@ bindings! {
         pub ids: Read,
         /// [n, d]
         pub out: ReadWrite,
+        /// \[d\] norm weights
+        pub norm: Read,
+        /// [n, d]: rms_norm(out)
+        pub h: ReadWrite,
     }
 }
 
-/// What one embedding binds: out [n, table.cols] = table[ids\[t\]] * scale.
+/// What one embedding binds: out [n, table.cols] = table[ids\[t\]] * scale, and
+/// h = rms_norm(out) with `norm`.
 pub struct EmbeddingArgs<'a> {
     pub table: &'a GpuMatrix,
     /// \[n\] u32, each below table.rows (the caller validates token ids)
@@ -39,6 +47,10 @@ pub struct EmbeddingArgs<'a> {
     pub scale: f32,
     /// [n, table.cols]
     pub out: &'a wgpu::Buffer,
+    /// The norm's weights \[table.cols\], eps and weight offset (as rms_norm's)
+    pub norm: (&'a wgpu::Buffer, f32, f32),
+    /// [n, table.cols]
+    pub h: &'a wgpu::Buffer,
 }
 
 pub struct Embedding {
@@ -59,7 +71,8 @@ impl Embedding {
         Ok(Embedding { kernel, format })
     }
 
-    /// out [n, table.cols] = table[ids\[t\]] * scale, one dispatch per chunk of the table.
+    /// out [n, table.cols] = table[ids\[t\]] * scale and h = rms_norm(out) with `norm`, one
+    /// dispatch per chunk of the table.
     /// Ids must be below table.rows (the caller validates token ids).
     pub fn bind(&self, gpu: &Gpu, label: &str, args: EmbeddingArgs) -> Result<Vec<Dispatch>> {
         let EmbeddingArgs {
@@ -68,6 +81,8 @@ impl Embedding {
             n,
             scale,
             out,
+            norm: (norm, eps, w_offset),
+            h,
         } = args;
         if table.format != self.format {
             return Err(Error::Shape {
@@ -80,6 +95,8 @@ impl Embedding {
         }
         check_len("embedding", "ids", ids, n)?;
         check_len("embedding", "out", out, n * table.cols)?;
+        check_len("embedding", "norm", norm, table.cols)?;
+        check_len("embedding", "h", h, n * table.cols)?;
         let (gx, gy) = gpu.grid_2d(n as u32);
         table
             .chunks
@@ -92,6 +109,8 @@ impl Embedding {
                     row_start: c.row_start as u32,
                     rows: c.rows as u32,
                     scale,
+                    eps,
+                    w_offset,
                 };
                 self.kernel.bind(
                     gpu,
@@ -102,6 +121,8 @@ impl Embedding {
                         w_scales: &c.scales,
                         ids,
                         out,
+                        norm,
+                        h,
                     },
                     (gx, gy, 1),
                 )

@@ -18,30 +18,67 @@ bindings! {
         pub x: ReadWrite,
         /// [n, d]: the next norm's output
         pub h: ReadWrite,
+        /// \[n\] u32: whether each row of h holds a NaN or an infinity (written by
+        /// [`ResidualNorm::bind_flagged`]'s dispatches only)
+        pub flags: ReadWrite,
     }
 }
 
 pub struct ResidualNorm {
     kernel: Kernel,
+    /// The same writing `flags`.
+    flagged: Kernel,
 }
 
 impl ResidualNorm {
     pub fn new(gpu: &Gpu) -> Result<ResidualNorm> {
-        let kernel = source::build(
-            gpu,
-            &source::RESIDUAL_NORM,
-            "main",
-            None,
-            None,
-            // Invocations per row as rms_norm's: the sums then run in the same order.
-            &[("WG", super::rms_norm::invocations_per_row(gpu) as f64)],
-        )?;
-        Ok(ResidualNorm { kernel })
+        let build = |variant, flags: bool| {
+            let constants = [
+                // Invocations per row as rms_norm's: the sums then run in the same order.
+                ("WG", super::rms_norm::invocations_per_row(gpu) as f64),
+                ("FLAGS", f64::from(u8::from(flags))),
+            ];
+            source::build(
+                gpu,
+                &source::RESIDUAL_NORM,
+                "main",
+                None,
+                variant,
+                &constants,
+            )
+        };
+        Ok(ResidualNorm {
+            kernel: build(None, false)?,
+            flagged: build(Some("flags"), true)?,
+        })
     }
 
     /// x += rms_norm(o) with weight `post`; h = rms_norm(x) with weight `next` (rows of d).
     pub fn bind(
         &self,
+        gpu: &Gpu,
+        label: &str,
+        params: RmsNormParams,
+        buffers: ResidualNormBuffers,
+    ) -> Result<Dispatch> {
+        self.bind_with(&self.kernel, gpu, label, params, buffers)
+    }
+
+    /// As [`ResidualNorm::bind`], and flags\[row\] = whether row `row` of h holds a NaN or
+    /// an infinity.
+    pub fn bind_flagged(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        params: RmsNormParams,
+        buffers: ResidualNormBuffers,
+    ) -> Result<Dispatch> {
+        self.bind_with(&self.flagged, gpu, label, params, buffers)
+    }
+
+    fn bind_with(
+        &self,
+        kernel: &Kernel,
         gpu: &Gpu,
         label: &str,
         params: RmsNormParams,
@@ -53,8 +90,9 @@ impl ResidualNorm {
         check_len("residual_norm", "next", buffers.next, d)?;
         check_len("residual_norm", "x", buffers.x, n * d)?;
         check_len("residual_norm", "h", buffers.h, n * d)?;
+        check_len("residual_norm", "flags", buffers.flags, n)?;
         let (gx, gy) = gpu.grid_2d(params.n);
-        self.kernel.bind(
+        kernel.bind(
             gpu,
             label,
             bytemuck::bytes_of(&params),

@@ -22,6 +22,9 @@ bindings! {
         pub w: Read,
         /// [n, d]
         pub out: ReadWrite,
+        /// \[n\] u32: whether each row of `out` holds a NaN or an infinity (written by
+        /// [`RmsNorm::bind_flagged`]'s dispatches only)
+        pub flags: ReadWrite,
     }
 }
 
@@ -35,13 +38,23 @@ pub fn invocations_per_row(gpu: &Gpu) -> u32 {
 
 pub struct RmsNorm {
     kernel: Kernel,
+    /// The same writing `flags`.
+    flagged: Kernel,
 }
 
 impl RmsNorm {
     pub fn new(gpu: &Gpu) -> Result<RmsNorm> {
-        let wg = [("WG", invocations_per_row(gpu) as f64)];
-        let kernel = source::build(gpu, &source::RMS_NORM, "main", None, None, &wg)?;
-        Ok(RmsNorm { kernel })
+        let build = |variant, flags: bool| {
+            let constants = [
+                ("WG", invocations_per_row(gpu) as f64),
+                ("FLAGS", f64::from(u8::from(flags))),
+            ];
+            source::build(gpu, &source::RMS_NORM, "main", None, variant, &constants)
+        };
+        Ok(RmsNorm {
+            kernel: build(None, false)?,
+            flagged: build(Some("flags"), true)?,
+        })
     }
 
     /// out [n, d] = rms_norm(x [n, d]) with weight w \[d\].
@@ -52,12 +65,36 @@ impl RmsNorm {
         params: RmsNormParams,
         buffers: RmsNormBuffers,
     ) -> Result<Dispatch> {
+        self.bind_with(&self.kernel, gpu, label, params, buffers)
+    }
+
+    /// As [`RmsNorm::bind`], and flags\[row\] = whether row `row` of out holds a NaN or an
+    /// infinity.
+    pub fn bind_flagged(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        params: RmsNormParams,
+        buffers: RmsNormBuffers,
+    ) -> Result<Dispatch> {
+        self.bind_with(&self.flagged, gpu, label, params, buffers)
+    }
+
+    fn bind_with(
+        &self,
+        kernel: &Kernel,
+        gpu: &Gpu,
+        label: &str,
+        params: RmsNormParams,
+        buffers: RmsNormBuffers,
+    ) -> Result<Dispatch> {
         let (n, d) = (params.n as usize, params.d as usize);
         check_len("rms_norm", "x", buffers.x, n * d)?;
         check_len("rms_norm", "w", buffers.w, d)?;
         check_len("rms_norm", "out", buffers.out, n * d)?;
+        check_len("rms_norm", "flags", buffers.flags, n)?;
         let (gx, gy) = gpu.grid_2d(params.n);
-        self.kernel.bind(
+        kernel.bind(
             gpu,
             label,
             bytemuck::bytes_of(&params),

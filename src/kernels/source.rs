@@ -53,7 +53,6 @@ use super::{
     kv_store::{KvStoreBuffers, KvStoreParams},
     log_prob::{LogProbBuffers, LogProbParams},
     matrix::{MatrixBuffers, MatrixParams},
-    non_finite::{NonFiniteBuffers, NonFiniteParams},
     residual_norm::ResidualNormBuffers,
     rms_norm::{RmsNormBuffers, RmsNormParams},
     rope_store::{RopeStoreBuffers, RopeStoreParams},
@@ -113,13 +112,6 @@ pub const ROPE_STORE: Shader = shader!(
     RopeStoreParams,
     RopeStoreBuffers
 );
-pub const NON_FINITE: Shader = shader!(
-    "non_finite",
-    &["main"],
-    false,
-    NonFiniteParams,
-    NonFiniteBuffers
-);
 pub const SOFT_CAP: Shader = shader!("soft_cap", &["main"], false, SoftCapParams, SoftCapBuffers);
 pub const TOP_K: Shader = shader!(
     "top_k",
@@ -144,7 +136,6 @@ pub const ALL: &[Shader] = &[
     MATVEC,
     RMS_NORM,
     ROPE_STORE,
-    NON_FINITE,
     RESIDUAL_NORM,
     SOFT_CAP,
     TOP_K,

@@ -4,8 +4,8 @@ use crate::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::{
-    Add, Attention, Embedding, Geglu, KvDtype, LogProb, Matmul, Matvec, NonFinite, ResidualNorm,
-    RmsNorm, RopeStore, SoftCap, TopK,
+    Add, Attention, Embedding, Geglu, KvDtype, LogProb, Matmul, Matvec, ResidualNorm, RmsNorm,
+    RopeStore, SoftCap, TopK,
 };
 use crate::weights::WeightFormat;
 
@@ -28,7 +28,6 @@ pub(crate) struct Kernels {
     pub geglu: Geglu,
     pub soft_cap: SoftCap,
     pub top_k: TopK,
-    pub non_finite: NonFinite,
     pub log_prob: LogProb,
 }
 
@@ -56,7 +55,6 @@ impl Kernels {
             geglu: Geglu::new(gpu)?,
             soft_cap: SoftCap::new(gpu)?,
             top_k: TopK::new(gpu)?,
-            non_finite: NonFinite::new(gpu)?,
             log_prob: LogProb::new(gpu)?,
         })
     }

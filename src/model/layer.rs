@@ -37,8 +37,6 @@ impl Tap {
 /// A layer's dispatches for steps of `rows` token rows. A matrix product is one dispatch per
 /// chunk of its weight matrix.
 pub(crate) struct LayerDispatches {
-    /// h = rms_norm(x): layer 0 only; every layer's last dispatches write the next one's.
-    input_norm: Option<Dispatch>,
     /// [q | k | v] = h [Wq | Wk | Wv]
     qkv: Vec<Dispatch>,
     /// (Gemma 3) per-head rms_norm of q and of k, q and k rotated, q in place and k and v
@@ -122,28 +120,33 @@ impl Binder<'_> {
         }
     }
 
-    /// out = rms_norm(x) over rows of `d` values (`heads` of them per token row).
+    /// out = rms_norm(x) over rows of the hidden size; with `flagged` (the final norm) also
+    /// the state's non_finite flags of its rows.
     fn rms_norm(
         &self,
         step: &str,
-        (heads, d): (usize, usize),
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        (x, w, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        flagged: bool,
     ) -> Result<Dispatch> {
-        let params = self.norm(self.rows * heads, d);
-        let buffers = RmsNormBuffers { x, w, out };
-        (self.k.rms_norm).bind(self.gpu, &self.label(step), params, buffers)
+        let params = self.norm(self.rows, self.c.hidden);
+        let flags = &self.s.non_finite;
+        let buffers = RmsNormBuffers { x, w, out, flags };
+        let (kernel, label) = (&self.k.rms_norm, self.label(step));
+        match flagged {
+            true => kernel.bind_flagged(self.gpu, &label, params, buffers),
+            false => kernel.bind(self.gpu, &label, params, buffers),
+        }
     }
 
     /// x += rms_norm(o) with the post-norm `post` where the layer has one, else x += o; then
     /// h = rms_norm(x) with `next`: one residual_norm dispatch with a post-norm, an add and an
-    /// rms_norm without (Gemma 1).
+    /// rms_norm without (Gemma 1). With `flagged` (the final norm) the norm also writes the
+    /// state's non_finite flags of h's rows.
     fn residual(
         &self,
         step: &str,
-        post: Option<&wgpu::Buffer>,
-        next: &wgpu::Buffer,
+        (post, next): (Option<&wgpu::Buffer>, &wgpu::Buffer),
+        flagged: bool,
     ) -> Result<Vec<Dispatch>> {
         let (s, label) = (self.s, self.label(step));
         match post {
@@ -155,18 +158,20 @@ impl Binder<'_> {
                     next,
                     x: &s.x,
                     h: &s.h,
+                    flags: &s.non_finite,
                 };
-                Ok(vec![
-                    (self.k.residual_norm).bind(self.gpu, &label, params, buffers)?,
-                ])
+                let kernel = &self.k.residual_norm;
+                Ok(vec![match flagged {
+                    true => kernel.bind_flagged(self.gpu, &label, params, buffers)?,
+                    false => kernel.bind(self.gpu, &label, params, buffers)?,
+                }])
             }
             None => {
                 let n = self.rows * self.c.hidden;
                 let buffers = AddBuffers { x: &s.o, acc: &s.x };
-                let hidden = (1, self.c.hidden);
                 Ok(vec![
                     self.k.add.bind(self.gpu, &label, n, buffers)?,
-                    self.rms_norm(&format!("{step}.norm"), hidden, &s.x, next, &s.h)?,
+                    self.rms_norm(&format!("{step}.norm"), (&s.x, next, &s.h), flagged)?,
                 ])
             }
         }
@@ -231,7 +236,7 @@ impl Binder<'_> {
 impl LayerDispatches {
     /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows; the
     /// layer ends by norming its output with `next_norm` (the next layer's input norm, or the
-    /// final norm) into h.
+    /// final norm, which also flags h's rows that are not finite) into h.
     pub fn bind(
         gpu: &Gpu,
         c: &ModelConfig,
@@ -249,37 +254,33 @@ impl LayerDispatches {
             layer: i,
             rows,
         };
-        let hidden = (1, c.hidden);
-        let input_norm = match i {
-            0 => Some(b.rms_norm("input_norm", hidden, &s.x, &w.input_norm, &s.h)?),
-            _ => None,
-        };
         let post_ff = w.post_feedforward_norm.as_ref();
         Ok(LayerDispatches {
-            input_norm,
             qkv: b.products("qkv", &w.qkv, &s.h, &s.qkv)?,
             rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
             attention: b.attention()?,
             o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
             post_attention_norm: b.residual(
                 "post_attention_norm",
-                w.post_attention_norm.as_ref(),
-                &w.pre_feedforward_norm,
+                (w.post_attention_norm.as_ref(), &w.pre_feedforward_norm),
+                false,
             )?,
             gate_up_geglu: b.gate_up_geglu(&w.gate_up)?,
             down: b.product("down", &w.down, &s.act, &s.o)?,
-            post_feedforward_norm: b.residual("post_feedforward_norm", post_ff, next_norm)?,
+            post_feedforward_norm: b.residual(
+                "post_feedforward_norm",
+                (post_ff, next_norm),
+                i + 1 == c.layers.len(),
+            )?,
         })
     }
 
     /// Records the layer: the steps of `reference::gemma::forward`, line for line. `tap` is
     /// called where an activation it names can be read.
     pub fn record(&self, rec: &mut Recorder, tap: &mut dyn FnMut(&mut Recorder, Tap)) {
-        // Attention block: input norm, q/k/v, (Gemma 3) per-head q/k norms, RoPE (before
-        // caching), attention, o_proj, (Gemma 2, 3) post-attention norm, residual.
-        if let Some(input_norm) = &self.input_norm {
-            rec.dispatch(input_norm);
-        }
+        // Attention block: input norm (in h already: the embedding's, or the previous layer's
+        // last dispatch), q/k/v, (Gemma 3) per-head q/k norms, RoPE (before caching),
+        // attention, o_proj, (Gemma 2, 3) post-attention norm, residual.
         rec.dispatch_all(&self.qkv);
         rec.dispatch(&self.rope_store);
         rec.dispatch_all(&self.attention);

@@ -648,8 +648,10 @@ impl Model {
             self.prefill.record(&mut rec, Head::LogProbs { full });
             rec.submit();
             let bytes = readback.read(&self.gpu)?;
-            let out: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[..bytes.len() - 4]);
-            let h_non_finite = bytes[bytes.len() - 4..] != [0; 4];
+            // [rows, per] results, then the rows' flags (padding rows' too).
+            let (out, flags) = bytes.split_at(bytes.len() / (per + 1) * per);
+            let out: Vec<f32> = bytemuck::pod_collect_to_vec(out);
+            let h_non_finite = flags[..chunk * 4].iter().any(|&b| b != 0);
             let logits: Option<Vec<f32>> = match full {
                 true => Some(bytemuck::pod_collect_to_vec(
                     &logits_readback.read(&self.gpu)?[..part.len() * vocab * 4],

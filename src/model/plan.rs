@@ -12,7 +12,6 @@ use crate::gpu::{Dispatch, Gpu, Readback, Recorder};
 use crate::kernels::embedding::EmbeddingArgs;
 use crate::kernels::log_prob::LogProbBuffers;
 use crate::kernels::matrix::MatrixArgs;
-use crate::kernels::non_finite::NonFiniteBuffers;
 use crate::kernels::soft_cap::SoftCapBuffers;
 use crate::kernels::{GpuMatrix, TopKOutput};
 
@@ -60,8 +59,6 @@ pub(crate) struct Plan {
     top1: TopKOutput,
     final_soft_cap: Option<Dispatch>,
     top_k: TopKOutput,
-    /// Whether `h_last` is finite.
-    non_finite: Dispatch,
     /// lm_head of every row and the final soft-cap (with `all_logits`).
     all_logits: Vec<Dispatch>,
     /// The rows' log-probabilities at their ids, and whether `h` is finite (with
@@ -92,12 +89,16 @@ impl Plan {
     ) -> Result<Plan> {
         let k = kernels;
         let embed_kernels = k.matrix(w.embed.format);
+        // The first layer's input norm comes with the embedding.
+        let first_norm = w.layers.first().map_or(&w.final_norm, |l| &l.input_norm);
         let embed = EmbeddingArgs {
             table: &w.embed,
             ids: &s.ids,
             n: rows,
             scale: w.embed_scale,
             out: &s.x,
+            norm: (first_norm, c.eps, c.norm_offset),
+            h: &s.h,
         };
         let embed = embed_kernels.embedding.bind(gpu, "embed", embed)?;
         let layers = w
@@ -122,15 +123,6 @@ impl Plan {
             embed,
             layers,
             head,
-            non_finite: (k.non_finite).bind(
-                gpu,
-                "non_finite",
-                c.hidden,
-                NonFiniteBuffers {
-                    x: &s.h_last,
-                    out: &s.non_finite,
-                },
-            )?,
             top1,
             final_soft_cap,
             top_k,
@@ -195,11 +187,11 @@ impl Plan {
         }
         let top = if greedy { &self.top1 } else { &self.top_k };
         rec.dispatch_all(&top.dispatches);
-        rec.dispatch(&self.non_finite);
         let k = self.k as u64 * 4;
         rec.read_back(&self.candidates, &top.values, 0);
         rec.read_back(&self.candidates, &top.indices, k);
-        rec.read_back(&self.candidates, &self.non_finite_flag, 2 * k);
+        let flag = (&self.non_finite_flag, row as u64 * 4);
+        rec.copy_part_to_readback(&self.candidates, flag, 2 * k, 4);
     }
 
     /// Every row's logits, and their copy for the host followed by the final norm's output.
@@ -225,7 +217,8 @@ impl Plan {
         }
         rec.dispatch_all(&self.log_probs);
         rec.read_back(readback, out, 0);
-        rec.read_back(readback, &self.non_finite_flag, out.size());
+        let flags = (&self.non_finite_flag, 0);
+        rec.copy_part_to_readback(readback, flags, out.size(), self.rows as u64 * 4);
     }
 }
 
@@ -256,7 +249,7 @@ fn candidate_heads(
     Ok((top1, final_soft_cap, top_k))
 }
 
-/// With `all_logits`: every row's log-probabilities at its ids, and whether `h` is finite.
+/// With `all_logits`: every row's log-probabilities at its ids.
 fn log_probs(
     gpu: &Gpu,
     c: &ModelConfig,
@@ -265,23 +258,12 @@ fn log_probs(
     rows: usize,
 ) -> Result<Vec<Dispatch>> {
     Ok(match (&s.logits_all, &s.log_prob_ids, &s.log_probs) {
-        (Some(logits), Some(ids), Some(out)) => vec![
-            (k.log_prob).bind(
-                gpu,
-                "log_prob",
-                (rows, c.vocab, LOG_PROB_IDS),
-                LogProbBuffers { logits, ids, out },
-            )?,
-            (k.non_finite).bind(
-                gpu,
-                "non_finite.rows",
-                rows * c.hidden,
-                NonFiniteBuffers {
-                    x: &s.h,
-                    out: &s.non_finite,
-                },
-            )?,
-        ],
+        (Some(logits), Some(ids), Some(out)) => vec![(k.log_prob).bind(
+            gpu,
+            "log_prob",
+            (rows, c.vocab, LOG_PROB_IDS),
+            LogProbBuffers { logits, ids, out },
+        )?],
         _ => vec![],
     })
 }

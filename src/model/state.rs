@@ -53,18 +53,19 @@ pub(crate) struct RunState {
     pub argmax: TopKScratch,
     pub top_k: TopKScratch,
 
-    /// \[1\] u32: 1 if `h_last` holds a NaN or an infinity (a soft-capped logit is finite
-    /// even when the hidden state is not, so that is checked too).
+    /// \[rows\] u32: 1 where a row of `h` after the final norm holds a NaN or an infinity
+    /// (a soft-capped logit is finite even when the hidden state is not, so that is checked
+    /// too), written by the last layer's norm.
     pub non_finite: wgpu::Buffer,
 
     // What the host reads back.
-    /// The candidates' values \[k\] and ids \[k\], then the `non_finite` flag.
+    /// The candidates' values \[k\] and ids \[k\], then their row's `non_finite` flag.
     pub candidates: Readback,
     /// Every row's logits [rows, vocab], then `h` [rows, hidden] (with `all_logits`).
     pub all_logits: Option<Readback>,
     /// With `all_logits`: [rows, LOG_PROB_IDS] u32 ids whose log-probabilities a step
     /// computes, and its result [rows, 1 + LOG_PROB_IDS] (each row's log-sum-exp, then the
-    /// ids' log-probabilities), read back followed by the `non_finite` flag of all of `h`.
+    /// ids' log-probabilities), read back followed by the step's rows' `non_finite` flags.
     pub log_prob_ids: Option<wgpu::Buffer>,
     pub log_probs: Option<wgpu::Buffer>,
     pub log_probs_readback: Option<Readback>,
@@ -128,7 +129,7 @@ impl RunState {
             attention_partials: f("attention.partials", partials),
             argmax: TopKScratch::new(gpu, "argmax", c.vocab, 1),
             top_k: TopKScratch::new(gpu, "top_k", c.vocab, s.candidates),
-            non_finite: f("non_finite", 1),
+            non_finite: f("non_finite", rows),
             candidates: Readback::new(gpu, "candidates", (s.candidates * 8 + 4) as u64),
             all_logits: s
                 .all_logits
@@ -137,9 +138,9 @@ impl RunState {
             log_probs: s
                 .all_logits
                 .then(|| f("log_prob.out", rows * (1 + LOG_PROB_IDS))),
-            log_probs_readback: s.all_logits.then(|| {
-                Readback::new(gpu, "log_probs", (rows * (1 + LOG_PROB_IDS) * 4 + 4) as u64)
-            }),
+            log_probs_readback: s
+                .all_logits
+                .then(|| Readback::new(gpu, "log_probs", (rows * (2 + LOG_PROB_IDS) * 4) as u64)),
             cached: vec![],
         })
     }

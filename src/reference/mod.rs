@@ -187,7 +187,8 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<(f32, u32)> {
         .collect()
 }
 
-/// 1 if any value of x is NaN or infinite, else 0 (shaders/non_finite.wgsl).
+/// 1 if any value of x is NaN or infinite, else 0 (the final norms' flag of a row:
+/// shaders/rms_norm.wgsl, shaders/residual_norm.wgsl).
 pub fn non_finite(x: &[f32]) -> u32 {
     x.iter().any(|v| !v.is_finite()) as u32
 }

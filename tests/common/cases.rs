@@ -14,14 +14,13 @@ use gemma_wgpu::kernels::geglu::GegluBuffers;
 use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
 use gemma_wgpu::kernels::log_prob::LogProbBuffers;
 use gemma_wgpu::kernels::matrix::MatrixArgs;
-use gemma_wgpu::kernels::non_finite::NonFiniteBuffers;
 use gemma_wgpu::kernels::residual_norm::ResidualNormBuffers;
 use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
 use gemma_wgpu::kernels::{
     Add, Attention, Embedding, Fma, Geglu, GpuMatrix, KvDtype, KvStore, LogProb, Matmul, Matvec,
-    NonFinite, ResidualNorm, RmsNorm, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
+    ResidualNorm, RmsNorm, RopeStore, RopeTable, SoftCap, TopK, TopKScratch,
 };
 use gemma_wgpu::reference::{self, AttentionShape};
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -157,14 +156,68 @@ pub fn rms_norm_bound(d: usize, y: f32) -> f32 {
     (d as f32 / 2.0 + 12.0) * EPS * y.abs()
 }
 
+/// How a norm case runs: `flagged` binds the kernel's variant that flags the rows holding a
+/// NaN or an infinity (a step's final norm); `poison` (index, value) is written over the
+/// input first (residual_norm's: the residual stream x). Values are checked in the rows the reference keeps finite, the flags in all.
+#[derive(Clone, Copy, Debug)]
+pub struct NormCase {
+    pub flagged: bool,
+    pub poison: Option<(usize, f32)>,
+}
+
+impl NormCase {
+    pub const PLAIN: NormCase = NormCase {
+        flagged: false,
+        poison: None,
+    };
+}
+
+/// What the flags buffer holds before a norm runs: a variant without flags leaves it.
+const STALE_FLAG: u32 = 7;
+
+/// The flags a norm leaves for its expected output [n, d].
+fn expected_flags(expected: &[f32], d: usize, flagged: bool) -> Vec<u32> {
+    let flag = |row: &[f32]| match flagged {
+        true => reference::non_finite(row),
+        false => STALE_FLAG,
+    };
+    expected.chunks(d).map(flag).collect()
+}
+
+/// [`within`] over the rows (of d values) whose expected values are all finite.
+fn within_finite_rows(
+    what: &str,
+    (actual, expected, bound): (&[f32], &[f32], &[f32]),
+    d: usize,
+) -> Result<(), String> {
+    let keep = |v: &[f32]| -> Vec<f32> {
+        (v.chunks(d).zip(expected.chunks(d)))
+            .filter(|(_, e)| e.iter().all(|x| x.is_finite()))
+            .flat_map(|(r, _)| r.to_vec())
+            .collect()
+    };
+    within(what, &keep(actual), &keep(expected), &keep(bound))
+}
+
+fn check_flags(what: &str, actual: &[u32], expected: &[u32]) -> Result<(), String> {
+    match actual == expected {
+        true => Ok(()),
+        false => Err(format!("{what}: flags {actual:?}, expected {expected:?}")),
+    }
+}
+
 /// rms_norm of x [n, d] with weight w \[d\].
 pub fn rms_norm(
     gpu: &Gpu,
     kernel: &RmsNorm,
     (n, d, w_offset): (usize, usize, f32),
+    case: NormCase,
     seed: u64,
 ) -> Problem {
-    let x = normal(seed, n * d);
+    let mut x = normal(seed, n * d);
+    if let Some((i, v)) = case.poison {
+        x[i] = v;
+    }
     let w = normal(seed + 1, d);
     let eps = 1e-6;
     let y = reference::rms_norm(&x, &w, eps, w_offset);
@@ -177,21 +230,30 @@ pub fn rms_norm(
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let wb = gpu.storage_init("w", f32_bytes(&w));
     let out = gpu.storage_zeroed("out", (n * d * 4) as u64);
-    let what = format!("rms_norm d={d} n={n} w_offset={w_offset}");
+    let flags = gpu.storage_init("flags", u32_bytes(&vec![STALE_FLAG; n]));
+    let what = format!("rms_norm d={d} n={n} w_offset={w_offset} {case:?}");
     let buffers = RmsNormBuffers {
         x: &xb,
         w: &wb,
         out: &out,
+        flags: &flags,
     };
-    let dispatch = kernel.bind(gpu, "rms_norm", params, buffers).unwrap();
+    let dispatch = match case.flagged {
+        true => kernel.bind_flagged(gpu, "rms_norm", params, buffers),
+        false => kernel.bind(gpu, "rms_norm", params, buffers),
+    };
     let bound: Vec<f32> = y.iter().map(|&v| rms_norm_bound(d, v)).collect();
+    let expected_flags = expected_flags(&y, d, case.flagged);
     Problem {
         what: what.clone(),
         setup: vec![],
-        dispatches: vec![dispatch],
+        dispatches: vec![dispatch.unwrap()],
         bytes: 8.0 * (n * d) as f64 + 4.0 * d as f64,
         flops: 0.0,
-        check: Box::new(move |gpu| within(&what, &gpu.read_f32(&out).unwrap(), &y, &bound)),
+        check: Box::new(move |gpu| {
+            within_finite_rows(&what, (&gpu.read_f32(&out).unwrap(), &y, &bound), d)?;
+            check_flags(&what, &gpu.read_u32(&flags).unwrap(), &expected_flags)
+        }),
     }
 }
 
@@ -204,14 +266,18 @@ pub fn residual_norm(
     gpu: &Gpu,
     kernel: &ResidualNorm,
     (n, d, w_offset): (usize, usize, f32),
+    case: NormCase,
     seed: u64,
 ) -> Problem {
-    let (o, post, next, x) = (
+    let (o, post, next, mut x) = (
         normal(seed, n * d),
         normal(seed + 1, d),
         normal(seed + 2, d),
         normal(seed + 3, n * d),
     );
+    if let Some((i, v)) = case.poison {
+        x[i] = v;
+    }
     let eps = 1e-6;
     let y = reference::rms_norm(&o, &post, eps, w_offset);
     let mut x_ref = x.clone();
@@ -248,34 +314,33 @@ pub fn residual_norm(
     );
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let hb = gpu.storage_zeroed("h", (n * d * 4) as u64);
+    let flags = gpu.storage_init("flags", u32_bytes(&vec![STALE_FLAG; n]));
     let buffers = ResidualNormBuffers {
         o: &ob,
         post: &pb,
         next: &nb,
         x: &xb,
         h: &hb,
+        flags: &flags,
     };
-    let dispatch = kernel.bind(gpu, "residual_norm", params, buffers).unwrap();
-    let what = format!("residual_norm d={d} n={n} w_offset={w_offset}");
+    let dispatch = match case.flagged {
+        true => kernel.bind_flagged(gpu, "residual_norm", params, buffers),
+        false => kernel.bind(gpu, "residual_norm", params, buffers),
+    };
+    let what = format!("residual_norm d={d} n={n} w_offset={w_offset} {case:?}");
+    let expected_flags = expected_flags(&h_ref, d, case.flagged);
     Problem {
         what: what.clone(),
         setup: vec![],
-        dispatches: vec![dispatch],
+        dispatches: vec![dispatch.unwrap()],
         bytes: 16.0 * (n * d) as f64 + 8.0 * d as f64,
         flops: 0.0,
         check: Box::new(move |gpu| {
-            within(
-                &format!("{what} x"),
-                &gpu.read_f32(&xb).unwrap(),
-                &x_ref,
-                &x_bound,
-            )?;
-            within(
-                &format!("{what} h"),
-                &gpu.read_f32(&hb).unwrap(),
-                &h_ref,
-                &h_bound,
-            )
+            let x = gpu.read_f32(&xb).unwrap();
+            within_finite_rows(&format!("{what} x"), (&x, &x_ref, &x_bound), d)?;
+            let h = gpu.read_f32(&hb).unwrap();
+            within_finite_rows(&format!("{what} h"), (&h, &h_ref, &h_bound), d)?;
+            check_flags(&what, &gpu.read_u32(&flags).unwrap(), &expected_flags)
         }),
     }
 }
@@ -853,7 +918,9 @@ pub fn matvec_geglu(
 
 /// out = table[ids] * scale for the table `m` (values `table`): first and last rows,
 /// repeats, and random ids. One rounding per element: the product of the exact weight and
-/// the scale.
+/// the scale. And h = rms_norm(out) with random weights (w_offset 1): within rms_norm_bound
+/// of the reference's norm of the reference's out, plus out's rounding through the product
+/// and through the scale (EPS |h| each).
 pub fn embedding(
     gpu: &Gpu,
     kernel: &Embedding,
@@ -869,15 +936,26 @@ pub fn embedding(
             .map(|v| ((v.abs() * 1e4) as usize % vocab) as u32),
     );
     let expected = reference::embedding(table, d, &ids, scale);
+    let (eps, w_offset) = (1e-6, 1.0);
+    let norm = normal(seed + 1, d);
+    let expected_h = reference::rms_norm(&expected, &norm, eps, w_offset);
+    let bound_h: Vec<f32> = expected_h
+        .iter()
+        .map(|&y| rms_norm_bound(d, y) + 2.0 * EPS * y.abs())
+        .collect();
     let gm = GpuMatrix::upload(gpu, "embed", m).unwrap();
     let idb = gpu.storage_init("ids", u32_bytes(&ids));
     let out = gpu.storage_zeroed("out", (ids.len() * d * 4) as u64);
+    let nb = gpu.storage_init("norm", f32_bytes(&norm));
+    let h = gpu.storage_zeroed("h", (ids.len() * d * 4) as u64);
     let args = EmbeddingArgs {
         table: &gm,
         ids: &idb,
         n: ids.len(),
         scale,
         out: &out,
+        norm: (&nb, eps, w_offset),
+        h: &h,
     };
     let dispatches = kernel.bind(gpu, "embedding", args).unwrap();
     let what = format!("embedding {} vocab={vocab} d={d}", m.format);
@@ -886,9 +964,13 @@ pub fn embedding(
         what: what.clone(),
         setup: vec![],
         dispatches,
-        bytes: (ids.len() * (row_bytes + 4 * d + 4)) as f64,
+        bytes: (ids.len() * (row_bytes + 8 * d + 4)) as f64,
         flops: 0.0,
-        check: Box::new(move |gpu| close(&what, &gpu.read_f32(&out).unwrap(), &expected, 0.0, EPS)),
+        check: Box::new(move |gpu| {
+            close(&what, &gpu.read_f32(&out).unwrap(), &expected, 0.0, EPS)?;
+            let what = format!("{what}: its norm");
+            within(&what, &gpu.read_f32(&h).unwrap(), &expected_h, &bound_h)
+        }),
     }
 }
 
@@ -980,43 +1062,6 @@ pub fn soft_cap(gpu: &Gpu, kernel: &SoftCap, n: usize, seed: u64) -> Problem {
         bytes: 8.0 * n as f64,
         flops: 0.0,
         check: Box::new(move |gpu| within(&what, &gpu.read_f32(&xb).unwrap(), &expected, &bound)),
-    }
-}
-
-/// Whether n values hold a NaN or an infinity, with `poison` (index, value) written over a
-/// normal draw, as reference::non_finite says.
-pub fn non_finite(
-    gpu: &Gpu,
-    kernel: &NonFinite,
-    n: usize,
-    poison: Option<(usize, f32)>,
-    seed: u64,
-) -> Problem {
-    let mut x = normal(seed, n);
-    if let Some((i, v)) = poison {
-        x[i] = v;
-    }
-    let expected = reference::non_finite(&x);
-    let xb = gpu.storage_init("x", f32_bytes(&x));
-    // A stale 7 in the flag must be overwritten.
-    let out = gpu.storage_init("non_finite.out", &7u32.to_le_bytes());
-    let buffers = NonFiniteBuffers { x: &xb, out: &out };
-    let d = kernel.bind(gpu, "non_finite", n, buffers).unwrap();
-    let what = format!("non_finite n={n} poison={poison:?}");
-    Problem {
-        what: what.clone(),
-        setup: vec![],
-        dispatches: vec![d],
-        bytes: 4.0 * n as f64,
-        flops: 0.0,
-        check: Box::new(move |gpu| {
-            let got = gpu.read_u32(&out).unwrap()[0];
-            if got == expected {
-                Ok(())
-            } else {
-                Err(format!("{what}: flag {got}, reference {expected}"))
-            }
-        }),
     }
 }
 
