@@ -12,6 +12,10 @@
 //   8 tokens) and keeps its 32 sums in registers. (4 x 8 measured faster than 4 x 4 on
 //   lavapipe: Gemma 3 270M pp256 37 against 34 tokens/s.)
 // k must be a multiple of 32 (checked by the wrapper).
+// With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up, as
+// matvec.wgsl's does (p.rows counts outputs; the up rows follow the gate rows): a GPU tile's
+// 64 rows are 32 outputs' gate and up rows, an invocation's four rows two outputs' (the CPU
+// reference: reference::geglu of the product).
 // Wrapper: src/kernels/matmul.rs. CPU reference: reference::matmul.
 
 struct Params {
@@ -33,6 +37,7 @@ const KT: u32 = 16u;
 // 256 for the GPU layout (a 16 x 16 square); any size for the CPU one.
 override WG: u32 = 256u;
 override REGISTER_TILES: bool = false;
+override GEGLU: bool = false;
 // Tiles stored k-major ([KT][TILE]) so the inner loop reads 4 consecutive floats as a vec4.
 var<workgroup> w_tile: array<vec4<f32>, 256>;
 var<workgroup> x_tile: array<vec4<f32>, 256>;
@@ -55,12 +60,11 @@ fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
 
 // The CPU layout: 4 rows x 8 tokens per invocation, in registers.
 fn register_tile(inv: Invocation) {
-    let r0 = (inv.wg.x * WG + inv.lid) * 4u;
+    let unit = inv.wg.x * WG + inv.lid;
     let t0 = inv.wg.y * 8u;
     // Rows and tokens past the end repeat the last one and are not stored (every invocation
     // stays, to share the loads of x).
-    let last_row = p.rows - 1u;
-    let rows = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last_row));
+    let rows = unit_rows(unit);
     let last_tok = p.n - 1u;
     var xrow: array<u32, 8>;
     for (var t = 0u; t < 8u; t++) {
@@ -87,10 +91,37 @@ fn register_tile(inv: Invocation) {
         }
     }
     for (var t = 0u; t < 8u; t++) {
-        for (var j = 0u; j < 4u; j++) {
-            if t0 + t < p.n && r0 + j < p.rows {
-                y[(t0 + t) * p.out_stride + p.out_offset + r0 + j] = acc[t][j];
+        if t0 + t < p.n {
+            store4(t0 + t, unit, acc[t]);
+        }
+    }
+}
+
+// The four weight rows of unit u: rows 4u .. 4u + 3, or with GEGLU gate rows 2u, 2u + 1 and
+// their up rows p.rows further on. Rows past the end repeat the last.
+fn unit_rows(u: u32) -> vec4<u32> {
+    let last = p.rows - 1u;
+    if GEGLU {
+        let o = vec2<u32>(min(2u * u, last), min(2u * u + 1u, last));
+        return vec4<u32>(o, o + p.rows);
+    }
+    return min(vec4<u32>(4u * u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+}
+
+// Token t's sums of unit u's rows: four outputs, or with GEGLU gelu_tanh(gate) * up for two.
+fn store4(t: u32, u: u32, acc: vec4<f32>) {
+    let out = t * p.out_stride + p.out_offset;
+    if GEGLU {
+        for (var j = 0u; j < 2u; j++) {
+            if 2u * u + j < p.rows {
+                y[out + 2u * u + j] = gelu_tanh(acc[j]) * acc[j + 2u];
             }
+        }
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if 4u * u + j < p.rows {
+            y[out + 4u * u + j] = acc[j];
         }
     }
 }
@@ -101,7 +132,8 @@ fn main(inv: Invocation) {
         register_tile(inv);
         return;
     }
-    let row0 = inv.wg.x * TILE;
+    // The tile's 64 rows are 16 units of four (see unit_rows).
+    let unit0 = inv.wg.x * (TILE / 4u);
     let tok0 = inv.wg.y * TILE;
     let tx = inv.lid % 16u;
     let ty = inv.lid / 16u;
@@ -117,10 +149,9 @@ fn main(inv: Invocation) {
         workgroupBarrier();
         let g = k0 / 8u + lg;
         if inv.lid < 128u {
-            var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
-            if row0 + lr < p.rows {
-                w = w_load8(row0 + lr, g, p.k);
-            }
+            // Tile row lr: row lr % 4 of unit lr / 4 (rows past the end repeat the last;
+            // their sums are not stored).
+            let w = w_load8(unit_rows(unit0 + lr / 4u)[lr % 4u], g, p.k);
             store_column8(true, lr, lg * 8u, w.lo, w.hi);
         } else {
             var lo = vec4<f32>(0.0);
@@ -144,11 +175,8 @@ fn main(inv: Invocation) {
     }
     for (var i = 0u; i < 4u; i++) {
         let t = tok0 + ty * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let r = row0 + tx * 4u + j;
-            if t < p.n && r < p.rows {
-                y[t * p.out_stride + p.out_offset + r] = acc[i][j];
-            }
+        if t < p.n {
+            store4(t, unit0 + tx, acc[i]);
         }
     }
 }

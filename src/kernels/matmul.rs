@@ -1,7 +1,7 @@
 //! matmul: Y = X W^T for prefill blocks of token rows (shaders/matmul.wgsl).
 
 use super::matrix::MatrixArgs;
-use super::matvec::bind_matrix;
+use super::matvec::{bind_geglu_matrix, bind_matrix};
 use super::{Dispatch, groups, source};
 use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
@@ -19,6 +19,8 @@ const REGISTER_WG: u32 = 64;
 
 pub struct Matmul {
     kernel: Kernel,
+    /// The same product ending in gelu_tanh(gate) * up (see [`Matmul::bind_geglu`]).
+    geglu: Kernel,
     format: WeightFormat,
     /// The CPU layout (see matmul.wgsl).
     register_tiles: bool,
@@ -28,13 +30,25 @@ impl Matmul {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matmul> {
         let register_tiles = gpu.caps.cpu_like;
         let wg = if register_tiles { REGISTER_WG } else { TILE_WG };
-        let constants = [
-            ("WG", wg as f64),
-            ("REGISTER_TILES", register_tiles as u8 as f64),
-        ];
-        let kernel = source::build(gpu, &source::MATMUL, "main", Some(format), None, &constants)?;
+        let build = |geglu: bool| {
+            let constants = [
+                ("WG", wg as f64),
+                ("REGISTER_TILES", register_tiles as u8 as f64),
+                ("GEGLU", geglu as u8 as f64),
+            ];
+            let variant = geglu.then_some("geglu");
+            source::build(
+                gpu,
+                &source::MATMUL,
+                "main",
+                Some(format),
+                variant,
+                &constants,
+            )
+        };
         Ok(Matmul {
-            kernel,
+            kernel: build(false)?,
+            geglu: build(true)?,
             format,
             register_tiles,
         })
@@ -50,9 +64,8 @@ impl Matmul {
         }
     }
 
-    /// y [n, w.rows] = x [n, w.cols] W^T, one dispatch per chunk of W.
-    pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
-        let n = args.n;
+    /// Refuses more token rows than one grid dimension holds.
+    fn check_tokens(&self, gpu: &Gpu, label: &str, n: usize) -> Result<()> {
         let max = gpu.caps.max_workgroups_per_dim;
         if self.grid(1, n).1 > max {
             return Err(Error::Shape {
@@ -60,6 +73,27 @@ impl Matmul {
                 message: format!("{label}: {n} token rows need more than {max} workgroups"),
             });
         }
+        Ok(())
+    }
+
+    /// y [n, w.rows / 2] = gelu_tanh(gate) * up of [gate | up] = x W^T, for W the gate rows
+    /// stacked on the up rows in one chunk (Gemma's gate_up): the product and GeGLU in one
+    /// dispatch. `args.y` is filled whole (its offset and stride are not read).
+    pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Dispatch> {
+        let n = args.n;
+        self.check_tokens(gpu, label, n)?;
+        let kernel = (&self.geglu, self.format);
+        bind_geglu_matrix("matmul", kernel, gpu, label, args, |outputs| {
+            // Two outputs per unit of four rows.
+            let (x, y) = self.grid(2 * outputs, n);
+            (x, y, 1)
+        })
+    }
+
+    /// y [n, w.rows] = x [n, w.cols] W^T, one dispatch per chunk of W.
+    pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
+        let n = args.n;
+        self.check_tokens(gpu, label, n)?;
         bind_matrix(
             "matmul",
             &self.kernel,

@@ -111,54 +111,70 @@ impl Matvec {
     /// gate rows stacked on the up rows in one chunk (Gemma's gate_up): the product and GeGLU
     /// in one dispatch. `args.y` is filled whole (its offset and stride are not read).
     pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Dispatch> {
-        let w = args.w;
-        if w.chunks.len() != 1 || !w.rows.is_multiple_of(2) {
-            return Err(Error::Shape {
-                kernel: "matvec",
-                message: format!(
-                    "{label}: GeGLU needs [gate; up] in one chunk: {} chunks of {} rows",
-                    w.chunks.len(),
-                    w.rows
-                ),
-            });
-        }
-        let MatrixArgs { x, y, n, .. } = args;
-        if w.format != self.format {
-            return Err(Error::Shape {
-                kernel: "matvec",
-                message: format!(
-                    "{label}: kernel built for {}, matrix is {}",
-                    self.format, w.format
-                ),
-            });
-        }
-        let outputs = w.rows / 2;
-        check_len("matvec", "x", x, n * w.cols)?;
-        check_len("matvec", "y", y, n * outputs)?;
-        let c = &w.chunks[0];
-        // The shader counts outputs; its up rows are `outputs` after the gate rows.
-        let params = MatrixParams {
-            rows: outputs as u32,
-            k: w.cols as u32,
-            n: n as u32,
-            out_offset: 0,
-            out_stride: outputs as u32,
-        };
-        // Two outputs per unit of four rows.
-        let (gx, gy) = gpu.grid_2d(groups(outputs, self.rows_per_workgroup / 2));
-        self.geglu.bind(
-            gpu,
-            label,
-            bytemuck::bytes_of(&params),
-            &MatrixBuffers {
-                w_data: &c.data,
-                w_scales: &c.scales,
-                x,
-                y,
-            },
-            (gx, gy, n as u32),
-        )
+        let n = args.n as u32;
+        let kernel = (&self.geglu, self.format);
+        bind_geglu_matrix("matvec", kernel, gpu, label, args, |outputs| {
+            // Two outputs per unit of four rows.
+            let (gx, gy) = gpu.grid_2d(groups(outputs, self.rows_per_workgroup / 2));
+            (gx, gy, n)
+        })
     }
+}
+
+/// Binds a matrix kernel's GeGLU variant (matvec or matmul): y [n, w.rows / 2] =
+/// gelu_tanh(gate) * up of [gate | up] = x W^T, for W the gate rows stacked on the up rows in
+/// one chunk; `grid(outputs)` is its workgroup grid. `args.y` is filled whole (its offset and
+/// stride are not read).
+pub(super) fn bind_geglu_matrix(
+    name: &'static str,
+    (kernel, format): (&Kernel, WeightFormat),
+    gpu: &Gpu,
+    label: &str,
+    args: MatrixArgs,
+    grid: impl Fn(usize) -> (u32, u32, u32),
+) -> Result<Dispatch> {
+    let w = args.w;
+    if w.chunks.len() != 1 || !w.rows.is_multiple_of(2) {
+        return Err(Error::Shape {
+            kernel: name,
+            message: format!(
+                "{label}: GeGLU needs [gate; up] in one chunk: {} chunks of {} rows",
+                w.chunks.len(),
+                w.rows
+            ),
+        });
+    }
+    let MatrixArgs { x, y, n, .. } = args;
+    if w.format != format {
+        return Err(Error::Shape {
+            kernel: name,
+            message: format!("{label}: kernel built for {format}, matrix is {}", w.format),
+        });
+    }
+    let outputs = w.rows / 2;
+    check_len(name, "x", x, n * w.cols)?;
+    check_len(name, "y", y, n * outputs)?;
+    let c = &w.chunks[0];
+    // The shader counts outputs; its up rows are `outputs` after the gate rows.
+    let params = MatrixParams {
+        rows: outputs as u32,
+        k: w.cols as u32,
+        n: n as u32,
+        out_offset: 0,
+        out_stride: outputs as u32,
+    };
+    kernel.bind(
+        gpu,
+        label,
+        bytemuck::bytes_of(&params),
+        &MatrixBuffers {
+            w_data: &c.data,
+            w_scales: &c.scales,
+            x,
+            y,
+        },
+        grid(outputs),
+    )
 }
 
 /// Binds a matrix kernel (matvec or matmul) once per chunk of `w`; `grid(rows)` is the

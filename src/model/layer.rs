@@ -49,8 +49,8 @@ pub(crate) struct LayerDispatches {
     /// x += rms_norm(o) (Gemma 2, 3), or x += o (Gemma 1); then h = rms_norm(x), the
     /// pre-feedforward norm: one residual_norm dispatch where the layer has post-norms.
     post_attention_norm: Vec<Dispatch>,
-    /// act = gelu_tanh(gate) * up of [gate | up] = h [Wgate | Wup]: one dispatch for a decode
-    /// step (matvec's GeGLU) where gate and up share a chunk, else the product into
+    /// act = gelu_tanh(gate) * up of [gate | up] = h [Wgate | Wup]: one dispatch (the
+    /// product's GeGLU variant) where gate and up share a chunk, else the product into
     /// `RunState::gate_up` and geglu.
     gate_up_geglu: Vec<Dispatch>,
     /// o = act Wdown
@@ -177,18 +177,17 @@ impl Binder<'_> {
         }
     }
 
-    /// act = gelu_tanh(gate) * up of h [Wgate | Wup]: in one dispatch for one row where the
-    /// stacked matrix is one chunk, else the product, then geglu.
+    /// act = gelu_tanh(gate) * up of h [Wgate | Wup]: in one dispatch (the product's GeGLU
+    /// variant) where the stacked matrix is one chunk, else the product, then geglu.
     fn gate_up_geglu(&self, w: &GpuMatrix) -> Result<Vec<Dispatch>> {
         let s = self.s;
-        if self.rows == 1 && w.chunks.len() == 1 {
-            let args = MatrixArgs::new(w, &s.h, &s.act, 1);
-            let matvec = &self.k.matrix(w.format).matvec;
-            return Ok(vec![matvec.bind_geglu(
-                self.gpu,
-                &self.label("gate_up"),
-                args,
-            )?]);
+        if w.chunks.len() == 1 {
+            let (k, label) = (self.k.matrix(w.format), self.label("gate_up"));
+            let args = MatrixArgs::new(w, &s.h, &s.act, self.rows);
+            return Ok(vec![match self.rows {
+                1 => k.matvec.bind_geglu(self.gpu, &label, args)?,
+                _ => k.matmul.bind_geglu(self.gpu, &label, args)?,
+            }]);
         }
         let mut d = self.product("gate_up", w, &s.h, &s.gate_up)?;
         let buffers = GegluBuffers {

@@ -873,12 +873,12 @@ pub fn product(
 const GELU_SLOPE: f32 = 1.13;
 
 /// gelu_tanh(gate) * up [n, rows / 2] of the product of the stacked [gate; up] matrix `m`
-/// (values `w`) and random x, in one dispatch (matvec's GeGLU). Each output moves by the
-/// slope of gelu times the gate's product bound, times |up|, plus |gelu(gate)| times the up's
-/// product bound, plus GeGLU's own error (as the geglu problem).
-pub fn matvec_geglu(
+/// (values `w`) and random x, in one dispatch (the product's GeGLU variant). Each output moves
+/// by the slope of gelu times the gate's product bound, times |up|, plus |gelu(gate)| times
+/// the up's product bound, plus GeGLU's own error (as the geglu problem).
+pub fn product_geglu(
     gpu: &Gpu,
-    kernel: &Matvec,
+    kernel: Product,
     (m, w): (&HostMatrix, &[f32]),
     n: usize,
     seed: u64,
@@ -902,10 +902,13 @@ pub fn matvec_geglu(
     let gm = GpuMatrix::upload(gpu, "gate_up", m).unwrap();
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let yb = gpu.storage_zeroed("act", (n * d * 4) as u64);
-    let dispatch = kernel
-        .bind_geglu(gpu, "gate_up", MatrixArgs::new(&gm, &xb, &yb, n))
-        .unwrap();
-    let what = format!("matvec geglu: {} n={n} rows={rows} k={k}", m.format);
+    let args = MatrixArgs::new(&gm, &xb, &yb, n);
+    let (name, dispatch) = match kernel {
+        Product::Matvec(k) => ("matvec", k.bind_geglu(gpu, "gate_up", args)),
+        Product::Matmul(k) => ("matmul", k.bind_geglu(gpu, "gate_up", args)),
+    };
+    let dispatch = dispatch.unwrap();
+    let what = format!("{name} geglu: {} n={n} rows={rows} k={k}", m.format);
     Problem {
         what: what.clone(),
         setup: vec![],

@@ -71,21 +71,37 @@ fn matvec_matches_reference_for_every_format() {
 }
 
 /// The product of Gemma's stacked [gate; up] ending in GeGLU, in one dispatch: 1 output, an
-/// odd count (a last unit with one output), 130, and the 270M's 2048 over 640.
+/// odd count (a last unit with one output), 130, and the 270M's 2048 over 640; for a decode
+/// step (matvec) and for blocks of tokens (matmul: 9 and 65 tokens, past whole tiles of 8
+/// and 64, and 16 at the 270M's shape).
 #[test]
-fn matvec_geglu_matches_reference_for_every_format() {
+fn product_geglu_matches_reference_for_every_format() {
     for dev in devices() {
+        let gpu = &dev.gpu;
         for format in WeightFormat::ALL {
-            let kernel = Matvec::new(&dev.gpu, format).unwrap();
+            let (mv, mm) = (
+                Matvec::new(gpu, format).unwrap(),
+                Matmul::new(gpu, format).unwrap(),
+            );
             let k = 128usize.next_multiple_of(block_len(format));
-            let mut shapes = vec![(1usize, k, 1usize), (37, k, 2), (130, k, 1)];
+            // (outputs, k, tokens, through matmul)
+            let mut shapes = vec![
+                (1usize, k, 1usize, false),
+                (37, k, 2, false),
+                (130, k, 1, false),
+            ];
+            shapes.extend([(1, k, 9, true), (37, k, 65, true), (130, k, 9, true)]);
             if k <= 640 && 640 % block_len(format) == 0 {
-                shapes.push((2048, 640, 1));
+                shapes.extend([(2048, 640, 1, false), (2048, 640, 16, true)]);
             }
-            for (i, &(d, k, n)) in shapes.iter().enumerate() {
+            for (i, &(d, k, n, matmul)) in shapes.iter().enumerate() {
                 let (m, w) = matrix(40 + i as u64, format, 2 * d, k);
-                matvec_geglu(&dev.gpu, &kernel, (&m, &w), n, i as u64)
-                    .run_and_check(&dev.gpu)
+                let kernel = match matmul {
+                    false => Product::Matvec(&mv),
+                    true => Product::Matmul(&mm),
+                };
+                product_geglu(gpu, kernel, (&m, &w), n, i as u64)
+                    .run_and_check(gpu)
                     .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
             }
         }
