@@ -216,14 +216,10 @@ fn softmax_step(
     (*ml)[1] = (*ml)[1] * correction + wg_sum4(p0 + p1 + p2 + p3, inv);
     return correction;
 }
+
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
     let split = inv.wg.x;
-    let h0 = inv.wg.y * p.group_heads;
-    let hd = p.head_dim;
-    let nh = p.group_heads;
-    let hd4 = hd / 4u;
-    let g = h0 / (p.heads / p.kv_heads);
     // Query a, and with QPW = 2 query b after it (a again past the last query, computed and
     // not stored); the keys are those either sees.
     let ta = inv.wg.z * QPW;
@@ -235,6 +231,46 @@ fn partial(inv: Invocation) {
     }
     let lo = min(keys_a.x, keys_b.x);
     let end = max(keys_a.y, keys_b.y);
+    load_queries(ta, tb, inv);
+    workgroupBarrier();
+    // Each query's running max (column 0) and sum (column 1) per head.
+    var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
+    var ml_b = ml_a;
+    let step = WG * KPL;
+    for (var c = lo; c < end; c += step) {
+        // This invocation's keys: KPL neighbours, so a CPU walks their rows in one run and
+        // loads each query element once for them all. A key past `end` is scored from a row
+        // that exists (its slot wraps) and then masked.
+        let j0 = c + inv.lid * KPL;
+        let dots = key_dots(j0, inv);
+        let at = inv.lid * KPL;
+        var corrections = mat2x4<f32>(vec4<f32>(1.0), vec4<f32>(1.0));
+        corrections[0] = softmax_step(0u, dots.a, vec2<u32>(j0, at), keys_a, &ml_a, inv);
+        if QPW > 1u {
+            corrections[1] = softmax_step(1u, dots.b, vec2<u32>(j0, at), keys_b, &ml_b, inv);
+        }
+        workgroupBarrier();
+        weigh_values(c, min(step, end - c), corrections, inv);
+        workgroupBarrier();
+    }
+    store_query(0u, ta, split, ml_a, inv);
+    if QPW > 1u && ta + 1u < p.n_q {
+        store_query(1u, tb, split, ml_b, inv);
+    }
+}
+
+// The kv head the workgroup's query heads share, and where its elements start in a cache row.
+fn kv_head_offset(inv: Invocation) -> u32 {
+    let h0 = inv.wg.y * p.group_heads;
+    return h0 / (p.heads / p.kv_heads) * p.head_dim;
+}
+
+// Queries ta and (with QPW = 2) tb into q_s, and their weighted values zeroed.
+fn load_queries(ta: u32, tb: u32, inv: Invocation) {
+    let nh = p.group_heads;
+    let hd = p.head_dim;
+    let h0 = inv.wg.y * nh;
+    let hd4 = hd / 4u;
     for (var d = inv.lid; d < QPW * nh * hd4; d += WG) {
         let t = select(ta, tb, d >= nh * hd4);
         let e = (t * p.heads + h0) * hd + 4u * (d % (nh * hd4));
@@ -243,88 +279,81 @@ fn partial(inv: Invocation) {
     for (var d = inv.lid; d < QPW * nh * hd / 2u; d += WG) {
         acc_s[d] = vec2<f32>(0.0);
     }
-    workgroupBarrier();
-    // Each query's running max (column 0) and sum (column 1) per head.
-    var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
-    var ml_b = ml_a;
-    let row = p.kv_heads * hd;
-    let step = WG * KPL;
-    for (var c = lo; c < end; c += step) {
-        // This invocation's keys: KPL neighbours, so a CPU walks their rows in one run and
-        // loads each query element once for them all. A key past `end` is scored from a row
-        // that exists (its slot wraps) and then masked.
-        let j0 = c + inv.lid * KPL;
-        let kb = vec4<u32>(
-            (j0 % p.capacity) * row + g * hd,
-            ((j0 + 1u) % p.capacity) * row + g * hd,
-            ((j0 + 2u) % p.capacity) * row + g * hd,
-            ((j0 + 3u) % p.capacity) * row + g * hd,
-        );
-        var da = mat4x4<f32>();
-        var db = mat4x4<f32>();
-        for (var d = 0u; d < hd4; d++) {
-            let qa = q_heads(0u, d, inv);
-            var qb = mat4x4<f32>();
-            if QPW > 1u {
-                qb = q_heads(1u, d, inv);
-            }
-            for (var i = 0u; i < KPL; i++) {
-                let k4 = k_load4(kb[i] + 4u * d);
-                da[i] += head_dots(k4, qa);
-                if QPW > 1u {
-                    db[i] += head_dots(k4, qb);
-                }
-            }
-        }
-        let at = inv.lid * KPL;
-        let correction_a = softmax_step(0u, da, vec2<u32>(j0, at), keys_a, &ml_a, inv);
-        var correction_b = vec4<f32>(1.0);
+}
+
+// Each query's dot products with this invocation's KPL keys j0 .. (column i: key j0 + i).
+struct Dots {
+    a: mat4x4<f32>,
+    b: mat4x4<f32>,
+}
+
+fn key_dots(j0: u32, inv: Invocation) -> Dots {
+    let row = p.kv_heads * p.head_dim;
+    let off = kv_head_offset(inv);
+    let kb = vec4<u32>(
+        (j0 % p.capacity) * row + off,
+        ((j0 + 1u) % p.capacity) * row + off,
+        ((j0 + 2u) % p.capacity) * row + off,
+        ((j0 + 3u) % p.capacity) * row + off,
+    );
+    var r = Dots(mat4x4<f32>(), mat4x4<f32>());
+    for (var d = 0u; d < p.head_dim / 4u; d++) {
+        let qa = q_heads(0u, d, inv);
+        var qb = mat4x4<f32>();
         if QPW > 1u {
-            correction_b = softmax_step(1u, db, vec2<u32>(j0, at), keys_b, &ml_b, inv);
+            qb = q_heads(1u, d, inv);
         }
-        workgroupBarrier();
-        let nk = min(step, end - c);
-        // Each invocation weighs four neighbouring value elements of every scored key, so a
-        // key's probabilities are loaded once per invocation, and with subgroups once per
-        // subgroup (by one invocation, handed to the others): the loops stay uniform for that,
-        // an invocation past the head's last element computing and storing nothing. The
-        // key's cache slot is counted, not loaded.
-        for (var d0 = 0u; d0 < hd4; d0 += WG) {
-            let d = min(d0 + inv.lid, hd4 - 1u);
-            var a = acc_load(0u, d, correction_a);
-            var b = mat4x4<f32>();
+        for (var i = 0u; i < KPL; i++) {
+            let k4 = k_load4(kb[i] + 4u * d);
+            r.a[i] += head_dots(k4, qa);
             if QPW > 1u {
-                b = acc_load(1u, d, correction_b);
-            }
-            var slot = c % p.capacity;
-            for (var i = 0u; i < nk; i++) {
-                var pa = vec4<f32>(0.0);
-                var pb = vec4<f32>(0.0);
-                if one_lane(inv) {
-                    pa = p_s[i];
-                    if QPW > 1u {
-                        pb = p_s[MAX_STEP + i];
-                    }
-                }
-                let v4 = v_load4(slot * row + g * hd + 4u * d);
-                slot = select(slot + 1u, 0u, slot + 1u == p.capacity);
-                a += outer(v4, from_one_lane(pa));
-                if QPW > 1u {
-                    b += outer(v4, from_one_lane(pb));
-                }
-            }
-            if d0 + inv.lid < hd4 {
-                acc_store(0u, d, a);
-                if QPW > 1u {
-                    acc_store(1u, d, b);
-                }
+                r.b[i] += head_dots(k4, qb);
             }
         }
-        workgroupBarrier();
     }
-    store_query(0u, ta, split, ml_a, inv);
-    if QPW > 1u && ta + 1u < p.n_q {
-        store_query(1u, tb, split, ml_b, inv);
+    return r;
+}
+
+// The nk keys from c, their probabilities in p_s, weighed into each query's values (rescaled
+// first by its column of `corrections`). Each invocation weighs four neighbouring value
+// elements of every key, so a key's probabilities are loaded once per invocation, and with
+// subgroups once per subgroup (by one invocation, handed to the others): the loops stay
+// uniform for that, an invocation past the head's last element computing and storing
+// nothing. The key's cache slot is counted, not loaded.
+fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, inv: Invocation) {
+    let hd4 = p.head_dim / 4u;
+    let row = p.kv_heads * p.head_dim;
+    let off = kv_head_offset(inv);
+    for (var d0 = 0u; d0 < hd4; d0 += WG) {
+        let d = min(d0 + inv.lid, hd4 - 1u);
+        var a = acc_load(0u, d, corrections[0]);
+        var b = mat4x4<f32>();
+        if QPW > 1u {
+            b = acc_load(1u, d, corrections[1]);
+        }
+        var slot = c % p.capacity;
+        for (var i = 0u; i < nk; i++) {
+            var pa = vec4<f32>(0.0);
+            var pb = vec4<f32>(0.0);
+            if one_lane(inv) {
+                pa = p_s[i];
+                if QPW > 1u {
+                    pb = p_s[MAX_STEP + i];
+                }
+            }
+            let v4 = v_load4(slot * row + off + 4u * d);
+            slot = select(slot + 1u, 0u, slot + 1u == p.capacity);
+            a += outer(v4, from_one_lane(pa));
+            if QPW > 1u {
+                b += outer(v4, from_one_lane(pb));
+            }
+        }
+        if d0 + inv.lid < hd4 {
+            acc_store(0u, d, a);
+            if QPW > 1u {
+                acc_store(1u, d, b);
+            }
+        }
     }
 }
 
