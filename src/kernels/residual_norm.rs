@@ -18,8 +18,8 @@ bindings! {
         pub x: ReadWrite,
         /// [n, d]: the next norm's output
         pub h: ReadWrite,
-        /// \[n\] u32: whether each row of h holds a NaN or an infinity (written by
-        /// [`ResidualNorm::bind_flagged`]'s dispatches only)
+        /// \[n\] u32: whether each row of h holds a NaN or an infinity (written by the
+        /// dispatches bound with `flag_rows` only)
         pub flags: ReadWrite,
     }
 }
@@ -54,36 +54,21 @@ impl ResidualNorm {
     }
 
     /// x += rms_norm(o) with weight `post`; h = rms_norm(x) with weight `next` (rows of d).
+    /// With `flag_rows` (a step's final norm) also flags\[row\] = whether row `row` of h
+    /// holds a NaN or an infinity; without, `flags` is left as it is.
     pub fn bind(
         &self,
         gpu: &Gpu,
         label: &str,
         params: RmsNormParams,
         buffers: ResidualNormBuffers,
+        flag_rows: bool,
     ) -> Result<Dispatch> {
-        self.bind_with(&self.kernel, gpu, label, params, buffers)
-    }
-
-    /// As [`ResidualNorm::bind`], and flags\[row\] = whether row `row` of h holds a NaN or
-    /// an infinity.
-    pub fn bind_flagged(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        params: RmsNormParams,
-        buffers: ResidualNormBuffers,
-    ) -> Result<Dispatch> {
-        self.bind_with(&self.flagged, gpu, label, params, buffers)
-    }
-
-    fn bind_with(
-        &self,
-        kernel: &Kernel,
-        gpu: &Gpu,
-        label: &str,
-        params: RmsNormParams,
-        buffers: ResidualNormBuffers,
-    ) -> Result<Dispatch> {
+        let kernel = if flag_rows {
+            &self.flagged
+        } else {
+            &self.kernel
+        };
         let (n, d) = (params.n as usize, params.d as usize);
         check_len("residual_norm", "o", buffers.o, n * d)?;
         check_len("residual_norm", "post", buffers.post, d)?;

@@ -23,7 +23,7 @@ bindings! {
         /// [n, d]
         pub out: ReadWrite,
         /// \[n\] u32: whether each row of `out` holds a NaN or an infinity (written by
-        /// [`RmsNorm::bind_flagged`]'s dispatches only)
+        /// the dispatches bound with `flag_rows` only)
         pub flags: ReadWrite,
     }
 }
@@ -58,36 +58,21 @@ impl RmsNorm {
     }
 
     /// out [n, d] = rms_norm(x [n, d]) with weight w \[d\].
+    /// With `flag_rows` (a step's final norm) also flags\[row\] = whether row `row` of out
+    /// holds a NaN or an infinity; without, `flags` is left as it is.
     pub fn bind(
         &self,
         gpu: &Gpu,
         label: &str,
         params: RmsNormParams,
         buffers: RmsNormBuffers,
+        flag_rows: bool,
     ) -> Result<Dispatch> {
-        self.bind_with(&self.kernel, gpu, label, params, buffers)
-    }
-
-    /// As [`RmsNorm::bind`], and flags\[row\] = whether row `row` of out holds a NaN or an
-    /// infinity.
-    pub fn bind_flagged(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        params: RmsNormParams,
-        buffers: RmsNormBuffers,
-    ) -> Result<Dispatch> {
-        self.bind_with(&self.flagged, gpu, label, params, buffers)
-    }
-
-    fn bind_with(
-        &self,
-        kernel: &Kernel,
-        gpu: &Gpu,
-        label: &str,
-        params: RmsNormParams,
-        buffers: RmsNormBuffers,
-    ) -> Result<Dispatch> {
+        let kernel = if flag_rows {
+            &self.flagged
+        } else {
+            &self.kernel
+        };
         let (n, d) = (params.n as usize, params.d as usize);
         check_len("rms_norm", "x", buffers.x, n * d)?;
         check_len("rms_norm", "w", buffers.w, d)?;

@@ -131,11 +131,8 @@ impl Binder<'_> {
         let params = self.norm(self.rows, self.c.hidden);
         let flags = &self.s.non_finite;
         let buffers = RmsNormBuffers { x, w, out, flags };
-        let (kernel, label) = (&self.k.rms_norm, self.label(step));
-        match flagged {
-            true => kernel.bind_flagged(self.gpu, &label, params, buffers),
-            false => kernel.bind(self.gpu, &label, params, buffers),
-        }
+        let label = self.label(step);
+        (self.k.rms_norm).bind(self.gpu, &label, params, buffers, flagged)
     }
 
     /// x += rms_norm(o) with the post-norm `post` where the layer has one, else x += o; then
@@ -161,10 +158,9 @@ impl Binder<'_> {
                     flags: &s.non_finite,
                 };
                 let kernel = &self.k.residual_norm;
-                Ok(vec![match flagged {
-                    true => kernel.bind_flagged(self.gpu, &label, params, buffers)?,
-                    false => kernel.bind(self.gpu, &label, params, buffers)?,
-                }])
+                Ok(vec![
+                    kernel.bind(self.gpu, &label, params, buffers, flagged)?,
+                ])
             }
             None => {
                 let n = self.rows * self.c.hidden;

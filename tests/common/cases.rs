@@ -238,10 +238,7 @@ pub fn rms_norm(
         out: &out,
         flags: &flags,
     };
-    let dispatch = match case.flagged {
-        true => kernel.bind_flagged(gpu, "rms_norm", params, buffers),
-        false => kernel.bind(gpu, "rms_norm", params, buffers),
-    };
+    let dispatch = kernel.bind(gpu, "rms_norm", params, buffers, case.flagged);
     let bound: Vec<f32> = y.iter().map(|&v| rms_norm_bound(d, v)).collect();
     let expected_flags = expected_flags(&y, d, case.flagged);
     Problem {
@@ -323,10 +320,7 @@ pub fn residual_norm(
         h: &hb,
         flags: &flags,
     };
-    let dispatch = match case.flagged {
-        true => kernel.bind_flagged(gpu, "residual_norm", params, buffers),
-        false => kernel.bind(gpu, "residual_norm", params, buffers),
-    };
+    let dispatch = kernel.bind(gpu, "residual_norm", params, buffers, case.flagged);
     let what = format!("residual_norm d={d} n={n} w_offset={w_offset} {case:?}");
     let expected_flags = expected_flags(&h_ref, d, case.flagged);
     Problem {
