@@ -61,8 +61,7 @@ pub(crate) struct Plan {
     top_k: TopKOutput,
     /// lm_head of every row and the final soft-cap (with `all_logits`).
     all_logits: Vec<Dispatch>,
-    /// The rows' log-probabilities at their ids, and whether `h` is finite (with
-    /// `all_logits`).
+    /// The rows' log-probabilities at their ids (with `all_logits`).
     log_probs: Vec<Dispatch>,
     /// Handles to the run state's buffers the step copies.
     h: wgpu::Buffer,

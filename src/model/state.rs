@@ -103,8 +103,10 @@ impl RunState {
                 KvCache::new(gpu, &format!("L{i:02}.kv"), s.kv, capacity, c.kv_dim())
             })
             .collect::<Result<Vec<KvCache>>>()?;
-        let partials = (c.layers.iter().enumerate())
-            .flat_map(|(i, _)| [1, rows].map(|n| (i, n)))
+        // Every plan's step: fewer queries can mean more key splits.
+        let steps = super::plan_rows(rows);
+        let partials = (0..c.layers.len())
+            .flat_map(|i| steps.iter().map(move |&n| (i, n)))
             .map(|(i, n)| {
                 let capacity = caches[i].capacity;
                 Attention::partials_len(gpu, n, &c.attention_shape(i), capacity)
