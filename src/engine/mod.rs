@@ -1,6 +1,7 @@
 //! Text in, text out: the tokenizer, the model and the sampler put together.
 
 pub mod chat;
+mod output;
 pub mod perplexity;
 pub mod sampling;
 pub mod sandbox;
@@ -13,6 +14,7 @@ use crate::model::{Model, ModelOptions};
 use crate::weights::gemma;
 use crate::weights::safetensors::Checkpoint;
 use crate::{Error, Result};
+use output::Output;
 pub use sampling::{Sampler, SamplingDefaults, SamplingParams};
 use std::path::Path;
 use std::sync::Arc;
@@ -313,73 +315,60 @@ impl Engine {
         &mut self,
         new: &[u32],
         options: &GenerateOptions,
-        mut on_delta: impl FnMut(Delta),
+        on_delta: impl FnMut(Delta),
     ) -> Result<Generation> {
         let params = &options.sampling;
         params.validate()?;
         self.check_room(new)?;
-        let ctx = self.model.ctx();
         self.cancel.store(false, Ordering::Relaxed);
         let mut sampler = Sampler::new(params.clone());
         // Log-probabilities need every candidate, not only the best.
         let greedy = params.greedy() && options.logprobs.is_none();
-        let mut logprobs = vec![];
-        // Those not yet given to `on_delta`.
-        let mut fresh = 0;
-        let mut stream = TextStream::new(&self.tokenizer);
-        let mut ids = vec![];
+        let stream = TextStream::new(&self.tokenizer);
+        let mut out = Output::new(stream, &self.eos, options, &self.cancel, on_delta);
         let start = Instant::now();
         let mut candidates = self.model.feed(new, greedy)?;
         let prefill_time = start.elapsed();
         let decode_start = Instant::now();
-        let mut text = String::new();
+        let ctx = self.model.ctx();
         let stop = loop {
-            if ids.len() >= options.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if self.cancel.load(Ordering::Relaxed) {
-                break StopReason::Cancelled;
+            if let Some(stop) = out.before_next() {
+                break stop;
             }
             let next = sampler.sample(&candidates, self.model.cached());
-            ids.push(next);
-            if !options.ignore_eos && self.eos.contains(&next) {
-                break StopReason::Eos;
-            }
-            if let Some(top) = options.logprobs {
-                logprobs.push(TokenLogprob::new(&candidates, next, top));
-            }
-            if let Some(piece) = stream.push(next)? {
-                on_delta(Delta {
-                    text: &piece,
-                    logprobs: &logprobs[fresh..],
-                });
-                fresh = logprobs.len();
-                text.push_str(&piece);
-            }
-            if ids.len() >= options.max_tokens {
-                break StopReason::MaxTokens;
+            let logprob = options
+                .logprobs
+                .map(|top| TokenLogprob::new(&candidates, next, top));
+            if let Some(stop) = out.push(next, logprob)? {
+                break stop;
             }
             if self.model.position() + 1 > ctx {
                 break StopReason::ContextFull;
             }
+            if greedy {
+                // The rest with two steps in flight (the same tokens).
+                let mut stop = None;
+                self.model.decode_greedy(next, |token| {
+                    stop = match out.before_next() {
+                        Some(s) => Some(s),
+                        None => out.push(token, None)?,
+                    };
+                    Ok(stop.is_none())
+                })?;
+                // Without a reason of ours it ended at the context's end.
+                break stop.unwrap_or(StopReason::ContextFull);
+            }
             candidates = self.model.feed(&[next], greedy)?;
         };
-        let rest = stream.finish()?.unwrap_or_default();
-        if !rest.is_empty() || fresh < logprobs.len() {
-            on_delta(Delta {
-                text: &rest,
-                logprobs: &logprobs[fresh..],
-            });
-            text.push_str(&rest);
-        }
+        out.finish()?;
         Ok(Generation {
-            ids,
-            text,
+            ids: out.ids,
+            text: out.text,
             stop,
             prompt_tokens: new.len(),
             prefill_time,
             decode_time: decode_start.elapsed(),
-            logprobs,
+            logprobs: out.logprobs,
         })
     }
 }

@@ -133,10 +133,16 @@ impl Readback {
 
     /// Waits for the copy and returns the bytes.
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<u8>> {
+        self.read_after(gpu, None)
+    }
+
+    /// As [`Readback::read`], waiting only for submission `index` (the one that copied
+    /// here), not for any submitted after it; `None` waits for all.
+    pub fn read_after(&self, gpu: &Gpu, index: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.staging
             .map_async(wgpu::MapMode::Read, .., move |r| drop(tx.send(r)));
-        gpu.wait()?;
+        gpu.wait_for(index)?;
         rx.recv()
             .map_err(|e| Error::Readback(e.to_string()))?
             .map_err(|e| Error::Readback(e.to_string()))?;

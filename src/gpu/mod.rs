@@ -169,8 +169,18 @@ impl Gpu {
     /// Waits until every submitted command has finished; a GPU fault since the last check
     /// (an allocation out of memory, an uncaptured error, the device lost) is the error.
     pub fn wait(&self) -> Result<()> {
+        self.wait_for(None)
+    }
+
+    /// Waits until submission `index` has finished (every submission with `None`); faults
+    /// as [`Gpu::wait`].
+    pub fn wait_for(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let poll = wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: None,
+        };
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(poll)
             .map_err(|e| Error::Readback(e.to_string()))?;
         self.check(|_| "a smaller --ctx or --dtype needs less memory".into())
     }

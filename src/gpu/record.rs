@@ -173,13 +173,15 @@ impl Recorder<'_> {
         self.copy(src, src_offset, &readback.staging, offset, bytes);
     }
 
-    /// Submits the command buffer (without waiting for it).
-    pub fn submit(mut self) {
+    /// Submits the command buffer (without waiting for it); its index is what
+    /// [`Gpu::wait_for`] waits for.
+    pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;
         let gpu = self.gpu;
-        gpu.queue.submit([self.encoder.finish()]);
+        let index = gpu.queue.submit([self.encoder.finish()]);
         gpu.submitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        index
     }
 
     /// Submits the command buffer, waits, and returns each timed dispatch's GPU time.

@@ -6,6 +6,7 @@
 //! the KV caches hold), `layer::LayerDispatches` one decoder layer in the order of
 //! `reference::gemma::forward`, and a `plan::Plan` a whole step for a number of token rows.
 
+mod chained;
 mod fit;
 mod kernels;
 mod layer;
@@ -22,6 +23,7 @@ use crate::weights::gguf::Gguf;
 use crate::weights::safetensors::Checkpoint;
 use crate::weights::{SourceDtype, WeightFormat};
 use crate::{Error, Result};
+pub use chained::GreedyEnd;
 use kernels::Kernels;
 use layer::Tap;
 use load::Source;
@@ -437,20 +439,13 @@ impl Model {
             self.step(&rest[..take], head)?;
             rest = &rest[take..];
         }
-        let (c, hidden_finite) = self.read_candidates(greedy)?;
-        // NaN or infinite logits make the top-k's comparisons meaningless: its ids are then
-        // placeholders (u32::MAX) or arbitrary.
-        let vocab = self.config.vocab;
-        // (A vocabulary smaller than k leaves placeholders after its last id.)
-        let real = c.ids.len().min(vocab);
-        if !hidden_finite
-            || c.logits[..real].iter().any(|l| !l.is_finite())
-            || c.ids[..real].iter().any(|&i| i as usize >= vocab)
-        {
-            let (tokens, start) = last;
-            return Err(self.locate_non_finite(self.plan(tokens.len()), tokens, start));
+        match self.read_candidates(0, None, greedy)? {
+            Some(c) => Ok(c),
+            None => {
+                let (tokens, start) = last;
+                Err(self.locate_non_finite(self.plan(tokens.len()), tokens, start))
+            }
         }
-        Ok(c)
     }
 
     /// Records and submits one step of `tokens` (at most a chunk) after the cache.
@@ -517,18 +512,33 @@ impl Model {
         })
     }
 
-    /// The candidates, and whether the hidden state they come from is finite.
-    fn read_candidates(&self, greedy: bool) -> Result<(Candidates, bool)> {
-        let bytes = self.state.candidates.read(&self.gpu)?;
+    /// The candidates in readback `slot` once submission `index` (every submission with
+    /// `None`) has finished; `None` when they or the hidden state they come from are not
+    /// finite.
+    fn read_candidates(
+        &self,
+        slot: usize,
+        index: Option<wgpu::SubmissionIndex>,
+        greedy: bool,
+    ) -> Result<Option<Candidates>> {
+        let bytes = self.state.candidates[slot].read_after(&self.gpu, index)?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         let k = if greedy { 1 } else { self.candidates };
         let (values, rest) = words.split_at(self.candidates);
         let (ids, non_finite) = rest.split_at(self.candidates);
-        let candidates = Candidates {
+        let c = Candidates {
             ids: ids[..k].to_vec(),
             logits: values[..k].iter().map(|&v| f32::from_bits(v)).collect(),
         };
-        Ok((candidates, non_finite[0] == 0))
+        // NaN or infinite logits make the top-k's comparisons meaningless: its ids are then
+        // placeholders (u32::MAX) or arbitrary.
+        let vocab = self.config.vocab;
+        // (A vocabulary smaller than k leaves placeholders after its last id.)
+        let real = c.ids.len().min(vocab);
+        let finite = non_finite[0] == 0
+            && c.logits[..real].iter().all(|l| l.is_finite())
+            && c.ids[..real].iter().all(|&i| (i as usize) < vocab);
+        Ok(finite.then_some(c))
     }
 
     /// The error for logits that are not finite, naming the first layer whose output is not:

@@ -25,11 +25,15 @@ pub(crate) enum Head {
     /// The candidates for the token after row `row` (only the best one when `greedy`), read
     /// back with the hidden state they come from.
     Candidates { row: usize, greedy: bool },
+    /// A greedy step of one token whose best next token is also copied into the next step's
+    /// input on the GPU (so that step can be submitted before this one is read back); read
+    /// back to the candidates' readback `slot` (0 or 1).
+    Chained { slot: usize },
     /// Every row's logits, read back with the final norm's output (needs `all_logits`).
     AllLogits,
     /// Every row's log-sum-exp and the log-probabilities of its `LOG_PROB_IDS` ids, read back
-    /// with whether the final norm's output is finite (every row of the step, padding rows of
-    /// token 0 included); `full` also reads back what `AllLogits` does (needs `all_logits`).
+    /// with whether the final norm's output is finite (every row of the step, padding rows
+    /// included); `full` also reads back what `AllLogits` does (needs `all_logits`).
     LogProbs { full: bool },
 }
 
@@ -64,11 +68,12 @@ pub(crate) struct Plan {
     /// The rows' log-probabilities at their ids (with `all_logits`).
     log_probs: Vec<Dispatch>,
     /// Handles to the run state's buffers the step copies.
+    ids: wgpu::Buffer,
     h: wgpu::Buffer,
     h_last: wgpu::Buffer,
     non_finite_flag: wgpu::Buffer,
     logits_all: Option<wgpu::Buffer>,
-    candidates: Readback,
+    candidates: [Readback; 2],
     all_logits_readback: Option<Readback>,
     log_probs_out: Option<wgpu::Buffer>,
     log_probs_readback: Option<Readback>,
@@ -127,6 +132,7 @@ impl Plan {
             top_k,
             all_logits,
             log_probs,
+            ids: s.ids.clone(),
             h: s.h.clone(),
             h_last: s.h_last.clone(),
             non_finite_flag: s.non_finite.clone(),
@@ -167,16 +173,20 @@ impl Plan {
         probe(rec, Probe::FinalNorm);
         match head {
             Head::None | Head::FinalNorm => {}
-            Head::Candidates { row, greedy } => self.record_candidates(rec, row, greedy),
+            Head::Candidates { row, greedy } => self.record_candidates(rec, row, greedy, 0),
+            Head::Chained { slot } => {
+                self.record_candidates(rec, 0, true, slot);
+                rec.copy(&self.top1.indices, 0, &self.ids, 0, 4);
+            }
             Head::AllLogits => self.record_all_logits(rec),
             Head::LogProbs { full } => self.record_log_probs(rec, full),
         }
     }
 
     /// Row `row` of the final norm's output through the lm_head and the soft-cap, the best
-    /// logits, and their copy for the host: values \[k\], ids \[k\], then whether the row
-    /// holds a NaN or an infinity.
-    fn record_candidates(&self, rec: &mut Recorder, row: usize, greedy: bool) {
+    /// logits, and their copy for the host to readback `slot`: values \[k\], ids \[k\], then
+    /// whether the row holds a NaN or an infinity.
+    fn record_candidates(&self, rec: &mut Recorder, row: usize, greedy: bool, slot: usize) {
         let bytes = (self.hidden * 4) as u64;
         rec.copy(&self.h, row as u64 * bytes, &self.h_last, 0, bytes);
         rec.begin_pass("head");
@@ -187,10 +197,11 @@ impl Plan {
         let top = if greedy { &self.top1 } else { &self.top_k };
         rec.dispatch_all(&top.dispatches);
         let k = self.k as u64 * 4;
-        rec.read_back(&self.candidates, &top.values, 0);
-        rec.read_back(&self.candidates, &top.indices, k);
+        let readback = &self.candidates[slot];
+        rec.read_back(readback, &top.values, 0);
+        rec.read_back(readback, &top.indices, k);
         let flag = (&self.non_finite_flag, row as u64 * 4);
-        rec.copy_part_to_readback(&self.candidates, flag, 2 * k, 4);
+        rec.copy_part_to_readback(readback, flag, 2 * k, 4);
     }
 
     /// Every row's logits, and their copy for the host followed by the final norm's output.

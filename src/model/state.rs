@@ -59,8 +59,10 @@ pub(crate) struct RunState {
     pub non_finite: wgpu::Buffer,
 
     // What the host reads back.
-    /// The candidates' values \[k\] and ids \[k\], then their row's `non_finite` flag.
-    pub candidates: Readback,
+    /// The candidates' values \[k\] and ids \[k\], then their row's `non_finite` flag: an
+    /// ordinary step's in the first, chained greedy steps' in each in turn (one is read while
+    /// the next step copies to the other).
+    pub candidates: [Readback; 2],
     /// Every row's logits [rows, vocab], then `h` [rows, hidden] (with `all_logits`).
     pub all_logits: Option<Readback>,
     /// With `all_logits`: [rows, LOG_PROB_IDS] u32 ids whose log-probabilities a step
@@ -73,6 +75,9 @@ pub(crate) struct RunState {
     /// Tokens the caches hold, in order: the only record of the context.
     cached: Vec<u32>,
 }
+
+/// The cached token of a chained step until it is read back (no vocabulary has this id).
+const CHAINED: u32 = u32::MAX;
 
 /// What [`RunState::new`] allocates for.
 pub(crate) struct StateShape {
@@ -132,7 +137,13 @@ impl RunState {
             argmax: TopKScratch::new(gpu, "argmax", c.vocab, 1),
             top_k: TopKScratch::new(gpu, "top_k", c.vocab, s.candidates),
             non_finite: f("non_finite", rows),
-            candidates: Readback::new(gpu, "candidates", (s.candidates * 8 + 4) as u64),
+            candidates: [0, 1].map(|i| {
+                Readback::new(
+                    gpu,
+                    &format!("candidates.{i}"),
+                    (s.candidates * 8 + 4) as u64,
+                )
+            }),
             all_logits: s
                 .all_logits
                 .then(|| Readback::new(gpu, "logits", (rows * (c.vocab + c.hidden) * 4) as u64)),
@@ -158,9 +169,10 @@ impl RunState {
     }
 
     /// Writes the inputs of a step that feeds `tokens` after the cached ones, padded to
-    /// `rows` with token 0 at the following positions (their results are never read; their
-    /// cache slots are rewritten before any query can see them), and records them as cached.
-    /// `ctx` bounds the context.
+    /// `rows` with the last token again at the following positions (their results are never
+    /// read and their cache slots are rewritten before any query can see them; a token of the
+    /// step, so a padding row is not what makes a step's values not finite), and records them
+    /// as cached. `ctx` bounds the context.
     pub fn feed(&mut self, gpu: &Gpu, tokens: &[u32], rows: usize, ctx: usize) -> Result<()> {
         let start = self.cached.len();
         if start + tokens.len() > ctx {
@@ -174,11 +186,41 @@ impl RunState {
         Ok(())
     }
 
+    /// Writes the position of a chained greedy step, whose token the step before it writes
+    /// on the GPU, and records a placeholder for that token until [`RunState::settle`].
+    pub fn feed_chained(&mut self, gpu: &Gpu, ctx: usize) -> Result<()> {
+        let start = self.cached.len();
+        if start + 1 > ctx {
+            return Err(Error::ContextFull {
+                needed: start + 1,
+                ctx,
+            });
+        }
+        let position = start as u32;
+        gpu.queue
+            .write_buffer(&self.positions, 0, bytemuck::bytes_of(&position));
+        self.cached.push(CHAINED);
+        Ok(())
+    }
+
+    /// The token a chained step fed, once read back.
+    pub fn settle(&mut self, token: u32) {
+        if let Some(last) = self.cached.last_mut().filter(|t| **t == CHAINED) {
+            *last = token;
+        }
+    }
+
+    /// Forgets the last token fed: its cache entries are rewritten by the next step at its
+    /// position before any query can see them.
+    pub fn unfeed(&mut self) {
+        self.cached.pop();
+    }
+
     /// Writes a step's inputs for `tokens` at positions from `start` (a replay of an earlier
     /// step rewrites the same cache entries with the same values).
     pub fn write_inputs(&self, gpu: &Gpu, tokens: &[u32], start: usize, rows: usize) {
         let mut ids = tokens.to_vec();
-        ids.resize(rows, 0);
+        ids.resize(rows, tokens.last().copied().unwrap_or(0));
         let positions: Vec<u32> = (0..rows).map(|i| (start + i) as u32).collect();
         gpu.queue
             .write_buffer(&self.ids, 0, bytemuck::cast_slice(&ids));
