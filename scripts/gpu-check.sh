@@ -64,6 +64,9 @@ for m in gemma2-2b gemma2-9b gemma2-27b; do
             -p "${PP:-512}" -n "${TG:-128}" -r 2 --profile
     done
 done
+# The default step on GPUs (512 tokens) against llama-bench's -ub 64 equivalent.
+step bench-gemma2-2b-q4_0-chunk64 30 "$bin/gemma-wgpu" --backend vulkan bench --synthetic gemma2-2b \
+    --dtype q4_0 -p "${PP:-512}" -n 0 -r 2 --chunk 64
 step kernel-tests-gl 40 env GEMMA_WGPU_TEST_BACKENDS=gl "$bin/kernels" --test-threads 4
 
 echo

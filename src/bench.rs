@@ -327,7 +327,7 @@ pub fn run(gpu: &GpuOptions, a: &BenchArgs) -> Result<()> {
         kv: a.kv,
         ctx: Some((max_p + max_n + 1).max(64)),
         progress: true,
-        chunk: a.chunk.unwrap_or(ModelOptions::default().chunk),
+        chunk: a.chunk,
         ..Default::default()
     };
     let (name, mut model) = load(gpu, a, &options)?;

@@ -69,8 +69,7 @@ pub(super) fn check_fits(
             allowed: limit,
         });
     }
-    let largest_activation =
-        (chunk * (2 * c.intermediate).max(c.vocab * options.all_logits as usize) * 4) as u64;
+    let largest_activation = step_activation_bytes(c, chunk, options.all_logits);
     if largest_activation > limit {
         return Err(Error::TooLarge {
             what: format!("activations of a {chunk}-token step"),
@@ -87,4 +86,10 @@ pub(super) fn check_fits(
         });
     }
     Ok(())
+}
+
+/// Bytes of a `chunk`-token step's largest activation: the gate/up product's, or with
+/// `all_logits` every row's logits when larger.
+pub(super) fn step_activation_bytes(c: &ModelConfig, chunk: usize, all_logits: bool) -> u64 {
+    (chunk * (2 * c.intermediate).max(c.vocab * all_logits as usize) * 4) as u64
 }

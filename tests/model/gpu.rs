@@ -5,7 +5,7 @@ use crate::fixtures::*;
 use gemma_wgpu::config::ModelConfig;
 use gemma_wgpu::gpu::{BackendChoice, Gpu, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
-use gemma_wgpu::model::{Model, ModelOptions};
+use gemma_wgpu::model::{Model, ModelOptions, default_chunk};
 use gemma_wgpu::reference::gemma::forward;
 use gemma_wgpu::weights::WeightFormat;
 use gemma_wgpu::weights::safetensors::Checkpoint;
@@ -56,7 +56,7 @@ fn gpu_logits_match_transformers_with_f32_kv() {
                 model,
                 ModelOptions {
                     kv: Some(KvDtype::F32),
-                    chunk,
+                    chunk: Some(chunk),
                     all_logits: true,
                     ..Default::default()
                 },
@@ -71,6 +71,63 @@ fn gpu_logits_match_transformers_with_f32_kv() {
             }
         }
     }
+}
+
+/// GPU-style access patterns (forced on this adapter) and no chunk asked for: steps of 512
+/// tokens, so the 4150-token prompt's steps cross the 4096 window, and the results are still
+/// transformers'.
+#[test]
+fn gpu_layout_steps_of_512_match_transformers() {
+    for model in ["gemma2-window4096", "gemma3-bf16"] {
+        let gpu = Gpu::new(&GpuOptions {
+            backend: BackendChoice::Vulkan,
+            cpu_layout: Some(false),
+            ..Default::default()
+        })
+        .expect("no Vulkan adapter: apt-get install -y mesa-vulkan-drivers");
+        let options = ModelOptions {
+            ctx: Some(4200),
+            kv: Some(KvDtype::F32),
+            all_logits: true,
+            ..Default::default()
+        };
+        let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+        assert_eq!(m.info().chunk, 512, "{model}: a GPU's default step");
+        for (p, g) in goldens(model).iter().enumerate() {
+            let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
+            println!("{model} steps of 512, prompt {p}: max |logit - transformers| = {d:e}");
+            assert!(d <= LOGIT_TOL, "{model} prompt {p}: {d} at {at}");
+        }
+    }
+}
+
+/// Steps of 64 tokens on CPU adapters, 512 on GPUs, halved while a step's largest activation
+/// (gate/up, or every row's logits with `all_logits`) exceeds the binding limit.
+#[test]
+fn prefill_step_is_chosen_per_adapter_class() {
+    let c = ModelConfig::from_dir(&dir("gemma2-f32")).unwrap();
+    let gpu = |cpu_layout: bool, max_binding_size: Option<u64>| {
+        Gpu::new(&GpuOptions {
+            backend: BackendChoice::Vulkan,
+            cpu_layout: Some(cpu_layout),
+            max_binding_size,
+            ..Default::default()
+        })
+        .expect("no Vulkan adapter: apt-get install -y mesa-vulkan-drivers")
+    };
+    assert_eq!(default_chunk(&gpu(true, None), &c, true), 64);
+    assert_eq!(default_chunk(&gpu(false, None), &c, true), 512);
+    // One token's gate/up product, and its logits.
+    let (gate_up, logits) = ((2 * c.intermediate * 4) as u64, (c.vocab * 4) as u64);
+    assert_eq!(
+        default_chunk(&gpu(false, Some(300 * gate_up)), &c, false),
+        256
+    );
+    assert_eq!(
+        default_chunk(&gpu(false, Some(200 * logits)), &c, true),
+        128
+    );
+    assert_eq!(default_chunk(&gpu(false, Some(logits)), &c, true), 64);
 }
 
 fn greedy(m: &mut Model, prompt: &[u32], n: usize) -> Vec<u32> {
@@ -211,7 +268,7 @@ fn lm_head_and_weights_split_under_a_small_binding_limit() {
     let options = ModelOptions {
         kv: Some(KvDtype::F32),
         ctx: Some(40),
-        chunk: 8,
+        chunk: Some(8),
         all_logits: true,
         ..Default::default()
     };
