@@ -15,7 +15,8 @@
 // the output itself and `combine` is not dispatched). The visible keys of a query are cut into
 // n_splits equal splits of at least WG * KPL keys, sized to its current position (not to the
 // cache's capacity); with QPW = 2 there is one split. Decode is n_q = 1 with many splits;
-// prefill is many queries with the same kernel. head_dim <= 256, a multiple of 4;
+// prefill is many queries with the same kernel. head_dim <= 256, a multiple of 8 (a key's
+// elements are loaded 8 at a time);
 // group_heads <= 4 divides heads / kv_heads.
 // Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim]; k_cache, v_cache (see
 // kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim].
@@ -37,8 +38,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<u32>;
-@group(0) @binding(4) var<storage, read> v_cache: array<u32>;
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
@@ -68,20 +69,26 @@ const MAX_STEP: u32 = 256u;
 // Each scored key's probability for query b's (up to four) heads at p_s[b * MAX_STEP ..].
 var<workgroup> p_s: array<vec4<f32>, QPW * MAX_STEP>;
 
-// Four cache elements starting at element e (a multiple of 4).
-fn k_load4(e: u32) -> vec4<f32> {
+// Eight key elements starting at element e (a multiple of 8), as two vec4s.
+fn k_load8(e: u32) -> mat2x4<f32> {
     if KV_F16 {
-        return vec4<f32>(unpack2x16float(k_cache[e / 2u]), unpack2x16float(k_cache[e / 2u + 1u]));
+        let w = k_cache[e / 8u];
+        return mat2x4<f32>(
+            vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+            vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
+        );
     }
-    return bitcast<vec4<f32>>(vec4<u32>(k_cache[e], k_cache[e + 1u], k_cache[e + 2u], k_cache[e + 3u]));
+    return mat2x4<f32>(bitcast<vec4<f32>>(k_cache[e / 4u]), bitcast<vec4<f32>>(k_cache[e / 4u + 1u]));
 }
 
-// Four value elements starting at element e (a multiple of 4).
+// Four value elements starting at element e (a multiple of 4): one 16-byte load.
 fn v_load4(e: u32) -> vec4<f32> {
     if KV_F16 {
-        return vec4<f32>(unpack2x16float(v_cache[e / 2u]), unpack2x16float(v_cache[e / 2u + 1u]));
+        let w = v_cache[e / 8u];
+        let h = select(w.xy, w.zw, (e / 4u) % 2u == 1u);
+        return vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y));
     }
-    return bitcast<vec4<f32>>(vec4<u32>(v_cache[e], v_cache[e + 1u], v_cache[e + 2u], v_cache[e + 3u]));
+    return bitcast<vec4<f32>>(v_cache[e / 4u]);
 }
 
 // Query b's (up to four) heads' weighted values, elements 4d .. 4d + 3, one column per head
@@ -281,7 +288,9 @@ fn load_queries(ta: u32, tb: u32, inv: Invocation) {
     }
 }
 
-// Each query's dot products with this invocation's KPL keys j0 .. (column i: key j0 + i).
+// Each query's dot products with this invocation's KPL keys j0 .. (column i: key j0 + i),
+// eight elements of every key per step through one 16-byte load (a CPU adapter pays per load,
+// not per byte).
 struct Dots {
     a: mat4x4<f32>,
     b: mat4x4<f32>,
@@ -297,17 +306,20 @@ fn key_dots(j0: u32, inv: Invocation) -> Dots {
         ((j0 + 3u) % p.capacity) * row + off,
     );
     var r = Dots(mat4x4<f32>(), mat4x4<f32>());
-    for (var d = 0u; d < p.head_dim / 4u; d++) {
-        let qa = q_heads(0u, d, inv);
-        var qb = mat4x4<f32>();
+    for (var d = 0u; d < p.head_dim / 4u; d += 2u) {
+        let qa0 = q_heads(0u, d, inv);
+        let qa1 = q_heads(0u, d + 1u, inv);
+        var qb0 = mat4x4<f32>();
+        var qb1 = mat4x4<f32>();
         if QPW > 1u {
-            qb = q_heads(1u, d, inv);
+            qb0 = q_heads(1u, d, inv);
+            qb1 = q_heads(1u, d + 1u, inv);
         }
         for (var i = 0u; i < KPL; i++) {
-            let k4 = k_load4(kb[i] + 4u * d);
-            r.a[i] += head_dots(k4, qa);
+            let k8 = k_load8(kb[i] + 4u * d);
+            r.a[i] += head_dots(k8[0], qa0) + head_dots(k8[1], qa1);
             if QPW > 1u {
-                r.b[i] += head_dots(k4, qb);
+                r.b[i] += head_dots(k8[0], qb0) + head_dots(k8[1], qb1);
             }
         }
     }

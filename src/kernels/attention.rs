@@ -82,6 +82,9 @@ fn group_heads(cfg: &AttentionShape) -> usize {
 }
 /// The shader keeps one head in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
+/// head_dim is a multiple of this: the shader loads a key's elements 8 at a time (16 bytes
+/// of an f16 cache row).
+pub const HEAD_DIM_MULTIPLE: usize = 8;
 
 /// Queries one prefill workgroup serves (the shader's QPW) where the adapter takes it: two
 /// neighbouring queries share every key and value row loaded, on CPU adapters, where each
@@ -253,9 +256,9 @@ impl Attention {
             )));
         }
         let hd = cfg.head_dim;
-        if hd == 0 || !hd.is_multiple_of(4) || hd > MAX_HEAD_DIM {
+        if hd == 0 || !hd.is_multiple_of(HEAD_DIM_MULTIPLE) || hd > MAX_HEAD_DIM {
             return Err(shape_error(format!(
-                "head_dim {hd} must be a multiple of 4 and at most {MAX_HEAD_DIM}"
+                "head_dim {hd} must be a multiple of {HEAD_DIM_MULTIPLE} and at most {MAX_HEAD_DIM}"
             )));
         }
         if cfg.kv_heads == 0 || !cfg.heads.is_multiple_of(cfg.kv_heads) {

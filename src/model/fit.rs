@@ -42,12 +42,12 @@ pub(super) fn check_fits(
     chunk: usize,
     options: &ModelOptions,
 ) -> Result<()> {
-    let max_head_dim = crate::kernels::attention::MAX_HEAD_DIM;
-    if c.head_dim > max_head_dim {
+    use crate::kernels::attention::{HEAD_DIM_MULTIPLE, MAX_HEAD_DIM};
+    if c.head_dim > MAX_HEAD_DIM || !c.head_dim.is_multiple_of(HEAD_DIM_MULTIPLE) {
         return Err(Error::Shape {
             kernel: "attention",
             message: format!(
-                "head_dim {} must be a multiple of 4 and at most {max_head_dim}",
+                "head_dim {} must be a multiple of {HEAD_DIM_MULTIPLE} and at most {MAX_HEAD_DIM}",
                 c.head_dim
             ),
         });

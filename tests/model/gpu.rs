@@ -130,6 +130,22 @@ fn prefill_step_is_chosen_per_adapter_class() {
     assert_eq!(default_chunk(&gpu(false, Some(logits)), &c, true), 64);
 }
 
+/// The attention loads a key's elements 8 at a time: another head_dim is refused, before any
+/// weight is made or uploaded.
+#[test]
+fn a_head_dim_the_attention_cannot_take_is_refused() {
+    let mut c = ModelConfig::preset("gemma2-2b").unwrap();
+    c.head_dim = 12;
+    let err = Model::synthetic(gpu(), c, &ModelOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("head_dim 12 must be a multiple of 8 and at most 256"),
+        "{err}"
+    );
+}
+
 fn greedy(m: &mut Model, prompt: &[u32], n: usize) -> Vec<u32> {
     m.reset();
     let mut out = vec![];
