@@ -73,6 +73,42 @@ fn gpu_logits_match_transformers_with_f32_kv() {
     }
 }
 
+/// The OpenGL backend (llvmpipe through GL here): every fixture's logits within LOGIT_TOL of
+/// transformers' (GL has no f16 in shaders, so the cache is f32) and its greedy generations,
+/// decoded with two steps in flight, transformers' own.
+#[test]
+fn gl_logits_and_greedy_generations_match_transformers() {
+    for model in MODELS {
+        let gpu = Gpu::new(&GpuOptions {
+            backend: BackendChoice::Gl,
+            ..Default::default()
+        })
+        .expect(
+            "no OpenGL adapter: apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri (llvmpipe)",
+        );
+        let options = ModelOptions {
+            ctx: Some(4200),
+            kv: Some(KvDtype::F32),
+            all_logits: true,
+            ..Default::default()
+        };
+        let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+        for (p, g) in goldens(model).iter().enumerate() {
+            let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
+            println!("{model} on GL, prompt {p}: max |logit - transformers| = {d:e}");
+            assert!(d <= LOGIT_TOL, "{model} prompt {p}: {d} at {at}");
+            m.reset();
+            let mut got = vec![m.feed(&g.ids, true).unwrap().ids[0]];
+            m.decode_greedy(got[0], |t| {
+                got.push(t);
+                Ok(got.len() < g.generated.len())
+            })
+            .unwrap();
+            assert_eq!(got, g.generated, "{model} prompt {p}");
+        }
+    }
+}
+
 /// GPU-style access patterns (forced on this adapter) and no chunk asked for: steps of 512
 /// tokens, so the 4150-token prompt's steps cross the 4096 window, and the results are still
 /// transformers'.

@@ -39,8 +39,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn engine(kv: Option<KvDtype>, all_logits: bool) -> Engine {
+    engine_on(BackendChoice::Vulkan, kv, all_logits)
+}
+
+fn engine_on(backend: BackendChoice, kv: Option<KvDtype>, all_logits: bool) -> Engine {
     let gpu = GpuOptions {
-        backend: BackendChoice::Vulkan,
+        backend,
         ..Default::default()
     };
     let options = ModelOptions {
@@ -71,8 +75,15 @@ const REFERENCES: [(&str, &[u32]); 2] = [
 
 #[test]
 fn greedy_text_is_llama_cpps() {
-    // Default settings: the file's own weight types and the adapter's default KV cache.
-    let mut e = engine(None, false);
+    // Default settings: the file's own weight types and the adapter's default KV cache, on
+    // Vulkan and on OpenGL (an f32 cache there).
+    for backend in [BackendChoice::Vulkan, BackendChoice::Gl] {
+        greedy_text_is_llama_cpps_on(backend);
+    }
+}
+
+fn greedy_text_is_llama_cpps_on(backend: BackendChoice) {
+    let mut e = engine_on(backend, None, false);
     for (prompt, expected) in REFERENCES {
         let ids = e.encode_prompt(prompt, false).unwrap();
         let g = e
@@ -82,8 +93,8 @@ fn greedy_text_is_llama_cpps() {
                 |_| {},
             )
             .unwrap();
-        println!("{prompt:?} -> {:?}", g.text);
-        assert_eq!(g.ids, expected, "{prompt:?}");
+        println!("{backend:?}: {prompt:?} -> {:?}", g.text);
+        assert_eq!(g.ids, expected, "{backend:?}: {prompt:?}");
     }
 }
 
