@@ -48,6 +48,16 @@ fn gpu_logits(m: &mut Model, g: &Golden) -> Vec<f32> {
         .collect()
 }
 
+/// Every golden prompt's logits within LOGIT_TOL of transformers', each maximum printed under
+/// `what` (the model and how it runs).
+fn assert_logits_match(m: &mut Model, model: &str, what: &str) {
+    for (p, g) in goldens(model).iter().enumerate() {
+        let (d, at) = max_diff(&gpu_logits(m, g), &g.logits);
+        println!("{what} prompt {p}: max |logit - transformers| = {d:e}");
+        assert!(d <= LOGIT_TOL, "{what} prompt {p}: {d} at {at}");
+    }
+}
+
 #[test]
 fn gpu_logits_match_transformers_with_f32_kv() {
     for model in MODELS {
@@ -61,14 +71,7 @@ fn gpu_logits_match_transformers_with_f32_kv() {
                     ..Default::default()
                 },
             );
-            for (p, g) in goldens(model).iter().enumerate() {
-                let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
-                println!("{model} chunk {chunk} prompt {p}: max |logit - transformers| = {d:e}");
-                assert!(
-                    d <= LOGIT_TOL,
-                    "{model} chunk {chunk} prompt {p}: {d} at {at}"
-                );
-            }
+            assert_logits_match(&mut m, model, &format!("{model} chunk {chunk}"));
         }
     }
 }
@@ -93,10 +96,8 @@ fn gl_logits_and_greedy_generations_match_transformers() {
             ..Default::default()
         };
         let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+        assert_logits_match(&mut m, model, &format!("{model} on GL"));
         for (p, g) in goldens(model).iter().enumerate() {
-            let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
-            println!("{model} on GL, prompt {p}: max |logit - transformers| = {d:e}");
-            assert!(d <= LOGIT_TOL, "{model} prompt {p}: {d} at {at}");
             m.reset();
             let mut got = vec![m.feed(&g.ids, true).unwrap().ids[0]];
             m.decode_greedy(got[0], |t| {
@@ -129,11 +130,7 @@ fn gpu_layout_steps_of_512_match_transformers() {
         };
         let mut m = Model::load(gpu, &dir(model), &options).unwrap();
         assert_eq!(m.info().chunk, 512, "{model}: a GPU's default step");
-        for (p, g) in goldens(model).iter().enumerate() {
-            let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
-            println!("{model} steps of 512, prompt {p}: max |logit - transformers| = {d:e}");
-            assert!(d <= LOGIT_TOL, "{model} prompt {p}: {d} at {at}");
-        }
+        assert_logits_match(&mut m, model, &format!("{model} steps of 512"));
     }
 }
 
@@ -410,11 +407,7 @@ fn gguf_copies_match_transformers() {
         };
         let mut m = Model::load(gpu(), &path, &options).unwrap();
         assert_eq!(m.config().norm_offset, 0.0);
-        for (p, g) in goldens(model).iter().enumerate() {
-            let (d, at) = max_diff(&gpu_logits(&mut m, g), &g.logits);
-            println!("{model}.gguf prompt {p}: max |logit - transformers| = {d:e}");
-            assert!(d <= LOGIT_TOL, "{model}.gguf prompt {p}: {d} at {at}");
-        }
+        assert_logits_match(&mut m, model, &format!("{model}.gguf"));
     }
 }
 
