@@ -76,26 +76,36 @@ fn gpu_logits_match_transformers_with_f32_kv() {
     }
 }
 
+/// A fixture on the adapter `options` name, with the f32 cache, the all-positions lm_head
+/// and room for the longest prompt; the default prefill step.
+fn load_all_logits(options: &GpuOptions, model: &str) -> Model {
+    let gpu = Gpu::new(options).unwrap_or_else(|e| {
+        panic!(
+            "no {:?} adapter ({e}): apt-get install -y mesa-vulkan-drivers libegl1 \
+             libegl-mesa0 libgl1-mesa-dri",
+            options.backend
+        )
+    });
+    let options = ModelOptions {
+        ctx: Some(4200),
+        kv: Some(KvDtype::F32),
+        all_logits: true,
+        ..Default::default()
+    };
+    Model::load(gpu, &dir(model), &options).unwrap()
+}
+
 /// The OpenGL backend (llvmpipe through GL here): every fixture's logits within LOGIT_TOL of
 /// transformers' (GL has no f16 in shaders, so the cache is f32) and its greedy generations,
 /// decoded with two steps in flight, transformers' own.
 #[test]
 fn gl_logits_and_greedy_generations_match_transformers() {
     for model in MODELS {
-        let gpu = Gpu::new(&GpuOptions {
+        let gl = GpuOptions {
             backend: BackendChoice::Gl,
             ..Default::default()
-        })
-        .expect(
-            "no OpenGL adapter: apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri (llvmpipe)",
-        );
-        let options = ModelOptions {
-            ctx: Some(4200),
-            kv: Some(KvDtype::F32),
-            all_logits: true,
-            ..Default::default()
         };
-        let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+        let mut m = load_all_logits(&gl, model);
         assert_logits_match(&mut m, model, &format!("{model} on GL"));
         for (p, g) in goldens(model).iter().enumerate() {
             m.reset();
@@ -116,19 +126,12 @@ fn gl_logits_and_greedy_generations_match_transformers() {
 #[test]
 fn gpu_layout_steps_of_512_match_transformers() {
     for model in ["gemma2-window4096", "gemma3-bf16"] {
-        let gpu = Gpu::new(&GpuOptions {
+        let gpu_layout = GpuOptions {
             backend: BackendChoice::Vulkan,
             cpu_layout: Some(false),
             ..Default::default()
-        })
-        .expect("no Vulkan adapter: apt-get install -y mesa-vulkan-drivers");
-        let options = ModelOptions {
-            ctx: Some(4200),
-            kv: Some(KvDtype::F32),
-            all_logits: true,
-            ..Default::default()
         };
-        let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+        let mut m = load_all_logits(&gpu_layout, model);
         assert_eq!(m.info().chunk, 512, "{model}: a GPU's default step");
         assert_logits_match(&mut m, model, &format!("{model} steps of 512"));
     }
