@@ -98,7 +98,7 @@ fn once(m: &mut Model, p: usize, n: usize) -> Result<(f64, f64)> {
     };
     let pp = p as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    // Decoding as generation does: two steps in flight, each step's token read back.
+    // Decoding as generation does (chained steps, two in flight on GPUs), each token read back.
     if n > 0 {
         let mut left = n;
         m.decode_greedy(next, |_| {

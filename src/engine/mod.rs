@@ -346,7 +346,7 @@ impl Engine {
                 break StopReason::ContextFull;
             }
             if greedy {
-                // The rest with two steps in flight (the same tokens).
+                // The rest chained on the GPU (two steps in flight on GPUs), the same tokens.
                 let mut stop = None;
                 self.model.decode_greedy(next, |token| {
                     stop = match out.before_next() {
