@@ -76,12 +76,12 @@ fn first_step(rest: usize, rows: &[usize]) -> usize {
 /// The most token rows one prefill step takes.
 pub const MAX_CHUNK: usize = 512;
 
-/// Tokens per prefill step where none is asked for. CPU adapters: 64 (lavapipe, Gemma 3 270M
-/// pp512 at steps of 64, 128, 256 and 512: 104.6, 106.9, 111.7 and 106.5 tokens/s, within
-/// the run's noise; 64 keeps a short prompt's padding and the activations small). GPUs:
-/// MAX_CHUNK, so a step's matrix products have work for every compute unit (a 64-token step
-/// of the 2B's q product is 32 of the GPU layout's 64 x 64 tiles), halved while a step's
-/// largest activation exceeds the adapter's binding limit (down to 64; below that
+/// Tokens per prefill step where none is asked for. CPU adapters: 64 (lavapipe on Mesa
+/// 25.0.7, Gemma 3 270M pp512 at steps of 64, 128, 256 and 512: 104.6, 106.9, 111.7 and 106.5
+/// tokens/s, within the run's noise; 64 keeps a short prompt's padding and the activations
+/// small). GPUs: MAX_CHUNK, so a step's matrix products have work for every compute unit (a
+/// 64-token step of the 2B's q product is 32 of the GPU layout's 64 x 64 tiles), halved while a
+/// step's largest activation exceeds the adapter's binding limit (down to 64; below that
 /// `fit::check_fits` says what does not fit).
 pub fn default_chunk(gpu: &Gpu, c: &ModelConfig, all_logits: bool) -> usize {
     const CPU_CHUNK: usize = 64;
