@@ -343,23 +343,28 @@ fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, inv: Invocation) {
         if QPW > 1u {
             b = acc_load(1u, d, corrections[1]);
         }
+        var acc = Weighed(a, b);
         var slot = c % p.capacity;
-        for (var i = 0u; i < nk; i++) {
-            var pa = vec4<f32>(0.0);
-            var pb = vec4<f32>(0.0);
-            if one_lane(inv) {
-                pa = p_s[i];
-                if QPW > 1u {
-                    pb = p_s[MAX_STEP + i];
-                }
-            }
-            let v4 = v_load4(slot * row + off + 4u * d);
-            slot = select(slot + 1u, 0u, slot + 1u == p.capacity);
-            a += outer(v4, from_one_lane(pa));
-            if QPW > 1u {
-                b += outer(v4, from_one_lane(pb));
-            }
+        let at = off + 4u * d;
+        // Four keys per iteration: llvmpipe stores the values a loop carries (here the 32
+        // sums) under the execution mask once per iteration.
+        var i = 0u;
+        for (; i + 4u <= nk; i += 4u) {
+            acc = weigh_key(acc, i, slot * row + at, inv);
+            slot = next_slot(slot);
+            acc = weigh_key(acc, i + 1u, slot * row + at, inv);
+            slot = next_slot(slot);
+            acc = weigh_key(acc, i + 2u, slot * row + at, inv);
+            slot = next_slot(slot);
+            acc = weigh_key(acc, i + 3u, slot * row + at, inv);
+            slot = next_slot(slot);
         }
+        for (; i < nk; i++) {
+            acc = weigh_key(acc, i, slot * row + at, inv);
+            slot = next_slot(slot);
+        }
+        a = acc.a;
+        b = acc.b;
         if d0 + inv.lid < hd4 {
             acc_store(0u, d, a);
             if QPW > 1u {
@@ -367,6 +372,35 @@ fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, inv: Invocation) {
             }
         }
     }
+}
+
+// The weighted values of query a and (with QPW = 2) query b.
+struct Weighed {
+    a: mat4x4<f32>,
+    b: mat4x4<f32>,
+}
+
+// Key i of the step (its value elements at e ..) weighed into acc with its probabilities.
+fn weigh_key(acc: Weighed, i: u32, e: u32, inv: Invocation) -> Weighed {
+    var pa = vec4<f32>(0.0);
+    var pb = vec4<f32>(0.0);
+    if one_lane(inv) {
+        pa = p_s[i];
+        if QPW > 1u {
+            pb = p_s[MAX_STEP + i];
+        }
+    }
+    let v4 = v_load4(e);
+    var r = acc;
+    r.a += outer(v4, from_one_lane(pa));
+    if QPW > 1u {
+        r.b += outer(v4, from_one_lane(pb));
+    }
+    return r;
+}
+
+fn next_slot(slot: u32) -> u32 {
+    return select(slot + 1u, 0u, slot + 1u == p.capacity);
 }
 
 // v weighted by each head's probability: column i is pr[i] * v.

@@ -24,6 +24,8 @@ bindings! {
 const WG: u32 = 64;
 /// Independent vec4 chains per invocation (the shader's accumulators).
 pub const CHAINS: usize = 16;
+/// Steps per loop iteration (the shader's UNROLL): `iters` is a multiple of it.
+pub const STEPS_PER_ITERATION: u32 = 4;
 
 pub struct Fma {
     kernel: Kernel,
@@ -36,7 +38,8 @@ impl Fma {
     }
 
     /// `out[i]` = the sum of invocation i's chains after `iters` steps of a = fma(a, m, c),
-    /// for `invocations` (a multiple of 64) invocations.
+    /// for `invocations` (a multiple of 64) invocations; `iters` is a multiple of
+    /// [`STEPS_PER_ITERATION`].
     pub fn bind(
         &self,
         gpu: &Gpu,
@@ -46,6 +49,14 @@ impl Fma {
         buffers: FmaBuffers,
     ) -> Result<Dispatch> {
         check_len("fma", "out", buffers.out, invocations)?;
+        if !iters.is_multiple_of(STEPS_PER_ITERATION) {
+            return Err(crate::Error::Shape {
+                kernel: "fma",
+                message: format!(
+                    "{label}: {iters} steps are not a multiple of {STEPS_PER_ITERATION}"
+                ),
+            });
+        }
         self.kernel.bind(
             gpu,
             label,

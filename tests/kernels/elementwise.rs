@@ -1,6 +1,7 @@
 //! geglu, add, fma, soft_cap, kv_store and fill.
 
 use crate::common::*;
+use gemma_wgpu::kernels::fma::FmaBuffers;
 use gemma_wgpu::kernels::{Add, Fma, Geglu, KvDtype, KvStore, SoftCap};
 
 const SIZES: &[usize] = &[1, 255, 256, 257, 1001, 9216];
@@ -40,11 +41,18 @@ fn fma_matches_reference() {
     for dev in devices() {
         let gpu = &dev.gpu;
         let kernel = Fma::new(gpu).unwrap();
-        for (invocations, iters) in [(64, 1), (128, 33), (192, 100)] {
+        for (invocations, iters) in [(64, 4), (128, 36), (192, 100)] {
             fma(gpu, &kernel, invocations, iters, invocations)
                 .run_and_check(gpu)
                 .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
         }
+        // The shader steps four at a time: another count is refused, not rounded.
+        let out = gpu.storage_zeroed("fma.out", 64 * 4);
+        let err = kernel
+            .bind(gpu, "fma", 64, (6, 0.5, 0.5), FmaBuffers { out: &out })
+            .err()
+            .unwrap_or_else(|| panic!("{}: 6 steps were accepted", dev.name));
+        assert!(err.to_string().contains("multiple of 4"), "{err}");
     }
 }
 
