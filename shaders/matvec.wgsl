@@ -28,7 +28,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w_data: array<vec4<u32>>;
+// @binding(1) w_data: see common/weights_data.wgsl.
 @group(0) @binding(2) var<storage, read> w_scales: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;

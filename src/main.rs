@@ -402,10 +402,11 @@ fn devices(backend: BackendChoice, adapter: Option<&str>) -> Result<()> {
         )?;
         writeln!(
             stdout,
-            "    shader-f16: {}  subgroups: {}  timestamps: {}",
+            "    shader-f16: {}  subgroups: {}  timestamps: {}  int64: {}",
             yes(a.shader_f16),
             yes(a.subgroups),
-            yes(a.timestamps)
+            yes(a.timestamps),
+            yes(a.int64)
         )?;
         writeln!(
             stdout,

@@ -27,6 +27,7 @@ fn devices_lists_every_adapter_with_features_and_limits() {
         "shader-f16: yes",
         "subgroups: yes",
         "timestamps:",
+        "int64: yes",
         "max storage binding: 128 MiB",
         "max buffer:",
     ] {

@@ -4,32 +4,47 @@
 //! declarations. Needs no GPU.
 
 use gemma_wgpu::gpu::Access;
-use gemma_wgpu::kernels::source::{self, Shader};
+use gemma_wgpu::kernels::source::{self, Shader, WeightsSource};
 use gemma_wgpu::weights::WeightFormat;
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-/// (variant name, source) for every combination of reduction helpers and weight format.
+/// (variant name, source) for every combination of reduction helpers and weight reading: each
+/// format, and its wide twin where it has one (named `.wide`).
 fn variants(shader: &Shader) -> Vec<(String, String)> {
-    let formats: Vec<Option<WeightFormat>> = if shader.weights {
-        WeightFormat::ALL.into_iter().map(Some).collect()
+    let readings: Vec<Option<WeightsSource>> = if shader.weights {
+        WeightFormat::ALL
+            .into_iter()
+            .flat_map(|format| {
+                let wide = format.unit().wide.is_some();
+                [false, true]
+                    .into_iter()
+                    .filter(move |&w| !w || wide)
+                    .map(move |wide| Some(WeightsSource { format, wide }))
+            })
+            .collect()
     } else {
         vec![None]
     };
     let mut out = Vec::new();
     for subgroups in [true, false] {
-        for &f in &formats {
+        for &w in &readings {
             let name = format!(
-                "{}{}{}",
+                "{}{}{}{}",
                 shader.name,
-                f.map(|f| format!(".{f}")).unwrap_or_default(),
+                w.map(|w| format!(".{}", w.format)).unwrap_or_default(),
+                if w.is_some_and(|w| w.wide) {
+                    ".wide"
+                } else {
+                    ""
+                },
                 if subgroups {
                     ".subgroups"
                 } else {
                     ".workgroup"
                 }
             );
-            out.push((name, source::compose(shader, subgroups, f)));
+            out.push((name, source::compose(shader, subgroups, w)));
         }
     }
     out
@@ -100,42 +115,49 @@ fn every_shader_validates_and_translates_to_all_backends() {
                     .write(&module, &info, None)
                     .unwrap_or_else(|e| panic!("{name}/{entry}: HLSL: {e}"));
 
-                let glsl_options = glsl::Options {
-                    version: if subgroups {
-                        glsl::Version::Desktop(450)
-                    } else {
-                        glsl::Version::new_gles(310)
-                    },
-                    ..Default::default()
-                };
-                let mut out = String::new();
-                glsl::Writer::new(
-                    &mut out,
-                    &module,
-                    &info,
-                    &glsl_options,
-                    &glsl::PipelineOptions {
-                        shader_stage: stage,
-                        entry_point: entry.to_string(),
-                        multiview: None,
-                    },
-                    naga::proc::BoundsCheckPolicies::default(),
-                )
-                .and_then(|mut w| w.write())
-                .unwrap_or_else(|e| panic!("{name}/{entry}: GLSL: {e}"));
+                // The wide twins read u64s (SHADER_INT64), which naga's GLSL backend does not
+                // write and no GL adapter offers.
+                if !name.contains(".wide.") {
+                    let glsl_options = glsl::Options {
+                        version: if subgroups {
+                            glsl::Version::Desktop(450)
+                        } else {
+                            glsl::Version::new_gles(310)
+                        },
+                        ..Default::default()
+                    };
+                    let mut out = String::new();
+                    glsl::Writer::new(
+                        &mut out,
+                        &module,
+                        &info,
+                        &glsl_options,
+                        &glsl::PipelineOptions {
+                            shader_stage: stage,
+                            entry_point: entry.to_string(),
+                            multiview: None,
+                        },
+                        naga::proc::BoundsCheckPolicies::default(),
+                    )
+                    .and_then(|mut w| w.write())
+                    .unwrap_or_else(|e| panic!("{name}/{entry}: GLSL: {e}"));
+                }
                 translated += 1;
             }
         }
     }
-    // 16 shaders, 2 of them with two entry points, 3 of them per weight format (14),
-    // each with and without subgroups.
-    assert_eq!(translated, 2 * (13 + 2 + 3 * 14), "variant count changed");
+    // 16 shaders, 2 of them with two entry points, 3 of them per weight reading (14 formats,
+    // 2 of them also wide), each with and without subgroups.
+    assert_eq!(translated, 2 * (13 + 2 + 3 * 16), "variant count changed");
 }
 
 #[test]
 fn params_structs_match_their_rust_mirrors() {
     for shader in source::ALL {
-        let src = source::compose(shader, false, shader.weights.then_some(WeightFormat::F32));
+        let weights = shader
+            .weights
+            .then_some(source::WeightsSource::narrow(WeightFormat::F32));
+        let src = source::compose(shader, false, weights);
         let (module, _) = parse(shader.name, &src);
         let (_, ty) = module
             .types

@@ -13,6 +13,7 @@ pub const F32: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f32.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    wide: None,
     dequantize: |b, out| out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     quantize: Some(|x, out| out.extend(x[0].to_le_bytes())),
     affine: None,
@@ -27,6 +28,7 @@ pub const BF16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_bf16.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    wide: None,
     dequantize: |b, out| out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
     quantize: Some(|x, out| out.extend(bf16::from_f32(x[0]).to_le_bytes())),
     affine: None,
@@ -41,6 +43,7 @@ pub const F16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f16.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    wide: None,
     dequantize: |b, out| out.push(f16::from_le_bytes([b[0], b[1]]).to_f32()),
     // GGUF files only: --dtype offers no f16.
     quantize: None,

@@ -76,12 +76,24 @@ pub struct Unit {
     /// `wgsl` also defines `w_dot32` (a whole 32-weight block at once, its bytes and scale
     /// loaded once); the others get `weights_dot32.wgsl`'s, two `w_dot16`.
     pub own_dot32: bool,
+    /// The same format read 8 bytes at a time, where the adapter takes it (see
+    /// [`Wide`]).
+    pub wide: Option<Wide>,
     /// The values of one stored block, appended.
     pub dequantize: DequantizeFn,
     /// One block of f32 values into one stored block, appended (the formats `--dtype` offers).
     pub quantize: Option<QuantizeFn>,
     /// One stored block as i8_affine codes and pairs (formats that expand to it).
     pub affine: Option<AffineFn>,
+}
+
+/// A format's reading of its data 8 bytes at a time (`shaders/common/weights_data_wide.wgsl`),
+/// for CPU adapters with SHADER_INT64, where a load costs per component whatever its width.
+pub struct Wide {
+    /// `shaders/common/weights_<name>_wide.wgsl`: its `w_load8`, `w_dot16` and `w_dot32`.
+    pub wgsl: &'static str,
+    /// Weights per step of matvec's CPU layout (its DOT): 16 or 32.
+    pub dot: u32,
 }
 
 /// Every format's unit, in the order of [`WeightFormat`]'s variants.

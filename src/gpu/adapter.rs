@@ -52,6 +52,7 @@ pub struct AdapterReport {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamps: bool,
+    pub int64: bool,
     pub max_binding_size: u64,
     pub max_buffer_size: u64,
 }
@@ -96,6 +97,7 @@ pub fn list_adapters(backend: BackendChoice) -> Vec<AdapterReport> {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 subgroups: features.contains(wgpu::Features::SUBGROUP),
                 timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+                int64: features.contains(wgpu::Features::SHADER_INT64),
                 max_binding_size: limits.max_storage_buffer_binding_size,
                 max_buffer_size: limits.max_buffer_size,
             }

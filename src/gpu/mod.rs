@@ -32,6 +32,8 @@ pub struct GpuOptions {
     pub disable_f16: bool,
     /// Pretend the adapter lacks SUBGROUP (tests the fallback paths).
     pub disable_subgroups: bool,
+    /// Pretend the adapter lacks SHADER_INT64 (tests the fallback paths).
+    pub disable_int64: bool,
     /// Use at most this many bytes per storage binding (tests chunking on small data).
     pub max_binding_size: Option<u64>,
     /// Force the CPU-style (true) or GPU-style (false) access patterns instead of choosing by
@@ -51,6 +53,8 @@ pub struct Caps {
     pub subgroups: bool,
     /// TIMESTAMP_QUERY is enabled on the device.
     pub timestamps: bool,
+    /// SHADER_INT64 is enabled on the device.
+    pub int64: bool,
     /// The adapter runs shaders on the CPU (lavapipe, llvmpipe, WARP): access patterns that
     /// suit CPU caches win there, so kernels pick their CPU layout.
     pub cpu_like: bool,
@@ -93,6 +97,9 @@ impl Gpu {
         if available.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups {
             wanted |= wgpu::Features::SUBGROUP;
         }
+        if available.contains(wgpu::Features::SHADER_INT64) && !options.disable_int64 {
+            wanted |= wgpu::Features::SHADER_INT64;
+        }
         if available.contains(wgpu::Features::TIMESTAMP_QUERY) {
             wanted |= wgpu::Features::TIMESTAMP_QUERY;
         }
@@ -132,6 +139,7 @@ impl Gpu {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            int64: features.contains(wgpu::Features::SHADER_INT64),
             cpu_like: options
                 .cpu_layout
                 .unwrap_or(info.device_type == wgpu::DeviceType::Cpu),

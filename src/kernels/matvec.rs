@@ -29,15 +29,15 @@ fn run_for(format: WeightFormat) -> u32 {
 
 /// Weights per step of the CPU layout (the shader's DOT): a whole block through the format's
 /// own `w_dot32` (Q4_0 on lavapipe: 2B down 3.5 -> 2.6 ms against `w_dot16`, which loaded
-/// each block twice), 16 through its own `w_dot16`, else 8 through `w_load8`.
-fn weights_per_step(format: WeightFormat) -> u32 {
-    let unit = format.unit();
-    if unit.own_dot32 {
-        32
-    } else if unit.own_dot16 {
-        16
-    } else {
-        8
+/// each block twice), 16 through its own `w_dot16`, else 8 through `w_load8`; a wide reading
+/// (source::WeightsSource) says its own.
+fn weights_per_step(w: source::WeightsSource) -> u32 {
+    let unit = w.format.unit();
+    match unit.wide.as_ref() {
+        Some(wide) if w.wide => wide.dot,
+        _ if unit.own_dot32 => 32,
+        _ if unit.own_dot16 => 16,
+        _ => 8,
     }
 }
 
@@ -56,6 +56,7 @@ impl Matvec {
         // that a matrix of a few hundred rows still spreads over the cores.
         let row_per_invocation = gpu.caps.cpu_like;
         let wg = if row_per_invocation { CPU_WG } else { WG };
+        let reading = source::WeightsSource::for_device(gpu, format);
         let build = |geglu: bool| {
             source::build(
                 gpu,
@@ -69,7 +70,7 @@ impl Matvec {
                     ("CONTIGUOUS", 0.0),
                     ("RUN", run_for(format) as f64),
                     ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
-                    ("DOT", weights_per_step(format) as f64),
+                    ("DOT", weights_per_step(reading) as f64),
                     ("GEGLU", geglu as u8 as f64),
                 ],
             )

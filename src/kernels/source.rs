@@ -148,37 +148,70 @@ const MATH: &str = include_str!("../../shaders/common/math.wgsl");
 const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
+const WEIGHTS_DATA: &str = include_str!("../../shaders/common/weights_data.wgsl");
+const WEIGHTS_DATA_WIDE: &str = include_str!("../../shaders/common/weights_data_wide.wgsl");
 
-/// The `w_load8`, `w_dot16` and `w_dot32` of `format` (with the byte helpers for the GGUF
-/// block formats).
-fn weights_helper(format: WeightFormat) -> [&'static str; 4] {
-    let bytes = if format.ggml_block().is_some() {
+/// How a shader that reads weights reads them: the format, and whether through its wide
+/// twin (see [`crate::formats::Wide`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WeightsSource {
+    pub format: WeightFormat,
+    pub wide: bool,
+}
+
+impl WeightsSource {
+    /// The narrow reading of `format`.
+    pub fn narrow(format: WeightFormat) -> WeightsSource {
+        WeightsSource {
+            format,
+            wide: false,
+        }
+    }
+
+    /// How this device reads `format`: wide on CPU adapters with SHADER_INT64 for the
+    /// formats that have a wide twin.
+    pub fn for_device(gpu: &crate::gpu::Gpu, format: WeightFormat) -> WeightsSource {
+        WeightsSource {
+            format,
+            wide: gpu.caps.cpu_like && gpu.caps.int64 && format.unit().wide.is_some(),
+        }
+    }
+}
+
+/// The data binding and the `w_load8`, `w_dot16` and `w_dot32` of a format (with the byte
+/// helpers for the GGUF block formats).
+fn weights_helper(w: WeightsSource) -> [&'static str; 5] {
+    let unit = w.format.unit();
+    if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
+        return [WEIGHTS_DATA_WIDE, "", wide.wgsl, "", ""];
+    }
+    let bytes = if w.format.ggml_block().is_some() {
         WEIGHTS_BYTES
     } else {
         ""
     };
-    let unit = format.unit();
     let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
     let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
-    [bytes, unit.wgsl, dot16, dot32]
+    [WEIGHTS_DATA, bytes, unit.wgsl, dot16, dot32]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
-/// the math helpers, the weight format's `w_load8` and `w_dot16` when the shader reads
+/// the math helpers, the weight data binding and format helpers when the shader reads
 /// weights, the helper file it shares with its kind, then the body.
-pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightFormat>) -> String {
+pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightsSource>) -> String {
     let reduce = if subgroups {
         REDUCE_SUBGROUP
     } else {
         REDUCE_WORKGROUP
     };
-    let [bytes, own, dot16, dot32] = weights
+    let [data, bytes, own, dot16, dot32] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or(["", "", "", ""]);
+        .unwrap_or(["", "", "", "", ""]);
     [
         reduce,
         MATH,
+        data,
         bytes,
         own,
         dot16,
@@ -211,6 +244,7 @@ pub(crate) fn build(
     if entry != "main" {
         label = format!("{label}.{entry}");
     }
+    let weights = weights.map(|f| WeightsSource::for_device(gpu, f));
     let source = compose(shader, gpu.caps.subgroups, weights);
     crate::gpu::Kernel::new(gpu, &label, &source, entry, shader.bindings, constants)
 }

@@ -66,21 +66,23 @@ fn forced_off_features_are_off() {
         backend: BackendChoice::Vulkan,
         disable_f16: true,
         disable_subgroups: true,
+        disable_int64: true,
         ..Default::default()
     })
     .unwrap();
-    assert!(!gpu.caps.f16 && !gpu.caps.subgroups);
+    assert!(!gpu.caps.f16 && !gpu.caps.subgroups && !gpu.caps.int64);
     assert!(!gpu.device.features().contains(wgpu::Features::SUBGROUP));
+    assert!(!gpu.device.features().contains(wgpu::Features::SHADER_INT64));
     assert_eq!(KvDtype::default_for(&gpu.caps), KvDtype::F32);
     let full = Gpu::new(&GpuOptions {
         backend: BackendChoice::Vulkan,
         ..Default::default()
     })
     .unwrap();
-    // lavapipe has both; the default KV cache is then f16.
+    // lavapipe has all three; the default KV cache is then f16.
     assert!(
-        full.caps.f16 && full.caps.subgroups,
-        "lavapipe exposes SHADER_F16 and SUBGROUP"
+        full.caps.f16 && full.caps.subgroups && full.caps.int64,
+        "lavapipe exposes SHADER_F16, SUBGROUP and SHADER_INT64"
     );
     assert_eq!(KvDtype::default_for(&full.caps), KvDtype::F16);
 }

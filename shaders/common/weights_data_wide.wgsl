@@ -1,0 +1,7 @@
+// weights_data.wgsl's binding as 32-byte words (SHADER_INT64), for the formats with a
+// weights_<format>_wide.wgsl, on CPU adapters: llvmpipe turns each invocation's storage load
+// into a bounds-checked scalar load per component, so a component of 8 bytes costs what one of
+// 4 does. Gemma 3 270M on lavapipe (Mesa 25.0.7, 2 cores), against weights_data.wgsl: the
+// decode Q8_0 products (lm_head included) 45-47 -> 35-36 ms per token, the prefill products
+// of a 64-token step 415-425 -> 370-375 ms.
+@group(0) @binding(1) var<storage, read> w_data: array<vec4<u64>>;

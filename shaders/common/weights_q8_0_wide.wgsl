@@ -1,0 +1,49 @@
+// Weight format Q8_0 read 8 bytes at a time (see weights_data_wide.wgsl): the same data and
+// scales as weights_q8_0.wgsl, `w_data` a vec4 of u64s, 32 codes (a block) per vec4.
+// Defines `w_load8`, `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
+// weights_dot32.wgsl). CPU reference: HostMatrix::dequantize.
+
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn block_scale(s: u32) -> f32 {
+    return unpack2x16float(w_scales[s / 2u])[s % 2u];
+}
+
+// Codes 8q .. 8q + 8 of the matrix: one 8-byte load.
+fn codes8(q: u32) -> u64 {
+    return w_data[q / 4u][q % 4u];
+}
+
+fn low_word(v: u64) -> u32 {
+    return u32(v & 0xfffffffflu);
+}
+
+fn high_word(v: u64) -> u32 {
+    return u32(v >> 32u);
+}
+
+fn w_load8(row: u32, g: u32, k: u32) -> W8 {
+    let v = codes8(row * (k / 8u) + g);
+    let d = block_scale(row * (k / 32u) + g / 4u);
+    return W8(i8x4(low_word(v)) * d, i8x4(high_word(v)) * d);
+}
+
+// Dot product of the codes in two u64s with 8 entries of x, in two vec4s each.
+fn dot_codes16(a: u64, b: u64, xs: X16) -> f32 {
+    return dot(i8x4(low_word(a)), xs.v[0]) + dot(i8x4(high_word(a)), xs.v[1])
+        + dot(i8x4(low_word(b)), xs.v[2]) + dot(i8x4(high_word(b)), xs.v[3]);
+}
+
+fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
+    let q = row * (k / 8u) + 2u * h;
+    return dot_codes16(codes8(q), codes8(q + 1u), xs) * block_scale(row * (k / 32u) + h / 2u);
+}
+
+// A whole block: its 32 bytes in one load, its scale once.
+fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
+    let v = w_data[row * (k / 32u) + b];
+    return (dot_codes16(v.x, v.y, xs.lo) + dot_codes16(v.z, v.w, xs.hi)) * block_scale(row * (k / 32u) + b);
+}
