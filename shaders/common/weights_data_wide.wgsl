@@ -5,3 +5,16 @@
 // decode Q8_0 products (lm_head included) 45-47 -> 35-36 ms per token, the prefill products
 // of a 64-token step 415-425 -> 370-375 ms.
 @group(0) @binding(1) var<storage, read> w_data: array<vec4<u64>>;
+
+// Codes 8q .. 8q + 8 of the matrix (int8 codes, or any format's 8 bytes): one 8-byte load.
+fn codes8(q: u32) -> u64 {
+    return w_data[q / 4u][q % 4u];
+}
+
+fn low_word(v: u64) -> u32 {
+    return u32(v & 0xfffffffflu);
+}
+
+fn high_word(v: u64) -> u32 {
+    return u32(v >> 32u);
+}

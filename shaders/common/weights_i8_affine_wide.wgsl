@@ -8,19 +8,6 @@ struct W8 {
     hi: vec4<f32>,
 }
 
-// Codes 8q .. 8q + 8 of the matrix: one 8-byte load.
-fn codes8(q: u32) -> u64 {
-    return w_data[q / 4u][q % 4u];
-}
-
-fn low_word(v: u64) -> u32 {
-    return u32(v & 0xfffffffflu);
-}
-
-fn high_word(v: u64) -> u32 {
-    return u32(v >> 32u);
-}
-
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let v = codes8(row * (k / 8u) + g);
     let group = row * (k / 16u) + g / 2u;

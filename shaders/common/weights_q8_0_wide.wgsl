@@ -1,7 +1,8 @@
 // Weight format Q8_0 read 8 bytes at a time (see weights_data_wide.wgsl): the same data and
 // scales as weights_q8_0.wgsl, `w_data` a vec4 of u64s, 32 codes (a block) per vec4.
 // Defines `w_load8`, `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
-// weights_dot32.wgsl). CPU reference: HostMatrix::dequantize.
+// weights_dot32.wgsl) with weights_data_wide.wgsl's `codes8`. CPU reference:
+// HostMatrix::dequantize.
 
 struct W8 {
     lo: vec4<f32>,
@@ -10,19 +11,6 @@ struct W8 {
 
 fn block_scale(s: u32) -> f32 {
     return unpack2x16float(w_scales[s / 2u])[s % 2u];
-}
-
-// Codes 8q .. 8q + 8 of the matrix: one 8-byte load.
-fn codes8(q: u32) -> u64 {
-    return w_data[q / 4u][q % 4u];
-}
-
-fn low_word(v: u64) -> u32 {
-    return u32(v & 0xfffffffflu);
-}
-
-fn high_word(v: u64) -> u32 {
-    return u32(v >> 32u);
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
