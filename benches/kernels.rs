@@ -406,6 +406,7 @@ fn print_table(b: &Bench, copy_bw: f64, peak: f64) {
 /// 2048, vocab 262144) in the real Q4_K_M file's formats: q, k, gate and up in Q5_0 (640 is
 /// no multiple of 256), v and the tied embedding in Q8_0, o in Q4_K, down in Q6_K.
 fn gemma3_270m_rows(b: &mut Bench) {
+    b.matrix_in("2b.down", WeightFormat::F16, 2304, 9216, 1);
     b.matrix_in("2b.gate_up", WeightFormat::Q4K, 2 * 9216, 2304, 1);
     b.matrix_in("2b.down", WeightFormat::Q4K, 2304, 9216, 1);
     b.matrix_in("270m.q", WeightFormat::Q5_0, 1024, 640, 1);

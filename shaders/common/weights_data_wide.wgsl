@@ -6,8 +6,8 @@
 // of a 64-token step 415-425 -> 370-375 ms.
 @group(0) @binding(1) var<storage, read> w_data: array<vec4<u64>>;
 
-// Codes 8q .. 8q + 8 of the matrix (int8 codes, or any format's 8 bytes): one 8-byte load.
-fn codes8(q: u32) -> u64 {
+// The matrix data's 8-byte word q (8 int8 codes, 4 bf16 values, ...): one 8-byte load.
+fn data8(q: u32) -> u64 {
     return w_data[q / 4u][q % 4u];
 }
 

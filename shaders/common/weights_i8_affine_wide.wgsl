@@ -9,7 +9,7 @@ struct W8 {
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
-    let v = codes8(row * (k / 8u) + g);
+    let v = data8(row * (k / 8u) + g);
     let group = row * (k / 16u) + g / 2u;
     let s = bitcast<f32>(w_scales[2u * group]);
     let o = bitcast<f32>(w_scales[2u * group + 1u]);
@@ -25,7 +25,7 @@ fn group_dot(group: u32, a: u64, b: u64, xs: X16) -> f32 {
 
 fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
     let group = row * (k / 16u) + h;
-    return group_dot(group, codes8(2u * group), codes8(2u * group + 1u), xs);
+    return group_dot(group, data8(2u * group), data8(2u * group + 1u), xs);
 }
 
 fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {

@@ -1,7 +1,7 @@
 // Weight format Q8_0 read 8 bytes at a time (see weights_data_wide.wgsl): the same data and
 // scales as weights_q8_0.wgsl, `w_data` a vec4 of u64s, 32 codes (a block) per vec4.
 // Defines `w_load8`, `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
-// weights_dot32.wgsl) with weights_data_wide.wgsl's `codes8`. CPU reference:
+// weights_dot32.wgsl) with weights_data_wide.wgsl's `data8`. CPU reference:
 // HostMatrix::dequantize.
 
 struct W8 {
@@ -14,7 +14,7 @@ fn block_scale(s: u32) -> f32 {
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
-    let v = codes8(row * (k / 8u) + g);
+    let v = data8(row * (k / 8u) + g);
     let d = block_scale(row * (k / 32u) + g / 4u);
     return W8(i8x4(low_word(v)) * d, i8x4(high_word(v)) * d);
 }
@@ -27,7 +27,7 @@ fn dot_codes16(a: u64, b: u64, xs: X16) -> f32 {
 
 fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
     let q = row * (k / 8u) + 2u * h;
-    return dot_codes16(codes8(q), codes8(q + 1u), xs) * block_scale(row * (k / 32u) + h / 2u);
+    return dot_codes16(data8(q), data8(q + 1u), xs) * block_scale(row * (k / 32u) + h / 2u);
 }
 
 // A whole block: its 32 bytes in one load, its scale once.

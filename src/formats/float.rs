@@ -1,7 +1,7 @@
 //! The float formats: f32, bf16 (both quantizable: bf16 rounds to nearest even) and GGUF's
 //! f16. One "block" is one element, stored as the file stores it.
 
-use super::{Layout, Unit, WeightFormat};
+use super::{Layout, Unit, WeightFormat, Wide};
 use half::{bf16, f16};
 
 pub const F32: Unit = Unit {
@@ -13,7 +13,10 @@ pub const F32: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f32.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    wide: None,
+    wide: Some(Wide {
+        wgsl: include_str!("../../shaders/common/weights_f32_wide.wgsl"),
+        dot: 16,
+    }),
     dequantize: |b, out| out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     quantize: Some(|x, out| out.extend(x[0].to_le_bytes())),
     affine: None,
@@ -28,7 +31,10 @@ pub const BF16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_bf16.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    wide: None,
+    wide: Some(Wide {
+        wgsl: include_str!("../../shaders/common/weights_bf16_wide.wgsl"),
+        dot: 16,
+    }),
     dequantize: |b, out| out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
     quantize: Some(|x, out| out.extend(bf16::from_f32(x[0]).to_le_bytes())),
     affine: None,
@@ -43,7 +49,10 @@ pub const F16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f16.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    wide: None,
+    wide: Some(Wide {
+        wgsl: include_str!("../../shaders/common/weights_f16_wide.wgsl"),
+        dot: 16,
+    }),
     dequantize: |b, out| out.push(f16::from_le_bytes([b[0], b[1]]).to_f32()),
     // GGUF files only: --dtype offers no f16.
     quantize: None,

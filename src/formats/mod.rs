@@ -89,10 +89,11 @@ pub struct Unit {
 
 /// A format's reading of its data 8 bytes at a time (`shaders/common/weights_data_wide.wgsl`),
 /// for CPU adapters with SHADER_INT64, where a load costs per component whatever its width.
-/// Q8_0 and i8_affine have one (one byte per weight); a Q4_0 twin measured within noise on
-/// lavapipe (Gemma 2 2B shapes: its 16-byte vec4 already holds a block, and decoding
-/// nibbles costs more than loading them), so it has none. A wide format's rows are whole
-/// multiples of 32 bytes, as the 32-byte words of the binding need.
+/// Q8_0, i8_affine and the float formats have one (a byte or more per weight); a Q4_0 twin
+/// measured within noise on lavapipe (Gemma 2 2B shapes: its 16-byte vec4 already holds a
+/// block, and decoding nibbles costs more than loading them), so it has none, nor have the
+/// other block formats (they expand to i8_affine on CPU adapters). A wide format's rows are
+/// whole multiples of 32 bytes, as the 32-byte words of the binding need.
 pub struct Wide {
     /// `shaders/common/weights_<name>_wide.wgsl`: its `w_load8`, `w_dot16` and `w_dot32`.
     pub wgsl: &'static str,
