@@ -38,8 +38,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u32>>;
+// @binding(3) k_cache, @binding(4) v_cache and their loads `k_load8`, `v_load4`: see
+// common/attention_cache.wgsl (16-byte words) and its twin attention_cache_wide.wgsl.
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
@@ -68,28 +68,6 @@ var<workgroup> acc_s: array<vec2<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u
 const MAX_STEP: u32 = 256u;
 // Each scored key's probability for query b's (up to four) heads at p_s[b * MAX_STEP ..].
 var<workgroup> p_s: array<vec4<f32>, QPW * MAX_STEP>;
-
-// Eight key elements starting at element e (a multiple of 8), as two vec4s.
-fn k_load8(e: u32) -> mat2x4<f32> {
-    if KV_F16 {
-        let w = k_cache[e / 8u];
-        return mat2x4<f32>(
-            vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-            vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
-        );
-    }
-    return mat2x4<f32>(bitcast<vec4<f32>>(k_cache[e / 4u]), bitcast<vec4<f32>>(k_cache[e / 4u + 1u]));
-}
-
-// Four value elements starting at element e (a multiple of 4): one 16-byte load.
-fn v_load4(e: u32) -> vec4<f32> {
-    if KV_F16 {
-        let w = v_cache[e / 8u];
-        let h = select(w.xy, w.zw, (e / 4u) % 2u == 1u);
-        return vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y));
-    }
-    return bitcast<vec4<f32>>(v_cache[e / 4u]);
-}
 
 // Query b's (up to four) heads' weighted values, elements 4d .. 4d + 3, one column per head
 // (acc_s holds them as pairs), times `correction`; heads past the group's are 0.

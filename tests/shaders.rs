@@ -9,10 +9,11 @@ use gemma_wgpu::weights::WeightFormat;
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-/// (variant name, source) for every combination of reduction helpers and weight reading: each
-/// format, and its wide twin where it has one (named `.wide`).
+/// (variant name, source) for every combination of reduction helpers and reading: each weight
+/// format, and its wide twin where it has one, and for the other shaders the wide twin of
+/// their shared helpers where they have one (named `.wide`).
 fn variants(shader: &Shader) -> Vec<(String, String)> {
-    let readings: Vec<Option<WeightsSource>> = if shader.weights {
+    let readings: Vec<(Option<WeightsSource>, bool)> = if shader.weights {
         WeightFormat::ALL
             .into_iter()
             .flat_map(|format| {
@@ -20,31 +21,29 @@ fn variants(shader: &Shader) -> Vec<(String, String)> {
                 [false, true]
                     .into_iter()
                     .filter(move |&w| !w || wide)
-                    .map(move |wide| Some(WeightsSource { format, wide }))
+                    .map(move |wide| (Some(WeightsSource { format, wide }), wide))
             })
             .collect()
+    } else if !shader.shared_wide.is_empty() {
+        vec![(None, false), (None, true)]
     } else {
-        vec![None]
+        vec![(None, false)]
     };
     let mut out = Vec::new();
     for subgroups in [true, false] {
-        for &w in &readings {
+        for &(w, wide) in &readings {
             let name = format!(
                 "{}{}{}{}",
                 shader.name,
                 w.map(|w| format!(".{}", w.format)).unwrap_or_default(),
-                if w.is_some_and(|w| w.wide) {
-                    ".wide"
-                } else {
-                    ""
-                },
+                if wide { ".wide" } else { "" },
                 if subgroups {
                     ".subgroups"
                 } else {
                     ".workgroup"
                 }
             );
-            out.push((name, source::compose(shader, subgroups, w)));
+            out.push((name, source::compose(shader, subgroups, w, wide)));
         }
     }
     out
@@ -146,9 +145,14 @@ fn every_shader_validates_and_translates_to_all_backends() {
             }
         }
     }
-    // 16 shaders, 2 of them with two entry points, 3 of them per weight reading (14 formats,
-    // 5 of them also wide), each with and without subgroups.
-    assert_eq!(translated, 2 * (13 + 2 + 3 * 19), "variant count changed");
+    // 16 shaders, 2 of them with two entry points (attention also reading its cache wide), 3
+    // of them per weight reading (14 formats, 5 of them also wide), each with and without
+    // subgroups.
+    assert_eq!(
+        translated,
+        2 * (13 + 2 * 2 + 3 * 19),
+        "variant count changed"
+    );
 }
 
 #[test]
@@ -157,7 +161,7 @@ fn params_structs_match_their_rust_mirrors() {
         let weights = shader
             .weights
             .then_some(source::WeightsSource::narrow(WeightFormat::F32));
-        let src = source::compose(shader, false, weights);
+        let src = source::compose(shader, false, weights, false);
         let (module, _) = parse(shader.name, &src);
         let (_, ty) = module
             .types

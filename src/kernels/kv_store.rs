@@ -109,8 +109,9 @@ impl KvCache {
             dtype,
             capacity,
             kv_dim,
-            k: gpu.storage_zeroed(&format!("{label}.k"), bytes),
-            v: gpu.storage_zeroed(&format!("{label}.v"), bytes),
+            // Padded to whole 32-byte words, which attention may read them as.
+            k: gpu.storage_zeroed(&format!("{label}.k"), bytes.next_multiple_of(32)),
+            v: gpu.storage_zeroed(&format!("{label}.v"), bytes.next_multiple_of(32)),
         })
     }
 }

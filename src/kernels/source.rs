@@ -20,6 +20,9 @@ pub struct Shader {
     /// A helper file of `shaders/common/` that this shader shares with others of its kind
     /// ("" for none).
     pub shared: &'static str,
+    /// Its twin reading 8-byte words, used where the device does (see [`reads_wide`]; ""
+    /// for none).
+    pub shared_wide: &'static str,
 }
 
 macro_rules! shader {
@@ -32,12 +35,27 @@ macro_rules! shader {
             params: <$params as crate::kernels::Params>::FIELDS,
             bindings: <$buffers<'static> as crate::kernels::Bindings<'static>>::LIST,
             shared: "",
+            shared_wide: "",
         }
     };
     ($name:literal, $entries:expr, $weights:expr, $params:ty, $buffers:ident, $shared:literal) => {
         Shader {
             shared: include_str!(concat!("../../shaders/common/", $shared, ".wgsl")),
             ..shader!($name, $entries, $weights, $params, $buffers)
+        }
+    };
+    (
+        $name:literal,
+        $entries:expr,
+        $weights:expr,
+        $params:ty,
+        $buffers:ident,
+        $shared:literal,
+        $shared_wide:literal
+    ) => {
+        Shader {
+            shared_wide: include_str!(concat!("../../shaders/common/", $shared_wide, ".wgsl")),
+            ..shader!($name, $entries, $weights, $params, $buffers, $shared)
         }
     };
 }
@@ -66,7 +84,9 @@ pub const ATTENTION: Shader = shader!(
     &["partial", "combine"],
     false,
     AttentionParams,
-    AttentionBuffers
+    AttentionBuffers,
+    "attention_cache",
+    "attention_cache_wide"
 );
 pub const COPY: Shader = shader!("copy", &["main"], false, CopyParams, CopyBuffers);
 pub const EMBEDDING: Shader = shader!(
@@ -151,6 +171,12 @@ const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgs
 const WEIGHTS_DATA: &str = include_str!("../../shaders/common/weights_data.wgsl");
 const WEIGHTS_DATA_WIDE: &str = include_str!("../../shaders/common/weights_data_wide.wgsl");
 
+/// Whether this device's shaders read storage through 8-byte words where they have a twin
+/// for it: CPU adapters with SHADER_INT64, whose loads cost per component whatever its width.
+pub fn reads_wide(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.caps.cpu_like && gpu.caps.int64
+}
+
 /// How a shader that reads weights reads them: the format, and whether through its wide
 /// twin (see [`crate::formats::Wide`]).
 #[derive(Clone, Copy, Debug)]
@@ -168,12 +194,12 @@ impl WeightsSource {
         }
     }
 
-    /// How this device reads `format`: wide on CPU adapters with SHADER_INT64 for the
-    /// formats that have a wide twin.
+    /// How this device reads `format`: wide where it [`reads_wide`], for the formats that
+    /// have a wide twin.
     pub fn for_device(gpu: &crate::gpu::Gpu, format: WeightFormat) -> WeightsSource {
         WeightsSource {
             format,
-            wide: gpu.caps.cpu_like && gpu.caps.int64 && format.unit().wide.is_some(),
+            wide: reads_wide(gpu) && format.unit().wide.is_some(),
         }
     }
 }
@@ -197,8 +223,14 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 5] {
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
 /// the math helpers, the weight data binding and format helpers when the shader reads
-/// weights, the helper file it shares with its kind, then the body.
-pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightsSource>) -> String {
+/// weights, the helper file it shares with its kind (its wide twin when `wide`), then the
+/// body.
+pub fn compose(
+    shader: &Shader,
+    subgroups: bool,
+    weights: Option<WeightsSource>,
+    wide: bool,
+) -> String {
     let reduce = if subgroups {
         REDUCE_SUBGROUP
     } else {
@@ -216,7 +248,11 @@ pub fn compose(shader: &Shader, subgroups: bool, weights: Option<WeightsSource>)
         own,
         dot16,
         dot32,
-        shader.shared,
+        if wide && !shader.shared_wide.is_empty() {
+            shader.shared_wide
+        } else {
+            shader.shared
+        },
         shader.body,
     ]
     .join("\n")
@@ -245,6 +281,6 @@ pub(crate) fn build(
         label = format!("{label}.{entry}");
     }
     let weights = weights.map(|f| WeightsSource::for_device(gpu, f));
-    let source = compose(shader, gpu.caps.subgroups, weights);
+    let source = compose(shader, gpu.caps.subgroups, weights, reads_wide(gpu));
     crate::gpu::Kernel::new(gpu, &label, &source, entry, shader.bindings, constants)
 }

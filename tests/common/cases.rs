@@ -342,8 +342,10 @@ pub fn residual_norm(
 // ---- kv_store and rope_store ----
 
 /// The cache's contents as f32.
-fn read_cache(gpu: &Gpu, dtype: KvDtype, buffer: &wgpu::Buffer) -> Vec<f32> {
-    match dtype {
+/// The `len` elements of a cache buffer; the padding after them (KvCache rounds buffers up to
+/// whole 32-byte words) must still be zero: no store may land there.
+fn read_cache(gpu: &Gpu, dtype: KvDtype, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    let mut all: Vec<f32> = match dtype {
         KvDtype::F32 => gpu.read_f32(buffer).unwrap(),
         KvDtype::F16 => gpu
             .read_bytes(buffer)
@@ -351,7 +353,18 @@ fn read_cache(gpu: &Gpu, dtype: KvDtype, buffer: &wgpu::Buffer) -> Vec<f32> {
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-    }
+    };
+    assert!(
+        all.len() >= len,
+        "cache of {} elements, {len} expected",
+        all.len()
+    );
+    assert!(
+        all[len..].iter().all(|&x| x == 0.0),
+        "a store landed past the cache's {len} elements"
+    );
+    all.truncate(len);
+    all
 }
 
 /// Stores k and v [positions.len(), kv_dim] into an empty cache of `capacity` positions;
@@ -393,9 +406,9 @@ pub fn kv_store(
         bytes: (2 * n * kv_dim * (4 + dtype.bytes())) as f64,
         flops: 0.0,
         check: Box::new(move |gpu| {
-            let k = read_cache(gpu, dtype, &kc);
+            let k = read_cache(gpu, dtype, &kc, k_expected.len());
             close(&format!("{what} k"), &k, &k_expected, 0.0, 0.0)?;
-            let v = read_cache(gpu, dtype, &vc);
+            let v = read_cache(gpu, dtype, &vc, v_expected.len());
             close(&format!("{what} v"), &v, &v_expected, 0.0, 0.0)
         }),
     }
@@ -517,9 +530,9 @@ pub fn rope_store(gpu: &Gpu, kernel: &RopeStore, case: &RopeStoreCase, seed: u64
                 &q_expected,
                 &q_bound,
             )?;
-            let k = read_cache(gpu, dtype, &kc);
+            let k = read_cache(gpu, dtype, &kc, k_expected.len());
             within(&format!("{what} k"), &k, &k_expected, &k_cache_bound)?;
-            let v = read_cache(gpu, dtype, &vc);
+            let v = read_cache(gpu, dtype, &vc, v_expected.len());
             close(&format!("{what} v"), &v, &v_expected, 0.0, 0.0)
         }),
     }

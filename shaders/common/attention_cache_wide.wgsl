@@ -1,0 +1,49 @@
+// attention_cache.wgsl's bindings and loads through 8-byte words (SHADER_INT64), for CPU
+// adapters: llvmpipe turns each invocation's storage load into a bounds-checked scalar load
+// per component, so a key's 8 f16 elements cost two components here against four, and a
+// value's 4 one against four (the 16-byte word around them).
+
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u64>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u64>>;
+
+fn low_word(v: u64) -> u32 {
+    return u32(v & 0xfffffffflu);
+}
+
+fn high_word(v: u64) -> u32 {
+    return u32(v >> 32u);
+}
+
+// The cache's 8-byte word i, of the keys or of the values.
+fn k_word(i: u32) -> u64 {
+    return k_cache[i / 4u][i % 4u];
+}
+
+fn v_word(i: u32) -> u64 {
+    return v_cache[i / 4u][i % 4u];
+}
+
+fn halves4(v: u64) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(low_word(v)), unpack2x16float(high_word(v)));
+}
+
+fn floats4(a: u64, b: u64) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(low_word(a), high_word(a), low_word(b), high_word(b)));
+}
+
+// Eight key elements starting at element e (a multiple of 8), as two vec4s.
+fn k_load8(e: u32) -> mat2x4<f32> {
+    if KV_F16 {
+        return mat2x4<f32>(halves4(k_word(e / 4u)), halves4(k_word(e / 4u + 1u)));
+    }
+    let w = k_cache[e / 8u];
+    return mat2x4<f32>(floats4(w.x, w.y), floats4(w.z, w.w));
+}
+
+// Four value elements starting at element e (a multiple of 4).
+fn v_load4(e: u32) -> vec4<f32> {
+    if KV_F16 {
+        return halves4(v_word(e / 4u));
+    }
+    return floats4(v_word(e / 2u), v_word(e / 2u + 1u));
+}
