@@ -15,6 +15,7 @@ pub const F32: Unit = Unit {
     own_dot32: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_f32_wide.wgsl"),
+        readers: "",
         dot: 16,
     }),
     dequantize: |b, out| out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -33,6 +34,7 @@ pub const BF16: Unit = Unit {
     own_dot32: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_bf16_wide.wgsl"),
+        readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
     }),
     dequantize: |b, out| out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
@@ -51,6 +53,7 @@ pub const F16: Unit = Unit {
     own_dot32: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_f16_wide.wgsl"),
+        readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
     }),
     dequantize: |b, out| out.push(f16::from_le_bytes([b[0], b[1]]).to_f32()),

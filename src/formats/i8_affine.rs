@@ -20,6 +20,7 @@ pub const I8_AFFINE: Unit = Unit {
     own_dot32: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_i8_affine_wide.wgsl"),
+        readers: "",
         dot: 16,
     }),
     dequantize: |_, _| unreachable!("i8_affine has no file blocks: see i8_affine::dequantize"),

@@ -21,6 +21,7 @@ pub const Q8_0: Unit = Unit {
     own_dot32: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_q8_0_wide.wgsl"),
+        readers: "",
         // A whole block per load (lavapipe, Gemma 3 270M decode, measured against 16).
         dot: 32,
     }),

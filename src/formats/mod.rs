@@ -95,8 +95,11 @@ pub struct Unit {
 /// other block formats (they expand to i8_affine on CPU adapters). A wide format's rows are
 /// whole multiples of 32 bytes, as the 32-byte words of the binding need.
 pub struct Wide {
-    /// `shaders/common/weights_<name>_wide.wgsl`: its `w_load8`, `w_dot16` and `w_dot32`.
+    /// `shaders/common/weights_<name>_wide.wgsl`: its `w_load8`, `w_dot16` and `w_dot32`, or
+    /// what `readers` builds them from.
     pub wgsl: &'static str,
+    /// A file of `shaders/common/` defining the readers over `wgsl` ("" where `wgsl` has them).
+    pub readers: &'static str,
     /// Weights per step of matvec's CPU layout (its DOT): 16 or 32.
     pub dot: u32,
 }

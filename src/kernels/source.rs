@@ -209,7 +209,7 @@ impl WeightsSource {
 fn weights_helper(w: WeightsSource) -> [&'static str; 5] {
     let unit = w.format.unit();
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
-        return [WEIGHTS_DATA_WIDE, "", wide.wgsl, "", ""];
+        return [WEIGHTS_DATA_WIDE, "", wide.wgsl, wide.readers, ""];
     }
     let bytes = if w.format.ggml_block().is_some() {
         WEIGHTS_BYTES
