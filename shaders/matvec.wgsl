@@ -1,7 +1,8 @@
 // matvec: y[v, out_offset + r] = sum_k W[r, k] * x[v, k]   (decode: one or a few vectors)
 //
-// Bindings: params; w_data [rows, k] in the weight format's layout (vec4<u32>); w_scales (f16
-// pairs, quantized formats only); x [n, k] f32; y [n, out_stride] f32.
+// Bindings: params; w_data [rows, k] in the weight format's layout (16-byte words, or 32-byte
+// ones where the device reads wide: common/weights_data*.wgsl); w_scales (f16 pairs, quantized
+// formats only); x [n, k] f32; y [n, out_stride] f32.
 // Two layouts, chosen per adapter with ROW_PER_INVOCATION:
 // - GPUs: grid (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes
 //   ROWS (<= 4) consecutive rows; its invocations share the k dimension in units of RUN
@@ -42,7 +43,8 @@ override ROW_PER_INVOCATION: bool = false;
 // CPU layout: weights per step. 32 through the format's own `w_dot32` (a whole block's bytes
 // and scale loaded once: Q4_0, whose 16 bytes hold 32 weights), 16 through its own `w_dot16`
 // (the other quantized formats: a `w_dot32` of two `w_dot16` measured slower), else 8
-// through `w_load8` (plain floats, where that measured faster).
+// through `w_load8` (plain floats, where that measured faster); a wide reading sets its own
+// (formats::Wide::dot: 32 for Q8_0, 16 for the others).
 override DOT: u32 = 8u;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
