@@ -1,5 +1,5 @@
 // Weight format f32 read 8 bytes at a time (see weights_data_wide.wgsl): the same values as
-// weights_f32.wgsl, 8 per vec4 of u64s. Defines `w_load8`, `w_dot16` and `w_dot32`
+// weights_f32.wgsl, 8 per vec4 of u64s, in row tiles. Defines `w_load8`, `w_dot16` and `w_dot32`
 // (contracts: weights_f32.wgsl, weights_dot16.wgsl, weights_dot32.wgsl).
 
 struct W8 {
@@ -13,7 +13,7 @@ fn f32x4(a: u64, b: u64) -> vec4<f32> {
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
-    let v = w_data[row * (k / 8u) + g];
+    let v = w_data[word_at(row, g, k / 8u)];
     return W8(f32x4(v.x, v.y), f32x4(v.z, v.w));
 }
 

@@ -1,5 +1,6 @@
 // Weight format Q8_0 read 8 bytes at a time (see weights_data_wide.wgsl): the same data and
-// scales as weights_q8_0.wgsl, `w_data` a vec4 of u64s, 32 codes (a block) per vec4.
+// scales as weights_q8_0.wgsl, `w_data` a vec4 of u64s, 32 codes (a block) per vec4, its
+// scale at the same index, in row tiles.
 // Defines `w_load8`, `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
 // weights_dot32.wgsl) with weights_data_wide.wgsl's `data8`. CPU reference:
 // HostMatrix::dequantize.
@@ -14,8 +15,8 @@ fn block_scale(s: u32) -> f32 {
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
-    let v = data8(row * (k / 8u) + g);
-    let d = block_scale(row * (k / 32u) + g / 4u);
+    let v = data8(row, g, k / 32u);
+    let d = block_scale(word_at(row, g / 4u, k / 32u));
     return W8(i8x4(low_word(v)) * d, i8x4(high_word(v)) * d);
 }
 
@@ -26,12 +27,14 @@ fn dot_codes16(a: u64, b: u64, xs: X16) -> f32 {
 }
 
 fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
-    let q = row * (k / 8u) + 2u * h;
-    return dot_codes16(data8(q), data8(q + 1u), xs) * block_scale(row * (k / 32u) + h / 2u);
+    let per_row = k / 32u;
+    let d = block_scale(word_at(row, h / 2u, per_row));
+    return dot_codes16(data8(row, 2u * h, per_row), data8(row, 2u * h + 1u, per_row), xs) * d;
 }
 
 // A whole block: its 32 bytes in one load, its scale once.
 fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
-    let v = w_data[row * (k / 32u) + b];
-    return (dot_codes16(v.x, v.y, xs.lo) + dot_codes16(v.z, v.w, xs.hi)) * block_scale(row * (k / 32u) + b);
+    let i = word_at(row, b, k / 32u);
+    let v = w_data[i];
+    return (dot_codes16(v.x, v.y, xs.lo) + dot_codes16(v.z, v.w, xs.hi)) * block_scale(i);
 }

@@ -2,6 +2,7 @@
 
 use crate::formats::{HostMatrix, WeightFormat};
 use crate::gpu::Gpu;
+use crate::kernels::source::WeightsSource;
 use crate::kernels::{bindings, params};
 use crate::{Error, Result};
 
@@ -69,6 +70,34 @@ pub struct MatrixChunk {
     pub scales: wgpu::Buffer,
 }
 
+/// Rows per tile of a matrix stored in row tiles (`TILE_ROWS` of
+/// shaders/common/weights_data_wide.wgsl).
+pub const TILE_ROWS: usize = 32;
+/// Bytes of the words a tiled matrix's rows are cut into (weights_data_wide.wgsl's vec4<u64>).
+const TILE_WORD: usize = 32;
+
+/// Whether this device stores `format`'s matrices in row tiles: where it reads them wide (see
+/// shaders/common/weights_data_wide.wgsl). Elsewhere rows follow one another.
+pub fn tiled(gpu: &Gpu, format: WeightFormat) -> bool {
+    WeightsSource::for_device(gpu, format).wide
+}
+
+/// `rows` row-major rows of `bytes`, each cut into `words` equal words, in row tiles: word j
+/// of row r at word ((r / TILE_ROWS) words + j) TILE_ROWS + r % TILE_ROWS, the last tile
+/// padded with zero rows (the layout weights_data_wide.wgsl's `word_at` reads).
+pub fn tile(bytes: &[u8], rows: usize, words: usize) -> Vec<u8> {
+    let row_bytes = bytes.len() / rows.max(1);
+    let word = row_bytes / words.max(1);
+    let mut out = vec![0u8; rows.next_multiple_of(TILE_ROWS) * row_bytes];
+    for (r, row) in bytes.chunks_exact(row_bytes.max(1)).enumerate() {
+        for (j, w) in row.chunks_exact(word.max(1)).enumerate() {
+            let at = ((r / TILE_ROWS) * words + j) * TILE_ROWS + r % TILE_ROWS;
+            out[at * word..][..word].copy_from_slice(w);
+        }
+    }
+    out
+}
+
 /// A [rows, cols] weight matrix in its GPU layout. Matrices larger than the adapter's storage
 /// binding limit (Gemma 2's tied embedding is 1.18 GB in bf16) are split transparently; the
 /// kernels dispatch once per chunk.
@@ -77,21 +106,32 @@ pub struct GpuMatrix {
     pub rows: usize,
     pub cols: usize,
     pub chunks: Vec<MatrixChunk>,
+    /// Each chunk's rows in row tiles (see [`tile`]), else one after another.
+    pub tiled: bool,
 }
 
 impl GpuMatrix {
-    /// Rows per chunk for this device.
+    /// Rows per chunk for this device (whole tiles where it tiles them).
     pub fn rows_per_chunk(gpu: &Gpu, format: WeightFormat, cols: usize) -> Result<usize> {
         let row_bytes = format.data_bytes_per_row(cols) as u64;
-        let rows = gpu.caps.max_binding_size / row_bytes;
+        let step = if tiled(gpu, format) { TILE_ROWS } else { 1 } as u64;
+        let rows = gpu.caps.max_binding_size / row_bytes / step * step;
         if rows == 0 {
             return Err(Error::TooLarge {
-                what: format!("one {format} row of {cols} weights"),
-                needed: row_bytes,
+                what: format!("{step} {format} row(s) of {cols} weights"),
+                needed: step * row_bytes,
                 allowed: gpu.caps.max_binding_size,
             });
         }
         Ok(rows as usize)
+    }
+
+    /// The rows a chunk of `rows` rows takes on the GPU: whole tiles where they are tiled.
+    fn stored_rows(tiled: bool, rows: usize) -> usize {
+        match tiled {
+            true => rows.next_multiple_of(TILE_ROWS),
+            false => rows,
+        }
     }
 
     pub fn upload(gpu: &Gpu, label: &str, m: &HostMatrix) -> Result<GpuMatrix> {
@@ -131,12 +171,19 @@ impl GpuMatrix {
                 ),
             });
         }
+        let tiled = tiled(gpu, format);
+        let words = row_bytes / TILE_WORD;
+        let init = |name: &str, part: &[u8], n: usize| match tiled && !part.is_empty() {
+            true => gpu.storage_init(name, &tile(part, n, words)),
+            false => gpu.storage_init(name, part),
+        };
         Self::chunked(gpu, label, format, rows, cols, |name, start, n| {
             (
-                gpu.storage_init(name, &data[start * row_bytes..][..n * row_bytes]),
-                gpu.storage_init(
+                init(name, &data[start * row_bytes..][..n * row_bytes], n),
+                init(
                     &format!("{name}.scales"),
                     &scales[start * row_scale_bytes..][..n * row_scale_bytes],
+                    n,
                 ),
             )
         })
@@ -150,7 +197,9 @@ impl GpuMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<GpuMatrix> {
+        let tiled = tiled(gpu, format);
         Self::chunked(gpu, label, format, rows, cols, |name, _, n| {
+            let n = Self::stored_rows(tiled, n);
             (
                 gpu.storage_zeroed(name, (n * format.data_bytes_per_row(cols)) as u64),
                 gpu.storage_zeroed(
@@ -191,6 +240,7 @@ impl GpuMatrix {
             rows,
             cols,
             chunks,
+            tiled: tiled(gpu, format),
         })
     }
 
@@ -203,7 +253,7 @@ impl GpuMatrix {
             kernel: "matrix",
             message: "nothing to stack".into(),
         })?;
-        let (format, cols) = (first.format, first.cols);
+        let (format, cols, tiled) = (first.format, first.cols, first.tiled);
         let mut rows = 0;
         let mut chunks: Vec<MatrixChunk> = Vec::new();
         for p in parts {
@@ -219,7 +269,7 @@ impl GpuMatrix {
             for mut c in p.chunks {
                 c.row_start += rows;
                 match chunks.pop() {
-                    Some(last) => chunks.extend(Self::merged(gpu, format, cols, last, c)),
+                    Some(last) => chunks.extend(Self::merged(gpu, (format, tiled), cols, last, c)),
                     None => chunks.push(c),
                 }
             }
@@ -230,23 +280,26 @@ impl GpuMatrix {
             rows,
             cols,
             chunks,
+            tiled,
         })
     }
 
     /// `a` and the chunk `b` that follows it as one chunk where both fit one binding and their
-    /// bytes can be copied end to end (multiples of 4), else both as they are.
+    /// bytes can be copied end to end (multiples of 4, and whole tiles of `a` where tiled),
+    /// else both as they are.
     fn merged(
         gpu: &Gpu,
-        format: WeightFormat,
+        (format, tiled): (WeightFormat, bool),
         cols: usize,
         a: MatrixChunk,
         b: MatrixChunk,
     ) -> Vec<MatrixChunk> {
-        let data = |c: &MatrixChunk| (c.rows * format.data_bytes_per_row(cols)) as u64;
-        let scales = |c: &MatrixChunk| (c.rows * format.scales_per_row(cols) * 2) as u64;
+        let stored = |c: &MatrixChunk| Self::stored_rows(tiled, c.rows);
+        let data = |c: &MatrixChunk| (stored(c) * format.data_bytes_per_row(cols)) as u64;
+        let scales = |c: &MatrixChunk| (stored(c) * format.scales_per_row(cols) * 2) as u64;
         let limit = gpu.caps.max_binding_size;
         let fits = data(&a) + data(&b) <= limit && scales(&a) + scales(&b) <= limit;
-        if !fits || data(&a) % 4 != 0 || scales(&a) % 4 != 0 {
+        if !fits || data(&a) % 4 != 0 || scales(&a) % 4 != 0 || stored(&a) != a.rows {
             return vec![a, b];
         }
         let rows = a.rows + b.rows;
@@ -280,5 +333,33 @@ impl GpuMatrix {
             .iter()
             .map(|c| c.data.size() + c.scales.size())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Word j of row r lands at ((r / 32) words + j) 32 + r % 32; the last tile's missing
+    /// rows are zeros.
+    #[test]
+    fn tile_places_each_word_by_its_row_tile() {
+        let (rows, words, word) = (70usize, 3usize, 2usize);
+        // Distinct bytes, none zero.
+        let src: Vec<u8> = (0..rows * words * word)
+            .map(|i| (i % 251) as u8 + 1)
+            .collect();
+        let out = tile(&src, rows, words);
+        assert_eq!(out.len(), 96 * words * word);
+        for r in 0..96 {
+            for j in 0..words {
+                let at = ((r / 32) * words + j) * 32 + r % 32;
+                let got = &out[at * word..][..word];
+                match r < rows {
+                    true => assert_eq!(got, &src[(r * words + j) * word..][..word], "{r} {j}"),
+                    false => assert_eq!(got, &[0, 0], "padding row {r}"),
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use gemma_wgpu::gpu::Gpu;
-use gemma_wgpu::kernels::matrix::MatrixArgs;
+use gemma_wgpu::kernels::matrix::{MatrixArgs, TILE_ROWS, tiled};
 use gemma_wgpu::kernels::{Embedding, GpuMatrix, Matmul, Matvec};
 use gemma_wgpu::weights::WeightFormat;
 use gemma_wgpu::weights::gguf::GgmlType;
@@ -137,7 +137,8 @@ fn matmul_matches_reference_for_every_format() {
 /// A 4 KiB binding limit splits a 300-row matrix into many chunks; results must not change.
 #[test]
 fn matrices_larger_than_a_binding_are_chunked_transparently() {
-    for dev in devices_with(Some(4096)) {
+    // 8 KiB: a tile of 32 f32 rows of 64 weights (see GpuMatrix::tiled), 300 rows in several.
+    for dev in devices_with(Some(8192)) {
         for format in WeightFormat::ALL {
             // 64 columns, or one block of the K-quants.
             let k = 64usize.next_multiple_of(block_len(format));
@@ -151,7 +152,7 @@ fn matrices_larger_than_a_binding_are_chunked_transparently() {
                 (2, 300, k),
                 7,
             );
-            let expected_chunks = 300usize.div_ceil(4096 / format.data_bytes_per_row(k));
+            let expected_chunks = 300usize.div_ceil(8192 / format.data_bytes_per_row(k));
             assert_eq!(chunks, expected_chunks, "{format}: chunk count");
             assert!(chunks > 1);
             check_product(
@@ -229,12 +230,14 @@ fn gguf_block_formats_match_reference() {
 }
 
 /// Stacked matrices (Gemma's q, k and v) multiply as their parts side by side: in one chunk
-/// where a binding holds them all, in several where it does not.
+/// where a binding holds them all (and, where the device tiles rows, every part but the last
+/// is whole tiles), in several where not.
 #[test]
 fn stacked_matrices_multiply_as_their_parts() {
-    let rows = [40usize, 24, 24];
-    let total: usize = rows.iter().sum();
-    for (limit, one_chunk) in [(None, true), (Some(4096), false)] {
+    let cases = [[40usize, 24, 24], [64, 32, 40]];
+    for (limit, rows) in [(None, cases[0]), (None, cases[1]), (Some(8192), cases[1])] {
+        let total: usize = rows.iter().sum();
+        let whole_tiles = rows[..2].iter().all(|r| r % TILE_ROWS == 0);
         for dev in devices_with(limit) {
             let gpu = &dev.gpu;
             for format in [
@@ -243,6 +246,7 @@ fn stacked_matrices_multiply_as_their_parts() {
                 WeightFormat::I8Affine,
                 WeightFormat::Q4K,
             ] {
+                let one_chunk = limit.is_none() && (whole_tiles || !tiled(gpu, format));
                 let k = 64usize.next_multiple_of(block_len(format));
                 let parts: Vec<_> = rows
                     .iter()
