@@ -10,18 +10,29 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 /// (variant name, source) for every combination of reduction helpers and reading: each weight
-/// format, and its wide twin where it has one, and for the other shaders the wide twin of
+/// format row after row, in row tiles where its narrow reading tiles (named `.tiled`), and
+/// its wide twin where it has one (always tiled), and for the other shaders the wide twin of
 /// their shared helpers where they have one (named `.wide`).
 fn variants(shader: &Shader) -> Vec<(String, String)> {
     let readings: Vec<(Option<WeightsSource>, bool)> = if shader.weights {
         WeightFormat::ALL
             .into_iter()
             .flat_map(|format| {
-                let wide = format.unit().wide.is_some();
-                [false, true]
+                let unit = format.unit();
+                [(false, false), (false, true), (true, true)]
                     .into_iter()
-                    .filter(move |&w| !w || wide)
-                    .map(move |wide| (Some(WeightsSource { format, wide }), wide))
+                    .filter(move |&(wide, tiled)| match wide {
+                        true => unit.wide.is_some(),
+                        false => !tiled || unit.narrow_tiles,
+                    })
+                    .map(move |(wide, tiled)| {
+                        let w = WeightsSource {
+                            format,
+                            wide,
+                            tiled,
+                        };
+                        (Some(w), wide)
+                    })
             })
             .collect()
     } else if !shader.shared_wide.is_empty() {
@@ -36,7 +47,11 @@ fn variants(shader: &Shader) -> Vec<(String, String)> {
                 "{}{}{}{}",
                 shader.name,
                 w.map(|w| format!(".{}", w.format)).unwrap_or_default(),
-                if wide { ".wide" } else { "" },
+                match (wide, w.is_some_and(|w| w.tiled)) {
+                    (true, _) => ".wide",
+                    (false, true) => ".tiled",
+                    (false, false) => "",
+                },
                 if subgroups {
                     ".subgroups"
                 } else {
@@ -146,11 +161,11 @@ fn every_shader_validates_and_translates_to_all_backends() {
         }
     }
     // 16 shaders, 2 of them with two entry points (attention also reading its cache wide), 3
-    // of them per weight reading (14 formats, 5 of them also wide), each with and without
-    // subgroups.
+    // of them per weight reading (14 formats, 5 of them also wide, 1 also tiled narrow), each
+    // with and without subgroups.
     assert_eq!(
         translated,
-        2 * (13 + 2 * 2 + 3 * 19),
+        2 * (13 + 2 * 2 + 3 * 20),
         "variant count changed"
     );
 }

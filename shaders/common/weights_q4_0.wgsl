@@ -1,8 +1,9 @@
 // Weight format Q4_0: blocks of 32 weights, value = (q - 8) * d with q a 4-bit code and d an
 // f16 scale per block. A block's 16 code bytes fill one vec4 of `w_data`, in GGML's order:
 // byte t holds element t in its low nibble and element t + 16 in its high nibble (little-endian
-// bytes within each u32). `w_scales` as in Q8_0. See weights_f32.wgsl for the contract and weights_dot16.wgsl for
-// `w_dot16`'s.
+// bytes within each u32). `w_scales` as in Q8_0, a block's scale at its vec4's index; blocks
+// found through `word_at` (weights_rows.wgsl, or weights_tiles.wgsl on CPU adapters). See
+// weights_f32.wgsl for the contract and weights_dot16.wgsl for `w_dot16`'s.
 
 struct W8 {
     lo: vec4<f32>,
@@ -19,7 +20,7 @@ fn block_scale(s: u32) -> f32 {
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
-    let block = row * (k / 32u) + g / 4u;
+    let block = word_at(row, g / 4u, k / 32u);
     let j = g % 4u;
     // Elements 8j .. 8j+8 of the block: bytes 0..7 (j even) or 8..15 (j odd), low nibbles for
     // j < 2 and high nibbles for j >= 2.
@@ -39,7 +40,7 @@ fn codes4(w: u32, shift: u32) -> vec4<f32> {
 // Half a block: the low (first 16) or high nibbles of its vec4, the code offset 8 taken off
 // through the sum of x and the scale applied once.
 fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
-    let block = row * (k / 32u) + h / 2u;
+    let block = word_at(row, h / 2u, k / 32u);
     let v = w_data[block];
     let shift = 4u * (h % 2u);
     let s = dot(codes4(v.x, shift), xs.v[0]) + dot(codes4(v.y, shift), xs.v[1])
@@ -50,7 +51,7 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
 // A whole block: its nibbles and scale loaded once (low nibbles the first 16 weights, high
 // nibbles the next 16).
 fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
-    let block = row * (k / 32u) + b;
+    let block = word_at(row, b, k / 32u);
     let v = w_data[block];
     let s = dot(codes4(v.x, 0u), xs.lo.v[0]) + dot(codes4(v.y, 0u), xs.lo.v[1])
         + dot(codes4(v.z, 0u), xs.lo.v[2]) + dot(codes4(v.w, 0u), xs.lo.v[3])

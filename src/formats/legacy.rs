@@ -19,6 +19,7 @@ pub const Q8_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q8_0.wgsl"),
     own_dot16: true,
     own_dot32: false,
+    narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_q8_0_wide.wgsl"),
         readers: "",
@@ -46,6 +47,7 @@ pub const Q4_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_0.wgsl"),
     own_dot16: true,
     own_dot32: true,
+    narrow_tiles: true,
     wide: None,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
@@ -68,6 +70,7 @@ pub const Q4_1: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_1.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));
@@ -90,6 +93,7 @@ pub const Q5_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_0.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
         let d = f16_at(b, 0);
@@ -112,6 +116,7 @@ pub const Q5_1: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_1.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));

@@ -76,6 +76,10 @@ pub struct Unit {
     /// `wgsl` also defines `w_dot32` (a whole 32-weight block at once, its bytes and scale
     /// loaded once); the others get `weights_dot32.wgsl`'s, two `w_dot16`.
     pub own_dot32: bool,
+    /// `wgsl` finds its 16-byte words through `word_at` (each holds whole blocks), so CPU
+    /// adapters store the format in row tiles (`shaders/common/weights_tiles.wgsl`) when they
+    /// read it narrow, as they do every format they read wide.
+    pub narrow_tiles: bool,
     /// The same format read 8 bytes at a time, where the adapter takes it (see
     /// [`Wide`]).
     pub wide: Option<Wide>,
@@ -91,9 +95,10 @@ pub struct Unit {
 /// for CPU adapters with SHADER_INT64, where a load costs per component whatever its width.
 /// Q8_0, i8_affine and the float formats have one (a byte or more per weight); a Q4_0 twin
 /// measured within noise on lavapipe (Gemma 2 2B shapes: its 16-byte vec4 already holds a
-/// block, and decoding nibbles costs more than loading them), so it has none, nor have the
-/// other block formats (they expand to i8_affine on CPU adapters). A wide format's rows are
-/// whole multiples of 32 bytes, as the 32-byte words of the binding need.
+/// block, and decoding nibbles costs more than loading them), so it has none (its narrow
+/// reading is tiled instead: [`Unit::narrow_tiles`]), nor have the other block formats (they
+/// expand to i8_affine on CPU adapters). A wide format's rows are whole multiples of 32 bytes,
+/// as the 32-byte words of the binding need; CPU adapters store them in row tiles.
 pub struct Wide {
     /// `shaders/common/weights_<name>_wide.wgsl`: its `w_load8`, `w_dot16` and `w_dot32`, or
     /// what `readers` builds them from.

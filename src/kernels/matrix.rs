@@ -71,15 +71,14 @@ pub struct MatrixChunk {
 }
 
 /// Rows per tile of a matrix stored in row tiles (`TILE_ROWS` of
-/// shaders/common/weights_data_wide.wgsl).
+/// shaders/common/weights_tiles.wgsl).
 pub const TILE_ROWS: usize = 32;
-/// Bytes of the words a tiled matrix's rows are cut into (weights_data_wide.wgsl's vec4<u64>).
-const TILE_WORD: usize = 32;
 
-/// Whether this device stores `format`'s matrices in row tiles: where it reads them wide (see
-/// shaders/common/weights_data_wide.wgsl). Elsewhere rows follow one another.
+/// Whether this device stores `format`'s matrices in row tiles (see
+/// shaders/common/weights_tiles.wgsl and [`WeightsSource::for_device`]). Elsewhere rows follow
+/// one another.
 pub fn tiled(gpu: &Gpu, format: WeightFormat) -> bool {
-    WeightsSource::for_device(gpu, format).wide
+    WeightsSource::for_device(gpu, format).tiled
 }
 
 /// `rows` row-major rows of `bytes`, each cut into `words` equal words, in row tiles: word j
@@ -171,8 +170,8 @@ impl GpuMatrix {
                 ),
             });
         }
-        let tiled = tiled(gpu, format);
-        let words = row_bytes / TILE_WORD;
+        let source = WeightsSource::for_device(gpu, format);
+        let (tiled, words) = (source.tiled, row_bytes / source.word_bytes());
         let init = |name: &str, part: &[u8], n: usize| match tiled && !part.is_empty() {
             true => gpu.storage_init(name, &tile(part, n, words)),
             false => gpu.storage_init(name, part),

@@ -170,6 +170,8 @@ const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgs
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
 const WEIGHTS_DATA: &str = include_str!("../../shaders/common/weights_data.wgsl");
 const WEIGHTS_DATA_WIDE: &str = include_str!("../../shaders/common/weights_data_wide.wgsl");
+const WEIGHTS_ROWS: &str = include_str!("../../shaders/common/weights_rows.wgsl");
+const WEIGHTS_TILES: &str = include_str!("../../shaders/common/weights_tiles.wgsl");
 
 /// Whether this device's shaders read storage through 8-byte words where they have a twin
 /// for it: CPU adapters with SHADER_INT64, whose loads cost per component whatever its width.
@@ -177,39 +179,52 @@ pub fn reads_wide(gpu: &crate::gpu::Gpu) -> bool {
     gpu.caps.cpu_like && gpu.caps.int64
 }
 
-/// How a shader that reads weights reads them: the format, and whether through its wide
-/// twin (see [`crate::formats::Wide`]).
+/// How a shader that reads weights reads them: the format, whether through its wide twin (see
+/// [`crate::formats::Wide`]), and whether the matrix's words are in row tiles (see
+/// `shaders/common/weights_tiles.wgsl`; wide readings always are).
 #[derive(Clone, Copy, Debug)]
 pub struct WeightsSource {
     pub format: WeightFormat,
     pub wide: bool,
+    pub tiled: bool,
 }
 
 impl WeightsSource {
-    /// The narrow reading of `format`.
+    /// The narrow reading of `format`, rows one after another.
     pub fn narrow(format: WeightFormat) -> WeightsSource {
         WeightsSource {
             format,
             wide: false,
+            tiled: false,
         }
     }
 
     /// How this device reads `format`: wide where it [`reads_wide`], for the formats that
-    /// have a wide twin.
+    /// have a wide twin; in row tiles on CPU adapters where wide or the format's narrow
+    /// reading tiles ([`crate::formats::Unit::narrow_tiles`]).
     pub fn for_device(gpu: &crate::gpu::Gpu, format: WeightFormat) -> WeightsSource {
+        let unit = format.unit();
+        let wide = reads_wide(gpu) && unit.wide.is_some();
         WeightsSource {
             format,
-            wide: reads_wide(gpu) && format.unit().wide.is_some(),
+            wide,
+            tiled: wide || (gpu.caps.cpu_like && unit.narrow_tiles),
         }
+    }
+
+    /// Bytes of one word of the matrix data binding: what a tile holds per row and step.
+    pub fn word_bytes(&self) -> usize {
+        if self.wide { 32 } else { 16 }
     }
 }
 
-/// The data binding and the `w_load8`, `w_dot16` and `w_dot32` of a format (with the byte
-/// helpers for the GGUF block formats).
-fn weights_helper(w: WeightsSource) -> [&'static str; 5] {
+/// The data binding, its `word_at`, and the `w_load8`, `w_dot16` and `w_dot32` of a format
+/// (with the byte helpers for the GGUF block formats).
+fn weights_helper(w: WeightsSource) -> [&'static str; 6] {
     let unit = w.format.unit();
+    let words = if w.tiled { WEIGHTS_TILES } else { WEIGHTS_ROWS };
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
-        return [WEIGHTS_DATA_WIDE, "", wide.wgsl, wide.readers, ""];
+        return [WEIGHTS_DATA_WIDE, words, "", wide.wgsl, wide.readers, ""];
     }
     let bytes = if w.format.ggml_block().is_some() {
         WEIGHTS_BYTES
@@ -218,7 +233,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 5] {
     };
     let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
     let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
-    [WEIGHTS_DATA, bytes, unit.wgsl, dot16, dot32]
+    [WEIGHTS_DATA, words, bytes, unit.wgsl, dot16, dot32]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
@@ -236,14 +251,15 @@ pub fn compose(
     } else {
         REDUCE_WORKGROUP
     };
-    let [data, bytes, own, dot16, dot32] = weights
+    let [data, words, bytes, own, dot16, dot32] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or(["", "", "", "", ""]);
+        .unwrap_or(["", "", "", "", "", ""]);
     [
         reduce,
         MATH,
         data,
+        words,
         bytes,
         own,
         dot16,
