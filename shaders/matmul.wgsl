@@ -1,6 +1,7 @@
 // matmul: Y[t, out_offset + r] = sum_k X[t, k] * W[r, k]   (prefill: a block of n token rows)
 //
-// Bindings: params; w_data / w_scales as in matvec.wgsl; x [n, k] f32; y [n, out_stride] f32.
+// Bindings: params; w_data / w_scales as in matvec.wgsl; x [n, k] f32 (common/matrix_x*.wgsl);
+// y [n, out_stride] f32.
 // Two layouts, chosen per adapter with REGISTER_TILES:
 // - GPUs: grid (ceil(rows / 64), ceil(n / 64), 1), 256 invocations as a 16 x 16 square. Each
 //   workgroup computes a 64 (tokens) x 64 (weight rows) tile of Y, stepping k by 16: it
@@ -29,7 +30,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 // @binding(1) w_data: see common/weights_data.wgsl.
 @group(0) @binding(2) var<storage, read> w_scales: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+// @binding(3) x: see common/matrix_x.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const TILE: u32 = 64u;
@@ -68,7 +69,7 @@ fn register_tile(inv: Invocation) {
     let last_tok = p.n - 1u;
     var xrow: array<u32, 8>;
     for (var t = 0u; t < 8u; t++) {
-        xrow[t] = min(t0 + t, last_tok) * (p.k / 4u);
+        xrow[t] = min(t0 + t, last_tok) * (p.k / 8u);
     }
     var acc: array<vec4<f32>, 8>;
     for (var t = 0u; t < 8u; t++) {
@@ -80,8 +81,9 @@ fn register_tile(inv: Invocation) {
         let w2 = w_load8(rows.z, g, p.k);
         let w3 = w_load8(rows.w, g, p.k);
         for (var t = 0u; t < 8u; t++) {
-            let lo = x_shared(xrow[t] + 2u * g, inv);
-            let hi = x_shared(xrow[t] + 2u * g + 1u, inv);
+            let xv = x_shared8(xrow[t] + g, inv);
+            let lo = xv.lo;
+            let hi = xv.hi;
             acc[t] += vec4<f32>(
                 dot(w0.lo, lo) + dot(w0.hi, hi),
                 dot(w1.lo, lo) + dot(w1.hi, hi),
@@ -157,9 +159,9 @@ fn main(inv: Invocation) {
             var lo = vec4<f32>(0.0);
             var hi = vec4<f32>(0.0);
             if tok0 + lr < p.n {
-                let b = (tok0 + lr) * (p.k / 4u) + 2u * g;
-                lo = x[b];
-                hi = x[b + 1u];
+                let xv = x_load8((tok0 + lr) * (p.k / 8u) + g);
+                lo = xv.lo;
+                hi = xv.hi;
             }
             store_column8(false, lr, lg * 8u, lo, hi);
         }

@@ -2,7 +2,7 @@
 //
 // Bindings: params; w_data [rows, k] in the weight format's layout (16-byte words, or 32-byte
 // ones where the device reads wide: common/weights_data*.wgsl); w_scales (f16 pairs, quantized
-// formats only); x [n, k] f32; y [n, out_stride] f32.
+// formats only); x [n, k] f32 (common/matrix_x*.wgsl); y [n, out_stride] f32.
 // Two layouts, chosen per adapter with ROW_PER_INVOCATION:
 // - GPUs: grid (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes
 //   ROWS (<= 4) consecutive rows; its invocations share the k dimension in units of RUN
@@ -31,7 +31,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 // @binding(1) w_data: see common/weights_data.wgsl.
 @group(0) @binding(2) var<storage, read> w_scales: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+// @binding(3) x: see common/matrix_x.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 override WG: u32 = 64u;
@@ -50,8 +50,8 @@ override DOT: u32 = 8u;
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
 override GEGLU: bool = false;
 
-fn dot8(w: W8, base: u32) -> f32 {
-    return dot(w.lo, x[base]) + dot(w.hi, x[base + 1u]);
+fn dot8(w: W8, xv: X8) -> f32 {
+    return dot(w.lo, xv.lo) + dot(w.hi, xv.hi);
 }
 
 // The (up to) four rows a unit of work computes: rows ROWS u .. ROWS u + ROWS - 1, or with
@@ -98,20 +98,25 @@ fn main(inv: Invocation) {
         let r1 = r.y;
         let r2 = r.z;
         let r3 = r.w;
-        let xbase = inv.wg.z * (p.k / 4u);
+        // x of vector v in units of 8 entries.
+        let xbase = inv.wg.z * (p.k / 8u);
         var acc = vec4<f32>(0.0);
         if DOT == 32u {
             for (var b = 0u; b < p.k / 32u; b++) {
-                let at = xbase + 8u * b;
+                let at = xbase + 4u * b;
+                let x0 = x_shared8(at, inv);
+                let x1 = x_shared8(at + 1u, inv);
+                let x2 = x_shared8(at + 2u, inv);
+                let x3 = x_shared8(at + 3u, inv);
                 var xs: X32;
-                xs.lo.v[0] = x_shared(at, inv);
-                xs.lo.v[1] = x_shared(at + 1u, inv);
-                xs.lo.v[2] = x_shared(at + 2u, inv);
-                xs.lo.v[3] = x_shared(at + 3u, inv);
-                xs.hi.v[0] = x_shared(at + 4u, inv);
-                xs.hi.v[1] = x_shared(at + 5u, inv);
-                xs.hi.v[2] = x_shared(at + 6u, inv);
-                xs.hi.v[3] = x_shared(at + 7u, inv);
+                xs.lo.v[0] = x0.lo;
+                xs.lo.v[1] = x0.hi;
+                xs.lo.v[2] = x1.lo;
+                xs.lo.v[3] = x1.hi;
+                xs.hi.v[0] = x2.lo;
+                xs.hi.v[1] = x2.hi;
+                xs.hi.v[2] = x3.lo;
+                xs.hi.v[3] = x3.hi;
                 xs.lo.sum = dot(xs.lo.v[0] + xs.lo.v[1] + xs.lo.v[2] + xs.lo.v[3], vec4<f32>(1.0));
                 xs.hi.sum = dot(xs.hi.v[0] + xs.hi.v[1] + xs.hi.v[2] + xs.hi.v[3], vec4<f32>(1.0));
                 acc += vec4<f32>(
@@ -123,10 +128,13 @@ fn main(inv: Invocation) {
             }
         } else if DOT == 16u {
             for (var h = 0u; h < p.k / 16u; h++) {
+                let x0 = x_shared8(xbase + 2u * h, inv);
+                let x1 = x_shared8(xbase + 2u * h + 1u, inv);
                 var xs: X16;
-                for (var j = 0u; j < 4u; j++) {
-                    xs.v[j] = x_shared(xbase + 4u * h + j, inv);
-                }
+                xs.v[0] = x0.lo;
+                xs.v[1] = x0.hi;
+                xs.v[2] = x1.lo;
+                xs.v[3] = x1.hi;
                 xs.sum = dot(xs.v[0] + xs.v[1] + xs.v[2] + xs.v[3], vec4<f32>(1.0));
                 acc += vec4<f32>(
                     w_dot16(r0, h, p.k, xs),
@@ -136,11 +144,11 @@ fn main(inv: Invocation) {
                 );
             }
         } else {
-            // Plain floats, bound by their bytes, load x themselves: `x_shared` measured
+            // Plain floats, bound by their bytes, load x themselves: `x_shared8` measured
             // slower here on lavapipe (f32 2b.down 7.6 against 11.4 ms), where it made the
             // quantized formats 8-47 % faster.
             for (var g = 0u; g < p.k / 8u; g++) {
-                let xb = xbase + 2u * g;
+                let xb = x_load8(xbase + g);
                 acc += vec4<f32>(
                     dot8(w_load8(r0, g, p.k), xb),
                     dot8(w_load8(r1, g, p.k), xb),
@@ -159,7 +167,7 @@ fn main(inv: Invocation) {
     let groups = p.k / 8u;
     let units = groups / RUN;
     let per = (units + WG - 1u) / WG;
-    let xbase = v * (p.k / 4u);
+    let xbase = v * (p.k / 8u);
     let r = rows_of(unit);
     let r0 = r.x;
     let r1 = r.y;
@@ -171,7 +179,7 @@ fn main(inv: Invocation) {
         if unit < units {
             for (var q = 0u; q < RUN; q++) {
                 let g = unit * RUN + q;
-                let xb = xbase + 2u * g;
+                let xb = x_load8(xbase + g);
                 acc.x += dot8(w_load8(r0, g, p.k), xb);
                 if ROWS > 1u {
                     acc.y += dot8(w_load8(r1, g, p.k), xb);

@@ -9,33 +9,41 @@ use gemma_wgpu::weights::WeightFormat;
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-/// (variant name, source) for every combination of reduction helpers and reading: each weight
-/// format row after row, in row tiles where its narrow reading tiles (named `.tiled`), and
-/// its wide twin where it has one (always tiled), and for the other shaders the wide twin of
-/// their shared helpers where they have one (named `.wide`).
+/// (variant name, source) for every combination of reduction helpers, reading and shared
+/// helpers a device can compose: each weight format row after row, in row tiles where its
+/// narrow reading tiles (named `.tiled`), and its wide twin where it has one (always tiled,
+/// named `.wide`); the narrow readings also beside the wide twin of the shader's shared
+/// helpers where it has one (as on CPU adapters with SHADER_INT64, named `.xwide`), and for
+/// the shaders without weights the wide twin of their shared helpers (named `.wide`).
 fn variants(shader: &Shader) -> Vec<(String, String)> {
+    let shared_wide = !shader.shared_wide.is_empty();
     let readings: Vec<(Option<WeightsSource>, bool)> = if shader.weights {
-        WeightFormat::ALL
-            .into_iter()
-            .flat_map(|format| {
-                let unit = format.unit();
-                [(false, false), (false, true), (true, true)]
-                    .into_iter()
-                    .filter(move |&(wide, tiled)| match wide {
-                        true => unit.wide.is_some(),
-                        false => !tiled || unit.narrow_tiles,
-                    })
-                    .map(move |(wide, tiled)| {
-                        let w = WeightsSource {
-                            format,
-                            wide,
-                            tiled,
-                        };
-                        (Some(w), wide)
-                    })
-            })
-            .collect()
-    } else if !shader.shared_wide.is_empty() {
+        let mut readings = vec![];
+        for format in WeightFormat::ALL {
+            let unit = format.unit();
+            for (wide, tiled, x_wide) in [
+                (false, false, false),
+                (false, false, true),
+                (false, true, false),
+                (false, true, true),
+                (true, true, true),
+            ] {
+                let can = match wide {
+                    true => unit.wide.is_some(),
+                    false => (!tiled || unit.narrow_tiles) && (!x_wide || shared_wide),
+                };
+                if can {
+                    let w = WeightsSource {
+                        format,
+                        wide,
+                        tiled,
+                    };
+                    readings.push((Some(w), x_wide));
+                }
+            }
+        }
+        readings
+    } else if shared_wide {
         vec![(None, false), (None, true)]
     } else {
         vec![(None, false)]
@@ -47,10 +55,12 @@ fn variants(shader: &Shader) -> Vec<(String, String)> {
                 "{}{}{}{}",
                 shader.name,
                 w.map(|w| format!(".{}", w.format)).unwrap_or_default(),
-                match (wide, w.is_some_and(|w| w.tiled)) {
-                    (true, _) => ".wide",
-                    (false, true) => ".tiled",
-                    (false, false) => "",
+                match w.map(|w| (w.wide, w.tiled, wide)) {
+                    None | Some((true, ..)) if wide => ".wide",
+                    Some((false, true, true)) => ".tiled.xwide",
+                    Some((false, true, false)) => ".tiled",
+                    Some((false, false, true)) => ".xwide",
+                    _ => "",
                 },
                 if subgroups {
                     ".subgroups"
@@ -131,7 +141,7 @@ fn every_shader_validates_and_translates_to_all_backends() {
 
                 // The wide twins read u64s (SHADER_INT64), which naga's GLSL backend does not
                 // write and no GL adapter offers.
-                if !name.contains(".wide.") {
+                if !name.contains(".wide.") && !name.contains(".xwide.") {
                     let glsl_options = glsl::Options {
                         version: if subgroups {
                             glsl::Version::Desktop(450)
@@ -161,11 +171,12 @@ fn every_shader_validates_and_translates_to_all_backends() {
         }
     }
     // 16 shaders, 2 of them with two entry points (attention also reading its cache wide), 3
-    // of them per weight reading (14 formats, 5 of them also wide, 1 also tiled narrow), each
+    // of them per weight reading (14 formats, 5 of them also wide, 1 also tiled narrow), the
+    // narrow readings of 1 of them (matvec) also beside its wide shared helpers, each
     // with and without subgroups.
     assert_eq!(
         translated,
-        2 * (13 + 2 * 2 + 3 * 20),
+        2 * (13 + 2 * 2 + 3 * 20 + 15),
         "variant count changed"
     );
 }

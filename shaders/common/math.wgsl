@@ -56,6 +56,13 @@ struct X16 {
     sum: f32,
 }
 
+// 8 consecutive entries of an activation vector (entries 8i .. 8i + 8: matrix_x.wgsl's
+// `x_load8(i)`), in two vec4s.
+struct X8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
 // 32 consecutive entries (a whole block) as the formats' `w_dot32` takes them: two X16.
 struct X32 {
     lo: X16,

@@ -115,7 +115,8 @@ pub const MATVEC: Shader = shader!(
     true,
     MatrixParams,
     MatrixBuffers,
-    "matrix_x"
+    "matrix_x",
+    "matrix_x_wide"
 );
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
 pub const RESIDUAL_NORM: Shader = shader!(
