@@ -1,7 +1,7 @@
 // `w_load8`, `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
 // weights_dot32.wgsl) for the 2-byte float formats read 8 bytes at a time (see
-// weights_data_wide.wgsl), 16 values per vec4 of u64s in row tiles, over the format file's `widen4` (the
-// four values of an 8-byte word) and weights_data_wide.wgsl's `data8`.
+// weights_data_wide.wgsl), 16 values per vec4 of u64s in row tiles, over the format file's
+// `widen4` (the four values of an 8-byte word) and weights_data_wide.wgsl's `data8`.
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let per_row = k / 16u;

@@ -1,7 +1,8 @@
 // Weight format i8_affine read 8 bytes at a time (see weights_data_wide.wgsl): the same codes
 // and (scale, offset) pairs as weights_i8_affine.wgsl, `w_data` a vec4 of u64s, 32 codes (two
-// groups) per vec4, their two pairs at four times its index, in row tiles. Defines `w_load8`, `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl,
-// weights_dot16.wgsl, weights_dot32.wgsl). CPU reference: HostMatrix::dequantize.
+// groups) per vec4, their two pairs at four times its index, in row tiles. Defines `w_load8`,
+// `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
+// weights_dot32.wgsl). CPU reference: HostMatrix::dequantize.
 
 struct W8 {
     lo: vec4<f32>,

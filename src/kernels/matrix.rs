@@ -83,10 +83,13 @@ pub fn tiled(gpu: &Gpu, format: WeightFormat) -> bool {
 
 /// `rows` row-major rows of `bytes`, each cut into `words` equal words, in row tiles: word j
 /// of row r at word ((r / TILE_ROWS) words + j) TILE_ROWS + r % TILE_ROWS, the last tile
-/// padded with zero rows (the layout weights_data_wide.wgsl's `word_at` reads).
+/// padded with zero rows (the layout weights_tiles.wgsl's `word_at` reads). Rows must be
+/// whole words: the formats that tile have rows of whole 16- or 32-byte words, and scales of
+/// a whole number of bytes per word.
 pub fn tile(bytes: &[u8], rows: usize, words: usize) -> Vec<u8> {
     let row_bytes = bytes.len() / rows.max(1);
     let word = row_bytes / words.max(1);
+    debug_assert_eq!((row_bytes * rows, word * words), (bytes.len(), row_bytes));
     let mut out = vec![0u8; rows.next_multiple_of(TILE_ROWS) * row_bytes];
     for (r, row) in bytes.chunks_exact(row_bytes.max(1)).enumerate() {
         for (j, w) in row.chunks_exact(word.max(1)).enumerate() {
