@@ -85,81 +85,78 @@ fn store(unit: u32, v: u32, acc: vec4<f32>, lane: u32) {
     }
 }
 
+// Entries 16i .. 16i + 16 of x (i the same for the whole subgroup), with their sum.
+fn x16_shared(i: u32, inv: Invocation) -> X16 {
+    let a = x_shared8(2u * i, inv);
+    let b = x_shared8(2u * i + 1u, inv);
+    var xs: X16;
+    xs.v[0] = a.lo;
+    xs.v[1] = a.hi;
+    xs.v[2] = b.lo;
+    xs.v[3] = b.hi;
+    xs.sum = dot(a.lo + a.hi + b.lo + b.hi, vec4<f32>(1.0));
+    return xs;
+}
+
+// The CPU layout: 4 rows per invocation, four independent sums in flight, a whole 32-weight
+// block of each row at a time (its loads and scale once per 16).
+fn rows_per_invocation(inv: Invocation) {
+    let unit = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
+    // An invocation past the last row computes (clamped) rows too and stores nothing: every
+    // invocation stays to share the loads of x.
+    let r = rows_of(unit);
+    let r0 = r.x;
+    let r1 = r.y;
+    let r2 = r.z;
+    let r3 = r.w;
+    // x of vector v in units of 8 entries.
+    let xbase = inv.wg.z * (p.k / 8u);
+    var acc = vec4<f32>(0.0);
+    if DOT == 32u {
+        for (var b = 0u; b < p.k / 32u; b++) {
+            var xs: X32;
+            xs.lo = x16_shared(xbase / 2u + 2u * b, inv);
+            xs.hi = x16_shared(xbase / 2u + 2u * b + 1u, inv);
+            acc += vec4<f32>(
+                w_dot32(r0, b, p.k, xs),
+                w_dot32(r1, b, p.k, xs),
+                w_dot32(r2, b, p.k, xs),
+                w_dot32(r3, b, p.k, xs),
+            );
+        }
+    } else if DOT == 16u {
+        for (var h = 0u; h < p.k / 16u; h++) {
+            let xs = x16_shared(xbase / 2u + h, inv);
+            acc += vec4<f32>(
+                w_dot16(r0, h, p.k, xs),
+                w_dot16(r1, h, p.k, xs),
+                w_dot16(r2, h, p.k, xs),
+                w_dot16(r3, h, p.k, xs),
+            );
+        }
+    } else {
+        // Plain floats, bound by their bytes, load x themselves: `x_shared8` measured slower
+        // here on lavapipe (f32 2b.down 7.6 against 11.4 ms), where it made the quantized
+        // formats 8-47 % faster.
+        for (var g = 0u; g < p.k / 8u; g++) {
+            let xb = x_load8(xbase + g);
+            acc += vec4<f32>(
+                dot8(w_load8(r0, g, p.k), xb),
+                dot8(w_load8(r1, g, p.k), xb),
+                dot8(w_load8(r2, g, p.k), xb),
+                dot8(w_load8(r3, g, p.k), xb),
+            );
+        }
+    }
+    if unit * select(4u, 2u, GEGLU) < p.rows {
+        store(unit, inv.wg.z, acc, 4u);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     if ROW_PER_INVOCATION {
-        // 4 rows per invocation: four independent sums in flight, a whole 32-weight block of
-        // each row at a time (its loads and scale once per 16).
-        let unit = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
-        // An invocation past the last row computes (clamped) rows too and stores nothing:
-        // every invocation stays to share the loads of x.
-        let r = rows_of(unit);
-        let r0 = r.x;
-        let r1 = r.y;
-        let r2 = r.z;
-        let r3 = r.w;
-        // x of vector v in units of 8 entries.
-        let xbase = inv.wg.z * (p.k / 8u);
-        var acc = vec4<f32>(0.0);
-        if DOT == 32u {
-            for (var b = 0u; b < p.k / 32u; b++) {
-                let at = xbase + 4u * b;
-                let x0 = x_shared8(at, inv);
-                let x1 = x_shared8(at + 1u, inv);
-                let x2 = x_shared8(at + 2u, inv);
-                let x3 = x_shared8(at + 3u, inv);
-                var xs: X32;
-                xs.lo.v[0] = x0.lo;
-                xs.lo.v[1] = x0.hi;
-                xs.lo.v[2] = x1.lo;
-                xs.lo.v[3] = x1.hi;
-                xs.hi.v[0] = x2.lo;
-                xs.hi.v[1] = x2.hi;
-                xs.hi.v[2] = x3.lo;
-                xs.hi.v[3] = x3.hi;
-                xs.lo.sum = dot(xs.lo.v[0] + xs.lo.v[1] + xs.lo.v[2] + xs.lo.v[3], vec4<f32>(1.0));
-                xs.hi.sum = dot(xs.hi.v[0] + xs.hi.v[1] + xs.hi.v[2] + xs.hi.v[3], vec4<f32>(1.0));
-                acc += vec4<f32>(
-                    w_dot32(r0, b, p.k, xs),
-                    w_dot32(r1, b, p.k, xs),
-                    w_dot32(r2, b, p.k, xs),
-                    w_dot32(r3, b, p.k, xs),
-                );
-            }
-        } else if DOT == 16u {
-            for (var h = 0u; h < p.k / 16u; h++) {
-                let x0 = x_shared8(xbase + 2u * h, inv);
-                let x1 = x_shared8(xbase + 2u * h + 1u, inv);
-                var xs: X16;
-                xs.v[0] = x0.lo;
-                xs.v[1] = x0.hi;
-                xs.v[2] = x1.lo;
-                xs.v[3] = x1.hi;
-                xs.sum = dot(xs.v[0] + xs.v[1] + xs.v[2] + xs.v[3], vec4<f32>(1.0));
-                acc += vec4<f32>(
-                    w_dot16(r0, h, p.k, xs),
-                    w_dot16(r1, h, p.k, xs),
-                    w_dot16(r2, h, p.k, xs),
-                    w_dot16(r3, h, p.k, xs),
-                );
-            }
-        } else {
-            // Plain floats, bound by their bytes, load x themselves: `x_shared8` measured
-            // slower here on lavapipe (f32 2b.down 7.6 against 11.4 ms), where it made the
-            // quantized formats 8-47 % faster.
-            for (var g = 0u; g < p.k / 8u; g++) {
-                let xb = x_load8(xbase + g);
-                acc += vec4<f32>(
-                    dot8(w_load8(r0, g, p.k), xb),
-                    dot8(w_load8(r1, g, p.k), xb),
-                    dot8(w_load8(r2, g, p.k), xb),
-                    dot8(w_load8(r3, g, p.k), xb),
-                );
-            }
-        }
-        if unit * select(4u, 2u, GEGLU) < p.rows {
-            store(unit, inv.wg.z, acc, 4u);
-        }
+        rows_per_invocation(inv);
         return;
     }
     let unit = inv.wg.x + inv.wg.y * inv.nwg.x;
