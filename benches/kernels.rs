@@ -14,6 +14,9 @@
 //!
 //! Napkin math: decode is bandwidth-bound, a matvec reads every weight once, so its GB/s over
 //! the copy kernel's GB/s (which reads and writes) is the fraction of the memory system used.
+//! Prefill is compute-bound: the matrix products and `attention (pp64)` (one 64-query prefill
+//! step at the end of its context, 4 head_dim multiply-adds per query head and visible key)
+//! are read as GFLOP/s against the f32 peak.
 
 use gemma_wgpu::gpu::{Clock, Dispatch, Gpu, GpuOptions};
 use gemma_wgpu::kernels::copy::CopyBuffers;
@@ -174,9 +177,23 @@ impl Bench {
         self.row(kind, &shape, m.format.name(), &p);
     }
 
-    /// Decode attention at position ctx - 1 over a cache of ctx filled positions.
-    fn attention(&mut self, name: &str, (heads, kv_heads, hd): (usize, usize, usize), ctx: usize) {
-        if !self.wanted("attention") {
+    /// Attention of the last n_q positions of ctx (decode: n_q = 1; prefill: a step of n_q
+    /// queries) over a cache of ctx filled positions, with Gemma 2's soft-cap of 50 on the
+    /// scores or (Gemma 3) none.
+    fn attention(
+        &mut self,
+        name: &str,
+        (heads, kv_heads, hd): (usize, usize, usize),
+        ctx: usize,
+        n_q: usize,
+        softcap: Option<f32>,
+    ) {
+        let kind = if n_q == 1 {
+            "attention (decode)".to_string()
+        } else {
+            format!("attention (pp{n_q})")
+        };
+        if !self.wanted(&kind) {
             return;
         }
         let gpu = &self.gpu;
@@ -186,16 +203,16 @@ impl Bench {
             kv_heads,
             head_dim: hd,
             window: None,
-            softcap: Some(50.0),
+            softcap,
             q_gain: 1.0,
             capacity: ctx,
-            steps: vec![(0..ctx as u32, ctx as u32 - 1..ctx as u32)],
+            steps: vec![(0..ctx as u32, (ctx - n_q) as u32..ctx as u32)],
         };
         let store = KvStore::new(gpu, dtype).unwrap();
         let kernel = Attention::new(gpu, dtype).unwrap();
         let p = cases::attention(gpu, (&store, &kernel), dtype, &case, 3).remove(0);
         let shape = format!("{name} {heads}/{kv_heads}x{hd} ctx={ctx}");
-        self.row("attention (decode)", &shape, &format!("kv {dtype:?}"), &p);
+        self.row(&kind, &shape, &format!("kv {dtype:?}"), &p);
     }
 
     /// Storing one token's keys and values into a cache of `capacity` positions.
@@ -344,7 +361,8 @@ fn main() {
     b.matrix("2b.q_proj", 2048, 2304, 64);
     b.matrix_in("2b.gate_up", WeightFormat::Q4_0, 2 * 9216, 2304, 64);
     b.matrix_in("2b.down", WeightFormat::Q4_0, 2304, 9216, 64);
-    b.attention("2b", (8, 4, 256), 4096);
+    b.attention("2b", (8, 4, 256), 4096, 1, Some(50.0));
+    b.attention("2b", (8, 4, 256), 1024, 64, Some(50.0));
     b.kv_store("2b", 4 * 256, 4096);
     b.rms_norm("2b", 1, 2304);
     b.residual_norm("2b", 1, 2304);
@@ -355,7 +373,7 @@ fn main() {
     b.matrix("9b.down", 3584, 14336, 1);
     b.matrix_in("9b.down", WeightFormat::Q4_0, 3584, 14336, 64);
     gemma3_270m_rows(&mut b);
-    b.attention("9b", (16, 8, 256), 4096);
+    b.attention("9b", (16, 8, 256), 4096, 1, Some(50.0));
 
     print_table(&b, copy_bw, peak);
 }
@@ -420,7 +438,8 @@ fn gemma3_270m_rows(b: &mut Bench) {
     b.matrix_in("270m.gate_up", WeightFormat::Q5_0, 2 * 2048, 640, 64);
     b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 64);
     b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
-    b.attention("270m", (4, 1, 256), 4096);
+    b.attention("270m", (4, 1, 256), 4096, 1, None);
+    b.attention("270m", (4, 1, 256), 512, 64, None);
     b.kv_store("270m", 256, 4096);
     b.rms_norm("270m", 1, 640);
     b.residual_norm("270m", 1, 640);
