@@ -7,11 +7,12 @@
 // lives in cache slot j % capacity. Masked keys are skipped, so they get probability exactly 0,
 // as transformers' additive mask after the soft-cap gives. scale is query_pre_attn_scalar^-0.5.
 //
-// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads, n_q / QPW rounded
-// up), runs an online softmax over one split of the visible keys for `group_heads` query heads
-// of one kv head and QPW consecutive queries at once (each key and value row read once for them
-// all, not once per query head and query) and writes (max, sum, acc[head_dim]) per head to
-// `partials`; `combine`, grid (heads, n_q), merges the splits (with one split, `partial` writes
+// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads,
+// n_q / (QPW * set_queries) rounded up), runs an online softmax over one split of the visible
+// keys for QPW sets of columns, each set `group_heads` query heads of one kv head for
+// `set_queries` consecutive queries (see `columns`; each key and value row is read once for
+// them all, not once per query head and query) and writes (max, sum, acc[head_dim]) per query
+// head to `partials`; `combine`, grid (heads, n_q), merges the splits (with one split, `partial` writes
 // the output itself and `combine` is not dispatched). The visible keys of a query are cut into
 // n_splits equal splits of at least WG * KPL keys, sized to its current position (not to the
 // cache's capacity); with QPW = 2 there is one split. Decode is n_q = 1 with many splits;
@@ -30,6 +31,7 @@ struct Params {
     capacity: u32,
     window: u32,
     group_heads: u32,
+    set_queries: u32,
     n_splits: u32,
     scale: f32,
     softcap: f32,
@@ -59,20 +61,40 @@ const NEG_BIG: f32 = -3.0e38;
 // consecutive queries that share every key and value row the workgroup loads.
 override QPW: u32 = 1u;
 
-// Query b's head i at q_s[(b * group_heads + i) * head_dim / 4 ..], its weighted values at
-// acc_s[(b * group_heads + i) * head_dim / 2 ..].
+// Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..], its weighted
+// values at acc_s[(b * columns() + i) * head_dim / 2 ..].
 var<workgroup> q_s: array<vec4<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
 var<workgroup> acc_s: array<vec2<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u>;
 // Keys scored per step at most: WG * KPL <= 256 (src/kernels/attention.rs), which keeps the
 // workgroup memory within 12 KiB per query (and a reduction's slots).
 const MAX_STEP: u32 = 256u;
-// Each scored key's probability for query b's (up to four) heads at p_s[b * MAX_STEP ..].
+// Each scored key's probability for set b's (up to four) columns at p_s[b * MAX_STEP ..].
 var<workgroup> p_s: array<vec4<f32>, QPW * MAX_STEP>;
 
-// Query b's (up to four) heads' weighted values, elements 4d .. 4d + 3, one column per head
-// (acc_s holds them as pairs), times `correction`; heads past the group's are 0.
+// A workgroup serves QPW sets of columns; a set's columns are `group_heads` query heads of
+// `set_queries` consecutive queries (set_queries * group_heads <= 4): column c of set b is head
+// c % group_heads (of the workgroup's) of query c / group_heads of the set. With
+// set_queries = 1 a set is one query's heads; Gemma 2's pairs of heads per kv head leave room
+// for two queries, which then share every key and value row loaded.
+fn columns() -> u32 {
+    return p.group_heads * p.set_queries;
+}
+
+// Column c of set b's query, unclamped (it may lie past the last query).
+fn column_query(b: u32, c: u32, inv: Invocation) -> u32 {
+    return (inv.wg.z * QPW + b) * p.set_queries + c / p.group_heads;
+}
+
+// Column c of set b's query, clamped to the last one, and its query head.
+fn column_row(b: u32, c: u32, inv: Invocation) -> vec2<u32> {
+    let t = min(column_query(b, c, inv), p.n_q - 1u);
+    return vec2<u32>(t, inv.wg.y * p.group_heads + c % p.group_heads);
+}
+
+// Set b's (up to four) columns' weighted values, elements 4d .. 4d + 3, one column each
+// (acc_s holds them as pairs), times `correction`; columns past the set's are 0.
 fn acc_load(b: u32, d: u32, correction: vec4<f32>) -> mat4x4<f32> {
-    let nh = p.group_heads;
+    let nh = columns();
     var a = mat4x4<f32>();
     for (var i = 0u; i < MAX_GROUP_HEADS; i++) {
         if i < nh {
@@ -84,7 +106,7 @@ fn acc_load(b: u32, d: u32, correction: vec4<f32>) -> mat4x4<f32> {
 }
 
 fn acc_store(b: u32, d: u32, a: mat4x4<f32>) {
-    let nh = p.group_heads;
+    let nh = columns();
     for (var i = 0u; i < MAX_GROUP_HEADS; i++) {
         if i < nh {
             let at = (b * nh + i) * p.head_dim / 2u + 2u * d;
@@ -94,11 +116,11 @@ fn acc_store(b: u32, d: u32, a: mat4x4<f32>) {
     }
 }
 
-// Query b's (up to four) heads' elements 4d .. 4d + 3, one column per head, loaded by one
+// Set b's (up to four) columns' query elements 4d .. 4d + 3, one column each, loaded by one
 // invocation per subgroup and handed to the others (an index that is the same for every
-// invocation is still a load per invocation on a CPU adapter); heads past the group's are 0.
+// invocation is still a load per invocation on a CPU adapter); columns past the set's are 0.
 fn q_heads(b: u32, d: u32, inv: Invocation) -> mat4x4<f32> {
-    let nh = p.group_heads;
+    let nh = columns();
     let hd4 = p.head_dim / 4u;
     let at = b * nh * hd4 + d;
     var r = mat4x4<f32>();
@@ -115,29 +137,24 @@ fn q_heads(b: u32, d: u32, inv: Invocation) -> mat4x4<f32> {
     return mat4x4<f32>(from_one_lane(r[0]), from_one_lane(r[1]), from_one_lane(r[2]), from_one_lane(r[3]));
 }
 
-// A key's dot products with the (up to four) heads' queries (columns of qs).
+// A key's dot products with the (up to four) columns' queries (columns of qs).
 fn head_dots(k4: vec4<f32>, qs: mat4x4<f32>) -> vec4<f32> {
     return k4 * qs;
 }
 
-// A key's scores for the heads (soft-capped and scaled), NEG_BIG where it is not visible.
-fn key_scores(dots: vec4<f32>, visible: bool, nh: u32) -> vec4<f32> {
+// A key's scores for the columns (soft-capped and scaled), NEG_BIG where it is not visible
+// (to the column's query, or the column is not served).
+fn key_scores(dots: vec4<f32>, visible: vec4<bool>) -> vec4<f32> {
     var s = vec4<f32>(NEG_BIG);
-    if visible {
-        for (var i = 0u; i < nh; i++) {
-            s[i] = soft_cap(dots[i] * p.scale, p.softcap);
-        }
+    for (var i = 0u; i < columns(); i++) {
+        s[i] = soft_cap(dots[i] * p.scale, p.softcap);
     }
-    return s;
+    return select(vec4<f32>(NEG_BIG), s, visible);
 }
 
-// A key's unnormalised probabilities under the running max m: 0 where it is not visible
-// and for heads the workgroup does not serve.
-fn key_probs(s: vec4<f32>, m: vec4<f32>, visible: bool, live: vec4<bool>) -> vec4<f32> {
-    if visible {
-        return select(vec4<f32>(0.0), exp(s - m), live);
-    }
-    return vec4<f32>(0.0);
+// A key's unnormalised probabilities under the running max m: 0 where it is not visible.
+fn key_probs(s: vec4<f32>, m: vec4<f32>, visible: vec4<bool>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp(s - m), visible);
 }
 
 // The keys query t sees in split `split` of its visible keys: [x, y) (empty where the split
@@ -153,11 +170,29 @@ fn query_keys(t: u32, split: u32) -> vec2<u32> {
     return vec2<u32>(lo, min(pos + 1u, lo + split_len));
 }
 
-fn visible(j: u32, keys: vec2<u32>) -> bool {
-    return j >= keys.x && j < keys.y;
+// The keys each column of a set sees in a split: [lo[c], hi[c]).
+struct Keys {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
 }
 
-// One step of query b's online softmax over this invocation's KPL keys j0 .. (their dot
+// Set b's columns' keys in split `split` (a served column's only).
+fn set_keys(b: u32, split: u32, inv: Invocation) -> Keys {
+    var k = Keys(vec4<u32>(0u), vec4<u32>(0u));
+    for (var c = 0u; c < columns(); c++) {
+        let r = query_keys(column_row(b, c, inv).x, split);
+        k.lo[c] = r.x;
+        k.hi[c] = r.y;
+    }
+    return k;
+}
+
+// Whether key j is visible to each column (false for columns not served).
+fn visible(j: u32, keys: Keys) -> vec4<bool> {
+    return (vec4<u32>(j) >= keys.lo) & (vec4<u32>(j) < keys.hi);
+}
+
+// One step of set b's online softmax over this invocation's KPL keys j0 .. (their dot
 // products the columns of `dots`, visible where `keys` says): their probabilities go to
 // p_s[b * MAX_STEP + at ..] for the value pass, the running max m and sum l are updated, and
 // the factor that rescales the weighted values so far is returned.
@@ -165,28 +200,26 @@ fn softmax_step(
     b: u32,
     dots: mat4x4<f32>,
     j0_at: vec2<u32>,
-    keys: vec2<u32>,
+    keys: Keys,
     ml: ptr<function, mat2x4<f32>>,
     inv: Invocation,
 ) -> vec4<f32> {
-    let nh = p.group_heads;
-    let live = vec4<bool>(true, nh > 1u, nh > 2u, nh > 3u);
     let j0 = j0_at.x;
     let at = j0_at.y;
     let v0 = visible(j0, keys);
-    let v1 = KPL > 1u && visible(j0 + 1u, keys);
-    let v2 = KPL > 2u && visible(j0 + 2u, keys);
-    let v3 = KPL > 2u && visible(j0 + 3u, keys);
-    let s0 = key_scores(dots[0], v0, nh);
-    let s1 = key_scores(dots[1], v1, nh);
-    let s2 = key_scores(dots[2], v2, nh);
-    let s3 = key_scores(dots[3], v3, nh);
+    let v1 = visible(j0 + 1u, keys) & vec4<bool>(KPL > 1u);
+    let v2 = visible(j0 + 2u, keys) & vec4<bool>(KPL > 2u);
+    let v3 = visible(j0 + 3u, keys) & vec4<bool>(KPL > 2u);
+    let s0 = key_scores(dots[0], v0);
+    let s1 = key_scores(dots[1], v1);
+    let s2 = key_scores(dots[2], v2);
+    let s3 = key_scores(dots[3], v3);
     let m = (*ml)[0];
     let m_new = max(m, wg_max4(max(max(s0, s1), max(s2, s3)), inv));
-    let p0 = key_probs(s0, m_new, v0, live);
-    let p1 = key_probs(s1, m_new, v1, live);
-    let p2 = key_probs(s2, m_new, v2, live);
-    let p3 = key_probs(s3, m_new, v3, live);
+    let p0 = key_probs(s0, m_new, v0);
+    let p1 = key_probs(s1, m_new, v1);
+    let p2 = key_probs(s2, m_new, v2);
+    let p3 = key_probs(s3, m_new, v3);
     let base = b * MAX_STEP + at;
     p_s[base] = p0;
     if KPL > 1u {
@@ -205,18 +238,20 @@ fn softmax_step(
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
     let split = inv.wg.x;
-    // Query a, and with QPW = 2 query b after it (a again past the last query, computed and
-    // not stored); the keys are those either sees.
-    let ta = inv.wg.z * QPW;
-    let tb = min(ta + 1u, p.n_q - 1u);
-    let keys_a = query_keys(ta, split);
+    // Set a, and with QPW = 2 set b after it (columns past the last query are computed for
+    // the last query again and not stored); the keys are those any column sees.
+    let keys_a = set_keys(0u, split, inv);
     var keys_b = keys_a;
     if QPW > 1u {
-        keys_b = query_keys(tb, split);
+        keys_b = set_keys(1u, split, inv);
     }
-    let lo = min(keys_a.x, keys_b.x);
-    let end = max(keys_a.y, keys_b.y);
-    load_queries(ta, tb, inv);
+    var lo = 0xffffffffu;
+    var end = 0u;
+    for (var c = 0u; c < columns(); c++) {
+        lo = min(lo, min(keys_a.lo[c], keys_b.lo[c]));
+        end = max(end, max(keys_a.hi[c], keys_b.hi[c]));
+    }
+    load_queries(inv);
     workgroupBarrier();
     // Each query's running max (column 0) and sum (column 1) per head.
     var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
@@ -238,9 +273,9 @@ fn partial(inv: Invocation) {
         weigh_values(c, min(step, end - c), corrections, inv);
         workgroupBarrier();
     }
-    store_query(0u, ta, split, ml_a, inv);
-    if QPW > 1u && ta + 1u < p.n_q {
-        store_query(1u, tb, split, ml_b, inv);
+    store_query(0u, split, ml_a, inv);
+    if QPW > 1u {
+        store_query(1u, split, ml_b, inv);
     }
 }
 
@@ -250,15 +285,15 @@ fn kv_head_offset(inv: Invocation) -> u32 {
     return h0 / (p.heads / p.kv_heads) * p.head_dim;
 }
 
-// Queries ta and (with QPW = 2) tb into q_s, and their weighted values zeroed.
-fn load_queries(ta: u32, tb: u32, inv: Invocation) {
-    let nh = p.group_heads;
+// The sets' columns' query rows into q_s, and their weighted values zeroed.
+fn load_queries(inv: Invocation) {
+    let nh = columns();
     let hd = p.head_dim;
-    let h0 = inv.wg.y * nh;
     let hd4 = hd / 4u;
     for (var d = inv.lid; d < QPW * nh * hd4; d += WG) {
-        let t = select(ta, tb, d >= nh * hd4);
-        let e = (t * p.heads + h0) * hd + 4u * (d % (nh * hd4));
+        let col = d / hd4;
+        let row = column_row(col / nh, col % nh, inv);
+        let e = (row.x * p.heads + row.y) * hd + 4u * (d % hd4);
         q_s[d] = vec4<f32>(q[e], q[e + 1u], q[e + 2u], q[e + 3u]);
     }
     for (var d = inv.lid; d < QPW * nh * hd / 2u; d += WG) {
@@ -266,7 +301,7 @@ fn load_queries(ta: u32, tb: u32, inv: Invocation) {
     }
 }
 
-// Each query's dot products with this invocation's KPL keys j0 .. (column i: key j0 + i),
+// Each set's dot products with this invocation's KPL keys j0 .. (column i: key j0 + i),
 // eight elements of every key per step through one 16-byte load (a CPU adapter pays per load,
 // not per byte).
 struct Dots {
@@ -352,7 +387,7 @@ fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, inv: Invocation) {
     }
 }
 
-// The weighted values of query a and (with QPW = 2) query b.
+// The weighted values of set a and (with QPW = 2) set b.
 struct Weighed {
     a: mat4x4<f32>,
     b: mat4x4<f32>,
@@ -386,17 +421,20 @@ fn outer(v: vec4<f32>, pr: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(pr.x * v, pr.y * v, pr.z * v, pr.w * v);
 }
 
-// Query b (query t of the step)'s result for split `split`: with a single split the output
-// itself (what `combine` would compute from it, exp(0) being 1, and no combine dispatch),
-// else its split's (max, sum, weighted values) per head.
-fn store_query(b: u32, t: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
+// Set b's columns' results for split `split` (columns past the last query store nothing):
+// with a single split the output itself (what `combine` would compute from it, exp(0) being
+// 1, and no combine dispatch), else its split's (max, sum, weighted values) per query head.
+fn store_query(b: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
     let hd = p.head_dim;
-    let nh = p.group_heads;
-    let h0 = inv.wg.y * nh;
+    let nh = columns();
     for (var i = 0u; i < nh; i++) {
+        if column_query(b, i, inv) >= p.n_q {
+            continue;
+        }
+        let row = column_row(b, i, inv);
         let src = (b * nh + i) * hd / 2u;
         if p.n_splits == 1u {
-            let obase = (t * p.heads + h0 + i) * hd;
+            let obase = (row.x * p.heads + row.y) * hd;
             for (var d = inv.lid; d < hd / 2u; d += WG) {
                 let a = acc_s[src + d];
                 out[obase + 2u * d] = a.x / ml[1][i];
@@ -404,7 +442,7 @@ fn store_query(b: u32, t: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
             }
             continue;
         }
-        let pbase = ((t * p.heads + h0 + i) * p.n_splits + split) * (hd + 2u);
+        let pbase = ((row.x * p.heads + row.y) * p.n_splits + split) * (hd + 2u);
         if inv.lid == 0u {
             partials[pbase] = ml[0][i];
             partials[pbase + 1u] = ml[1][i];

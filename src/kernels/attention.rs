@@ -18,6 +18,9 @@ params! {
         pub window: u32,
         /// Query heads one workgroup serves (see `group_heads` below).
         pub group_heads: u32,
+        /// Queries whose heads share one set of the shader's four columns (see
+        /// `set_queries` below).
+        pub set_queries: u32,
         pub n_splits: u32,
         pub scale: f32,
         /// 0 disables the soft-cap.
@@ -86,16 +89,25 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// of an f16 cache row).
 pub const HEAD_DIM_MULTIPLE: usize = 8;
 
-/// Queries one prefill workgroup serves (the shader's QPW) where the adapter takes it: two
-/// neighbouring queries share every key and value row loaded, on CPU adapters, where each
-/// load costs a bounds-checked scalar load per invocation. GPUs keep one query per workgroup:
-/// at 64-token steps, pairs would halve the workgroups that fill the device (not measured).
+/// Sets of columns one prefill workgroup serves (the shader's QPW) where the adapter takes
+/// it: two sets of neighbouring queries share every key and value row loaded, on CPU
+/// adapters, where each load costs a bounds-checked scalar load per invocation. GPUs keep one
+/// query per workgroup: at 64-token steps, pairs would halve the workgroups that fill the
+/// device (not measured).
 fn queries_per_workgroup(gpu: &Gpu) -> usize {
     if gpu.caps.cpu_like && gpu.caps.max_workgroup_storage >= PAIR_WORKGROUP_BYTES {
         2
     } else {
         1
     }
+}
+
+/// Queries per set of four columns in a prefill workgroup serving pairs of sets: as many
+/// as their heads fit, so that Gemma 2's two query heads per kv head are joined by the next
+/// query's two and every key and value row loaded serves four query heads, not two. One
+/// everywhere else (decode, GPUs).
+fn set_queries(cfg: &AttentionShape) -> usize {
+    (MAX_GROUP_HEADS / group_heads(cfg)).max(1)
 }
 
 /// Workgroup memory of the shader with QPW = 2 at most: 12 KiB per query (its queries,
@@ -158,12 +170,15 @@ impl Attention {
         (split_len, max_keys.div_ceil(split_len))
     }
 
-    /// Whether `n_q` queries are served two per workgroup: when there are two or more and
-    /// half as many workgroups still need no key splits.
+    /// Whether `n_q` queries are served in pairs of sets per workgroup (2 set_queries per
+    /// workgroup): when there are two or more and that many fewer workgroups still need no
+    /// key splits.
     fn pairs(gpu: &Gpu, n_q: usize, cfg: &AttentionShape, capacity: usize) -> bool {
         let max_keys = cfg.window.unwrap_or(usize::MAX).min(capacity);
         let workgroups = cfg.heads / group_heads(cfg);
-        n_q > 1 && Self::split_len(gpu, n_q.div_ceil(2), workgroups, max_keys) >= max_keys
+        let per_workgroup = 2 * set_queries(cfg);
+        n_q > 1
+            && Self::split_len(gpu, n_q.div_ceil(per_workgroup), workgroups, max_keys) >= max_keys
     }
 
     /// Values the `partials` scratch must hold for `n_q` queries of shape `cfg` over a cache
@@ -203,6 +218,10 @@ impl Attention {
         } = args;
         let (_, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
         let group_heads = group_heads(cfg);
+        let (partial, qpw, set_queries) = match &self.partial_pair {
+            Some(pair) if Self::pairs(gpu, n_q, cfg, cache.capacity) => (pair, 2, set_queries(cfg)),
+            _ => (&self.partial, 1, 1),
+        };
         let params = AttentionParams {
             n_q: n_q as u32,
             heads: cfg.heads as u32,
@@ -211,6 +230,7 @@ impl Attention {
             capacity: cache.capacity as u32,
             window: cfg.window.map_or(u32::MAX, |w| w as u32),
             group_heads: group_heads as u32,
+            set_queries: set_queries as u32,
             n_splits: n_splits as u32,
             scale: cfg.scale,
             softcap: cfg.softcap.unwrap_or(0.0),
@@ -224,14 +244,10 @@ impl Attention {
             out,
         };
         let bytes = bytemuck::bytes_of(&params);
-        let (partial, qpw) = match &self.partial_pair {
-            Some(pair) if Self::pairs(gpu, n_q, cfg, cache.capacity) => (pair, 2),
-            _ => (&self.partial, 1),
-        };
         let grid = (
             n_splits as u32,
             (cfg.heads / group_heads) as u32,
-            n_q.div_ceil(qpw) as u32,
+            n_q.div_ceil(qpw * set_queries) as u32,
         );
         let mut d = vec![partial.bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?];
         // One split: `partial` writes the output itself.

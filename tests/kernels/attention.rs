@@ -1,6 +1,7 @@
 //! attention (with kv_store filling the cache) against the reference: GQA ratios, head sizes,
 //! position 0, the sliding-window boundary, soft-caps that bind, prefill blocks (odd ones too,
-//! whose last query has no pair), a ring-buffer cache, long contexts split over many
+//! whose last query has no pair, and sets of columns that end past the last query), a
+//! ring-buffer cache, long contexts split over many
 //! workgroups, and both KV cache types.
 
 use crate::common::*;
@@ -93,6 +94,26 @@ fn cases() -> Vec<(String, Case)> {
                 q_gain: 1.0,
                 capacity: 64,
                 steps: vec![(0..23, 0..23), (23..40, 23..40)],
+            },
+        ));
+    }
+    // Prefill in odd chunks with groups of two query heads per kv head (Gemma 2) and of one
+    // (Gemma 1 7B): on CPU adapters a workgroup then serves four queries (two of each of its
+    // two sets' columns) or eight, so chunks of 21 and 19 end in sets whose last columns lie
+    // past the last query, and neighbouring queries in one set see different keys at the
+    // window's edge.
+    for (heads, kv_heads) in [(8, 4), (4, 4)] {
+        cases.push((
+            format!("prefill 21 + 19 h={heads}/{kv_heads} window={w}"),
+            Case {
+                heads,
+                kv_heads,
+                head_dim: 64,
+                window: Some(w),
+                softcap: Some(50.0),
+                q_gain: 1.0,
+                capacity: 64,
+                steps: vec![(0..21, 0..21), (21..40, 21..40)],
             },
         ));
     }
