@@ -64,6 +64,58 @@ fn cases() -> Vec<(String, Case)> {
             },
         ));
     }
+    cases.extend(prefill_cases(w));
+    // Soft-cap that binds: scores of about +-60 against a cap of 5.
+    cases.push((
+        "binding soft-cap".into(),
+        Case {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 128,
+            window: Some(8),
+            softcap: Some(5.0),
+            q_gain: 4.0,
+            capacity: 32,
+            steps: vec![(0..20, 0..20)],
+        },
+    ));
+    // Ring buffer: window 8 in a 12-slot cache, filled and queried in chunks of 5 positions
+    // (capacity = window + chunk - 1), wrapping around the ring several times.
+    cases.push((
+        "ring cache".into(),
+        Case {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 32,
+            window: Some(8),
+            softcap: None,
+            q_gain: 1.0,
+            capacity: 12,
+            steps: (0..7)
+                .map(|c| (c * 5..c * 5 + 5, c * 5..c * 5 + 5))
+                .collect(),
+        },
+    ));
+    // A long context split over several workgroups and merged, then one more decode step.
+    cases.push((
+        "long context".into(),
+        Case {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 256,
+            window: None,
+            softcap: Some(50.0),
+            q_gain: 1.0,
+            capacity: 1100,
+            steps: vec![(0..1000, 999..1000), (1000..1001, 1000..1001)],
+        },
+    ));
+    cases
+}
+
+/// Prefill steps: many queries at once, across the window boundary, in odd chunks.
+fn prefill_cases(w: usize) -> Vec<(String, Case)> {
+    let mut cases = vec![];
     // Prefill: 40 queries at once, window 16 and global.
     for window in [Some(w), None] {
         cases.push((
@@ -117,51 +169,6 @@ fn cases() -> Vec<(String, Case)> {
             },
         ));
     }
-    // Soft-cap that binds: scores of about +-60 against a cap of 5.
-    cases.push((
-        "binding soft-cap".into(),
-        Case {
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 128,
-            window: Some(8),
-            softcap: Some(5.0),
-            q_gain: 4.0,
-            capacity: 32,
-            steps: vec![(0..20, 0..20)],
-        },
-    ));
-    // Ring buffer: window 8 in a 12-slot cache, filled and queried in chunks of 5 positions
-    // (capacity = window + chunk - 1), wrapping around the ring several times.
-    cases.push((
-        "ring cache".into(),
-        Case {
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 32,
-            window: Some(8),
-            softcap: None,
-            q_gain: 1.0,
-            capacity: 12,
-            steps: (0..7)
-                .map(|c| (c * 5..c * 5 + 5, c * 5..c * 5 + 5))
-                .collect(),
-        },
-    ));
-    // A long context split over several workgroups and merged, then one more decode step.
-    cases.push((
-        "long context".into(),
-        Case {
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 256,
-            window: None,
-            softcap: Some(50.0),
-            q_gain: 1.0,
-            capacity: 1100,
-            steps: vec![(0..1000, 999..1000), (1000..1001, 1000..1001)],
-        },
-    ));
     cases
 }
 
