@@ -7,17 +7,16 @@
 // lives in cache slot j % capacity. Masked keys are skipped, so they get probability exactly 0,
 // as transformers' additive mask after the soft-cap gives. scale is query_pre_attn_scalar^-0.5.
 //
-// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads,
-// n_q / (QPW * set_queries) rounded up), runs an online softmax over one split of the visible
-// keys for QPW sets of columns, each set `group_heads` query heads of one kv head for
-// `set_queries` consecutive queries (see `columns`; each key and value row is read once for
-// them all, not once per query head and query) and writes (max, sum, acc[head_dim]) per query
-// head to `partials`; `combine`, grid (heads, n_q), merges the splits (with one split, `partial` writes
-// the output itself and `combine` is not dispatched). The visible keys of a query are cut into
-// n_splits equal splits of at least WG * KPL keys, sized to its current position (not to the
-// cache's capacity); with QPW = 2 there is one split. Decode is n_q = 1 with many splits;
-// prefill is many queries with the same kernel. head_dim <= 256, a multiple of 8 (a key's
-// elements are loaded 8 at a time);
+// Two phases (one algorithm): `partial`, grid (n_splits, heads / group_heads, n_q / (QPW *
+// set_queries) rounded up), runs an online softmax over one split of the visible keys for QPW sets
+// of columns, each set `group_heads` query heads of one kv head for `set_queries` consecutive
+// queries (see `columns`; each key and value row is read once for them all, not once per query head
+// and query) and writes (max, sum, acc[head_dim]) per query head to `partials`; `combine`, grid
+// (heads, n_q), merges the splits (with one split, `partial` writes the output itself and `combine`
+// is not dispatched). The visible keys of a query are cut into n_splits equal splits of at least WG
+// * KPL keys, sized to its current position (not to the cache's capacity); with QPW = 2 there is
+// one split. Decode is n_q = 1 with many splits; prefill is many queries with the same kernel.
+// head_dim <= 256, a multiple of 8 (a key's elements are loaded 8 at a time);
 // group_heads <= 4 divides heads / kv_heads.
 // Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim]; k_cache, v_cache (see
 // kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim].
