@@ -15,7 +15,8 @@
 //! Napkin math: decode is bandwidth-bound, a matvec reads every weight once, so its GB/s over
 //! the copy kernel's GB/s (which reads and writes) is the fraction of the memory system used.
 //! Prefill is compute-bound: the matrix products and `attention (pp64)` (one 64-query prefill
-//! step at the end of its context, 4 head_dim multiply-adds per query head and visible key)
+//! step at the end of its context, 4 head_dim flops per query head and visible key: the
+//! scores' and the values' head_dim multiply-adds)
 //! are read as GFLOP/s against the f32 peak.
 
 use gemma_wgpu::gpu::{Clock, Dispatch, Gpu, GpuOptions};

@@ -252,7 +252,7 @@ fn partial(inv: Invocation) {
     }
     load_queries(inv);
     workgroupBarrier();
-    // Each query's running max (column 0) and sum (column 1) per head.
+    // Each set's running max (column 0) and sum (column 1) per column.
     var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
     var ml_b = ml_a;
     let step = WG * KPL;

@@ -1,8 +1,7 @@
 //! attention (with kv_store filling the cache) against the reference: GQA ratios, head sizes,
 //! position 0, the sliding-window boundary, soft-caps that bind, prefill blocks (odd ones too,
 //! whose last query has no pair, and sets of columns that end past the last query), a
-//! ring-buffer cache, long contexts split over many
-//! workgroups, and both KV cache types.
+//! ring-buffer cache, long contexts split over many workgroups, and both KV cache types.
 
 use crate::common::*;
 use gemma_wgpu::kernels::{Attention, KvDtype, KvStore};
