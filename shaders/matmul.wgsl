@@ -11,7 +11,10 @@
 //   grid (ceil(rows / (4 WG)), ceil(n / 8), 1). Each invocation owns 4 consecutive weight rows
 //   x 8 tokens, walks k contiguously 8 weights at a time (each weight dequantized once for the
 //   8 tokens) and keeps its 32 sums in registers. (4 x 8 measured faster than 4 x 4 on
-//   lavapipe: Gemma 3 270M pp256 37 against 34 tokens/s.)
+//   lavapipe: Gemma 3 270M pp256 37 against 34 tokens/s.) The 8 tokens' slices of x are the
+//   same for a whole subgroup: with subgroups of 8 lanes or more (SPREAD_X) lane l loads token
+//   l % 8's and the others read it from that lane, 8 loads per lane where one lane's 64 served
+//   the subgroup (llvmpipe walks the lanes for each; Gemma 3 270M pp512 77 -> 87 tokens/s).
 // k must be a multiple of 32 (checked by the wrapper).
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up, as
 // matvec.wgsl's does (p.rows counts outputs; the up rows follow the gate rows): a GPU tile's
@@ -39,6 +42,9 @@ const KT: u32 = 16u;
 override WG: u32 = 256u;
 override REGISTER_TILES: bool = false;
 override GEGLU: bool = false;
+// CPU layout with subgroups of at least 8 lanes: each lane loads one token's slice of x and
+// hands it to the others (see tile_x).
+override SPREAD_X: bool = false;
 // Tiles stored k-major ([KT][TILE]) so the inner loop reads 4 consecutive floats as a vec4.
 var<workgroup> w_tile: array<vec4<f32>, 256>;
 var<workgroup> x_tile: array<vec4<f32>, 256>;
@@ -59,44 +65,74 @@ fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
-// The CPU layout: 4 rows x 8 tokens per invocation, in registers.
+// The CPU layout: 4 rows x 8 tokens per invocation, in registers. The tokens' sums are eight
+// named vectors and the token steps written out, so that every index is a constant: a private
+// array indexed by a loop counter costs llvmpipe a select over all its entries per access.
 fn register_tile(inv: Invocation) {
     let unit = inv.wg.x * WG + inv.lid;
     let t0 = inv.wg.y * 8u;
     // Rows and tokens past the end repeat the last one and are not stored (every invocation
     // stays, to share the loads of x).
     let rows = unit_rows(unit);
-    let last_tok = p.n - 1u;
-    var xrow: array<u32, 8>;
-    for (var t = 0u; t < 8u; t++) {
-        xrow[t] = min(t0 + t, last_tok) * (p.k / 8u);
-    }
-    var acc: array<vec4<f32>, 8>;
-    for (var t = 0u; t < 8u; t++) {
-        acc[t] = vec4<f32>(0.0);
-    }
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
     for (var g = 0u; g < p.k / 8u; g++) {
-        let w0 = w_load8(rows.x, g, p.k);
-        let w1 = w_load8(rows.y, g, p.k);
-        let w2 = w_load8(rows.z, g, p.k);
-        let w3 = w_load8(rows.w, g, p.k);
-        for (var t = 0u; t < 8u; t++) {
-            let xv = x_shared8(xrow[t] + g, inv);
-            let lo = xv.lo;
-            let hi = xv.hi;
-            acc[t] += vec4<f32>(
-                dot(w0.lo, lo) + dot(w0.hi, hi),
-                dot(w1.lo, lo) + dot(w1.hi, hi),
-                dot(w2.lo, lo) + dot(w2.hi, hi),
-                dot(w3.lo, lo) + dot(w3.hi, hi),
-            );
+        var held = X8(vec4<f32>(0.0), vec4<f32>(0.0));
+        if SPREAD_X {
+            held = x_load8(token_row(t0 + lane_index(inv) % 8u) + g);
         }
+        let w = array<W8, 4>(
+            w_load8(rows.x, g, p.k),
+            w_load8(rows.y, g, p.k),
+            w_load8(rows.z, g, p.k),
+            w_load8(rows.w, g, p.k),
+        );
+        a0 += token_sums(w, tile_x(held, t0, 0u, g, inv));
+        a1 += token_sums(w, tile_x(held, t0, 1u, g, inv));
+        a2 += token_sums(w, tile_x(held, t0, 2u, g, inv));
+        a3 += token_sums(w, tile_x(held, t0, 3u, g, inv));
+        a4 += token_sums(w, tile_x(held, t0, 4u, g, inv));
+        a5 += token_sums(w, tile_x(held, t0, 5u, g, inv));
+        a6 += token_sums(w, tile_x(held, t0, 6u, g, inv));
+        a7 += token_sums(w, tile_x(held, t0, 7u, g, inv));
     }
+    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     for (var t = 0u; t < 8u; t++) {
         if t0 + t < p.n {
             store4(t0 + t, unit, acc[t]);
         }
     }
+}
+
+// Where token t's row of x starts, in units of 8 entries (tokens past the last repeat it).
+fn token_row(t: u32) -> u32 {
+    return min(t, p.n - 1u) * (p.k / 8u);
+}
+
+// Entries 8g .. 8g + 8 of token t0 + t: with SPREAD_X from lane t, which loaded them as its
+// `held` (lane l loads token t0 + l % 8, so a subgroup's eight loads serve all its lanes);
+// else loaded by one lane for its subgroup. Call in uniform control flow.
+fn tile_x(held: X8, t0: u32, t: u32, g: u32, inv: Invocation) -> X8 {
+    if SPREAD_X {
+        return X8(from_lane(held.lo, t), from_lane(held.hi, t));
+    }
+    return x_shared8(token_row(t0 + t) + g, inv);
+}
+
+// One token's products with the four rows' 8 weights.
+fn token_sums(w: array<W8, 4>, xv: X8) -> vec4<f32> {
+    return vec4<f32>(
+        dot(w[0].lo, xv.lo) + dot(w[0].hi, xv.hi),
+        dot(w[1].lo, xv.lo) + dot(w[1].hi, xv.hi),
+        dot(w[2].lo, xv.lo) + dot(w[2].hi, xv.hi),
+        dot(w[3].lo, xv.lo) + dot(w[3].hi, xv.hi),
+    );
 }
 
 // The four weight rows of unit u: rows 4u .. 4u + 3, or with GEGLU gate rows 2u, 2u + 1 and

@@ -1,7 +1,8 @@
 // Workgroup reductions built on subgroup operations; used when the device has SUBGROUP.
 // Twin of reduce_workgroup.wgsl: both define `Invocation`, `wg_sum`, `wg_sum4`, `wg_max4`
-// (componentwise) and `wg_argmax` with the same meaning, so a kernel body works with
-// either (src/kernels/source.rs picks one). Every function must be called in uniform control
+// (componentwise) and `wg_argmax` with the same meaning, and the lane helpers `one_lane`,
+// `from_one_lane`, `lane_index` and `from_lane`, so a kernel body works with either
+// (src/kernels/source.rs picks one). Every function must be called in uniform control
 // flow by the whole workgroup.
 // There is no `enable subgroups;` line: naga takes the subgroup builtins without it and rejects
 // the directive; wgpu checks the SUBGROUP feature when the pipeline is built.
@@ -79,4 +80,14 @@ fn one_lane(inv: Invocation) -> bool {
 
 fn from_one_lane(v: vec4<f32>) -> vec4<f32> {
     return subgroupBroadcast(v, 0u);
+}
+
+// This invocation's lane in its subgroup.
+fn lane_index(inv: Invocation) -> u32 {
+    return inv.sg_lane;
+}
+
+// Lane `lane`'s v (lane < the subgroup's size).
+fn from_lane(v: vec4<f32>, lane: u32) -> vec4<f32> {
+    return subgroupShuffle(v, lane);
 }

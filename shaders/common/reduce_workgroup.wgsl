@@ -70,3 +70,14 @@ fn one_lane(inv: Invocation) -> bool {
 fn from_one_lane(v: vec4<f32>) -> vec4<f32> {
     return v;
 }
+
+// Twins of reduce_subgroup.wgsl's for subgroups of one invocation: its lane is 0 and the only
+// lane it can read is its own (kernels hand values between lanes only where the device has
+// subgroups large enough: matmul's SPREAD_X).
+fn lane_index(inv: Invocation) -> u32 {
+    return 0u;
+}
+
+fn from_lane(v: vec4<f32>, lane: u32) -> vec4<f32> {
+    return v;
+}

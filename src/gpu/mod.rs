@@ -51,6 +51,8 @@ pub struct Caps {
     pub f16: bool,
     /// SUBGROUP is enabled on the device.
     pub subgroups: bool,
+    /// The fewest lanes a subgroup may have (0 without SUBGROUP).
+    pub min_subgroup_size: u32,
     /// TIMESTAMP_QUERY is enabled on the device.
     pub timestamps: bool,
     /// SHADER_INT64 is enabled on the device.
@@ -138,6 +140,10 @@ impl Gpu {
         let caps = Caps {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            min_subgroup_size: match features.contains(wgpu::Features::SUBGROUP) {
+                true => info.subgroup_min_size,
+                false => 0,
+            },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             int64: features.contains(wgpu::Features::SHADER_INT64),
             cpu_like: options

@@ -16,6 +16,8 @@ const TILE_WG: u32 = 256;
 const REGISTER_ROWS: u32 = 4;
 const REGISTER_TOKENS: u32 = 8;
 const REGISTER_WG: u32 = 64;
+/// Subgroup lanes the CPU layout needs to spread the loads of x over (one per token).
+const SPREAD_LANES: u32 = REGISTER_TOKENS;
 
 pub struct Matmul {
     kernel: Kernel,
@@ -30,11 +32,13 @@ impl Matmul {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Matmul> {
         let register_tiles = gpu.caps.cpu_like;
         let wg = if register_tiles { REGISTER_WG } else { TILE_WG };
+        let spread_x = register_tiles && gpu.caps.min_subgroup_size >= SPREAD_LANES;
         let build = |geglu: bool| {
             let constants = [
                 ("WG", wg as f64),
                 ("REGISTER_TILES", register_tiles as u8 as f64),
                 ("GEGLU", geglu as u8 as f64),
+                ("SPREAD_X", spread_x as u8 as f64),
             ];
             let variant = geglu.then_some("geglu");
             source::build(

@@ -107,7 +107,8 @@ pub const MATMUL: Shader = shader!(
     true,
     MatrixParams,
     MatrixBuffers,
-    "matrix_x"
+    "matrix_x",
+    "matrix_x_wide"
 );
 pub const MATVEC: Shader = shader!(
     "matvec",
