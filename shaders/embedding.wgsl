@@ -21,8 +21,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// @binding(1) w_data: see common/weights_data.wgsl.
-@group(0) @binding(2) var<storage, read> w_scales: array<u32>;
+// @binding(1) w_data, @binding(2) w_scales: see common/weights_data.wgsl.
 @group(0) @binding(3) var<storage, read> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;

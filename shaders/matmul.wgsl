@@ -8,14 +8,14 @@
 //   dequantizes a 64 x 16 slice of W and copies a 64 x 16 slice of X into workgroup memory;
 //   each invocation then accumulates a 4 x 4 block of outputs.
 // - CPU adapters (no workgroup memory, whose per-lane indexing a CPU pays for lane by lane):
-//   grid (ceil(rows / (4 WG)), ceil(n / 8), 1). Each invocation owns 4 consecutive weight rows
-//   x 8 tokens, walks k contiguously 8 weights at a time (each weight dequantized once for the
-//   8 tokens) and keeps its 32 sums in registers. (4 x 8 measured faster than 4 x 4 on
-//   lavapipe: Gemma 3 270M pp256 37 against 34 tokens/s.) The 8 tokens' slices of x are the
-//   same for a whole subgroup: with subgroups of 8 lanes or more (SPREAD_X) lane l loads token
-//   l % 8's (four 8-byte words) and the others read it from that lane, where one lane loaded
-//   all eight tokens' for its subgroup (llvmpipe walks the lanes for every load, even one
-//   lane's; Gemma 3 270M pp512 on lavapipe 86.4-86.9 -> 102.4-105.1 tokens/s).
+//   grid (ceil(rows / (4 WG)), ceil(n / 32), 1). Each invocation owns 4 consecutive weight
+//   rows x 32 tokens, walks k contiguously 8 weights at a time (each weight dequantized once
+//   for the 32 tokens) and keeps its 128 sums in registers (see register_tile for the tile's
+//   measured shape). The slices of x of each 8 of the tokens are the same for a whole
+//   subgroup: with subgroups of 8 lanes or more (SPREAD_X) lane l loads token l % 8's (four
+//   8-byte words) and the others read it from that lane, where one lane loaded all eight
+//   tokens' for its subgroup (llvmpipe walks the lanes for every load, even one lane's;
+//   Gemma 3 270M pp512 on lavapipe 86.4-86.9 -> 102.4-105.1 tokens/s with 8 tokens a tile).
 // k must be a multiple of 32 (checked by the wrapper).
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up, as
 // matvec.wgsl's does (p.rows counts outputs; the up rows follow the gate rows): a GPU tile's
@@ -32,8 +32,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// @binding(1) w_data: see common/weights_data.wgsl.
-@group(0) @binding(2) var<storage, read> w_scales: array<u32>;
+// @binding(1) w_data, @binding(2) w_scales: see common/weights_data.wgsl.
 // @binding(3) x: see common/matrix_x.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -66,49 +65,145 @@ fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
-// The CPU layout: 4 rows x 8 tokens per invocation, in registers. The tokens' sums are eight
-// named vectors and the token steps written out, every index a constant (0-8 % faster on
-// lavapipe than a loop over an array of sums).
+// The CPU layout: 4 rows x 32 tokens per invocation, in registers: each loaded weight serves
+// 32 tokens, each lane's load of x 4 rows (llvmpipe's per-lane loads, not its arithmetic,
+// bound the product). Gemma 3 270M pp512 on lavapipe with 8 / 16 / 24 / 32 / 64 tokens per
+// tile, two alternated runs: 119-123 / 145-147 / 136-139 / 149-156 / 116-125 tokens/s. The
+// tokens' sums are named vectors and the token steps written out, every index a constant
+// (0-8 % faster than a loop over an array of sums; the steps as four calls over quarters of
+// 8 tokens measured 5-10 % slower). A block's scales are loaded once for its four groups of 8
+// weights (`w_block`: pp512 114-116 -> 119-125 tokens/s with 8 tokens per tile).
 fn register_tile(inv: Invocation) {
     let unit = inv.wg.x * WG + inv.lid;
-    let t0 = inv.wg.y * 8u;
+    let t0 = inv.wg.y * 32u;
     // Rows and tokens past the end repeat the last one and are not stored (every invocation
     // stays, to share the loads of x).
     let rows = unit_rows(unit);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
+    var s: Sums;
+    var blocks: array<vec4<f32>, 4>;
     for (var g = 0u; g < p.k / 8u; g++) {
-        var held = X8(vec4<f32>(0.0), vec4<f32>(0.0));
-        if SPREAD_X {
-            held = x_load8(token_row(t0 + lane_index(inv) % 8u) + g);
+        if g % 4u == 0u {
+            blocks = array<vec4<f32>, 4>(
+                w_block(rows.x, g / 4u, p.k),
+                w_block(rows.y, g / 4u, p.k),
+                w_block(rows.z, g / 4u, p.k),
+                w_block(rows.w, g / 4u, p.k),
+            );
         }
-        let w = array<W8, 4>(
-            w_load8(rows.x, g, p.k),
-            w_load8(rows.y, g, p.k),
-            w_load8(rows.z, g, p.k),
-            w_load8(rows.w, g, p.k),
-        );
-        a0 += token_sums(w, tile_x(held, t0, 0u, g, inv));
-        a1 += token_sums(w, tile_x(held, t0, 1u, g, inv));
-        a2 += token_sums(w, tile_x(held, t0, 2u, g, inv));
-        a3 += token_sums(w, tile_x(held, t0, 3u, g, inv));
-        a4 += token_sums(w, tile_x(held, t0, 4u, g, inv));
-        a5 += token_sums(w, tile_x(held, t0, 5u, g, inv));
-        a6 += token_sums(w, tile_x(held, t0, 6u, g, inv));
-        a7 += token_sums(w, tile_x(held, t0, 7u, g, inv));
+        s = tile_step(s, rows, g, blocks, t0, inv);
     }
-    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
-    for (var t = 0u; t < 8u; t++) {
+    let acc = array<vec4<f32>, 32>(
+        s.t0, s.t1, s.t2, s.t3, s.t4, s.t5, s.t6, s.t7,
+        s.t8, s.t9, s.t10, s.t11, s.t12, s.t13, s.t14, s.t15,
+        s.t16, s.t17, s.t18, s.t19, s.t20, s.t21, s.t22, s.t23,
+        s.t24, s.t25, s.t26, s.t27, s.t28, s.t29, s.t30, s.t31,
+    );
+    for (var t = 0u; t < 32u; t++) {
         if t0 + t < p.n {
             store4(t0 + t, unit, acc[t]);
         }
     }
+}
+
+// A register tile's sums: t<i> holds token t0 + i's for the four rows.
+struct Sums {
+    t0: vec4<f32>,
+    t1: vec4<f32>,
+    t2: vec4<f32>,
+    t3: vec4<f32>,
+    t4: vec4<f32>,
+    t5: vec4<f32>,
+    t6: vec4<f32>,
+    t7: vec4<f32>,
+    t8: vec4<f32>,
+    t9: vec4<f32>,
+    t10: vec4<f32>,
+    t11: vec4<f32>,
+    t12: vec4<f32>,
+    t13: vec4<f32>,
+    t14: vec4<f32>,
+    t15: vec4<f32>,
+    t16: vec4<f32>,
+    t17: vec4<f32>,
+    t18: vec4<f32>,
+    t19: vec4<f32>,
+    t20: vec4<f32>,
+    t21: vec4<f32>,
+    t22: vec4<f32>,
+    t23: vec4<f32>,
+    t24: vec4<f32>,
+    t25: vec4<f32>,
+    t26: vec4<f32>,
+    t27: vec4<f32>,
+    t28: vec4<f32>,
+    t29: vec4<f32>,
+    t30: vec4<f32>,
+    t31: vec4<f32>,
+}
+
+// What this lane holds of the slices of x that tokens q0 .. q0 + 8 need at group g (see
+// tile_x): with SPREAD_X token q0 + lane % 8's, else nothing.
+fn quarter_x(q0: u32, g: u32, inv: Invocation) -> X8 {
+    if SPREAD_X {
+        return x_load8(token_row(q0 + lane_index(inv) % 8u) + g);
+    }
+    return X8(vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// The tile's sums after group g's 8 weights of the four rows (`blocks`: their `w_block`s).
+// The slices of x are loaded before the weights.
+fn tile_step(
+    s: Sums,
+    rows: vec4<u32>,
+    g: u32,
+    blocks: array<vec4<f32>, 4>,
+    t0: u32,
+    inv: Invocation,
+) -> Sums {
+    let x0 = quarter_x(t0, g, inv);
+    let x1 = quarter_x(t0 + 8u, g, inv);
+    let x2 = quarter_x(t0 + 16u, g, inv);
+    let x3 = quarter_x(t0 + 24u, g, inv);
+    let w = array<W8, 4>(
+        w_load8_in(rows.x, g, p.k, blocks[0]),
+        w_load8_in(rows.y, g, p.k, blocks[1]),
+        w_load8_in(rows.z, g, p.k, blocks[2]),
+        w_load8_in(rows.w, g, p.k, blocks[3]),
+    );
+    var r = s;
+    r.t0 += token_sums(w, tile_x(x0, t0, 0u, g, inv));
+    r.t1 += token_sums(w, tile_x(x0, t0, 1u, g, inv));
+    r.t2 += token_sums(w, tile_x(x0, t0, 2u, g, inv));
+    r.t3 += token_sums(w, tile_x(x0, t0, 3u, g, inv));
+    r.t4 += token_sums(w, tile_x(x0, t0, 4u, g, inv));
+    r.t5 += token_sums(w, tile_x(x0, t0, 5u, g, inv));
+    r.t6 += token_sums(w, tile_x(x0, t0, 6u, g, inv));
+    r.t7 += token_sums(w, tile_x(x0, t0, 7u, g, inv));
+    r.t8 += token_sums(w, tile_x(x1, t0 + 8u, 0u, g, inv));
+    r.t9 += token_sums(w, tile_x(x1, t0 + 8u, 1u, g, inv));
+    r.t10 += token_sums(w, tile_x(x1, t0 + 8u, 2u, g, inv));
+    r.t11 += token_sums(w, tile_x(x1, t0 + 8u, 3u, g, inv));
+    r.t12 += token_sums(w, tile_x(x1, t0 + 8u, 4u, g, inv));
+    r.t13 += token_sums(w, tile_x(x1, t0 + 8u, 5u, g, inv));
+    r.t14 += token_sums(w, tile_x(x1, t0 + 8u, 6u, g, inv));
+    r.t15 += token_sums(w, tile_x(x1, t0 + 8u, 7u, g, inv));
+    r.t16 += token_sums(w, tile_x(x2, t0 + 16u, 0u, g, inv));
+    r.t17 += token_sums(w, tile_x(x2, t0 + 16u, 1u, g, inv));
+    r.t18 += token_sums(w, tile_x(x2, t0 + 16u, 2u, g, inv));
+    r.t19 += token_sums(w, tile_x(x2, t0 + 16u, 3u, g, inv));
+    r.t20 += token_sums(w, tile_x(x2, t0 + 16u, 4u, g, inv));
+    r.t21 += token_sums(w, tile_x(x2, t0 + 16u, 5u, g, inv));
+    r.t22 += token_sums(w, tile_x(x2, t0 + 16u, 6u, g, inv));
+    r.t23 += token_sums(w, tile_x(x2, t0 + 16u, 7u, g, inv));
+    r.t24 += token_sums(w, tile_x(x3, t0 + 24u, 0u, g, inv));
+    r.t25 += token_sums(w, tile_x(x3, t0 + 24u, 1u, g, inv));
+    r.t26 += token_sums(w, tile_x(x3, t0 + 24u, 2u, g, inv));
+    r.t27 += token_sums(w, tile_x(x3, t0 + 24u, 3u, g, inv));
+    r.t28 += token_sums(w, tile_x(x3, t0 + 24u, 4u, g, inv));
+    r.t29 += token_sums(w, tile_x(x3, t0 + 24u, 5u, g, inv));
+    r.t30 += token_sums(w, tile_x(x3, t0 + 24u, 6u, g, inv));
+    r.t31 += token_sums(w, tile_x(x3, t0 + 24u, 7u, g, inv));
+    return r;
 }
 
 // Where token t's row of x starts, in units of 8 entries (tokens past the last repeat it).

@@ -29,8 +29,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// @binding(1) w_data: see common/weights_data.wgsl.
-@group(0) @binding(2) var<storage, read> w_scales: array<u32>;
+// @binding(1) w_data, @binding(2) w_scales: see common/weights_data.wgsl.
 // @binding(3) x: see common/matrix_x.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 

@@ -1,11 +1,18 @@
-// weights_data.wgsl's binding as 32-byte words (SHADER_INT64), for the formats with a
-// weights_<format>_wide.wgsl, on CPU adapters: llvmpipe turns each invocation's storage load
-// into a bounds-checked scalar load per component, so a component of 8 bytes costs what one of
-// 4 does. Gemma 3 270M on lavapipe (Mesa 25.0.7, 2 cores), against weights_data.wgsl: the
-// decode Q8_0 products (lm_head included) 45-47 -> 35-36 ms per token, the prefill products
-// of a 64-token step 415-425 -> 370-375 ms.
+// weights_data.wgsl's bindings as 32-byte and 16-byte words (SHADER_INT64), for the formats
+// with a weights_<format>_wide.wgsl, on CPU adapters: llvmpipe turns each invocation's storage
+// load into a bounds-checked scalar load per component, so a component of 8 bytes costs what
+// one of 4 does, and the components of one load share its setup. Gemma 3 270M on lavapipe
+// (Mesa 25.0.7, 2 cores), against weights_data.wgsl: the decode Q8_0 products (lm_head
+// included) 45-47 -> 35-36 ms per token, the prefill products of a 64-token step 415-425 ->
+// 370-375 ms.
 // Its words are always in row tiles (weights_tiles.wgsl).
 @group(0) @binding(1) var<storage, read> w_data: array<vec4<u64>>;
+@group(0) @binding(2) var<storage, read> w_scales: array<vec4<u32>>;
+
+// 4-byte word i of the scales.
+fn scale_word(i: u32) -> u32 {
+    return w_scales[i / 4u][i % 4u];
+}
 
 // 8-byte word q of row `row` (8 int8 codes, 4 bf16 values, ...): one 8-byte load.
 fn data8(row: u32, q: u32, per_row: u32) -> u64 {

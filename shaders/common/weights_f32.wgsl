@@ -2,7 +2,7 @@
 // Every weights_*.wgsl defines `w_load8(row, g, k)`: W[row, 8g .. 8g + 8) of a matrix with k
 // columns, from the bindings `w_data: array<vec4<u32>>` (weights_data.wgsl; vec4<u64> in
 // weights_data_wide.wgsl for the `_wide` twins, whose words are in row tiles:
-// weights_tiles.wgsl) and `w_scales: array<u32>` (the kernel's).
+// weights_tiles.wgsl) and `w_scales` (read through `scale_word`).
 // CPU reference: src/weights/mod.rs (HostMatrix::dequantize).
 
 struct W8 {

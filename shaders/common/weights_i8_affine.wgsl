@@ -16,8 +16,8 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let c = word % 4u;
     let v = vec2<u32>(w_data[word / 4u][c], w_data[word / 4u][c + 1u]);
     let group = row * (k / 16u) + g / 2u;
-    let s = bitcast<f32>(w_scales[2u * group]);
-    let o = bitcast<f32>(w_scales[2u * group + 1u]);
+    let s = bitcast<f32>(scale_word(2u * group));
+    let o = bitcast<f32>(scale_word(2u * group + 1u));
     return W8(i8x4(v.x) * s + o, i8x4(v.y) * s + o);
 }
 
@@ -27,5 +27,6 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
     let v = w_data[group];
     let s = dot(i8x4(v.x), xs.v[0]) + dot(i8x4(v.y), xs.v[1]) + dot(i8x4(v.z), xs.v[2])
         + dot(i8x4(v.w), xs.v[3]);
-    return bitcast<f32>(w_scales[2u * group]) * s + bitcast<f32>(w_scales[2u * group + 1u]) * xs.sum;
+    let so = bitcast<vec2<f32>>(vec2<u32>(scale_word(2u * group), scale_word(2u * group + 1u)));
+    return so.x * s + so.y * xs.sum;
 }

@@ -1,8 +1,9 @@
 // Weight format i8_affine read 8 bytes at a time (see weights_data_wide.wgsl): the same codes
 // and (scale, offset) pairs as weights_i8_affine.wgsl, `w_data` a vec4 of u64s, 32 codes (two
-// groups) per vec4, their two pairs at four times its index, in row tiles. Defines `w_load8`,
-// `w_dot16` and `w_dot32` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
-// weights_dot32.wgsl). CPU reference: HostMatrix::dequantize.
+// groups) per vec4, their two pairs at four times its index (the 16 bytes of `w_scales` at
+// its index), in row tiles. Defines `w_load8`, `w_dot16`, `w_dot32`, `w_block` and
+// `w_load8_in` (contracts: weights_f32.wgsl, weights_dot16.wgsl, weights_dot32.wgsl,
+// weights_block.wgsl). CPU reference: HostMatrix::dequantize.
 
 struct W8 {
     lo: vec4<f32>,
@@ -18,26 +19,40 @@ fn pair_at(row: u32, h: u32, k: u32) -> u32 {
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {
     let v = data8(row, g, k / 32u);
     let at = pair_at(row, g / 2u, k);
-    let s = bitcast<f32>(w_scales[at]);
-    let o = bitcast<f32>(w_scales[at + 1u]);
+    let s = bitcast<f32>(scale_word(at));
+    let o = bitcast<f32>(scale_word(at + 1u));
     return W8(i8x4(low_word(v)) * s + o, i8x4(high_word(v)) * s + o);
 }
 
-// A group (16 codes in two u64s, its pair at `at`) against xs: s sum q x + o sum x.
-fn group_dot(at: u32, a: u64, b: u64, xs: X16) -> f32 {
+// A group (16 codes in two u64s, its (scale, offset) pair `so`) against xs: s sum q x + o sum x.
+fn group_dot(so: vec2<f32>, a: u64, b: u64, xs: X16) -> f32 {
     let q = dot(i8x4(low_word(a)), xs.v[0]) + dot(i8x4(high_word(a)), xs.v[1])
         + dot(i8x4(low_word(b)), xs.v[2]) + dot(i8x4(high_word(b)), xs.v[3]);
-    return bitcast<f32>(w_scales[at]) * q + bitcast<f32>(w_scales[at + 1u]) * xs.sum;
+    return so.x * q + so.y * xs.sum;
 }
 
 fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
     let per_row = k / 32u;
     let at = pair_at(row, h, k);
-    return group_dot(at, data8(row, 2u * h, per_row), data8(row, 2u * h + 1u, per_row), xs);
+    let so = bitcast<vec2<f32>>(vec2<u32>(scale_word(at), scale_word(at + 1u)));
+    return group_dot(so, data8(row, 2u * h, per_row), data8(row, 2u * h + 1u, per_row), xs);
 }
 
 fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
     let i = word_at(row, b, k / 32u);
     let v = w_data[i];
-    return group_dot(4u * i, v.x, v.y, xs.lo) + group_dot(4u * i + 2u, v.z, v.w, xs.hi);
+    // Both pairs in one 16-byte load.
+    let so = bitcast<vec4<f32>>(w_scales[i]);
+    return group_dot(so.xy, v.x, v.y, xs.lo) + group_dot(so.zw, v.z, v.w, xs.hi);
+}
+
+// A block's two (scale, offset) pairs in one 16-byte load, once for its four groups of 8.
+fn w_block(row: u32, b: u32, k: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(w_scales[word_at(row, b, k / 32u)]);
+}
+
+fn w_load8_in(row: u32, g: u32, k: u32, block: vec4<f32>) -> W8 {
+    let v = data8(row, g, k / 32u);
+    let so = select(block.zw, block.xy, g % 4u < 2u);
+    return W8(i8x4(low_word(v)) * so.x + so.y, i8x4(high_word(v)) * so.x + so.y);
 }

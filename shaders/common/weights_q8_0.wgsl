@@ -10,7 +10,7 @@ struct W8 {
 
 
 fn block_scale(s: u32) -> f32 {
-    return unpack2x16float(w_scales[s / 2u])[s % 2u];
+    return unpack2x16float(scale_word(s / 2u))[s % 2u];
 }
 
 fn w_load8(row: u32, g: u32, k: u32) -> W8 {

@@ -18,6 +18,7 @@ pub const F32: Unit = Unit {
         wgsl: include_str!("../../shaders/common/weights_f32_wide.wgsl"),
         readers: "",
         dot: 16,
+        own_block: false,
     }),
     dequantize: |b, out| out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     quantize: Some(|x, out| out.extend(x[0].to_le_bytes())),
@@ -38,6 +39,7 @@ pub const BF16: Unit = Unit {
         wgsl: include_str!("../../shaders/common/weights_bf16_wide.wgsl"),
         readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
+        own_block: false,
     }),
     dequantize: |b, out| out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
     quantize: Some(|x, out| out.extend(bf16::from_f32(x[0]).to_le_bytes())),
@@ -58,6 +60,7 @@ pub const F16: Unit = Unit {
         wgsl: include_str!("../../shaders/common/weights_f16_wide.wgsl"),
         readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
+        own_block: false,
     }),
     dequantize: |b, out| out.push(f16::from_le_bytes([b[0], b[1]]).to_f32()),
     // GGUF files only: --dtype offers no f16.

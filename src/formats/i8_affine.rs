@@ -23,6 +23,7 @@ pub const I8_AFFINE: Unit = Unit {
         wgsl: include_str!("../../shaders/common/weights_i8_affine_wide.wgsl"),
         readers: "",
         dot: 16,
+        own_block: true,
     }),
     dequantize: |_, _| unreachable!("i8_affine has no file blocks: see i8_affine::dequantize"),
     quantize: None,

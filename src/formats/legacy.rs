@@ -25,6 +25,7 @@ pub const Q8_0: Unit = Unit {
         readers: "",
         // A whole block per load (lavapipe, Gemma 3 270M decode, measured against 16).
         dot: 32,
+        own_block: true,
     }),
     dequantize: |b, out| {
         let d = f16_at(b, 0);

@@ -107,6 +107,9 @@ pub struct Wide {
     pub readers: &'static str,
     /// Weights per step of matvec's CPU layout (its DOT): 16 or 32.
     pub dot: u32,
+    /// `wgsl` also defines `w_block` and `w_load8_in` (a block's scales loaded once for its
+    /// four groups of 8); the others get `weights_block.wgsl`'s, plain `w_load8`.
+    pub own_block: bool,
 }
 
 /// Every format's unit, in the order of [`WeightFormat`]'s variants.

@@ -70,6 +70,10 @@ pub struct MatrixChunk {
     pub scales: wgpu::Buffer,
 }
 
+/// Bytes a weight binding holds at least: the wide readings bind a matrix's scales as 16-byte
+/// words (shaders/common/weights_data_wide.wgsl), even where there are none (float formats).
+const MIN_BINDING_BYTES: u64 = 16;
+
 /// Rows per tile of a matrix stored in row tiles (`TILE_ROWS` of
 /// shaders/common/weights_tiles.wgsl).
 pub const TILE_ROWS: usize = 32;
@@ -175,9 +179,10 @@ impl GpuMatrix {
         }
         let source = WeightsSource::for_device(gpu, format);
         let (tiled, words) = (source.tiled, row_bytes / source.word_bytes());
-        let init = |name: &str, part: &[u8], n: usize| match tiled && !part.is_empty() {
-            true => gpu.storage_init(name, &tile(part, n, words)),
-            false => gpu.storage_init(name, part),
+        let init = |name: &str, part: &[u8], n: usize| match (tiled, part.is_empty()) {
+            (_, true) => gpu.storage_zeroed(name, MIN_BINDING_BYTES),
+            (true, false) => gpu.storage_init(name, &tile(part, n, words)),
+            (false, false) => gpu.storage_init(name, part),
         };
         Self::chunked(gpu, label, format, rows, cols, |name, start, n| {
             (
@@ -206,7 +211,7 @@ impl GpuMatrix {
                 gpu.storage_zeroed(name, (n * format.data_bytes_per_row(cols)) as u64),
                 gpu.storage_zeroed(
                     &format!("{name}.scales"),
-                    (n * format.scales_per_row(cols) * 2) as u64,
+                    ((n * format.scales_per_row(cols) * 2) as u64).max(MIN_BINDING_BYTES),
                 ),
             )
         })
@@ -310,7 +315,10 @@ impl GpuMatrix {
             row_start: a.row_start,
             rows,
             data: gpu.storage_zeroed(&name, data(&a) + data(&b)),
-            scales: gpu.storage_zeroed(&format!("{name}.scales"), scales(&a) + scales(&b)),
+            scales: gpu.storage_zeroed(
+                &format!("{name}.scales"),
+                (scales(&a) + scales(&b)).max(MIN_BINDING_BYTES),
+            ),
         };
         let mut rec = gpu.recorder(&name);
         // Whole buffers (each at least 4 bytes and padded to 4) are copied; the byte counts

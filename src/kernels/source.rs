@@ -167,6 +167,7 @@ const REDUCE_SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup
 const REDUCE_WORKGROUP: &str = include_str!("../../shaders/common/reduce_workgroup.wgsl");
 const MATH: &str = include_str!("../../shaders/common/math.wgsl");
 
+const WEIGHTS_BLOCK: &str = include_str!("../../shaders/common/weights_block.wgsl");
 const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
@@ -220,13 +221,22 @@ impl WeightsSource {
     }
 }
 
-/// The data binding, its `word_at`, and the `w_load8`, `w_dot16` and `w_dot32` of a format
-/// (with the byte helpers for the GGUF block formats).
-fn weights_helper(w: WeightsSource) -> [&'static str; 6] {
+/// The data and scale bindings, `word_at`, and the `w_load8`, `w_dot16`, `w_dot32`,
+/// `w_block` and `w_load8_in` of a format (with the byte helpers for the GGUF block formats).
+fn weights_helper(w: WeightsSource) -> [&'static str; 7] {
     let unit = w.format.unit();
     let words = if w.tiled { WEIGHTS_TILES } else { WEIGHTS_ROWS };
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
-        return [WEIGHTS_DATA_WIDE, words, "", wide.wgsl, wide.readers, ""];
+        let block = if wide.own_block { "" } else { WEIGHTS_BLOCK };
+        return [
+            WEIGHTS_DATA_WIDE,
+            words,
+            "",
+            wide.wgsl,
+            wide.readers,
+            "",
+            block,
+        ];
     }
     let bytes = if w.format.ggml_block().is_some() {
         WEIGHTS_BYTES
@@ -235,7 +245,15 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 6] {
     };
     let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
     let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
-    [WEIGHTS_DATA, words, bytes, unit.wgsl, dot16, dot32]
+    [
+        WEIGHTS_DATA,
+        words,
+        bytes,
+        unit.wgsl,
+        dot16,
+        dot32,
+        WEIGHTS_BLOCK,
+    ]
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
@@ -253,10 +271,10 @@ pub fn compose(
     } else {
         REDUCE_WORKGROUP
     };
-    let [data, words, bytes, own, dot16, dot32] = weights
+    let [data, words, bytes, own, dot16, dot32, block] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or(["", "", "", "", "", ""]);
+        .unwrap_or(["", "", "", "", "", "", ""]);
     [
         reduce,
         MATH,
@@ -266,6 +284,7 @@ pub fn compose(
         own,
         dot16,
         dot32,
+        block,
         if wide && !shader.shared_wide.is_empty() {
             shader.shared_wide
         } else {

@@ -773,9 +773,34 @@ pub fn block_len(format: WeightFormat) -> usize {
     }
 }
 
+/// A random i8_affine [rows, k] matrix: random int8 codes and a (scale, offset) pair of its
+/// own per 16 weights (as CPU adapters expand K-quant blocks: every group's pair differs from
+/// its neighbours', offsets included), and its values.
+fn affine_matrix(seed: u64, rows: usize, k: usize) -> (HostMatrix, Vec<f32>) {
+    let codes: Vec<u8> = normal(seed, rows * k)
+        .iter()
+        .map(|v| (v.to_bits() >> 7) as u8)
+        .collect();
+    let pairs = normal(seed + 1, rows * k / 16 * 2);
+    let scales = pairs
+        .chunks(2)
+        .flat_map(|p| [(p[0] * 0.01).abs(), p[1] * 0.3])
+        .flat_map(|v| [v.to_bits() as u16, (v.to_bits() >> 16) as u16])
+        .collect();
+    let m = HostMatrix {
+        format: WeightFormat::I8Affine,
+        rows,
+        cols: k,
+        data: bytemuck::pod_collect_to_vec(&codes),
+        scales,
+    };
+    let values = m.dequantize();
+    (m, values)
+}
+
 /// A random [rows, k] matrix in any format the shaders read, and the f32 values the GPU
 /// computes with: quantized from normal values where there is a quantizer, random GGUF
-/// blocks with sane f16 scales otherwise, and i8_affine as CPU adapters expand Q8_0 blocks.
+/// blocks with sane f16 scales otherwise, and i8_affine with random codes and pairs.
 pub fn matrix(seed: u64, format: WeightFormat, rows: usize, k: usize) -> (HostMatrix, Vec<f32>) {
     let ty = match format {
         f if WeightFormat::QUANTIZABLE.contains(&f) => {
@@ -783,10 +808,7 @@ pub fn matrix(seed: u64, format: WeightFormat, rows: usize, k: usize) -> (HostMa
             let values = m.dequantize();
             return (m, values);
         }
-        WeightFormat::I8Affine => {
-            let (m, values) = ggml_matrix(seed, GgmlType::Q8_0, rows, k);
-            return (m.to_i8_affine().unwrap(), values);
-        }
+        WeightFormat::I8Affine => return affine_matrix(seed, rows, k),
         WeightFormat::F16 => GgmlType::F16,
         WeightFormat::Q4_1 => GgmlType::Q4_1,
         WeightFormat::Q5_0 => GgmlType::Q5_0,

@@ -72,7 +72,7 @@ fn matvec_matches_reference_for_every_format() {
 
 /// The product of Gemma's stacked [gate; up] ending in GeGLU, in one dispatch: 1 output, an
 /// odd count (a last unit with one output), 130, and the 270M's 2048 over 640; for a decode
-/// step (matvec) and for blocks of tokens (matmul: 9 and 65 tokens, past whole tiles of 8
+/// step (matvec) and for blocks of tokens (matmul: 9 and 65 tokens, past whole tiles of 32
 /// and 64, and 16 at the 270M's shape).
 #[test]
 fn product_geglu_matches_reference_for_every_format() {
