@@ -43,7 +43,7 @@ override ROW_PER_INVOCATION: bool = false;
 // and scale loaded once: Q4_0, whose 16 bytes hold 32 weights), 16 through its own `w_dot16`
 // (the other quantized formats: a `w_dot32` of two `w_dot16` measured slower), else 8
 // through `w_load8` (plain floats, where that measured faster); a wide reading sets its own
-// (formats::Wide::dot: 32 for Q8_0, 16 for the others).
+// (formats::Wide::dot: 32 for Q8_0 and i8_affine, 16 for the others).
 override DOT: u32 = 8u;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
