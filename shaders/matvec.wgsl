@@ -65,6 +65,17 @@ fn rows_of(unit: u32) -> vec4<u32> {
     return min(vec4<u32>(ROWS * unit) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
 }
 
+// rows_of's rows as two pairs for `w_dot32_pairs` (DOT = 32, whose matrices are in row tiles):
+// the same rows where they exist, but a unit at the end reads the rows that pad the tile
+// rather than repeating the last (with GEGLU, p.rows even).
+fn rows_in_pairs(unit: u32) -> vec4<u32> {
+    if GEGLU {
+        let o = min(2u * unit, (p.rows - 1u) & ~1u);
+        return vec4<u32>(o, o + 1u, o + p.rows, o + p.rows + 1u);
+    }
+    return vec4<u32>(min(4u * unit, (p.rows - 1u) & ~3u)) + vec4<u32>(0u, 1u, 2u, 3u);
+}
+
 // Stores a unit's sums for vector v: four outputs, or with GEGLU gelu_tanh(gate) * up for its
 // two. `lane` < 4 picks one output (GPU layout); 4 stores them all (CPU layout).
 fn store(unit: u32, v: u32, acc: vec4<f32>, lane: u32) {
@@ -112,16 +123,23 @@ fn rows_per_invocation(inv: Invocation) {
     let xbase = inv.wg.z * (p.k / 8u);
     var acc = vec4<f32>(0.0);
     if DOT == 32u {
+        // Rows in pairs where they pair (not the gate rows of an odd count).
+        let pairs = !GEGLU || p.rows % 2u == 0u;
+        let rp = rows_in_pairs(unit);
         for (var b = 0u; b < p.k / 32u; b++) {
             var xs: X32;
             xs.lo = x16_shared(xbase / 2u + 2u * b, inv);
             xs.hi = x16_shared(xbase / 2u + 2u * b + 1u, inv);
-            acc += vec4<f32>(
-                w_dot32(r0, b, p.k, xs),
-                w_dot32(r1, b, p.k, xs),
-                w_dot32(r2, b, p.k, xs),
-                w_dot32(r3, b, p.k, xs),
-            );
+            if pairs {
+                acc += w_dot32_pairs(rp, b, p.k, xs);
+            } else {
+                acc += vec4<f32>(
+                    w_dot32(r0, b, p.k, xs),
+                    w_dot32(r1, b, p.k, xs),
+                    w_dot32(r2, b, p.k, xs),
+                    w_dot32(r3, b, p.k, xs),
+                );
+            }
         }
     } else if DOT == 16u {
         for (var h = 0u; h < p.k / 16u; h++) {

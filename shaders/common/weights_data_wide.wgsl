@@ -1,4 +1,4 @@
-// weights_data.wgsl's bindings as 32-byte and 16-byte words (SHADER_INT64), for the formats
+// weights_data.wgsl's bindings as 32-byte words (SHADER_INT64), for the formats
 // with a weights_<format>_wide.wgsl, on CPU adapters: llvmpipe turns each invocation's storage
 // load into a bounds-checked scalar load per component, so a component of 8 bytes costs what
 // one of 4 does, and the components of one load share its setup. Gemma 3 270M on lavapipe
@@ -7,11 +7,24 @@
 // 370-375 ms.
 // Its words are always in row tiles (weights_tiles.wgsl).
 @group(0) @binding(1) var<storage, read> w_data: array<vec4<u64>>;
-@group(0) @binding(2) var<storage, read> w_scales: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> w_scales: array<vec4<u64>>;
 
-// 4-byte word i of the scales.
-fn scale_word(i: u32) -> u32 {
+// 8-byte word i of the scales: one 8-byte load.
+fn scale_u64(i: u32) -> u64 {
     return w_scales[i / 4u][i % 4u];
+}
+
+// 4-byte word i of the scales (one 8-byte load).
+fn scale_word(i: u32) -> u32 {
+    let v = scale_u64(i / 2u);
+    return select(low_word(v), high_word(v), i % 2u == 1u);
+}
+
+// 16-byte word i of the scales: two 8-byte loads.
+fn scale_words4(i: u32) -> vec4<u32> {
+    let a = scale_u64(2u * i);
+    let b = scale_u64(2u * i + 1u);
+    return vec4<u32>(low_word(a), high_word(a), low_word(b), high_word(b));
 }
 
 // 8-byte word q of row `row` (8 int8 codes, 4 bf16 values, ...): one 8-byte load.

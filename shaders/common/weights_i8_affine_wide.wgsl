@@ -1,9 +1,10 @@
 // Weight format i8_affine read 8 bytes at a time (see weights_data_wide.wgsl): the same codes
 // and (scale, offset) pairs as weights_i8_affine.wgsl, `w_data` a vec4 of u64s, 32 codes (two
-// groups) per vec4, their two pairs at four times its index (the 16 bytes of `w_scales` at
-// its index), in row tiles. Defines `w_load8`, `w_dot16`, `w_dot32`, `w_block` and
-// `w_load8_in` (contracts: weights_f32.wgsl, weights_dot16.wgsl, weights_dot32.wgsl,
-// weights_block.wgsl). CPU reference: HostMatrix::dequantize.
+// groups) per vec4, their two pairs at four times its index (16-byte word i of the scales
+// for word i), in row tiles. Defines `w_load8`, `w_dot16`, `w_dot32`, `w_dot32_pairs`,
+// `w_block` and `w_load8_in` (contracts: weights_f32.wgsl, weights_dot16.wgsl,
+// weights_dot32.wgsl, weights_dot32_pairs.wgsl, weights_block.wgsl). CPU reference:
+// HostMatrix::dequantize.
 
 struct W8 {
     lo: vec4<f32>,
@@ -38,17 +39,42 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
     return group_dot(so, data8(row, 2u * h, per_row), data8(row, 2u * h + 1u, per_row), xs);
 }
 
-fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
-    let i = word_at(row, b, k / 32u);
+// Word i's block (32 codes, its two pairs in `so`) against xs.
+fn block_dot(i: u32, so: vec4<f32>, xs: X32) -> f32 {
     let v = w_data[i];
-    // Both pairs in one 16-byte load.
-    let so = bitcast<vec4<f32>>(w_scales[i]);
     return group_dot(so.xy, v.x, v.y, xs.lo) + group_dot(so.zw, v.z, v.w, xs.hi);
 }
 
-// A block's two (scale, offset) pairs in one 16-byte load, once for its four groups of 8.
+fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
+    let i = word_at(row, b, k / 32u);
+    return block_dot(i, bitcast<vec4<f32>>(scale_words4(i)), xs);
+}
+
+// The (scale, offset) pair in an 8-byte word.
+fn pair_of(v: u64) -> vec2<f32> {
+    return bitcast<vec2<f32>>(vec2<u32>(low_word(v), high_word(v)));
+}
+
+// Block b of rows r.x, r.x + 1 (r.x even) and r.z, r.z + 1 (r.z even): in a row tile the two
+// rows of a pair have their pairs side by side, 32 bytes, so each pair of rows takes one
+// 32-byte load for its four (scale, offset) pairs where each row took a 16-byte one.
+fn w_dot32_pairs(r: vec4<u32>, b: u32, k: u32, xs: X32) -> vec4<f32> {
+    let per_row = k / 32u;
+    let i = word_at(r.x, b, per_row);
+    let j = word_at(r.z, b, per_row);
+    let s = w_scales[i / 2u];
+    let t = w_scales[j / 2u];
+    return vec4<f32>(
+        block_dot(i, vec4<f32>(pair_of(s.x), pair_of(s.y)), xs),
+        block_dot(i + 1u, vec4<f32>(pair_of(s.z), pair_of(s.w)), xs),
+        block_dot(j, vec4<f32>(pair_of(t.x), pair_of(t.y)), xs),
+        block_dot(j + 1u, vec4<f32>(pair_of(t.z), pair_of(t.w)), xs),
+    );
+}
+
+// A block's two (scale, offset) pairs, loaded once for its four groups of 8.
 fn w_block(row: u32, b: u32, k: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(w_scales[word_at(row, b, k / 32u)]);
+    return bitcast<vec4<f32>>(scale_words4(word_at(row, b, k / 32u)));
 }
 
 fn w_load8_in(row: u32, g: u32, k: u32, block: vec4<f32>) -> W8 {

@@ -19,6 +19,7 @@ pub const F32: Unit = Unit {
         readers: "",
         dot: 16,
         own_block: false,
+        own_pairs: false,
     }),
     dequantize: |b, out| out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     quantize: Some(|x, out| out.extend(x[0].to_le_bytes())),
@@ -40,6 +41,7 @@ pub const BF16: Unit = Unit {
         readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
         own_block: false,
+        own_pairs: false,
     }),
     dequantize: |b, out| out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
     quantize: Some(|x, out| out.extend(bf16::from_f32(x[0]).to_le_bytes())),
@@ -61,6 +63,7 @@ pub const F16: Unit = Unit {
         readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
         own_block: false,
+        own_pairs: false,
     }),
     dequantize: |b, out| out.push(f16::from_le_bytes([b[0], b[1]]).to_f32()),
     // GGUF files only: --dtype offers no f16.

@@ -27,6 +27,7 @@ pub const I8_AFFINE: Unit = Unit {
         // with 32).
         dot: 32,
         own_block: true,
+        own_pairs: true,
     }),
     dequantize: |_, _| unreachable!("i8_affine has no file blocks: see i8_affine::dequantize"),
     quantize: None,

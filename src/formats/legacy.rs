@@ -26,6 +26,7 @@ pub const Q8_0: Unit = Unit {
         // A whole block per load (lavapipe, Gemma 3 270M decode, measured against 16).
         dot: 32,
         own_block: true,
+        own_pairs: true,
     }),
     dequantize: |b, out| {
         let d = f16_at(b, 0);

@@ -110,6 +110,9 @@ pub struct Wide {
     /// `wgsl` also defines `w_block` and `w_load8_in` (a block's scales loaded once for its
     /// four groups of 8); the others get `weights_block.wgsl`'s, plain `w_load8`.
     pub own_block: bool,
+    /// `wgsl` also defines `w_dot32_pairs` (what two rows of a tile share loaded once for
+    /// both); the others get `weights_dot32_pairs.wgsl`'s, `w_dot32` row by row.
+    pub own_pairs: bool,
 }
 
 /// Every format's unit, in the order of [`WeightFormat`]'s variants.

@@ -70,9 +70,9 @@ pub struct MatrixChunk {
     pub scales: wgpu::Buffer,
 }
 
-/// Bytes a weight binding holds at least: the wide readings bind a matrix's scales as 16-byte
+/// Bytes a weight binding holds at least: the wide readings bind a matrix's scales as 32-byte
 /// words (shaders/common/weights_data_wide.wgsl), even where there are none (float formats).
-const MIN_BINDING_BYTES: u64 = 16;
+const MIN_BINDING_BYTES: u64 = 32;
 
 /// Rows per tile of a matrix stored in row tiles (`TILE_ROWS` of
 /// shaders/common/weights_tiles.wgsl).

@@ -30,7 +30,9 @@ fn run_for(format: WeightFormat) -> u32 {
 /// Weights per step of the CPU layout (the shader's DOT): a whole block through the format's
 /// own `w_dot32` (Q4_0 on lavapipe: 2B down 3.5 -> 2.6 ms against `w_dot16`, which loaded
 /// each block twice), 16 through its own `w_dot16`, else 8 through `w_load8`; a wide reading
-/// (source::WeightsSource) says its own.
+/// (source::WeightsSource) says its own. With 32 the shader reads rows in pairs
+/// (`w_dot32_pairs`), which needs the matrix in row tiles: the CPU layout's every 32-step
+/// reading is (wide readings, and Q4_0's narrow one on CPU adapters).
 fn weights_per_step(w: source::WeightsSource) -> u32 {
     let unit = w.format.unit();
     match unit.wide.as_ref() {

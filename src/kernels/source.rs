@@ -171,6 +171,7 @@ const WEIGHTS_BLOCK: &str = include_str!("../../shaders/common/weights_block.wgs
 const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
+const WEIGHTS_DOT32_PAIRS: &str = include_str!("../../shaders/common/weights_dot32_pairs.wgsl");
 const WEIGHTS_DATA: &str = include_str!("../../shaders/common/weights_data.wgsl");
 const WEIGHTS_DATA_WIDE: &str = include_str!("../../shaders/common/weights_data_wide.wgsl");
 const WEIGHTS_ROWS: &str = include_str!("../../shaders/common/weights_rows.wgsl");
@@ -222,12 +223,18 @@ impl WeightsSource {
 }
 
 /// The data and scale bindings, `word_at`, and the `w_load8`, `w_dot16`, `w_dot32`,
-/// `w_block` and `w_load8_in` of a format (with the byte helpers for the GGUF block formats).
-fn weights_helper(w: WeightsSource) -> [&'static str; 7] {
+/// `w_dot32_pairs`, `w_block` and `w_load8_in` of a format (with the byte helpers for the GGUF
+/// block formats).
+fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
     let unit = w.format.unit();
     let words = if w.tiled { WEIGHTS_TILES } else { WEIGHTS_ROWS };
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
         let block = if wide.own_block { "" } else { WEIGHTS_BLOCK };
+        let pairs = if wide.own_pairs {
+            ""
+        } else {
+            WEIGHTS_DOT32_PAIRS
+        };
         return [
             WEIGHTS_DATA_WIDE,
             words,
@@ -235,6 +242,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 7] {
             wide.wgsl,
             wide.readers,
             "",
+            pairs,
             block,
         ];
     }
@@ -252,6 +260,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 7] {
         unit.wgsl,
         dot16,
         dot32,
+        WEIGHTS_DOT32_PAIRS,
         WEIGHTS_BLOCK,
     ]
 }
@@ -271,10 +280,10 @@ pub fn compose(
     } else {
         REDUCE_WORKGROUP
     };
-    let [data, words, bytes, own, dot16, dot32, block] = weights
+    let [data, words, bytes, own, dot16, dot32, pairs, block] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or(["", "", "", "", "", "", ""]);
+        .unwrap_or([""; 8]);
     [
         reduce,
         MATH,
@@ -284,6 +293,7 @@ pub fn compose(
         own,
         dot16,
         dot32,
+        pairs,
         block,
         if wide && !shader.shared_wide.is_empty() {
             shader.shared_wide
