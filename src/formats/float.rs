@@ -13,6 +13,7 @@ pub const F32: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f32.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_f32_wide.wgsl"),
@@ -35,6 +36,7 @@ pub const BF16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_bf16.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_bf16_wide.wgsl"),
@@ -57,6 +59,7 @@ pub const F16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f16.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_f16_wide.wgsl"),

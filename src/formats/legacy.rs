@@ -19,6 +19,7 @@ pub const Q8_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q8_0.wgsl"),
     own_dot16: true,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_q8_0_wide.wgsl"),
@@ -49,6 +50,7 @@ pub const Q4_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_0.wgsl"),
     own_dot16: true,
     own_dot32: true,
+    own_pairs: true,
     narrow_tiles: true,
     wide: None,
     dequantize: |b, out| {
@@ -72,6 +74,7 @@ pub const Q4_1: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_1.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
@@ -95,6 +98,7 @@ pub const Q5_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_0.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
@@ -118,6 +122,7 @@ pub const Q5_1: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_1.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_pairs: false,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {

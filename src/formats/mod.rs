@@ -76,6 +76,9 @@ pub struct Unit {
     /// `wgsl` also defines `w_dot32` (a whole 32-weight block at once, its bytes and scale
     /// loaded once); the others get `weights_dot32.wgsl`'s, two `w_dot16`.
     pub own_dot32: bool,
+    /// `wgsl` also defines `w_dot32_pairs` (what two rows of a row tile share loaded once for
+    /// both); the others get `weights_dot32_pairs.wgsl`'s, `w_dot32` row by row.
+    pub own_pairs: bool,
     /// `wgsl` finds its 16-byte words through `word_at` (each holds whole blocks), so CPU
     /// adapters store the format in row tiles (`shaders/common/weights_tiles.wgsl`) when they
     /// read it narrow, as they do every format they read wide.

@@ -253,6 +253,11 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
     };
     let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
     let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
+    let pairs = if unit.own_pairs {
+        ""
+    } else {
+        WEIGHTS_DOT32_PAIRS
+    };
     [
         WEIGHTS_DATA,
         words,
@@ -260,7 +265,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
         unit.wgsl,
         dot16,
         dot32,
-        WEIGHTS_DOT32_PAIRS,
+        pairs,
         WEIGHTS_BLOCK,
     ]
 }
