@@ -3,8 +3,8 @@
 // byte t holds element t in its low nibble and element t + 16 in its high nibble (little-endian
 // bytes within each u32). `w_scales` as in Q8_0, a block's scale at its vec4's index; blocks
 // found through `word_at` (weights_rows.wgsl, or weights_tiles.wgsl on CPU adapters). See
-// weights_f32.wgsl for the contract, weights_dot16.wgsl for `w_dot16`'s, weights_dot32.wgsl
-// and weights_dot32_pairs.wgsl for `w_dot32`'s and `w_dot32_pairs`'.
+// weights_f32.wgsl for the contract, weights_dot16.wgsl and weights_dot32.wgsl for `w_dot16`'s
+// and `w_dot32`'s; `block_codes` serves weights_dot32_pairs_scaled.wgsl.
 
 struct W8 {
     lo: vec4<f32>,
@@ -51,7 +51,7 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
 
 // A whole block's codes against xs, unscaled: its nibbles loaded once (low nibbles the first
 // 16 weights, high nibbles the next 16), the code offset 8 taken off through the sums of x.
-fn codes_dot32(block: u32, xs: X32) -> f32 {
+fn block_codes(block: u32, xs: X32) -> f32 {
     let v = w_data[block];
     let s = dot(codes4(v.x, 0u), xs.lo.v[0]) + dot(codes4(v.y, 0u), xs.lo.v[1])
         + dot(codes4(v.z, 0u), xs.lo.v[2]) + dot(codes4(v.w, 0u), xs.lo.v[3])
@@ -63,21 +63,5 @@ fn codes_dot32(block: u32, xs: X32) -> f32 {
 // A whole block: its nibbles and scale loaded once.
 fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
     let block = word_at(row, b, k / 32u);
-    return codes_dot32(block, xs) * block_scale(block);
-}
-
-// Block b of rows r.x, r.x + 1 (r.x even) and r.z, r.z + 1 (r.z even), in row tiles
-// (weights_dot32_pairs.wgsl): a pair's two scales side by side, one 4-byte load.
-fn w_dot32_pairs(r: vec4<u32>, b: u32, k: u32, xs: X32) -> vec4<f32> {
-    let per_row = k / 32u;
-    let i = word_at(r.x, b, per_row);
-    let j = word_at(r.z, b, per_row);
-    let d = vec4<f32>(unpack2x16float(w_scales[i / 2u]), unpack2x16float(w_scales[j / 2u]));
-    let q = vec4<f32>(
-        codes_dot32(i, xs),
-        codes_dot32(i + 1u, xs),
-        codes_dot32(j, xs),
-        codes_dot32(j + 1u, xs),
-    );
-    return q * d;
+    return block_codes(block, xs) * block_scale(block);
 }

@@ -1,9 +1,9 @@
 // Weight format Q8_0 read 8 bytes at a time (see weights_data_wide.wgsl): the same data and
 // scales as weights_q8_0.wgsl, `w_data` a vec4 of u64s, 32 codes (a block) per vec4, its
 // scale at the same index, in row tiles.
-// Defines `w_load8`, `w_dot16`, `w_dot32`, `w_dot32_pairs`, `w_block` and `w_load8_in`
-// (contracts: weights_f32.wgsl, weights_dot16.wgsl, weights_dot32.wgsl,
-// weights_dot32_pairs.wgsl, weights_block.wgsl) with
+// Defines `w_load8`, `w_dot16`, `w_dot32`, `w_block` and `w_load8_in` (contracts:
+// weights_f32.wgsl, weights_dot16.wgsl, weights_dot32.wgsl, weights_block.wgsl) and
+// `block_codes` for weights_dot32_pairs_scaled.wgsl, with
 // weights_data_wide.wgsl's `data8`. CPU reference: HostMatrix::dequantize.
 
 struct W8 {
@@ -34,7 +34,7 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
 }
 
 // The 32 codes of word i (a block) against xs, unscaled: one 32-byte load.
-fn dot_codes32(i: u32, xs: X32) -> f32 {
+fn block_codes(i: u32, xs: X32) -> f32 {
     let v = w_data[i];
     return dot_codes16(v.x, v.y, xs.lo) + dot_codes16(v.z, v.w, xs.hi);
 }
@@ -42,24 +42,7 @@ fn dot_codes32(i: u32, xs: X32) -> f32 {
 // A whole block: its 32 bytes in one load, its scale once.
 fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
     let i = word_at(row, b, k / 32u);
-    return dot_codes32(i, xs) * block_scale(i);
-}
-
-// Block b of rows r.x, r.x + 1 (r.x even) and r.z, r.z + 1 (r.z even): in a row tile the two
-// rows of a pair have their scales side by side, one 4-byte word, so each pair's come in one
-// load where each row took one.
-fn w_dot32_pairs(r: vec4<u32>, b: u32, k: u32, xs: X32) -> vec4<f32> {
-    let per_row = k / 32u;
-    let i = word_at(r.x, b, per_row);
-    let j = word_at(r.z, b, per_row);
-    let d = vec4<f32>(unpack2x16float(scale_word(i / 2u)), unpack2x16float(scale_word(j / 2u)));
-    let q = vec4<f32>(
-        dot_codes32(i, xs),
-        dot_codes32(i + 1u, xs),
-        dot_codes32(j, xs),
-        dot_codes32(j + 1u, xs),
-    );
-    return q * d;
+    return block_codes(i, xs) * block_scale(i);
 }
 
 // A block's scale, loaded once for its four groups of 8.

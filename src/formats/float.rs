@@ -1,7 +1,7 @@
 //! The float formats: f32, bf16 (both quantizable: bf16 rounds to nearest even) and GGUF's
 //! f16. One "block" is one element, stored as the file stores it.
 
-use super::{Layout, Unit, WeightFormat, Wide};
+use super::{Layout, Pairs, Unit, WeightFormat, Wide};
 use half::{bf16, f16};
 
 pub const F32: Unit = Unit {
@@ -13,14 +13,14 @@ pub const F32: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f32.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_f32_wide.wgsl"),
         readers: "",
         dot: 16,
         own_block: false,
-        own_pairs: false,
+        pairs: Pairs::RowByRow,
     }),
     dequantize: |b, out| out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     quantize: Some(|x, out| out.extend(x[0].to_le_bytes())),
@@ -36,14 +36,14 @@ pub const BF16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_bf16.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_bf16_wide.wgsl"),
         readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
         own_block: false,
-        own_pairs: false,
+        pairs: Pairs::RowByRow,
     }),
     dequantize: |b, out| out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
     quantize: Some(|x, out| out.extend(bf16::from_f32(x[0]).to_le_bytes())),
@@ -59,14 +59,14 @@ pub const F16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f16.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_f16_wide.wgsl"),
         readers: include_str!("../../shaders/common/weights_halves_wide.wgsl"),
         dot: 16,
         own_block: false,
-        own_pairs: false,
+        pairs: Pairs::RowByRow,
     }),
     dequantize: |b, out| out.push(f16::from_le_bytes([b[0], b[1]]).to_f32()),
     // GGUF files only: --dtype offers no f16.

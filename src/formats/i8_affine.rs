@@ -3,7 +3,7 @@
 //! load: int8 codes and, per 16 weights, an f32 scale and offset (value = q s + o, the very
 //! products ggml computes). More bytes, far less decoding: what CPU adapters run fastest.
 
-use super::{Layout, Unit, WeightFormat, Wide};
+use super::{Layout, Pairs, Unit, WeightFormat, Wide};
 
 /// Weights per (scale, offset) pair.
 pub const GROUP: usize = 16;
@@ -18,7 +18,7 @@ pub const I8_AFFINE: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_i8_affine.wgsl"),
     own_dot16: true,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_i8_affine_wide.wgsl"),
@@ -28,7 +28,7 @@ pub const I8_AFFINE: Unit = Unit {
         // with 32).
         dot: 32,
         own_block: true,
-        own_pairs: true,
+        pairs: Pairs::Own,
     }),
     dequantize: |_, _| unreachable!("i8_affine has no file blocks: see i8_affine::dequantize"),
     quantize: None,

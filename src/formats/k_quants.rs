@@ -3,7 +3,7 @@
 //! `dequantize_row_*`, and `affine_*` give the same values as int8 codes and, per 16 weights,
 //! (s, o) with value = code s + o, the very products ggml computes.
 
-use super::{Layout, Unit, WeightFormat, f16_at};
+use super::{Layout, Pairs, Unit, WeightFormat, f16_at};
 
 /// Weights per super-block.
 pub const QK_K: usize = 256;
@@ -17,7 +17,7 @@ pub const Q2_K: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q2_k.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| out.extend(dequantize_q2_k(b)),
@@ -34,7 +34,7 @@ pub const Q3_K: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q3_k.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| out.extend(dequantize_q3_k(b)),
@@ -51,7 +51,7 @@ pub const Q4_K: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_k.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| out.extend(dequantize_q4_k(b)),
@@ -68,7 +68,7 @@ pub const Q5_K: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_k.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| out.extend(dequantize_q5_k(b)),
@@ -85,7 +85,7 @@ pub const Q6_K: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q6_k.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| out.extend(dequantize_q6_k(b)),

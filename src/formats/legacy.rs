@@ -3,7 +3,7 @@
 //! only). Each function takes or returns one block as a GGUF file stores it; the dequantizers
 //! follow `dequantize_row_*`.
 
-use super::{Layout, Unit, WeightFormat, Wide, f16_at};
+use super::{Layout, Pairs, Unit, WeightFormat, Wide, f16_at};
 use half::f16;
 
 /// Weights per block.
@@ -19,7 +19,7 @@ pub const Q8_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q8_0.wgsl"),
     own_dot16: true,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
         wgsl: include_str!("../../shaders/common/weights_q8_0_wide.wgsl"),
@@ -27,7 +27,7 @@ pub const Q8_0: Unit = Unit {
         // A whole block per load (lavapipe, Gemma 3 270M decode, measured against 16).
         dot: 32,
         own_block: true,
-        own_pairs: true,
+        pairs: Pairs::BlockScale,
     }),
     dequantize: |b, out| {
         let d = f16_at(b, 0);
@@ -50,7 +50,7 @@ pub const Q4_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_0.wgsl"),
     own_dot16: true,
     own_dot32: true,
-    own_pairs: true,
+    pairs: Pairs::BlockScale,
     narrow_tiles: true,
     wide: None,
     dequantize: |b, out| {
@@ -74,7 +74,7 @@ pub const Q4_1: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q4_1.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
@@ -98,7 +98,7 @@ pub const Q5_0: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_0.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {
@@ -122,7 +122,7 @@ pub const Q5_1: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_q5_1.wgsl"),
     own_dot16: false,
     own_dot32: false,
-    own_pairs: false,
+    pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: None,
     dequantize: |b, out| {

@@ -76,9 +76,8 @@ pub struct Unit {
     /// `wgsl` also defines `w_dot32` (a whole 32-weight block at once, its bytes and scale
     /// loaded once); the others get `weights_dot32.wgsl`'s, two `w_dot16`.
     pub own_dot32: bool,
-    /// `wgsl` also defines `w_dot32_pairs` (what two rows of a row tile share loaded once for
-    /// both); the others get `weights_dot32_pairs.wgsl`'s, `w_dot32` row by row.
-    pub own_pairs: bool,
+    /// Where its `w_dot32_pairs` comes from.
+    pub pairs: Pairs,
     /// `wgsl` finds its 16-byte words through `word_at` (each holds whole blocks), so CPU
     /// adapters store the format in row tiles (`shaders/common/weights_tiles.wgsl`) when they
     /// read it narrow, as they do every format they read wide.
@@ -113,9 +112,22 @@ pub struct Wide {
     /// `wgsl` also defines `w_block` and `w_load8_in` (a block's scales loaded once for its
     /// four groups of 8); the others get `weights_block.wgsl`'s, plain `w_load8`.
     pub own_block: bool,
-    /// `wgsl` also defines `w_dot32_pairs` (what two rows of a tile share loaded once for
-    /// both); the others get `weights_dot32_pairs.wgsl`'s, `w_dot32` row by row.
-    pub own_pairs: bool,
+    /// Where its `w_dot32_pairs` comes from.
+    pub pairs: Pairs,
+}
+
+/// Where a reading's `w_dot32_pairs` (two pairs of neighbouring rows of a row tile, 32 weights
+/// of each: matvec's CPU layout with 32 weights a step) comes from: what the rows of a pair
+/// share is loaded once for both, where the format says how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairs {
+    /// `shaders/common/weights_dot32_pairs.wgsl`: `w_dot32` row by row.
+    RowByRow,
+    /// `shaders/common/weights_dot32_pairs_scaled.wgsl`: one f16 scale per block, from the
+    /// format's `block_codes`.
+    BlockScale,
+    /// The format's file defines its own.
+    Own,
 }
 
 /// Every format's unit, in the order of [`WeightFormat`]'s variants.

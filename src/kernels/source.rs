@@ -2,7 +2,7 @@
 //! `shaders/common/` it needs. This is the only place that puts shader text together, and it
 //! only concatenates whole files.
 
-use crate::formats::WeightFormat;
+use crate::formats::{Pairs, WeightFormat};
 
 /// One shader file and what it needs.
 pub struct Shader {
@@ -172,6 +172,8 @@ const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgs
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
 const WEIGHTS_DOT32_PAIRS: &str = include_str!("../../shaders/common/weights_dot32_pairs.wgsl");
+const WEIGHTS_DOT32_PAIRS_SCALED: &str =
+    include_str!("../../shaders/common/weights_dot32_pairs_scaled.wgsl");
 const WEIGHTS_DATA: &str = include_str!("../../shaders/common/weights_data.wgsl");
 const WEIGHTS_DATA_WIDE: &str = include_str!("../../shaders/common/weights_data_wide.wgsl");
 const WEIGHTS_ROWS: &str = include_str!("../../shaders/common/weights_rows.wgsl");
@@ -230,11 +232,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
     let words = if w.tiled { WEIGHTS_TILES } else { WEIGHTS_ROWS };
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
         let block = if wide.own_block { "" } else { WEIGHTS_BLOCK };
-        let pairs = if wide.own_pairs {
-            ""
-        } else {
-            WEIGHTS_DOT32_PAIRS
-        };
+        let pairs = pairs_helper(wide.pairs);
         return [
             WEIGHTS_DATA_WIDE,
             words,
@@ -253,11 +251,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
     };
     let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
     let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
-    let pairs = if unit.own_pairs {
-        ""
-    } else {
-        WEIGHTS_DOT32_PAIRS
-    };
+    let pairs = pairs_helper(unit.pairs);
     [
         WEIGHTS_DATA,
         words,
@@ -268,6 +262,15 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
         pairs,
         WEIGHTS_BLOCK,
     ]
+}
+
+/// The file that defines a reading's `w_dot32_pairs` ("" where its own file does).
+fn pairs_helper(pairs: Pairs) -> &'static str {
+    match pairs {
+        Pairs::RowByRow => WEIGHTS_DOT32_PAIRS,
+        Pairs::BlockScale => WEIGHTS_DOT32_PAIRS_SCALED,
+        Pairs::Own => "",
+    }
 }
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
