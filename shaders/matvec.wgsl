@@ -11,8 +11,9 @@
 //   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows.
 // - CPU adapters: grid (ceil(rows / (4 WG)) as a 2-D grid, 1, n). Each invocation walks four
 //   whole rows side by side (four independent sums in flight); quantized formats 16 or 32
-//   weights at a time through the format's `w_dot16` or `w_dot32` (see DOT: every loaded word
-//   used, a scale loaded and applied once, x's vec4s loaded once for the four rows, and with
+//   weights at a time through the format's `w_dot16`, or `w_dot32_pairs` (the four rows as
+//   two pairs that share their scales' loads; see DOT: every loaded word used, a scale
+//   loaded and applied once, x's vec4s loaded once for the four rows, and with
 //   subgroups by one invocation for its whole subgroup: llvmpipe turns each lane's load into a
 //   bounds-checked scalar load, and a load of x at a uniform index costs nearly as much), so
 //   reads are contiguous per invocation and nothing needs reducing.
