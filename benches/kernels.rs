@@ -337,6 +337,12 @@ fn main() {
             Ok("gpu") => Some(false),
             _ => None,
         },
+        // And both activations of the quantized matvecs: GEMMA_WGPU_ACTIVATIONS=int8 or f32.
+        int8_products: match std::env::var("GEMMA_WGPU_ACTIVATIONS").as_deref() {
+            Ok("int8") => Some(true),
+            Ok("f32") => Some(false),
+            _ => None,
+        },
         ..Default::default()
     };
     let gpu = Gpu::new(&options).unwrap_or_else(|e| panic!("{e}"));
@@ -345,6 +351,10 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(if gpu.caps.cpu_like { 3 } else { 50 });
     println!("adapter: {}", gpu.describe());
+    println!(
+        "activations of the quantized products: {}",
+        gpu.caps.activations()
+    );
     let mut b = Bench {
         gpu,
         reps,

@@ -67,6 +67,13 @@ done
 # The default step on GPUs (512 tokens) against llama-bench's -ub 64 equivalent.
 step bench-gemma2-2b-q4_0-chunk64 30 "$bin/gemma-wgpu" --backend vulkan bench --synthetic gemma2-2b \
     --dtype q4_0 -p "${PP:-512}" -n 0 -r 2 --chunk 64
+# The quantized products with f32 activations, beside the default int8 ones above.
+step kernel-bench-f32-activations 40 env GEMMA_WGPU_BACKEND=vulkan GEMMA_WGPU_ACTIVATIONS=f32 \
+    GEMMA_WGPU_BENCH_FILTER=mat "$bin/bench-kernels" --bench
+for d in q4_0 q8_0; do
+    step "bench-gemma2-2b-$d-f32-activations" 30 "$bin/gemma-wgpu" --backend vulkan --activations f32 \
+        bench --synthetic gemma2-2b --dtype "$d" -p "${PP:-512}" -n "${TG:-128}" -r 2
+done
 step kernel-tests-gl 40 env GEMMA_WGPU_TEST_BACKENDS=gl "$bin/kernels" --test-threads 4
 
 echo
@@ -74,7 +81,8 @@ echo "## kernel tests"; grep -E "^test result|FAILED|panicked" "$out/kernel-test
 echo "## kernel tests on GL"; grep -E "^test result|FAILED|panicked" "$out/kernel-tests-gl.log" | head -5
 grep -A8 -m1 "panicked" "$out/kernel-tests-gl.log" | cut -c1-400
 echo "## model tests"; grep -E "^test result|FAILED|panicked" "$out/model-tests.log" | head -20
-echo "## kernel bench"; grep -E "^adapter|^copy|^timer|^\| (matvec|matmul|attention|copy)" "$out/kernel-bench.log"
+echo "## kernel bench"; grep -E "^adapter|^activations|^copy|^timer|^\| (matvec|matmul|attention|copy)" "$out/kernel-bench.log"
+echo "## kernel bench, f32 activations"; grep -E "^activations|^\| mat(vec|mul)" "$out/kernel-bench-f32-activations.log"
 echo "## whole model (synthetic weights)"
 for f in "$out"/bench-*.log; do
     grep -E "^\| .*(pp|tg)[0-9]+ \|" "$f"

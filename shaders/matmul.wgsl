@@ -16,6 +16,11 @@
 //   8-byte words) and the others read it from that lane, where one lane loaded all eight
 //   tokens' for its subgroup (llvmpipe walks the lanes for every load, even one lane's;
 //   Gemma 3 270M pp512 on lavapipe 86.4-86.9 -> 102.4-105.1 tokens/s with 8 tokens a tile).
+// - GPUs with INT8 (quantized weights): grid and tile as the GPU layout's, stepping k by one
+//   32-weight block: invocations 0..63 quantize the tile's 64 tokens' block of x to int8
+//   (`x_quant32`) into workgroup memory, then each invocation multiplies its 4 rows' block
+//   (`w_idot32`, packed integer dot products) with its 4 tokens' codes. The product is W
+//   times reference::quantize_q8(x), as decode's (matvec.wgsl) and GGML's mul_mmq compute.
 // k must be a multiple of 32 (checked by the wrapper).
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up, as
 // matvec.wgsl's does (p.rows counts outputs; the up rows follow the gate rows): a GPU tile's
@@ -42,12 +47,16 @@ const KT: u32 = 16u;
 override WG: u32 = 256u;
 override REGISTER_TILES: bool = false;
 override GEGLU: bool = false;
+// GPU layout, quantized weights: int8 activations (see the header).
+override INT8: bool = false;
 // CPU layout with subgroups of at least 8 lanes: each lane loads one token's slice of x and
 // hands it to the others (see tile_x).
 override SPREAD_X: bool = false;
 // Tiles stored k-major ([KT][TILE]) so the inner loop reads 4 consecutive floats as a vec4.
 var<workgroup> w_tile: array<vec4<f32>, 256>;
 var<workgroup> x_tile: array<vec4<f32>, 256>;
+// INT8: the tile's tokens' current block of x, quantized.
+var<workgroup> xq_tile: array<XQ32, 64>;
 
 // Writes elements kk .. kk + 8 of tile row `row` into the W tile (to_w) or the X tile.
 // Element (kk + e, row) of a [KT][TILE] tile lives at vec4 (kk + e) * 16 + row / 4, lane row % 4.
@@ -260,10 +269,51 @@ fn store4(t: u32, u: u32, acc: vec4<f32>) {
     }
 }
 
+// The GPU layout with int8 activations: a 64 x 64 tile, block by block of k; invocation
+// (tx, ty) owns unit tx's four rows and tokens 4 ty .. 4 ty + 3 of the tile.
+fn int8_tile(inv: Invocation) {
+    let unit = inv.wg.x * (TILE / 4u) + inv.lid % 16u;
+    let tok0 = inv.wg.y * TILE;
+    let ty = inv.lid / 16u;
+    let r = unit_rows(unit);
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var b = 0u; b < p.k / 32u; b++) {
+        workgroupBarrier();
+        if inv.lid < TILE {
+            // Tokens past the end repeat the last (their sums are not stored).
+            let t = min(tok0 + inv.lid, p.n - 1u);
+            xq_tile[inv.lid] = x_quant32(t * (p.k / 32u) + b);
+        }
+        workgroupBarrier();
+        for (var i = 0u; i < 4u; i++) {
+            let xq = xq_tile[ty * 4u + i];
+            acc[i] += xq.d * vec4<f32>(
+                w_idot32(r.x, b, p.k, xq),
+                w_idot32(r.y, b, p.k, xq),
+                w_idot32(r.z, b, p.k, xq),
+                w_idot32(r.w, b, p.k, xq),
+            );
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let t = tok0 + ty * 4u + i;
+        if t < p.n {
+            store4(t, unit, acc[i]);
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     if REGISTER_TILES {
         register_tile(inv);
+        return;
+    }
+    if INT8 {
+        int8_tile(inv);
         return;
     }
     // The tile's 64 rows are 16 units of four (see unit_rows).

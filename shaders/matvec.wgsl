@@ -46,6 +46,11 @@ override ROW_PER_INVOCATION: bool = false;
 // through `w_load8` (plain floats, where that measured faster); a wide reading sets its own
 // (formats::Wide::dot: 32 for Q8_0 and i8_affine, 16 for the others).
 override DOT: u32 = 8u;
+// GPU layout, quantized weights (RUN = 4: a unit is a 32-weight block): x's block quantized
+// to int8 codes by the invocation that takes it (`x_quant32`, once for the ROWS rows) and
+// multiplied with the format's integer reading (`w_idot32`, packed dot products); the product
+// is then W times reference::quantize_q8(x), as GGML's integer matrix-vector kernels compute.
+override INT8: bool = false;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
 override GEGLU: bool = false;
@@ -191,7 +196,19 @@ fn main(inv: Invocation) {
     var acc = vec4<f32>(0.0);
     for (var j = 0u; j < per; j++) {
         let unit = select(inv.lid + j * WG, inv.lid * per + j, CONTIGUOUS);
-        if unit < units {
+        if unit < units && INT8 {
+            let xq = x_quant32(v * (p.k / 32u) + unit);
+            acc.x += xq.d * w_idot32(r0, unit, p.k, xq);
+            if ROWS > 1u {
+                acc.y += xq.d * w_idot32(r1, unit, p.k, xq);
+            }
+            if ROWS > 2u {
+                acc.z += xq.d * w_idot32(r2, unit, p.k, xq);
+            }
+            if ROWS > 3u {
+                acc.w += xq.d * w_idot32(r3, unit, p.k, xq);
+            }
+        } else if unit < units {
             for (var q = 0u; q < RUN; q++) {
                 let g = unit * RUN + q;
                 let xb = x_load8(xbase + g);

@@ -466,6 +466,7 @@ fn print_profile(
             "profile": kind, "context": context, "tokens": tokens,
             "adapter": m.gpu().describe(),
             "driver": info.driver, "driver_info": info.driver_info,
+            "activations": m.gpu().caps.activations(),
             "dispatches_per_step": p.dispatches.len(), "layers": layers,
             "command_buffers_per_step": p.command_buffers,
             "host_encode_submit_us": us(p.host_encode_submit),
@@ -481,10 +482,11 @@ fn print_profile(
     writeln!(w)?;
     writeln!(
         w,
-        "{what}, {} ({} {})",
+        "{what}, {} ({} {}), {} activations",
         m.gpu().describe(),
         info.driver,
-        info.driver_info
+        info.driver_info,
+        m.gpu().caps.activations()
     )?;
     writeln!(w, "| kernel | dispatches | GPU us | % |")?;
     writeln!(w, "| --- | ---: | ---: | ---: |")?;

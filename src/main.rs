@@ -49,6 +49,16 @@ struct Cli {
     /// Allocate at most this many bytes of GPU buffers (emulates a device with less memory).
     #[arg(long, global = true, env = "GEMMA_WGPU_MAX_MEMORY", hide = true)]
     max_memory: Option<u64>,
+    /// Products with quantized weights on GPUs: int8 (the default) quantizes the activation
+    /// per block of 32 and multiplies codes (GGML's q8_1, integer dot products), f32 keeps it
+    /// exact. CPU adapters (lavapipe, llvmpipe) always take f32.
+    #[arg(long, global = true, env = "GEMMA_WGPU_ACTIVATIONS", default_value = "auto",
+          value_parser = ["auto", "int8", "f32"])]
+    activations: String,
+    /// Access patterns: auto (by adapter type), cpu or gpu (either layout on one adapter).
+    #[arg(long, global = true, env = "GEMMA_WGPU_LAYOUT", default_value = "auto", hide = true,
+          value_parser = ["auto", "cpu", "gpu"])]
+    layout: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,6 +188,10 @@ struct PerplexityArgs {
     /// Tokens per chunk.
     #[arg(short, long, default_value_t = 512)]
     ctx: usize,
+    /// Tokens per step through the model (default: per adapter); 1 scores every position
+    /// through decode's kernels.
+    #[arg(long)]
+    chunk: Option<usize>,
     /// A base run to measure KL divergence against: read when the file exists, written
     /// (from this run) when it does not.
     #[arg(long)]
@@ -703,10 +717,15 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
         format: a.dtype,
         kv: a.kv,
         ctx: Some(a.ctx),
+        chunk: a.chunk,
         all_logits: true,
         progress: true,
         ..Default::default()
     };
+    let max_chunk = gemma_wgpu::model::MAX_CHUNK;
+    if a.chunk.is_some_and(|c| c == 0 || c > max_chunk) {
+        anyhow::bail!("--chunk must be 1 to {max_chunk} tokens");
+    }
     let mut engine = Engine::load(&a.model, gpu, &options)?;
     let _ = writeln!(
         std::io::stderr(),
@@ -861,6 +880,14 @@ fn run() -> Result<()> {
         adapter: cli.adapter.clone(),
         max_binding_size: cli.max_binding_size,
         max_memory: cli.max_memory,
+        int8_products: match cli.activations.as_str() {
+            "auto" => None,
+            a => Some(a == "int8"),
+        },
+        cpu_layout: match cli.layout.as_str() {
+            "auto" => None,
+            l => Some(l == "cpu"),
+        },
         ..Default::default()
     };
     match &cli.command {

@@ -68,3 +68,37 @@ struct X32 {
     lo: X16,
     hi: X16,
 }
+
+// 32 consecutive entries of an activation vector quantized to int8 (the GPUs' integer
+// products, matvec.wgsl's `x_quant32`; CPU reference: reference::quantize_q8): entry j is
+// code c_j times d, codes 4 to a word (entry 4i in the low byte), entries 0..15 in `lo` and
+// 16..31 in `hi`; `sum` holds the sums of the codes of each half.
+struct XQ32 {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    d: f32,
+    sum: vec2<i32>,
+}
+
+// The dot product of 16 int8 codes with 16 of an XQ32's (four packed dot products).
+fn xq_dot16(w: vec4<u32>, x: vec4<u32>) -> i32 {
+    return dot4I8Packed(w.x, x.x) + dot4I8Packed(w.y, x.y) + dot4I8Packed(w.z, x.z)
+        + dot4I8Packed(w.w, x.w);
+}
+
+// A 32-weight block's 16 bytes of nibbles (element j in the low nibble of byte j, j + 16 in
+// its high nibble: GGML's Q4_0, Q4_1, Q5_0, Q5_1) plus 16 times bit j of qh (0 for 4-bit
+// codes), as int8 codes in XQ32's order: [0] elements 0..15, [1] 16..31.
+fn nibble_codes(qs: vec4<u32>, qh: u32) -> array<vec4<u32>, 2> {
+    var c: array<vec4<u32>, 2>;
+    for (var i = 0u; i < 4u; i++) {
+        c[0][i] = (qs[i] & 0x0f0f0f0fu) | bits_at_4(qh >> (4u * i));
+        c[1][i] = ((qs[i] >> 4u) & 0x0f0f0f0fu) | bits_at_4(qh >> (16u + 4u * i));
+    }
+    return c;
+}
+
+// Bits 0..3 of b as bit 4 of bytes 0..3.
+fn bits_at_4(b: u32) -> u32 {
+    return ((b & 1u) << 4u) | ((b & 2u) << 11u) | ((b & 4u) << 18u) | ((b & 8u) << 25u);
+}

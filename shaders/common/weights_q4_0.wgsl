@@ -65,3 +65,13 @@ fn w_dot32(row: u32, b: u32, k: u32, xs: X32) -> f32 {
     let block = word_at(row, b, k / 32u);
     return block_codes(block, xs) * block_scale(block);
 }
+
+// A whole block against int8 activations (contract: weights_idot32.wgsl): its nibbles as
+// bytes in eight packed dot products, the code offset 8 taken off through the sums of x's
+// codes, the scale applied once.
+fn w_idot32(row: u32, b: u32, k: u32, xq: XQ32) -> f32 {
+    let block = word_at(row, b, k / 32u);
+    let c = nibble_codes(w_data[block], 0u);
+    let s = xq_dot16(c[0], xq.lo) + xq_dot16(c[1], xq.hi);
+    return f32(s - 8 * (xq.sum.x + xq.sum.y)) * block_scale(block);
+}

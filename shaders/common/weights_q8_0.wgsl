@@ -28,3 +28,11 @@ fn w_dot16(row: u32, h: u32, k: u32, xs: X16) -> f32 {
         + dot(i8x4(v.w), xs.v[3]);
     return s * block_scale(row * (k / 32u) + h / 2u);
 }
+
+// A whole block against int8 activations (contract: weights_idot32.wgsl): its two vec4s of
+// codes in eight packed dot products, the scale applied once.
+fn w_idot32(row: u32, b: u32, k: u32, xq: XQ32) -> f32 {
+    let i = row * (k / 16u) + 2u * b;
+    let s = xq_dot16(w_data[i], xq.lo) + xq_dot16(w_data[i + 1u], xq.hi);
+    return f32(s) * block_scale(row * (k / 32u) + b);
+}

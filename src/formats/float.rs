@@ -13,6 +13,7 @@ pub const F32: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f32.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_idot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
@@ -36,6 +37,7 @@ pub const BF16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_bf16.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_idot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
@@ -59,6 +61,7 @@ pub const F16: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_f16.wgsl"),
     own_dot16: false,
     own_dot32: false,
+    own_idot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {

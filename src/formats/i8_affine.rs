@@ -18,6 +18,7 @@ pub const I8_AFFINE: Unit = Unit {
     wgsl: include_str!("../../shaders/common/weights_i8_affine.wgsl"),
     own_dot16: true,
     own_dot32: false,
+    own_idot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {

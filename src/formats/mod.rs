@@ -76,6 +76,10 @@ pub struct Unit {
     /// `wgsl` also defines `w_dot32` (a whole 32-weight block at once, its bytes and scale
     /// loaded once); the others get `weights_dot32.wgsl`'s, two `w_dot16`.
     pub own_dot32: bool,
+    /// `wgsl` also defines `w_idot32` (a 32-weight block against int8 activations through
+    /// packed integer dot products, its scales applied once); the others get
+    /// `weights_idot32.wgsl`'s, their f32 values against the codes.
+    pub own_idot32: bool,
     /// Where its `w_dot32_pairs` comes from.
     pub pairs: Pairs,
     /// `wgsl` finds its 16-byte words through `word_at` (each holds whole blocks), so CPU

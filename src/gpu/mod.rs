@@ -39,6 +39,9 @@ pub struct GpuOptions {
     /// Force the CPU-style (true) or GPU-style (false) access patterns instead of choosing by
     /// the adapter's device type (tests both layouts on one adapter).
     pub cpu_layout: Option<bool>,
+    /// With the GPU layout, whether quantized weights multiply 8-bit-quantized activations
+    /// (true, the default) or f32 ones (see [`Caps::int8_products`]).
+    pub int8_products: Option<bool>,
     /// Allocate at most this many bytes of buffers in all: a larger request fails as an
     /// out-of-memory would (emulates a device with less memory).
     pub max_memory: Option<u64>,
@@ -60,6 +63,12 @@ pub struct Caps {
     /// The adapter runs shaders on the CPU (lavapipe, llvmpipe, WARP): access patterns that
     /// suit CPU caches win there, so kernels pick their CPU layout.
     pub cpu_like: bool,
+    /// The products with quantized weights (matvec, matmul) quantize the activation to int8
+    /// blocks of 32 and multiply codes with packed integer dot products (GGML's q8_1
+    /// activations, as its mul_mat_vecq and mul_mmq on GPUs): the GPU layout's default. The CPU layout always takes
+    /// f32 activations (lavapipe lowers `dot4I8Packed` to shifts and 32-bit multiplies, no
+    /// cheaper than its f32 path).
+    pub int8_products: bool,
     /// Largest storage binding the kernels may use, in bytes.
     pub max_binding_size: u64,
     /// Largest buffer, in bytes.
@@ -68,6 +77,13 @@ pub struct Caps {
     pub max_workgroup_storage: u32,
     /// Largest workgroup count per dispatch dimension.
     pub max_workgroups_per_dim: u32,
+}
+
+impl Caps {
+    /// What the quantized products multiply: "int8" or "f32" activations.
+    pub fn activations(&self) -> &'static str {
+        if self.int8_products { "int8" } else { "f32" }
+    }
 }
 
 /// An open device with its queue and capabilities.
@@ -137,6 +153,9 @@ impl Gpu {
         if let Some(cap) = options.max_binding_size {
             max_binding_size = max_binding_size.min(cap);
         }
+        let cpu_like = options
+            .cpu_layout
+            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         let caps = Caps {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
@@ -146,9 +165,8 @@ impl Gpu {
             },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             int64: features.contains(wgpu::Features::SHADER_INT64),
-            cpu_like: options
-                .cpu_layout
-                .unwrap_or(info.device_type == wgpu::DeviceType::Cpu),
+            cpu_like,
+            int8_products: !cpu_like && options.int8_products.unwrap_or(true),
             max_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,

@@ -1,6 +1,6 @@
 //! matmul: Y = X W^T for prefill blocks of token rows (shaders/matmul.wgsl).
 
-use super::matrix::MatrixArgs;
+use super::matrix::{MatrixArgs, int8_activations};
 use super::matvec::{bind_geglu_matrix, bind_matrix};
 use super::{Dispatch, groups, source};
 use crate::formats::WeightFormat;
@@ -30,6 +30,8 @@ pub struct Matmul {
     format: WeightFormat,
     /// The CPU layout (see matmul.wgsl).
     register_tiles: bool,
+    /// x is quantized to int8 blocks (see [`Matmul::int8`]).
+    int8: bool,
 }
 
 impl Matmul {
@@ -37,12 +39,14 @@ impl Matmul {
         let register_tiles = gpu.caps.cpu_like;
         let wg = if register_tiles { REGISTER_WG } else { TILE_WG };
         let spread_x = register_tiles && gpu.caps.min_subgroup_size >= SPREAD_LANES;
+        let int8 = int8_activations(gpu, format);
         let build = |geglu: bool| {
             let constants = [
                 ("WG", wg as f64),
                 ("REGISTER_TILES", register_tiles as u8 as f64),
                 ("GEGLU", geglu as u8 as f64),
                 ("SPREAD_X", spread_x as u8 as f64),
+                ("INT8", int8 as u8 as f64),
             ];
             let variant = geglu.then_some("geglu");
             source::build(
@@ -59,7 +63,14 @@ impl Matmul {
             geglu: build(true)?,
             format,
             register_tiles,
+            int8,
         })
+    }
+
+    /// Whether this product multiplies x quantized to int8 blocks of 32 (see
+    /// [`int8_activations`]).
+    pub fn int8(&self) -> bool {
+        self.int8
     }
 
     /// Workgroups for `rows` weight rows and `n` tokens: (over rows, over tokens).

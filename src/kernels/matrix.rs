@@ -1,6 +1,6 @@
 //! Weight matrices on the GPU, split by rows into chunks that fit one storage binding.
 
-use crate::formats::{HostMatrix, WeightFormat};
+use crate::formats::{HostMatrix, Layout, WeightFormat};
 use crate::gpu::Gpu;
 use crate::kernels::source::WeightsSource;
 use crate::kernels::{bindings, params};
@@ -77,6 +77,13 @@ const MIN_BINDING_BYTES: u64 = 32;
 /// Rows per tile of a matrix stored in row tiles (`TILE_ROWS` of
 /// shaders/common/weights_tiles.wgsl).
 pub const TILE_ROWS: usize = 32;
+
+/// Whether the matrix products (matvec, matmul) multiply `format` with x quantized to int8
+/// blocks of 32 (reference::quantize_q8) rather than x itself: quantized weights, in the GPU
+/// layouts, on a device whose [`crate::gpu::Caps::int8_products`] says so.
+pub fn int8_activations(gpu: &Gpu, format: WeightFormat) -> bool {
+    gpu.caps.int8_products && !gpu.caps.cpu_like && format.unit().layout != Layout::Elements
+}
 
 /// Whether this device stores `format`'s matrices in row tiles (see
 /// shaders/common/weights_tiles.wgsl and [`WeightsSource::for_device`]). Elsewhere rows follow

@@ -1,6 +1,6 @@
 //! matvec: y = W x for decode (shaders/matvec.wgsl).
 
-use super::matrix::{MatrixArgs, MatrixBuffers, MatrixParams};
+use super::matrix::{MatrixArgs, MatrixBuffers, MatrixParams, int8_activations};
 use super::{Dispatch, check_len, groups, source};
 use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
@@ -50,6 +50,8 @@ pub struct Matvec {
     format: WeightFormat,
     /// Rows per workgroup.
     rows_per_workgroup: u32,
+    /// x is quantized to int8 blocks (see [`Matvec::int8`]).
+    int8: bool,
 }
 
 impl Matvec {
@@ -59,6 +61,9 @@ impl Matvec {
         let row_per_invocation = gpu.caps.cpu_like;
         let wg = if row_per_invocation { CPU_WG } else { WG };
         let reading = source::WeightsSource::for_device(gpu, format);
+        let int8 = int8_activations(gpu, format);
+        // With int8 activations a unit of work is one 32-weight block (x_quant32's).
+        let run = if int8 { 4 } else { run_for(format) };
         let build = |geglu: bool| {
             source::build(
                 gpu,
@@ -70,10 +75,11 @@ impl Matvec {
                     ("WG", wg as f64),
                     ("ROWS", ROWS as f64),
                     ("CONTIGUOUS", 0.0),
-                    ("RUN", run_for(format) as f64),
+                    ("RUN", run as f64),
                     ("ROW_PER_INVOCATION", row_per_invocation as u8 as f64),
                     ("DOT", weights_per_step(reading) as f64),
                     ("GEGLU", geglu as u8 as f64),
+                    ("INT8", int8 as u8 as f64),
                 ],
             )
         };
@@ -88,7 +94,14 @@ impl Matvec {
             geglu,
             format,
             rows_per_workgroup,
+            int8,
         })
+    }
+
+    /// Whether this product multiplies x quantized to int8 blocks of 32 (see
+    /// [`int8_activations`]).
+    pub fn int8(&self) -> bool {
+        self.int8
     }
 
     /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W.

@@ -23,6 +23,8 @@ pub struct Shader {
     /// Its twin reading 8-byte words, used where the device does (see [`reads_wide`]; ""
     /// for none).
     pub shared_wide: &'static str,
+    /// A helper file included beside whichever twin of `shared` ("" for none).
+    pub shared_both: &'static str,
 }
 
 macro_rules! shader {
@@ -36,6 +38,7 @@ macro_rules! shader {
             bindings: <$buffers<'static> as crate::kernels::Bindings<'static>>::LIST,
             shared: "",
             shared_wide: "",
+            shared_both: "",
         }
     };
     ($name:literal, $entries:expr, $weights:expr, $params:ty, $buffers:ident, $shared:literal) => {
@@ -56,6 +59,29 @@ macro_rules! shader {
         Shader {
             shared_wide: include_str!(concat!("../../shaders/common/", $shared_wide, ".wgsl")),
             ..shader!($name, $entries, $weights, $params, $buffers, $shared)
+        }
+    };
+    (
+        $name:literal,
+        $entries:expr,
+        $weights:expr,
+        $params:ty,
+        $buffers:ident,
+        $shared:literal,
+        $shared_wide:literal,
+        $shared_both:literal
+    ) => {
+        Shader {
+            shared_both: include_str!(concat!("../../shaders/common/", $shared_both, ".wgsl")),
+            ..shader!(
+                $name,
+                $entries,
+                $weights,
+                $params,
+                $buffers,
+                $shared,
+                $shared_wide
+            )
         }
     };
 }
@@ -108,7 +134,8 @@ pub const MATMUL: Shader = shader!(
     MatrixParams,
     MatrixBuffers,
     "matrix_x",
-    "matrix_x_wide"
+    "matrix_x_wide",
+    "matrix_x_q8"
 );
 pub const MATVEC: Shader = shader!(
     "matvec",
@@ -117,7 +144,8 @@ pub const MATVEC: Shader = shader!(
     MatrixParams,
     MatrixBuffers,
     "matrix_x",
-    "matrix_x_wide"
+    "matrix_x_wide",
+    "matrix_x_q8"
 );
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
 pub const RESIDUAL_NORM: Shader = shader!(
@@ -171,6 +199,7 @@ const WEIGHTS_BLOCK: &str = include_str!("../../shaders/common/weights_block.wgs
 const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgsl");
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
+const WEIGHTS_IDOT32: &str = include_str!("../../shaders/common/weights_idot32.wgsl");
 const WEIGHTS_DOT32_PAIRS: &str = include_str!("../../shaders/common/weights_dot32_pairs.wgsl");
 const WEIGHTS_DOT32_PAIRS_SCALED: &str =
     include_str!("../../shaders/common/weights_dot32_pairs_scaled.wgsl");
@@ -225,9 +254,10 @@ impl WeightsSource {
 }
 
 /// The data and scale bindings, `word_at`, and the `w_load8`, `w_dot16`, `w_dot32`,
-/// `w_dot32_pairs`, `w_block` and `w_load8_in` of a format (with the byte helpers for the GGUF
-/// block formats).
-fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
+/// `w_dot32_pairs`, `w_block`, `w_load8_in` and `w_idot32` of a format (with the byte helpers
+/// for the GGUF block formats). A wide reading (CPU adapters, which multiply f32 activations)
+/// takes the generic `w_idot32`.
+fn weights_helper(w: WeightsSource) -> [&'static str; 9] {
     let unit = w.format.unit();
     let words = if w.tiled { WEIGHTS_TILES } else { WEIGHTS_ROWS };
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
@@ -242,6 +272,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
             "",
             pairs,
             block,
+            WEIGHTS_IDOT32,
         ];
     }
     let bytes = if w.format.ggml_block().is_some() {
@@ -251,6 +282,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
     };
     let dot16 = if unit.own_dot16 { "" } else { WEIGHTS_DOT16 };
     let dot32 = if unit.own_dot32 { "" } else { WEIGHTS_DOT32 };
+    let idot32 = if unit.own_idot32 { "" } else { WEIGHTS_IDOT32 };
     let pairs = pairs_helper(unit.pairs);
     [
         WEIGHTS_DATA,
@@ -261,6 +293,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 8] {
         dot32,
         pairs,
         WEIGHTS_BLOCK,
+        idot32,
     ]
 }
 
@@ -275,8 +308,8 @@ fn pairs_helper(pairs: Pairs) -> &'static str {
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
 /// the math helpers, the weight data binding and format helpers when the shader reads
-/// weights, the helper file it shares with its kind (its wide twin when `wide`), then the
-/// body.
+/// weights, the helper files it shares with its kind (`shared`, or its wide twin when
+/// `wide`, and `shared_both`), then the body.
 pub fn compose(
     shader: &Shader,
     subgroups: bool,
@@ -288,10 +321,10 @@ pub fn compose(
     } else {
         REDUCE_WORKGROUP
     };
-    let [data, words, bytes, own, dot16, dot32, pairs, block] = weights
+    let [data, words, bytes, own, dot16, dot32, pairs, block, idot32] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or([""; 8]);
+        .unwrap_or([""; 9]);
     [
         reduce,
         MATH,
@@ -303,11 +336,13 @@ pub fn compose(
         dot32,
         pairs,
         block,
+        idot32,
         if wide && !shader.shared_wide.is_empty() {
             shader.shared_wide
         } else {
             shader.shared
         },
+        shader.shared_both,
         shader.body,
     ]
     .join("\n")

@@ -25,6 +25,33 @@ pub fn matvec(w: &[f32], x: &[f32], rows: usize, k: usize) -> Vec<f32> {
     matmul(w, x, rows, k)
 }
 
+/// Weights per block of [`quantize_q8`].
+pub const Q8_BLOCK: usize = 32;
+
+/// The scale d of a [`quantize_q8`] block whose largest magnitude is `amax`, and the
+/// reciprocal its codes are rounded from (0 for an all-zero block).
+pub fn q8_scale(amax: f32) -> (f32, f32) {
+    let d = amax * (1.0 / 127.0);
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// Activations as the GPUs' integer products see them (matvec with quantized activations):
+/// each block of 32 as int8 codes c = round(x / d) with d = max |x| / 127 (GGML's q8_1), and
+/// returned as the values c d. Rows of x are whole blocks.
+pub fn quantize_q8(x: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for block in x.chunks(Q8_BLOCK) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let (d, id) = q8_scale(amax);
+        out.extend(
+            block
+                .iter()
+                .map(|v| (v * id).round_ties_even().clamp(-127.0, 127.0) * d),
+        );
+    }
+    out
+}
+
 /// Gemma's RMSNorm of each row of x [n, d]: x / sqrt(mean(x^2) + eps) * (w_offset + w).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, w_offset: f32) -> Vec<f32> {
     let d = w.len();
@@ -231,4 +258,32 @@ pub fn log_prob(logits: &[f32], vocab: usize, ids: &[u32], m: usize) -> Vec<f64>
             std::iter::once(lse).chain(ids.iter().map(move |&i| row[i as usize] as f64 - lse))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry lands within half a step d of its value, the largest magnitude on ±127 d,
+    /// and an all-zero block stays zero.
+    #[test]
+    fn quantize_q8_rounds_each_block_to_its_own_step() {
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * [0.01, 3.0, 0.0][i / 32])
+            .collect();
+        let q = quantize_q8(&x);
+        for (xb, qb) in x.chunks(Q8_BLOCK).zip(q.chunks(Q8_BLOCK)) {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let (d, _) = q8_scale(amax);
+            for (a, b) in xb.iter().zip(qb) {
+                assert!(
+                    (a - b).abs() <= d * 0.5 * (1.0 + 1e-6),
+                    "{a} -> {b}, step {d}"
+                );
+            }
+            let top = xb.iter().position(|v| v.abs() == amax).unwrap();
+            assert_eq!(qb[top], xb[top].signum() * 127.0 * d);
+        }
+        assert!(q[64..].iter().all(|&v| v == 0.0));
+    }
 }

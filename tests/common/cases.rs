@@ -843,6 +843,53 @@ pub enum Product<'a> {
     Matmul(&'a Matmul),
 }
 
+impl Product<'_> {
+    /// Whether the kernel multiplies x quantized to int8 blocks (Matvec::int8, Matmul::int8).
+    fn int8(&self) -> bool {
+        match self {
+            Product::Matvec(k) => k.int8(),
+            Product::Matmul(k) => k.int8(),
+        }
+    }
+}
+
+/// What an int8 product multiplies: x quantized (reference::quantize_q8), and per entry the
+/// slack of a rounding tie. The GPU's 1 / d is within 2.5 ulp (WGSL's division), so with the
+/// product's own rounding x / d is within 4 ulp of the reference's; an entry that close to a
+/// half may take the neighbouring code, moving the product by |w| d.
+pub fn int8_x(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut slack = Vec::with_capacity(x.len());
+    for block in x.chunks(reference::Q8_BLOCK) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let (d, id) = reference::q8_scale(amax);
+        slack.extend(block.iter().map(|v| {
+            let t = (v * id).abs();
+            let near_half = (t.fract() - 0.5).abs() <= 8.0 * EPS * t;
+            if near_half { d } else { 0.0 }
+        }));
+    }
+    (reference::quantize_q8(x), slack)
+}
+
+/// [`product_expected`] for `kernel`: on int8 activations where it takes them, the bound
+/// widened by their ties' slack.
+pub fn product_expected_for(
+    kernel: Product,
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    if !kernel.int8() {
+        return product_expected(w, x, rows, k);
+    }
+    let (xq, slack) = int8_x(x);
+    let (y, bound) = product_expected(w, &xq, rows, k);
+    let abs_w: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let ties = reference::matmul(&abs_w, &slack, rows, k);
+    (y, bound.iter().zip(&ties).map(|(b, t)| b + t).collect())
+}
+
 /// Columns of y outside the product's: it writes columns [Y_OFFSET, Y_OFFSET + rows) of rows
 /// of rows + Y_SPARE, and must leave the others as they were (Y_SENTINEL).
 const Y_OFFSET: usize = 2;
@@ -860,7 +907,7 @@ pub fn product(
 ) -> (Problem, usize) {
     let (format, rows, k) = (m.format, m.rows, m.cols);
     let x = normal(seed + 1, n * k);
-    let (y_ref, bound) = product_expected(w, &x, rows, k);
+    let (y_ref, bound) = product_expected_for(kernel, w, &x, rows, k);
     let gm = GpuMatrix::upload(gpu, "w", m).unwrap();
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let stride = rows + Y_SPARE;
@@ -874,7 +921,8 @@ pub fn product(
         Product::Matvec(k) => ("matvec", k.bind(gpu, "matvec", args)),
         Product::Matmul(k) => ("matmul", k.bind(gpu, "matmul", args)),
     };
-    let what = format!("{name}: {format} n={n} rows={rows} k={k}");
+    let int8 = if kernel.int8() { " int8" } else { "" };
+    let what = format!("{name}{int8}: {format} n={n} rows={rows} k={k}");
     let problem = Problem {
         what: what.clone(),
         setup: vec![],
@@ -914,7 +962,7 @@ pub fn product_geglu(
 ) -> Problem {
     let (rows, k, d) = (m.rows, m.cols, m.rows / 2);
     let x: Vec<f32> = normal(seed + 1, n * k).iter().map(|v| 3.0 * v).collect();
-    let (y, pb) = product_expected(w, &x, rows, k);
+    let (y, pb) = product_expected_for(kernel, w, &x, rows, k);
     let expected = reference::geglu(&y, d);
     let bound: Vec<f32> = (0..n * d)
         .map(|e| {

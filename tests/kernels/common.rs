@@ -28,17 +28,35 @@ fn open(name: &str, options: GpuOptions) -> Device {
 /// The configurations every kernel test covers: Vulkan with every feature the adapter has,
 /// Vulkan with SHADER_F16 and SUBGROUP forced off (the fallback paths) and the GPU-style
 /// access patterns (lavapipe is a CPU adapter, so it would otherwise always pick the CPU
-/// ones), and OpenGL.
-/// `GEMMA_WGPU_TEST_BACKENDS=vulkan` (comma list of vulkan, vulkan-fallback, gl) narrows it.
+/// ones; with them, the quantized products take int8 activations), and OpenGL.
+/// `GEMMA_WGPU_TEST_BACKENDS=vulkan` (comma list of vulkan, vulkan-fallback, gl; and
+/// vulkan-f32-products, which [`product_devices`] adds to vulkan-fallback) narrows it.
 pub fn devices() -> Vec<Device> {
     devices_with(None)
+}
+
+/// [`devices`] and, for the products whose decode form takes int8 activations on GPUs, the
+/// GPU layout with every feature on and f32 activations (the exact path).
+pub fn product_devices() -> Vec<Device> {
+    let mut all = devices();
+    if wanted().contains("vulkan-fallback") {
+        all.extend(backend_devices("vulkan-f32-products", None));
+    }
+    all
+}
+
+fn wanted() -> String {
+    std::env::var("GEMMA_WGPU_TEST_BACKENDS")
+        .unwrap_or_else(|_| "vulkan,vulkan-fallback,gl".to_string())
 }
 
 /// [`devices`] with the storage binding limit lowered to `max_binding_size` bytes, so that
 /// matrices split into chunks on small data.
 pub fn devices_with(max_binding_size: Option<u64>) -> Vec<Device> {
-    let wanted = std::env::var("GEMMA_WGPU_TEST_BACKENDS")
-        .unwrap_or_else(|_| "vulkan,vulkan-fallback,gl".to_string());
+    backend_devices(&wanted(), max_binding_size)
+}
+
+fn backend_devices(wanted: &str, max_binding_size: Option<u64>) -> Vec<Device> {
     wanted
         .split(',')
         .map(|w| match w.trim() {
@@ -57,6 +75,16 @@ pub fn devices_with(max_binding_size: Option<u64>) -> Vec<Device> {
                     disable_f16: true,
                     disable_subgroups: true,
                     cpu_layout: Some(false),
+                    max_binding_size,
+                    ..Default::default()
+                },
+            ),
+            "vulkan-f32-products" => open(
+                "vulkan, GPU layout, f32 activations",
+                GpuOptions {
+                    backend: BackendChoice::Vulkan,
+                    cpu_layout: Some(false),
+                    int8_products: Some(false),
                     max_binding_size,
                     ..Default::default()
                 },

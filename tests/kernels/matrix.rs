@@ -56,7 +56,7 @@ fn shapes_for(
 
 #[test]
 fn matvec_matches_reference_for_every_format() {
-    for dev in devices() {
+    for dev in product_devices() {
         for format in WeightFormat::ALL {
             let kernel = Matvec::new(&dev.gpu, format).unwrap();
             let mut checked = 0;
@@ -76,7 +76,7 @@ fn matvec_matches_reference_for_every_format() {
 /// and 64, and 16 at the 270M's shape).
 #[test]
 fn product_geglu_matches_reference_for_every_format() {
-    for dev in devices() {
+    for dev in product_devices() {
         let gpu = &dev.gpu;
         for format in WeightFormat::ALL {
             let (mv, mm) = (
@@ -265,15 +265,23 @@ fn stacked_matrices_multiply_as_their_parts() {
                     true => assert_eq!(stacked.chunks.len(), 1, "{what}: chunks"),
                     false => assert!(stacked.chunks.len() > 1, "{what}: chunks"),
                 }
+                let (mv, mm) = (
+                    Matvec::new(gpu, format).unwrap(),
+                    Matmul::new(gpu, format).unwrap(),
+                );
                 for n in [1usize, 9] {
                     let x = normal(30 + n as u64, n * k);
-                    let (y_ref, bound) = product_expected(&values, &x, total, k);
+                    let kernel = match n {
+                        1 => Product::Matvec(&mv),
+                        _ => Product::Matmul(&mm),
+                    };
+                    let (y_ref, bound) = product_expected_for(kernel, &values, &x, total, k);
                     let xb = gpu.storage_init("x", f32_bytes(&x));
                     let yb = gpu.storage_zeroed("y", (n * total * 4) as u64);
                     let args = MatrixArgs::new(&stacked, &xb, &yb, n);
-                    let d = match n {
-                        1 => Matvec::new(gpu, format).unwrap().bind(gpu, "stacked", args),
-                        _ => Matmul::new(gpu, format).unwrap().bind(gpu, "stacked", args),
+                    let d = match kernel {
+                        Product::Matvec(k) => k.bind(gpu, "stacked", args),
+                        Product::Matmul(k) => k.bind(gpu, "stacked", args),
                     };
                     gpu.run("stacked", &d.unwrap()).unwrap();
                     let y = gpu.read_f32(&yb).unwrap();
