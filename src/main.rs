@@ -707,6 +707,10 @@ fn logits(gpu: &GpuOptions, a: &LogitsArgs) -> Result<()> {
 
 fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
     use gemma_wgpu::engine::perplexity::{KlBase, check_kl_base};
+    let max_chunk = gemma_wgpu::model::MAX_CHUNK;
+    if a.chunk.is_some_and(|c| c == 0 || c > max_chunk) {
+        anyhow::bail!("--chunk must be 1 to {max_chunk} tokens");
+    }
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     // A base file that cannot be read or written fails now, not after the run.
@@ -722,10 +726,6 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
         progress: true,
         ..Default::default()
     };
-    let max_chunk = gemma_wgpu::model::MAX_CHUNK;
-    if a.chunk.is_some_and(|c| c == 0 || c > max_chunk) {
-        anyhow::bail!("--chunk must be 1 to {max_chunk} tokens");
-    }
     let mut engine = Engine::load(&a.model, gpu, &options)?;
     let _ = writeln!(
         std::io::stderr(),

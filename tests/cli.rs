@@ -781,6 +781,10 @@ fn out_of_range_settings_get_their_range_before_any_loading() {
             vec!["bench", "--model", m, "--chunk", "513"],
             "--chunk must be 1 to 512 tokens",
         ),
+        (
+            vec!["perplexity", "--model", m, "--file", m, "--chunk", "0"],
+            "--chunk must be 1 to 512 tokens",
+        ),
     ];
     expect_one_line(&cases);
 }
