@@ -26,7 +26,8 @@
 // matvec.wgsl's does (p.rows counts outputs; the up rows follow the gate rows): a GPU tile's
 // 64 rows are 32 outputs' gate and up rows, an invocation's four rows two outputs' (the CPU
 // reference: reference::geglu of the product).
-// Wrapper: src/kernels/matmul.rs. CPU reference: reference::matmul.
+// Wrapper: src/kernels/matmul.rs. CPU reference: reference::matmul (with INT8, of
+// reference::quantize_q8(x)).
 
 struct Params {
     rows: u32,

@@ -8,7 +8,8 @@
 //   ROWS (<= 4) consecutive rows; its invocations share the k dimension in units of RUN
 //   consecutive groups of 8 weights (a quantized block's 16 bytes, read and scaled by one
 //   invocation rather than four), neighbouring invocations on neighbouring units (coalesced;
-//   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows.
+//   or, with CONTIGUOUS, each its own run), and reduce once for all ROWS rows. With INT8
+//   (quantized weights) a unit is one 32-weight block, multiplied as int8 codes (see INT8).
 // - CPU adapters: grid (ceil(rows / (4 WG)) as a 2-D grid, 1, n). Each invocation walks four
 //   whole rows side by side (four independent sums in flight); quantized formats 16 or 32
 //   weights at a time through the format's `w_dot16`, or `w_dot32_pairs` (the four rows as
@@ -19,7 +20,8 @@
 //   reads are contiguous per invocation and nothing needs reducing.
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up (the
 // CPU reference: reference::geglu of the product).
-// Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec.
+// Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec (with INT8, of
+// reference::quantize_q8(x)).
 
 struct Params {
     rows: u32,

@@ -44,7 +44,8 @@ fn w_idot32(row: u32, b: u32, k: u32, xq: XQ32) -> f32 {
     let dot_lo = xq_dot16(c[0], xq.lo) - 4 * xq.sum.x;
     let dot_hi = xq_dot16(c[1], xq.hi) - 4 * xq.sum.y;
     let sc = 8u * n + 2u * j;
-    return wf16(blk + 108u) * (q3_scale(blk, sc) * f32(dot_lo) + q3_scale(blk, sc + 1u) * f32(dot_hi));
+    let scales = vec2<f32>(q3_scale(blk, sc), q3_scale(blk, sc + 1u));
+    return wf16(blk + 108u) * dot(scales, vec2<f32>(f32(dot_lo), f32(dot_hi)));
 }
 
 // Four words of codes + 4 of elements 128 n + 32 j + i, i = 4 first .. 4 first + 15, of the

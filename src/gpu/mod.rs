@@ -65,9 +65,9 @@ pub struct Caps {
     pub cpu_like: bool,
     /// The products with quantized weights (matvec, matmul) quantize the activation to int8
     /// blocks of 32 and multiply codes with packed integer dot products (GGML's q8_1
-    /// activations, as its mul_mat_vecq and mul_mmq on GPUs): the GPU layout's default. The CPU layout always takes
-    /// f32 activations (lavapipe lowers `dot4I8Packed` to shifts and 32-bit multiplies, no
-    /// cheaper than its f32 path).
+    /// activations, as its mul_mat_vecq and mul_mmq on GPUs): the GPU layout's default. The
+    /// CPU layout always takes f32 activations (lavapipe lowers `dot4I8Packed` to shifts and
+    /// 32-bit multiplies, no cheaper than its f32 path).
     pub int8_products: bool,
     /// Largest storage binding the kernels may use, in bytes.
     pub max_binding_size: u64,

@@ -79,10 +79,10 @@ const MIN_BINDING_BYTES: u64 = 32;
 pub const TILE_ROWS: usize = 32;
 
 /// Whether the matrix products (matvec, matmul) multiply `format` with x quantized to int8
-/// blocks of 32 (reference::quantize_q8) rather than x itself: quantized weights, in the GPU
-/// layouts, on a device whose [`crate::gpu::Caps::int8_products`] says so.
+/// blocks of 32 (reference::quantize_q8) rather than x itself: quantized weights on a device
+/// whose [`crate::gpu::Caps::int8_products`] says so (the GPU layouts only).
 pub fn int8_activations(gpu: &Gpu, format: WeightFormat) -> bool {
-    gpu.caps.int8_products && !gpu.caps.cpu_like && format.unit().layout != Layout::Elements
+    gpu.caps.int8_products && format.unit().layout != Layout::Elements
 }
 
 /// Whether this device stores `format`'s matrices in row tiles (see

@@ -30,17 +30,22 @@ fn open(name: &str, options: GpuOptions) -> Device {
 /// access patterns (lavapipe is a CPU adapter, so it would otherwise always pick the CPU
 /// ones; with them, the quantized products take int8 activations), and OpenGL.
 /// `GEMMA_WGPU_TEST_BACKENDS=vulkan` (comma list of vulkan, vulkan-fallback, gl; and
-/// vulkan-f32-products, which [`product_devices`] adds to vulkan-fallback) narrows it.
+/// vulkan-gpu-layout and vulkan-f32-products, which [`product_devices`] adds to
+/// vulkan-fallback) narrows it.
 pub fn devices() -> Vec<Device> {
     devices_with(None)
 }
 
-/// [`devices`] and, for the products whose decode form takes int8 activations on GPUs, the
-/// GPU layout with every feature on and f32 activations (the exact path).
+/// [`devices`] and, for the matrix products, whose quantized forms take int8 activations in
+/// the GPU layout, that layout with every feature on (a GPU's defaults: int8 activations with
+/// subgroups) and with f32 activations (the exact path).
 pub fn product_devices() -> Vec<Device> {
     let mut all = devices();
     if wanted().contains("vulkan-fallback") {
-        all.extend(backend_devices("vulkan-f32-products", None));
+        all.extend(backend_devices(
+            "vulkan-gpu-layout,vulkan-f32-products",
+            None,
+        ));
     }
     all
 }
@@ -74,6 +79,15 @@ fn backend_devices(wanted: &str, max_binding_size: Option<u64>) -> Vec<Device> {
                     backend: BackendChoice::Vulkan,
                     disable_f16: true,
                     disable_subgroups: true,
+                    cpu_layout: Some(false),
+                    max_binding_size,
+                    ..Default::default()
+                },
+            ),
+            "vulkan-gpu-layout" => open(
+                "vulkan, GPU layout",
+                GpuOptions {
+                    backend: BackendChoice::Vulkan,
                     cpu_layout: Some(false),
                     max_binding_size,
                     ..Default::default()
