@@ -58,3 +58,13 @@ fn scale_min_k4(addr: u32, t: u32) -> vec2<f32> {
     let m = (wb(addr + t + 4u) >> 4u) | ((wb(addr + t) >> 6u) << 4u);
     return vec2<f32>(f32(sc), f32(m));
 }
+
+// A 32-weight sub-block t of Q4_K or Q5_K (super-block at byte blk) against int8 activations,
+// its codes lo (elements 0..15) and hi (16..31): d sc (the codes' dot) - dmin m (the sum of
+// x's codes).
+fn scaled_min_dot(blk: u32, t: u32, lo: vec4<u32>, hi: vec4<u32>, xq: XQ32) -> f32 {
+    let dm = unpack2x16float(wu32(blk));
+    let sm = scale_min_k4(blk + 4u, t);
+    let s = xq_dot16(lo, xq.lo) + xq_dot16(hi, xq.hi);
+    return dm.x * sm.x * f32(s) - dm.y * sm.y * f32(xq.sum.x + xq.sum.y);
+}

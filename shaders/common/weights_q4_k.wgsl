@@ -19,19 +19,16 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
 }
 
 // Sub-block t = b % 8 of super-block b / 8 against int8 activations (contract:
-// weights_idot32.wgsl): its 32 nibbles as bytes in eight packed dot products, then
-// d sc (the codes' dot) - dmin m (the sum of x's codes).
+// weights_idot32.wgsl): its 32 nibbles as bytes in eight packed dot products
+// (`scaled_min_dot`).
 fn w_idot32(row: u32, b: u32, k: u32, xq: XQ32) -> f32 {
     let blk = block_of(row, 4u * b, k, 256u, 144u).x;
     let t = b % 8u;
-    let dm = unpack2x16float(wu32(blk));
-    let sm = scale_min_k4(blk + 4u, t);
     // Bytes 16 + 32 (t / 2) .. of the block (word-aligned: 144-byte blocks), nibble t % 2.
     let w = (blk + 16u + 32u * (t / 2u)) / 4u;
     let shift = vec4<u32>(4u * (t % 2u));
     let m = vec4<u32>(0x0f0f0f0fu);
     let lo = (vec4<u32>(wword(w), wword(w + 1u), wword(w + 2u), wword(w + 3u)) >> shift) & m;
     let hi = (vec4<u32>(wword(w + 4u), wword(w + 5u), wword(w + 6u), wword(w + 7u)) >> shift) & m;
-    let s = xq_dot16(lo, xq.lo) + xq_dot16(hi, xq.hi);
-    return dm.x * sm.x * f32(s) - dm.y * sm.y * f32(xq.sum.x + xq.sum.y);
+    return scaled_min_dot(blk, t, lo, hi, xq);
 }

@@ -22,18 +22,14 @@ fn w_load8(row: u32, g: u32, k: u32) -> W8 {
 }
 
 // Sub-block t = b % 8 of super-block b / 8 against int8 activations (contract:
-// weights_idot32.wgsl): its 5-bit codes in eight packed dot products, then
-// d sc (the codes' dot) - dmin m (the sum of x's codes).
+// weights_idot32.wgsl): its 5-bit codes in eight packed dot products (`scaled_min_dot`).
 fn w_idot32(row: u32, b: u32, k: u32, xq: XQ32) -> f32 {
     let blk = block_of(row, 4u * b, k, 256u, 176u).x;
     let t = b % 8u;
-    let dm = unpack2x16float(wu32(blk));
-    let sm = scale_min_k4(blk + 4u, t);
     // Word-aligned (176-byte blocks): nibbles at 48 + 32 (t / 2), high bits at 16.
     let w = (blk + 48u + 32u * (t / 2u)) / 4u;
-    let c = array<vec4<u32>, 2>(q5_codes(w, blk / 4u + 4u, t, 0u), q5_codes(w, blk / 4u + 4u, t, 4u));
-    let s = xq_dot16(c[0], xq.lo) + xq_dot16(c[1], xq.hi);
-    return dm.x * sm.x * f32(s) - dm.y * sm.y * f32(xq.sum.x + xq.sum.y);
+    let qh = blk / 4u + 4u;
+    return scaled_min_dot(blk, t, q5_codes(w, qh, t, 0u), q5_codes(w, qh, t, 4u), xq);
 }
 
 // Four words of sub-block t's codes: nibble t % 2 of words qs + i, bit t of words qh + i,

@@ -55,33 +55,12 @@ macro_rules! shader {
         $buffers:ident,
         $shared:literal,
         $shared_wide:literal
+        $(, $shared_both:literal)?
     ) => {
         Shader {
             shared_wide: include_str!(concat!("../../shaders/common/", $shared_wide, ".wgsl")),
+            $(shared_both: include_str!(concat!("../../shaders/common/", $shared_both, ".wgsl")),)?
             ..shader!($name, $entries, $weights, $params, $buffers, $shared)
-        }
-    };
-    (
-        $name:literal,
-        $entries:expr,
-        $weights:expr,
-        $params:ty,
-        $buffers:ident,
-        $shared:literal,
-        $shared_wide:literal,
-        $shared_both:literal
-    ) => {
-        Shader {
-            shared_both: include_str!(concat!("../../shaders/common/", $shared_both, ".wgsl")),
-            ..shader!(
-                $name,
-                $entries,
-                $weights,
-                $params,
-                $buffers,
-                $shared,
-                $shared_wide
-            )
         }
     };
 }
