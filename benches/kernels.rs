@@ -8,7 +8,8 @@
 //! run with a non-zero exit naming it.
 //!
 //! `cargo bench --bench kernels`; GEMMA_WGPU_BACKEND / GEMMA_WGPU_ADAPTER choose the device,
-//! GEMMA_WGPU_BENCH_FILTER=matvec keeps the rows whose kernel name contains the text,
+//! GEMMA_WGPU_BENCH_FILTER=matvec keeps the rows whose kernel name contains the text (for the
+//! matrix products, the kernel and the shape's name: "matvec 270m.lm_head"),
 //! GEMMA_WGPU_LAYOUT=cpu|gpu forces an adapter class's access patterns.
 //! GEMMA_WGPU_BENCH_REPS sets the repetitions per row (default 3 on CPU adapters, 50 on GPUs).
 //!
@@ -146,7 +147,8 @@ impl Bench {
     /// random GGUF blocks with sane f16 scales, both as stored and as CPU adapters expand
     /// them (Q8_0 or i8_affine, see `HostMatrix::expand`).
     fn matrix_in(&mut self, name: &str, format: WeightFormat, rows: usize, k: usize, n: usize) {
-        if !self.wanted(if n == 1 { "matvec" } else { "matmul" }) {
+        let kind = if n == 1 { "matvec" } else { "matmul" };
+        if !self.wanted(&format!("{kind} {name}")) {
             return;
         }
         let (m, w) = cases::matrix(7, format, rows, k);
