@@ -261,7 +261,14 @@ fn partial(inv: Invocation) {
         // loads each query element once for them all. A key past `end` is scored from a row
         // that exists (its slot wraps) and then masked.
         let j0 = c + inv.lid * KPL;
-        let dots = key_dots(j0, inv);
+        // Keys past `end` are masked anyway: a CPU adapter skips a SIMD pass whose lanes all
+        // lie past it (a short context's step of WG * KPL keys is mostly such lanes), and
+        // lane 0 of a subgroup, whose query elements the others take, is past it only where
+        // they all are.
+        var dots = Dots(mat4x4<f32>(), mat4x4<f32>());
+        if j0 < end {
+            dots = key_dots(j0, inv);
+        }
         let at = inv.lid * KPL;
         var corrections = mat2x4<f32>(vec4<f32>(1.0), vec4<f32>(1.0));
         corrections[0] = softmax_step(0u, dots.a, vec2<u32>(j0, at), keys_a, &ml_a, inv);
