@@ -261,12 +261,13 @@ fn partial(inv: Invocation) {
         // loads each query element once for them all. A key past `end` is scored from a row
         // that exists (its slot wraps) and then masked.
         let j0 = c + inv.lid * KPL;
-        // Keys past `end` are masked anyway: a CPU adapter skips a SIMD pass whose lanes all
-        // lie past it (a short context's step of WG * KPL keys is mostly such lanes), and
-        // lane 0 of a subgroup, whose query elements the others take, is past it only where
-        // they all are.
+        // Keys past `end` are masked anyway: a CPU adapter (KPL > 1) skips a SIMD pass whose
+        // lanes all lie past it (a short context's step of WG * KPL keys is mostly such
+        // lanes), and lane 0 of its subgroup, whose query elements the others take, is past it
+        // only where they all are (llvmpipe's subgroups are consecutive invocations). GPUs,
+        // whose subgroups need not be, score every slot.
         var dots = Dots(mat4x4<f32>(), mat4x4<f32>());
-        if j0 < end {
+        if KPL == 1u || j0 < end {
             dots = key_dots(j0, inv);
         }
         let at = inv.lid * KPL;
