@@ -59,6 +59,9 @@ const NEG_BIG: f32 = -3.0e38;
 // Queries one workgroup serves: 1, or (prefill without key splits, on CPU adapters) 2
 // consecutive queries that share every key and value row the workgroup loads.
 override QPW: u32 = 1u;
+// CPU adapters with subgroups of at least 8 lanes: the query elements of a step are spread
+// over the first 8 lanes and handed to the others (see spread_q).
+override SPREAD_Q: bool = false;
 
 // Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..], its weighted
 // values at acc_s[(b * columns() + i) * head_dim / 2 ..].
@@ -134,6 +137,23 @@ fn q_heads(b: u32, d: u32, inv: Invocation) -> mat4x4<f32> {
         }
     }
     return mat4x4<f32>(from_one_lane(r[0]), from_one_lane(r[1]), from_one_lane(r[2]), from_one_lane(r[3]));
+}
+
+// SPREAD_Q: lane l % 8 of each subgroup holds query elements 4d .. 4d + 7 of set l / 4's
+// column l % 4 (a column past the set's holds another's and is not used), and `lanes4` hands
+// a set's four to every lane: two loads per lane for the eight columns, where `q_heads` takes
+// one per column and four elements.
+fn spread_q(d: u32, inv: Invocation) -> mat2x4<f32> {
+    let nh = columns();
+    let l = lane_index(inv) % 8u;
+    let col = min((l / 4u) * nh + min(l % 4u, nh - 1u), QPW * nh - 1u);
+    let at = col * p.head_dim / 4u + d;
+    return mat2x4<f32>(q_s[at], q_s[at + 1u]);
+}
+
+// Lanes first .. first + 3's v, as the columns of a matrix.
+fn lanes4(v: vec4<f32>, first: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(from_lane(v, first), from_lane(v, first + 1u), from_lane(v, first + 2u), from_lane(v, first + 3u));
 }
 
 // A key's dot products with the (up to four) columns' queries (columns of qs).
@@ -261,13 +281,13 @@ fn partial(inv: Invocation) {
         // loads each query element once for them all. A key past `end` is scored from a row
         // that exists (its slot wraps) and then masked.
         let j0 = c + inv.lid * KPL;
-        // Keys past `end` are masked anyway: a CPU adapter (KPL > 1) skips a SIMD pass whose
+        // Keys past `end` are masked anyway: a CPU adapter (KPL > 1) skips a subgroup whose
         // lanes all lie past it (a short context's step of WG * KPL keys is mostly such
-        // lanes), and lane 0 of its subgroup, whose query elements the others take, is past it
-        // only where they all are (llvmpipe's subgroups are consecutive invocations). GPUs,
-        // whose subgroups need not be, score every slot.
+        // lanes), which its first lane's keys tell (llvmpipe's subgroups are consecutive
+        // invocations), so that the lanes that hand query elements to the others (see
+        // spread_q) run with them. GPUs, whose subgroups need not be, score every slot.
         var dots = Dots(mat4x4<f32>(), mat4x4<f32>());
-        if KPL == 1u || j0 < end {
+        if KPL == 1u || c + (inv.lid - lane_index(inv)) * KPL < end {
             dots = key_dots(j0, inv);
         }
         let at = inv.lid * KPL;
@@ -327,13 +347,25 @@ fn key_dots(j0: u32, inv: Invocation) -> Dots {
     );
     var r = Dots(mat4x4<f32>(), mat4x4<f32>());
     for (var d = 0u; d < p.head_dim / 4u; d += 2u) {
-        let qa0 = q_heads(0u, d, inv);
-        let qa1 = q_heads(0u, d + 1u, inv);
+        var qa0: mat4x4<f32>;
+        var qa1: mat4x4<f32>;
         var qb0 = mat4x4<f32>();
         var qb1 = mat4x4<f32>();
-        if QPW > 1u {
-            qb0 = q_heads(1u, d, inv);
-            qb1 = q_heads(1u, d + 1u, inv);
+        if SPREAD_Q {
+            let held = spread_q(d, inv);
+            qa0 = lanes4(held[0], 0u);
+            qa1 = lanes4(held[1], 0u);
+            if QPW > 1u {
+                qb0 = lanes4(held[0], 4u);
+                qb1 = lanes4(held[1], 4u);
+            }
+        } else {
+            qa0 = q_heads(0u, d, inv);
+            qa1 = q_heads(0u, d + 1u, inv);
+            if QPW > 1u {
+                qb0 = q_heads(1u, d, inv);
+                qb1 = q_heads(1u, d + 1u, inv);
+            }
         }
         for (var i = 0u; i < KPL; i++) {
             let k8 = k_load8(kb[i] + 4u * d);
@@ -369,6 +401,29 @@ fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, inv: Invocation) {
         // Four keys per iteration: llvmpipe stores the values a loop carries (here the 32
         // sums) under the execution mask once per iteration.
         var i = 0u;
+        if SPREAD_Q {
+            // Eight keys per iteration, their probabilities loaded by eight lanes (one key
+            // each) and handed to the others.
+            for (; i + 8u <= nk; i += 8u) {
+                let held = spread_probs(i, inv);
+                acc = weigh_probs(acc, lanes2(held, 0u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 1u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 2u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 3u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 4u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 5u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 6u), slot * row + at);
+                slot = next_slot(slot);
+                acc = weigh_probs(acc, lanes2(held, 7u), slot * row + at);
+                slot = next_slot(slot);
+            }
+        }
         for (; i + 4u <= nk; i += 4u) {
             acc = weigh_key(acc, i, slot * row + at, inv);
             slot = next_slot(slot);
@@ -410,13 +465,34 @@ fn weigh_key(acc: Weighed, i: u32, e: u32, inv: Invocation) -> Weighed {
             pb = p_s[MAX_STEP + i];
         }
     }
+    return weigh_probs(acc, mat2x4<f32>(from_one_lane(pa), from_one_lane(pb)), e);
+}
+
+// A key's value elements at e .. weighed into acc with its probabilities for set a (column 0
+// of probs) and set b (column 1).
+fn weigh_probs(acc: Weighed, probs: mat2x4<f32>, e: u32) -> Weighed {
     let v4 = v_load4(e);
     var r = acc;
-    r.a += outer(v4, from_one_lane(pa));
+    r.a += outer(v4, probs[0]);
     if QPW > 1u {
-        r.b += outer(v4, from_one_lane(pb));
+        r.b += outer(v4, probs[1]);
     }
     return r;
+}
+
+// SPREAD_Q: lane l % 8 of each subgroup holds key i + l % 8's probabilities (set a's, set
+// b's), `lanes2` hands a key's to every lane.
+fn spread_probs(i: u32, inv: Invocation) -> mat2x4<f32> {
+    let k = i + lane_index(inv) % 8u;
+    var r = mat2x4<f32>(p_s[k], vec4<f32>(0.0));
+    if QPW > 1u {
+        r[1] = p_s[MAX_STEP + k];
+    }
+    return r;
+}
+
+fn lanes2(held: mat2x4<f32>, lane: u32) -> mat2x4<f32> {
+    return mat2x4<f32>(from_lane(held[0], lane), from_lane(held[1], lane));
 }
 
 fn next_slot(slot: u32) -> u32 {

@@ -71,6 +71,15 @@ const WG: u32 = 64;
 fn keys_per_invocation(gpu: &Gpu) -> u32 {
     if gpu.caps.cpu_like { 4 } else { 1 }
 }
+/// Whether a prefill workgroup's query elements and probabilities are loaded by the first 8
+/// lanes of each subgroup and handed to the others (the shader's SPREAD_Q), where one lane
+/// loaded each for its subgroup: on CPU adapters, where every load is a scalar load per lane,
+/// with subgroups of 8 lanes or more. The 270M's prefill attention at 448..511 on lavapipe,
+/// three alternated runs: 226-289 -> 192-233 ms; decode attention measured slower with it
+/// (7.4-8.4 -> 9.9-18 ms after 512 positions), so decode keeps one lane's loads.
+fn spread_queries(gpu: &Gpu) -> bool {
+    gpu.caps.cpu_like && gpu.caps.min_subgroup_size >= 8
+}
 /// Query heads of one kv head that a workgroup serves at most (the shader's MAX_GROUP_HEADS).
 const MAX_GROUP_HEADS: usize = 4;
 
@@ -132,6 +141,8 @@ impl Attention {
         let build = |entry, qpw: usize| {
             let mut constants = constants.to_vec();
             constants.push(("QPW", qpw as f64));
+            let spread = qpw > 1 && spread_queries(gpu);
+            constants.push(("SPREAD_Q", spread as u8 as f64));
             let variant = (qpw > 1).then_some("pair");
             source::build(gpu, &source::ATTENTION, entry, None, variant, &constants)
         };
