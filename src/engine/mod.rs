@@ -134,6 +134,13 @@ pub struct Engine {
     pub cancel: Arc<AtomicBool>,
 }
 
+/// The result of a scoped thread; its panic goes on in this thread.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 impl Engine {
     /// Loads a Hugging Face model directory, a `.gguf` file or a model name ([`crate::store`]).
     pub fn load(path: &Path, gpu: &GpuOptions, options: &ModelOptions) -> Result<Engine> {
@@ -144,8 +151,14 @@ impl Engine {
             let g = crate::weights::gguf::Gguf::open(path)?;
             let config = ModelConfig::from_gguf(&g)?;
             gemma::check_gguf(&g, &config)?;
-            let tokenizer = Tokenizer::from_gguf(&g)?;
-            let model = Model::from_gguf(Gpu::new(gpu)?, &g, options)?;
+            // The tokenizer (seconds for Gemma's 262k pieces) is built beside the weights'
+            // upload; its error, a file's, comes first.
+            let (tokenizer, model) = std::thread::scope(|s| {
+                let tokenizer = s.spawn(|| Tokenizer::from_gguf(&g));
+                let model = Gpu::new(gpu).and_then(|gpu| Model::from_gguf(gpu, &g, options));
+                (join(tokenizer), model)
+            });
+            let (tokenizer, model) = (tokenizer?, model?);
             // End of generation: the file's eos and, for chat, <end_of_turn>.
             let mut eos = model.config().eos_ids.clone();
             eos.extend(tokenizer.token_id("<end_of_turn>"));
@@ -171,11 +184,15 @@ impl Engine {
         let config = ModelConfig::from_dir(path)?;
         let ckpt = Checkpoint::open(path)?;
         gemma::check_checkpoint(&ckpt, &config)?;
-        let tokenizer = Tokenizer::from_dir(path)?;
         let generation =
             read_text_if_present(&path.join("generation_config.json"), MAX_JSON_BYTES)?;
-        let gpu = Gpu::new(gpu)?;
-        let model = Model::from_checkpoint(gpu, config, &ckpt, options)?;
+        let (tokenizer, model) = std::thread::scope(|s| {
+            let tokenizer = s.spawn(|| Tokenizer::from_dir(path));
+            let model =
+                Gpu::new(gpu).and_then(|gpu| Model::from_checkpoint(gpu, config, &ckpt, options));
+            (join(tokenizer), model)
+        });
+        let (tokenizer, model) = (tokenizer?, model?);
         let generation_config =
             generation.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         let mut eos = generation_config
