@@ -139,8 +139,8 @@ impl Tokenizer {
             .get("tokenizer.ggml.add_space_prefix")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let spec = pieces.tokenizer_json(&special, &unk, add_bos.then_some(&bos), add_space_prefix);
-        let inner: tokenizers::Tokenizer = serde_json::from_value(spec)
+        let inner = pieces
+            .tokenizer(&special, &unk, add_bos.then_some(&bos), add_space_prefix)
             .map_err(|e| bad(&format!("could not build the tokenizer: {e}")))?;
         let own = g.get("tokenizer.chat_template").and_then(|v| v.as_str());
         Ok(Tokenizer {
@@ -664,63 +664,86 @@ impl SentencePieces {
         merges.into_iter().map(|m| (m.left, m.right)).collect()
     }
 
-    /// The tokenizers-library description of Gemma's tokenizer (the layout of its official
-    /// tokenizer.json): `▁` for spaces, one word per text (split on nothing, since the spaces
-    /// are gone), BPE with byte fallback, `bos` prepended when given.
-    fn tokenizer_json(
+    /// Gemma's tokenizer, as its official tokenizer.json describes it: `▁` for spaces, one
+    /// word per text (split on nothing, since the spaces are gone), BPE with byte fallback,
+    /// `bos` prepended when given. The BPE model is built from the pieces directly (spelled as
+    /// JSON and parsed back, Gemma's 262k pieces and their merges took seconds); the small
+    /// parts are parsed from their tokenizer.json spelling.
+    fn tokenizer(
         &self,
         special: &[usize],
         unk: &str,
         bos: Option<&String>,
         add_space_prefix: bool,
-    ) -> serde_json::Value {
+    ) -> std::result::Result<tokenizers::Tokenizer, String> {
         use serde_json::json;
-        let vocab: serde_json::Map<String, serde_json::Value> = self
-            .spelled
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i.into()))
-            .collect();
-        let added: Vec<serde_json::Value> = (0..self.spelled.len())
-            .filter(|&i| self.is_added(i))
-            .map(|i| {
-                json!({"id": i, "content": self.spelled[i], "single_word": false,
-                    "lstrip": false, "rstrip": false, "normalized": false,
-                    "special": special.contains(&i)})
-            })
-            .collect();
-        let post = match bos {
-            Some(bos) => {
-                let bos_id = self.id(bos).unwrap_or(2);
-                json!({"type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                         {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {bos.clone(): {"id": bos, "ids": [bos_id], "tokens": [bos]}}})
-            }
-            None => serde_json::Value::Null,
+        use tokenizers::{
+            AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper,
+            PreTokenizerWrapper,
         };
+        // A later piece with the same spelling wins (the later insert).
+        let vocab: ahash::AHashMap<String, u32> = (self.spelled.iter().enumerate())
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = (self.merges().into_iter())
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let model = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .unk_token(unk.to_string())
+            .fuse_unk(true)
+            .byte_fallback(true)
+            .build()
+            .map_err(|e| e.to_string())?;
         let mut normalizers =
             vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
         if add_space_prefix {
             normalizers.insert(0, json!({"type": "Prepend", "prepend": "\u{2581}"}));
         }
-        json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": {"type": "Sequence", "normalizers": normalizers},
-            "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
-            "post_processor": post,
-            "decoder": {"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-                {"type": "ByteFallback"}, {"type": "Fuse"}]},
-            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab, "merges": self.merges()},
-        })
+        let normalizer: NormalizerWrapper =
+            from_json(json!({"type": "Sequence", "normalizers": normalizers}))?;
+        let pre_tokenizer: PreTokenizerWrapper = from_json(json!({"type": "Split",
+            "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false}))?;
+        let decoder: DecoderWrapper = from_json(json!({"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]}))?;
+        let post_processor: Option<PostProcessorWrapper> = match bos {
+            Some(bos) => {
+                let bos_id = self.id(bos).unwrap_or(2);
+                Some(from_json(json!({"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {bos.clone(): {"id": bos, "ids": [bos_id], "tokens": [bos]}}}))?)
+            }
+            None => None,
+        };
+        let mut t = tokenizers::Tokenizer::new(model);
+        t.with_normalizer(Some(normalizer))
+            .with_pre_tokenizer(Some(pre_tokenizer))
+            .with_post_processor(post_processor)
+            .with_decoder(Some(decoder));
+        // Control and user-defined pieces, matched whole before the rest is segmented.
+        let added: Vec<AddedToken> = (0..self.spelled.len())
+            .filter(|&i| self.is_added(i))
+            .map(|i| {
+                AddedToken::from(self.spelled[i].clone(), special.contains(&i))
+                    .single_word(false)
+                    .lstrip(false)
+                    .rstrip(false)
+                    .normalized(false)
+            })
+            .collect();
+        t.add_tokens(&added);
+        Ok(t)
     }
+}
+
+/// One part of a tokenizer from its tokenizer.json spelling.
+fn from_json<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+) -> std::result::Result<T, String> {
+    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 /// Turns a stream of token ids into text pieces, holding back a piece while it ends in an
