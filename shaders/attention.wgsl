@@ -59,8 +59,9 @@ const NEG_BIG: f32 = -3.0e38;
 // Queries one workgroup serves: 1, or (prefill without key splits, on CPU adapters) 2
 // consecutive queries that share every key and value row the workgroup loads.
 override QPW: u32 = 1u;
-// CPU adapters with subgroups of at least 8 lanes: the query elements of a step are spread
-// over the first 8 lanes and handed to the others (see spread_q).
+// CPU adapters with subgroups of at least 8 lanes, prefill (QPW = 2): a step's query elements
+// and probabilities are loaded by the first 8 lanes and handed to the others (see spread_q and
+// spread_probs).
 override SPREAD_Q: bool = false;
 
 // Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..], its weighted

@@ -664,6 +664,24 @@ impl SentencePieces {
         merges.into_iter().map(|m| (m.left, m.right)).collect()
     }
 
+    /// The BPE model of the pieces: byte fallback, unknown pieces fused into `unk`.
+    fn bpe(&self, unk: &str) -> std::result::Result<tokenizers::models::bpe::BPE, String> {
+        // A later piece with the same spelling wins (the later insert).
+        let vocab: ahash::AHashMap<String, u32> = (self.spelled.iter().enumerate())
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = (self.merges().into_iter())
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .unk_token(unk.to_string())
+            .fuse_unk(true)
+            .byte_fallback(true)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
     /// Gemma's tokenizer, as its official tokenizer.json describes it: `▁` for spaces, one
     /// word per text (split on nothing, since the spaces are gone), BPE with byte fallback,
     /// `bos` prepended when given. The BPE model is built from the pieces directly (spelled as
@@ -681,20 +699,7 @@ impl SentencePieces {
             AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper,
             PreTokenizerWrapper,
         };
-        // A later piece with the same spelling wins (the later insert).
-        let vocab: ahash::AHashMap<String, u32> = (self.spelled.iter().enumerate())
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let merges = (self.merges().into_iter())
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let model = tokenizers::models::bpe::BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .unk_token(unk.to_string())
-            .fuse_unk(true)
-            .byte_fallback(true)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let model = self.bpe(unk)?;
         let mut normalizers =
             vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
         if add_space_prefix {
