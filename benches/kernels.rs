@@ -176,8 +176,16 @@ impl Bench {
             ("matmul", Product::Matmul(&mm))
         };
         let (p, _) = cases::product(gpu, kernel, (m, w), n, 8);
+        // The CPU layout's int8 path is two kernels, x's quantization then the product: the
+        // first row times both, the second the product alone (the same bytes).
+        let two_kernels = gpu.caps.cpu_like && matches!(kernel, Product::Matvec(k) if k.int8());
         let shape = format!("{name} {}x{} n={n}", m.rows, m.cols);
         self.row(kind, &shape, m.format.name(), &p);
+        if two_kernels {
+            let refs: Vec<&Dispatch> = p.dispatches[1..].iter().collect();
+            let kernel = "matvec (product alone)";
+            self.record(kernel, &shape, m.format.name(), &refs, p.bytes, p.flops);
+        }
     }
 
     /// Attention of the last n_q positions of ctx (decode: n_q = 1; prefill: a step of n_q
@@ -400,11 +408,11 @@ fn print_table(b: &Bench, copy_bw: f64, peak: f64) {
     );
     println!("f32 peak (fma chains): {:.1} GFLOP/s\n", peak / 1e9);
     println!(
-        "| {:<20} | {:<32} | {:<8} | {:>10} | {:>8} | {:>9} | {:>7} | {:>7} |",
+        "| {:<22} | {:<32} | {:<9} | {:>10} | {:>8} | {:>9} | {:>7} | {:>7} |",
         "kernel", "shape", "format", "time (us)", "GB/s", "GFLOP/s", "% copy", "% peak"
     );
     println!(
-        "|{:-<22}|{:-<34}|{:-<10}|{:->12}|{:->10}|{:->11}|{:->9}|{:->9}|",
+        "|{:-<24}|{:-<34}|{:-<11}|{:->12}|{:->10}|{:->11}|{:->9}|{:->9}|",
         "", "", "", "", "", "", "", ""
     );
     for r in &b.rows {
@@ -420,7 +428,7 @@ fn print_table(b: &Bench, copy_bw: f64, peak: f64) {
             ("-".into(), "-".into())
         };
         println!(
-            "| {:<20} | {:<32} | {:<8} | {:>10.1} | {:>8.2} | {:>9} | {:>6.1}% | {:>7} |",
+            "| {:<22} | {:<32} | {:<9} | {:>10.1} | {:>8.2} | {:>9} | {:>6.1}% | {:>7} |",
             r.kernel,
             r.shape,
             r.format,

@@ -17,7 +17,8 @@
 //   loaded and applied once, x's vec4s loaded once for the four rows, and with
 //   subgroups by one invocation for its whole subgroup: llvmpipe turns each lane's load into a
 //   bounds-checked scalar load, and a load of x at a uniform index costs nearly as much), so
-//   reads are contiguous per invocation and nothing needs reducing.
+//   reads are contiguous per invocation and nothing needs reducing. With INT8, x is the
+//   blocks quantize_q8.wgsl wrote and each 32-weight step goes through `w_pdot32_pairs`.
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up (the
 // CPU reference: reference::geglu of the product).
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec (with INT8, of
@@ -48,10 +49,15 @@ override ROW_PER_INVOCATION: bool = false;
 // through `w_load8` (plain floats, where that measured faster); a wide reading sets its own
 // (formats::Wide::dot: 32 for Q8_0 and i8_affine, 16 for the others).
 override DOT: u32 = 8u;
-// GPU layout, quantized weights (RUN = 4: a unit is a 32-weight block): x's block quantized
-// to int8 codes by the invocation that takes it (`x_quant32`, once for the ROWS rows) and
-// multiplied with the format's integer reading (`w_idot32`, packed dot products); the product
-// is then W times reference::quantize_q8(x), as GGML's integer matrix-vector kernels compute.
+// Quantized weights: x's blocks quantized to int8 codes and multiplied with the format's
+// integer reading; the product is then W times reference::quantize_q8(x), as GGML's integer
+// matrix-vector kernels compute. GPU layout (RUN = 4: a unit is a 32-weight block): by the
+// invocation that takes the block (`x_quant32`, once for the ROWS rows), then packed dot
+// products (`w_idot32`). CPU layout: by a pass of its own before the product
+// (quantize_q8.wgsl; quantizing in the product, by each subgroup or into workgroup memory,
+// measured 1.3-1.9x its time), read through `x_pairs32` and multiplied by `w_pdot32`: for
+// 4-bit codes two products per 32-bit multiply (llvmpipe lowers `dot4I8Packed` to byte
+// shifts and 32-bit multiplies).
 override INT8: bool = false;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
@@ -130,9 +136,24 @@ fn rows_per_invocation(inv: Invocation) {
     // x of vector v in units of 8 entries.
     let xbase = inv.wg.z * (p.k / 8u);
     var acc = vec4<f32>(0.0);
-    if DOT == 32u {
-        // Rows in pairs where they pair (not the gate rows of an odd count).
-        let pairs = !GEGLU || p.rows % 2u == 0u;
+    // Rows in pairs where they pair (not the gate rows of an odd count).
+    let pairs = !GEGLU || p.rows % 2u == 0u;
+    if INT8 {
+        // x's blocks as quantize_q8.wgsl wrote them, in pairs for the format's `w_pdot32`.
+        for (var b = 0u; b < p.k / 32u; b++) {
+            let xp = x_pairs32(xbase / 4u + b, inv);
+            if DOT == 32u && pairs {
+                acc += xp.d * w_pdot32_pairs(rows_in_pairs(unit), b, p.k, xp);
+            } else {
+                acc += xp.d * vec4<f32>(
+                    w_pdot32(r0, b, p.k, xp),
+                    w_pdot32(r1, b, p.k, xp),
+                    w_pdot32(r2, b, p.k, xp),
+                    w_pdot32(r3, b, p.k, xp),
+                );
+            }
+        }
+    } else if DOT == 32u {
         let rp = rows_in_pairs(unit);
         for (var b = 0u; b < p.k / 32u; b++) {
             var xs: X32;

@@ -49,9 +49,10 @@ struct Cli {
     /// Allocate at most this many bytes of GPU buffers (emulates a device with less memory).
     #[arg(long, global = true, env = "GEMMA_WGPU_MAX_MEMORY", hide = true)]
     max_memory: Option<u64>,
-    /// Products with quantized weights on GPUs: int8 (the default) quantizes the activation
-    /// per block of 32 and multiplies codes (GGML's q8_1, integer dot products), f32 keeps it
-    /// exact. CPU adapters (lavapipe, llvmpipe) always take f32.
+    /// Products with quantized weights: int8 quantizes the activation per block of 32 and
+    /// multiplies codes (GGML's q8_1), f32 keeps it exact. auto: int8 on GPUs; on CPU adapters
+    /// (lavapipe, llvmpipe) int8 in Q4_0's decode products, f32 elsewhere (int8 there: every
+    /// quantized decode product).
     #[arg(long, global = true, env = "GEMMA_WGPU_ACTIVATIONS", default_value = "auto",
           value_parser = ["auto", "int8", "f32"])]
     activations: String,

@@ -86,6 +86,52 @@ fn xq_dot16(w: vec4<u32>, x: vec4<u32>) -> i32 {
         + dot4I8Packed(w.w, x.w);
 }
 
+// reference::quantize_q8's scale of a block from its largest magnitude; NaN where the block
+// is not all finite (`finite4`), so every product it enters is NaN too.
+fn q8_scale(amax: f32, finite: bool) -> f32 {
+    return select(bitcast<f32>(0x7fc00000u), amax * (1.0 / 127.0), finite);
+}
+
+// Whether the four entries are finite, read from their exponent bits (a compiler that assumes
+// no NaN may fold float tests and 0 * x away; llvmpipe turned 0 * NaN into 0).
+fn finite4(v: vec4<f32>) -> bool {
+    let e = vec4<u32>(0x7f800000u);
+    return all((bitcast<vec4<u32>>(v) & e) != e);
+}
+
+// 1 / d, 0 for a block of zeros.
+fn q8_inverse(d: f32) -> f32 {
+    return select(0.0, 1.0 / d, d > 0.0);
+}
+
+// The int8 codes of four entries of a block whose scale has inverse `id`.
+fn q8_codes(v: vec4<f32>, id: f32) -> vec4<i32> {
+    return vec4<i32>(clamp(round(v * id), vec4<f32>(-127.0), vec4<f32>(127.0)));
+}
+
+// An XQ32's codes (the same c_j and d) held in pairs for products of 4-bit weight codes two
+// to a 32-bit multiply (matvec's CPU layout: `w_pdot32`): word i of `even_lo` is
+// c(4i + 2) + 65536 c(4i) (wrapping), of `odd_lo` c(4i + 3) + 65536 c(4i + 1), and
+// `even_hi`, `odd_hi` the same for entries 16 + 4i ..; `sum` is the sum of all 32 codes.
+// A weight word holding codes u in bits 0..15 and v in bits 16..31 times an even word
+// is u c(4i + 2) + 65536 (u c(4i) + v c(4i + 2)), modulo 2^32: the high half is the pair's
+// dot product, the low half a by-product that `pair_high` takes off.
+struct XP32 {
+    even_lo: vec4<u32>,
+    odd_lo: vec4<u32>,
+    even_hi: vec4<u32>,
+    odd_hi: vec4<u32>,
+    d: f32,
+    sum: i32,
+}
+
+// h of a sum l + 65536 h (wrapping) with |l| and |h| below 32768 (the sums of `XP32`'s
+// products: at most 8 by-products and 16 codes of 4 bits per sum, 8 * 15 * 127 and
+// 16 * 15 * 127 = 30480): l + 32768 lies in 0..65535, so the shift floors to h.
+fn pair_high(acc: u32) -> i32 {
+    return bitcast<i32>(acc + 32768u) >> 16u;
+}
+
 // A 32-weight block's 16 bytes of nibbles (element j in the low nibble of byte j, j + 16 in
 // its high nibble: GGML's Q4_0, Q4_1, Q5_0, Q5_1) plus 16 times bit j of qh (0 for 4-bit
 // codes), as int8 codes in XQ32's order: [0] elements 0..15, [1] 16..31.

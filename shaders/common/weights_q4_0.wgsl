@@ -75,3 +75,38 @@ fn w_idot32(row: u32, b: u32, k: u32, xq: XQ32) -> f32 {
     let s = xq_dot16(c[0], xq.lo) + xq_dot16(c[1], xq.hi);
     return f32(s - 8 * (xq.sum.x + xq.sum.y)) * block_scale(block);
 }
+
+// A whole block's codes against xp (see XP32), unscaled: each of its four words masked to
+// the codes of elements 4i and 4i + 2 (bits 0..3 and 16..19), 4i + 1 and 4i + 3 (>> 8), and
+// the high nibbles' 16 + 4i .. (>> 4, >> 12), each mask times one of xp's words: two products
+// per multiply, a half block's 16 in one sum; the code offset 8 taken off through xp.sum.
+fn block_pcodes(block: u32, xp: XP32) -> i32 {
+    let v = w_data[block];
+    let m = vec4<u32>(0x000f000fu);
+    let lo = (v & m) * xp.even_lo + ((v >> vec4<u32>(8u)) & m) * xp.odd_lo;
+    let hi = ((v >> vec4<u32>(4u)) & m) * xp.even_hi + ((v >> vec4<u32>(12u)) & m) * xp.odd_hi;
+    return pair_high(lo.x + lo.y + lo.z + lo.w) + pair_high(hi.x + hi.y + hi.z + hi.w)
+        - 8 * xp.sum;
+}
+
+// A whole block against int8 activations in pairs (contract: weights_pdot32.wgsl).
+fn w_pdot32(row: u32, b: u32, k: u32, xp: XP32) -> f32 {
+    let block = word_at(row, b, k / 32u);
+    return f32(block_pcodes(block, xp)) * block_scale(block);
+}
+
+// w_pdot32 of two pairs of rows (contract: weights_pdot32.wgsl), each pair's scales in one
+// load (as weights_dot32_pairs_scaled.wgsl's `w_dot32_pairs`).
+fn w_pdot32_pairs(r: vec4<u32>, b: u32, k: u32, xp: XP32) -> vec4<f32> {
+    let per_row = k / 32u;
+    let i = word_at(r.x, b, per_row);
+    let j = word_at(r.z, b, per_row);
+    let d = vec4<f32>(unpack2x16float(scale_word(i / 2u)), unpack2x16float(scale_word(j / 2u)));
+    let q = vec4<i32>(
+        block_pcodes(i, xp),
+        block_pcodes(i + 1u, xp),
+        block_pcodes(j, xp),
+        block_pcodes(j + 1u, xp),
+    );
+    return vec4<f32>(q) * d;
+}

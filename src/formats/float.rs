@@ -14,6 +14,7 @@ pub const F32: Unit = Unit {
     own_dot16: false,
     own_dot32: false,
     own_idot32: false,
+    own_pdot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
@@ -38,6 +39,7 @@ pub const BF16: Unit = Unit {
     own_dot16: false,
     own_dot32: false,
     own_idot32: false,
+    own_pdot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {
@@ -62,6 +64,7 @@ pub const F16: Unit = Unit {
     own_dot16: false,
     own_dot32: false,
     own_idot32: false,
+    own_pdot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {

@@ -19,6 +19,7 @@ pub const I8_AFFINE: Unit = Unit {
     own_dot16: true,
     own_dot32: false,
     own_idot32: false,
+    own_pdot32: false,
     pairs: Pairs::RowByRow,
     narrow_tiles: false,
     wide: Some(Wide {

@@ -80,6 +80,12 @@ pub struct Unit {
     /// packed integer dot products, its scales applied once); the others get
     /// `weights_idot32.wgsl`'s, their f32 values against the codes.
     pub own_idot32: bool,
+    /// `wgsl` also defines `w_pdot32` and `w_pdot32_pairs` (a 32-weight block of 4-bit codes
+    /// against int8 activations held in pairs, two products per 32-bit multiply: matvec's CPU
+    /// layout, see `XP32` in `shaders/common/math.wgsl`), so CPU adapters multiply it with
+    /// int8 activations by default; the others get `weights_pdot32.wgsl`'s, through
+    /// `w_idot32`.
+    pub own_pdot32: bool,
     /// Where its `w_dot32_pairs` comes from.
     pub pairs: Pairs,
     /// `wgsl` finds its 16-byte words through `word_at` (each holds whole blocks), so CPU

@@ -39,8 +39,8 @@ pub struct GpuOptions {
     /// Force the CPU-style (true) or GPU-style (false) access patterns instead of choosing by
     /// the adapter's device type (tests both layouts on one adapter).
     pub cpu_layout: Option<bool>,
-    /// With the GPU layout, whether quantized weights multiply 8-bit-quantized activations
-    /// (true, the default) or f32 ones (see [`Caps::int8_products`]).
+    /// Whether quantized weights multiply 8-bit-quantized activations (true; by default where
+    /// [`Caps::int8_products`] says) or f32 ones.
     pub int8_products: Option<bool>,
     /// Allocate at most this many bytes of buffers in all: a larger request fails as an
     /// out-of-memory would (emulates a device with less memory).
@@ -63,12 +63,18 @@ pub struct Caps {
     /// The adapter runs shaders on the CPU (lavapipe, llvmpipe, WARP): access patterns that
     /// suit CPU caches win there, so kernels pick their CPU layout.
     pub cpu_like: bool,
-    /// The products with quantized weights (matvec, matmul) quantize the activation to int8
-    /// blocks of 32 and multiply codes with packed integer dot products (GGML's q8_1
-    /// activations, as its mul_mat_vecq and mul_mmq on GPUs): the GPU layout's default. The
-    /// CPU layout always takes f32 activations (lavapipe lowers `dot4I8Packed` to shifts and
-    /// 32-bit multiplies, no cheaper than its f32 path).
+    /// The products with quantized weights quantize the activation to int8 blocks of 32 and
+    /// multiply codes (GGML's q8_1 activations, as its mul_mat_vecq and mul_mmq on GPUs and
+    /// its CPU backend's vec_dot): the default. The GPU layout multiplies them with packed
+    /// integer dot products in matvec and matmul. The CPU layout does so in matvec only, for
+    /// the formats with a reading made for it (4-bit codes two to a 32-bit multiply; lavapipe
+    /// lowers `dot4I8Packed` to shifts and 32-bit multiplies, no cheaper than its f32 path),
+    /// or for every quantized format with `int8_all_formats`; its matmul keeps f32
+    /// (kernels::matrix::int8_decode_activations).
     pub int8_products: bool,
+    /// Int8 activations were asked for (`--activations int8`), not just left to the default:
+    /// on CPU adapters every quantized format's matvec takes them.
+    pub int8_all_formats: bool,
     /// Largest storage binding the kernels may use, in bytes.
     pub max_binding_size: u64,
     /// Largest buffer, in bytes.
@@ -80,9 +86,15 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// What the quantized products multiply: "int8" or "f32" activations.
+    /// What the quantized products multiply: "int8" or "f32" activations, or on CPU adapters
+    /// which products take int8.
     pub fn activations(&self) -> &'static str {
-        if self.int8_products { "int8" } else { "f32" }
+        match (self.int8_products, self.cpu_like, self.int8_all_formats) {
+            (false, _, _) => "f32",
+            (true, false, _) => "int8",
+            (true, true, true) => "int8 (decode), f32 (prefill)",
+            (true, true, false) => "int8 (4-bit decode products), f32 (others)",
+        }
     }
 }
 
@@ -166,7 +178,8 @@ impl Gpu {
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             int64: features.contains(wgpu::Features::SHADER_INT64),
             cpu_like,
-            int8_products: !cpu_like && options.int8_products.unwrap_or(true),
+            int8_products: options.int8_products.unwrap_or(true),
+            int8_all_formats: options.int8_products == Some(true),
             max_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,

@@ -102,7 +102,8 @@ impl Matmul {
         let n = args.n;
         self.check_tokens(gpu, label, n)?;
         let kernel = (&self.geglu, self.format);
-        bind_geglu_matrix("matmul", kernel, gpu, label, args, |outputs| {
+        let cols = args.w.cols;
+        bind_geglu_matrix("matmul", kernel, gpu, label, args, cols, |outputs| {
             // Two outputs per unit of four rows.
             let (x, y) = self.grid(2 * outputs, n);
             (x, y, 1)
@@ -113,13 +114,14 @@ impl Matmul {
     pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n;
         self.check_tokens(gpu, label, n)?;
+        let cols = args.w.cols;
         bind_matrix(
             "matmul",
-            &self.kernel,
-            self.format,
+            (&self.kernel, self.format),
             gpu,
             label,
             args,
+            cols,
             |rows| {
                 let (x, y) = self.grid(rows, n);
                 (x, y, 1)

@@ -79,10 +79,27 @@ const MIN_BINDING_BYTES: u64 = 32;
 pub const TILE_ROWS: usize = 32;
 
 /// Whether the matrix products (matvec, matmul) multiply `format` with x quantized to int8
-/// blocks of 32 (reference::quantize_q8) rather than x itself: quantized weights on a device
-/// whose [`crate::gpu::Caps::int8_products`] says so (the GPU layouts only).
+/// blocks of 32 (reference::quantize_q8) rather than x itself, in the GPU layout: quantized
+/// weights where [`crate::gpu::Caps::int8_products`] says so. See [`int8_decode_activations`]
+/// for matvec's CPU layout.
 pub fn int8_activations(gpu: &Gpu, format: WeightFormat) -> bool {
-    gpu.caps.int8_products && format.unit().layout != Layout::Elements
+    !gpu.caps.cpu_like && gpu.caps.int8_products && format.unit().layout != Layout::Elements
+}
+
+/// Whether matvec multiplies `format` with int8 activations: the GPU layout as
+/// [`int8_activations`]; the CPU layout where [`crate::gpu::Caps::int8_products`] says so,
+/// x quantized by a pass of its own (kernels::QuantizeQ8), for the formats with their own
+/// `w_pdot32` (4-bit codes, two products per 32-bit multiply: Gemma 2 2B Q4_0 decode 4.2 ->
+/// 5.0 tokens/s on lavapipe), or every quantized format with
+/// [`crate::gpu::Caps::int8_all_formats`]. The CPU layout's matmul (prefill) keeps f32.
+pub fn int8_decode_activations(gpu: &Gpu, format: WeightFormat) -> bool {
+    if !gpu.caps.cpu_like {
+        return int8_activations(gpu, format);
+    }
+    let unit = format.unit();
+    gpu.caps.int8_products
+        && unit.layout != Layout::Elements
+        && (unit.own_pdot32 || gpu.caps.int8_all_formats)
 }
 
 /// Whether this device stores `format`'s matrices in row tiles (see

@@ -1,6 +1,7 @@
 //! matvec: y = W x for decode (shaders/matvec.wgsl).
 
-use super::matrix::{MatrixArgs, MatrixBuffers, MatrixParams, int8_activations};
+use super::matrix::{MatrixArgs, MatrixBuffers, MatrixParams, int8_decode_activations};
+use super::quantize_q8::{self, QuantizeQ8, QuantizeQ8Buffers};
 use super::{Dispatch, check_len, groups, source};
 use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
@@ -52,6 +53,9 @@ pub struct Matvec {
     rows_per_workgroup: u32,
     /// x is quantized to int8 blocks (see [`Matvec::int8`]).
     int8: bool,
+    /// The CPU layout's int8 path: x quantized by a pass of its own (quantize_q8.wgsl) before
+    /// the product reads it.
+    quantize: Option<QuantizeQ8>,
 }
 
 impl Matvec {
@@ -61,8 +65,9 @@ impl Matvec {
         let row_per_invocation = gpu.caps.cpu_like;
         let wg = if row_per_invocation { CPU_WG } else { WG };
         let reading = source::WeightsSource::for_device(gpu, format);
-        let int8 = int8_activations(gpu, format);
-        // With int8 activations a unit of work is one 32-weight block (x_quant32's).
+        let int8 = int8_decode_activations(gpu, format);
+        // With int8 activations a GPU layout's unit of work is one 32-weight block
+        // (x_quant32's).
         let run = if int8 { 4 } else { run_for(format) };
         let build = |geglu: bool| {
             source::build(
@@ -89,36 +94,66 @@ impl Matvec {
         } else {
             ROWS
         };
+        let quantize = match int8 && row_per_invocation {
+            true => Some(QuantizeQ8::new(gpu)?),
+            false => None,
+        };
         Ok(Matvec {
             kernel,
             geglu,
             format,
             rows_per_workgroup,
             int8,
+            quantize,
         })
     }
 
     /// Whether this product multiplies x quantized to int8 blocks of 32 (see
-    /// [`int8_activations`]).
+    /// [`int8_decode_activations`]).
     pub fn int8(&self) -> bool {
         self.int8
     }
 
-    /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W.
+    /// With the CPU layout's int8 path, x [n, cols] quantized into a buffer of its own (the
+    /// first dispatch; made once, at bind) and the words per vector of it the product reads;
+    /// else x's own cols.
+    fn quantized_x(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        args: &MatrixArgs,
+    ) -> Result<Option<(Dispatch, wgpu::Buffer, usize)>> {
+        let Some(q) = &self.quantize else {
+            return Ok(None);
+        };
+        let len = args.n * args.w.cols;
+        check_len("matvec", "x", args.x, len)?;
+        let words = len / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+        let xq = gpu.storage_zeroed(&format!("{label}.xq"), 4 * words as u64);
+        let buffers = QuantizeQ8Buffers { x: args.x, xq: &xq };
+        let d = q.bind(gpu, &format!("{label}.quantize"), len, buffers)?;
+        Ok(Some((d, xq, words / args.n.max(1))))
+    }
+
+    /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W (after
+    /// x's quantization, with the CPU layout's int8 path).
     pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n as u32;
-        bind_matrix(
-            "matvec",
-            &self.kernel,
-            self.format,
-            gpu,
-            label,
-            args,
-            |rows| {
-                let (gx, gy) = gpu.grid_2d(groups(rows, self.rows_per_workgroup));
-                (gx, gy, n)
-            },
-        )
+        let grid = |rows| {
+            let (gx, gy) = gpu.grid_2d(groups(rows, self.rows_per_workgroup));
+            (gx, gy, n)
+        };
+        let kernel = (&self.kernel, self.format);
+        let Some((quantize, xq, words)) = self.quantized_x(gpu, label, &args)? else {
+            let cols = args.w.cols;
+            return bind_matrix("matvec", kernel, gpu, label, args, cols, grid);
+        };
+        let args = MatrixArgs { x: &xq, ..args };
+        let mut dispatches = vec![quantize];
+        dispatches.extend(bind_matrix(
+            "matvec", kernel, gpu, label, args, words, grid,
+        )?);
+        Ok(dispatches)
     }
 }
 
@@ -126,20 +161,31 @@ impl Matvec {
     /// y [n, w.rows / 2] = gelu_tanh(gate) * up of the product [gate | up] = x W^T, for W the
     /// gate rows stacked on the up rows in one chunk (Gemma's gate_up): the product and GeGLU
     /// in one dispatch. `args.y` is filled whole (its offset and stride are not read).
-    pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Dispatch> {
+    /// With the CPU layout's int8 path x's quantization comes first.
+    pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n as u32;
         let kernel = (&self.geglu, self.format);
-        bind_geglu_matrix("matvec", kernel, gpu, label, args, |outputs| {
+        let grid = |outputs| {
             // Two outputs per unit of four rows.
             let (gx, gy) = gpu.grid_2d(groups(outputs, self.rows_per_workgroup / 2));
             (gx, gy, n)
-        })
+        };
+        let Some((quantize, xq, words)) = self.quantized_x(gpu, label, &args)? else {
+            let cols = args.w.cols;
+            return Ok(vec![bind_geglu_matrix(
+                "matvec", kernel, gpu, label, args, cols, grid,
+            )?]);
+        };
+        let args = MatrixArgs { x: &xq, ..args };
+        let product = bind_geglu_matrix("matvec", kernel, gpu, label, args, words, grid)?;
+        Ok(vec![quantize, product])
     }
 }
 
 /// Binds a matrix kernel's GeGLU variant (matvec or matmul): y [n, w.rows / 2] =
 /// gelu_tanh(gate) * up of [gate | up] = x W^T, for W the gate rows stacked on the up rows in
-/// one chunk; `grid(outputs)` is its workgroup grid. `args.y` is filled whole (its offset and
+/// one chunk; `grid(outputs)` is its workgroup grid and `x_words` the 4-byte words of x per
+/// vector (w.cols, or the quantized blocks' words). `args.y` is filled whole (its offset and
 /// stride are not read).
 pub(super) fn bind_geglu_matrix(
     name: &'static str,
@@ -147,6 +193,7 @@ pub(super) fn bind_geglu_matrix(
     gpu: &Gpu,
     label: &str,
     args: MatrixArgs,
+    x_words: usize,
     grid: impl Fn(usize) -> (u32, u32, u32),
 ) -> Result<Dispatch> {
     let w = args.w;
@@ -168,7 +215,7 @@ pub(super) fn bind_geglu_matrix(
         });
     }
     let outputs = w.rows / 2;
-    check_len(name, "x", x, n * w.cols)?;
+    check_len(name, "x", x, n * x_words)?;
     check_len(name, "y", y, n * outputs)?;
     let c = &w.chunks[0];
     // The shader counts outputs; its up rows are `outputs` after the gate rows.
@@ -194,14 +241,15 @@ pub(super) fn bind_geglu_matrix(
 }
 
 /// Binds a matrix kernel (matvec or matmul) once per chunk of `w`; `grid(rows)` is the
-/// workgroup grid of a chunk of that many rows.
+/// workgroup grid of a chunk of that many rows, `x_words` the 4-byte words of x per vector
+/// (w.cols, or the quantized blocks' words).
 pub(super) fn bind_matrix(
     name: &'static str,
-    kernel: &Kernel,
-    format: WeightFormat,
+    (kernel, format): (&Kernel, WeightFormat),
     gpu: &Gpu,
     label: &str,
     args: MatrixArgs,
+    x_words: usize,
     grid: impl Fn(usize) -> (u32, u32, u32),
 ) -> Result<Vec<Dispatch>> {
     let MatrixArgs {
@@ -227,7 +275,7 @@ pub(super) fn bind_matrix(
             message: format!("{label}: kernel built for {format}, matrix is {}", w.format),
         });
     }
-    check_len(name, "x", x, n * w.cols)?;
+    check_len(name, "x", x, n * x_words)?;
     check_len(name, "y", y, n * y_stride)?;
     w.chunks
         .iter()

@@ -76,6 +76,7 @@ use super::{
     kv_store::{KvStoreBuffers, KvStoreParams},
     log_prob::{LogProbBuffers, LogProbParams},
     matrix::{MatrixBuffers, MatrixParams},
+    quantize_q8::{QuantizeQ8Buffers, QuantizeQ8Params},
     residual_norm::ResidualNormBuffers,
     rms_norm::{RmsNormBuffers, RmsNormParams},
     rope_store::{RopeStoreBuffers, RopeStoreParams},
@@ -126,6 +127,13 @@ pub const MATVEC: Shader = shader!(
     "matrix_x_wide",
     "matrix_x_q8"
 );
+pub const QUANTIZE_Q8: Shader = shader!(
+    "quantize_q8",
+    &["main"],
+    false,
+    QuantizeQ8Params,
+    QuantizeQ8Buffers
+);
 pub const RMS_NORM: Shader = shader!("rms_norm", &["main"], false, RmsNormParams, RmsNormBuffers);
 pub const RESIDUAL_NORM: Shader = shader!(
     "residual_norm",
@@ -163,6 +171,7 @@ pub const ALL: &[Shader] = &[
     LOG_PROB,
     MATMUL,
     MATVEC,
+    QUANTIZE_Q8,
     RMS_NORM,
     ROPE_STORE,
     RESIDUAL_NORM,
@@ -179,6 +188,7 @@ const WEIGHTS_BYTES: &str = include_str!("../../shaders/common/weights_bytes.wgs
 const WEIGHTS_DOT16: &str = include_str!("../../shaders/common/weights_dot16.wgsl");
 const WEIGHTS_DOT32: &str = include_str!("../../shaders/common/weights_dot32.wgsl");
 const WEIGHTS_IDOT32: &str = include_str!("../../shaders/common/weights_idot32.wgsl");
+const WEIGHTS_PDOT32: &str = include_str!("../../shaders/common/weights_pdot32.wgsl");
 const WEIGHTS_DOT32_PAIRS: &str = include_str!("../../shaders/common/weights_dot32_pairs.wgsl");
 const WEIGHTS_DOT32_PAIRS_SCALED: &str =
     include_str!("../../shaders/common/weights_dot32_pairs_scaled.wgsl");
@@ -233,11 +243,12 @@ impl WeightsSource {
 }
 
 /// The data and scale bindings, `word_at`, and the `w_load8`, `w_dot16`, `w_dot32`,
-/// `w_dot32_pairs`, `w_block`, `w_load8_in` and `w_idot32` of a format (with the byte helpers
-/// for the GGUF block formats). A wide reading (CPU adapters, which multiply f32 activations)
-/// takes the generic `w_idot32`.
-fn weights_helper(w: WeightsSource) -> [&'static str; 9] {
+/// `w_dot32_pairs`, `w_block`, `w_load8_in`, `w_idot32` and `w_pdot32` of a format (with the
+/// byte helpers for the GGUF block formats). A wide reading (CPU adapters, which multiply f32
+/// activations unless `--activations int8` asks) takes the generic `w_idot32`.
+fn weights_helper(w: WeightsSource) -> [&'static str; 10] {
     let unit = w.format.unit();
+    let pdot32 = if unit.own_pdot32 { "" } else { WEIGHTS_PDOT32 };
     let words = if w.tiled { WEIGHTS_TILES } else { WEIGHTS_ROWS };
     if let Some(wide) = unit.wide.as_ref().filter(|_| w.wide) {
         let block = if wide.own_block { "" } else { WEIGHTS_BLOCK };
@@ -252,6 +263,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 9] {
             pairs,
             block,
             WEIGHTS_IDOT32,
+            pdot32,
         ];
     }
     let bytes = if w.format.ggml_block().is_some() {
@@ -273,6 +285,7 @@ fn weights_helper(w: WeightsSource) -> [&'static str; 9] {
         pairs,
         WEIGHTS_BLOCK,
         idot32,
+        pdot32,
     ]
 }
 
@@ -300,10 +313,21 @@ pub fn compose(
     } else {
         REDUCE_WORKGROUP
     };
-    let [data, words, bytes, own, dot16, dot32, pairs, block, idot32] = weights
+    let [
+        data,
+        words,
+        bytes,
+        own,
+        dot16,
+        dot32,
+        pairs,
+        block,
+        idot32,
+        pdot32,
+    ] = weights
         .filter(|_| shader.weights)
         .map(weights_helper)
-        .unwrap_or([""; 9]);
+        .unwrap_or([""; 10]);
     [
         reduce,
         MATH,
@@ -316,6 +340,7 @@ pub fn compose(
         pairs,
         block,
         idot32,
+        pdot32,
         if wide && !shader.shared_wide.is_empty() {
             shader.shared_wide
         } else {

@@ -180,10 +180,10 @@ impl Binder<'_> {
         if w.chunks.len() == 1 {
             let (k, label) = (self.k.matrix(w.format), self.label("gate_up"));
             let args = MatrixArgs::new(w, &s.h, &s.act, self.rows);
-            return Ok(vec![match self.rows {
-                1 => k.matvec.bind_geglu(self.gpu, &label, args)?,
-                _ => k.matmul.bind_geglu(self.gpu, &label, args)?,
-            }]);
+            return match self.rows {
+                1 => k.matvec.bind_geglu(self.gpu, &label, args),
+                _ => Ok(vec![k.matmul.bind_geglu(self.gpu, &label, args)?]),
+            };
         }
         let mut d = self.product("gate_up", w, &s.h, &s.gate_up)?;
         let buffers = GegluBuffers {

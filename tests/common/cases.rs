@@ -980,16 +980,19 @@ pub fn product_geglu(
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let yb = gpu.storage_zeroed("act", (n * d * 4) as u64);
     let args = MatrixArgs::new(&gm, &xb, &yb, n);
-    let (name, dispatch) = match kernel {
+    let (name, dispatches) = match kernel {
         Product::Matvec(k) => ("matvec", k.bind_geglu(gpu, "gate_up", args)),
-        Product::Matmul(k) => ("matmul", k.bind_geglu(gpu, "gate_up", args)),
+        Product::Matmul(k) => (
+            "matmul",
+            k.bind_geglu(gpu, "gate_up", args).map(|d| vec![d]),
+        ),
     };
-    let dispatch = dispatch.unwrap();
+    let dispatches = dispatches.unwrap();
     let what = format!("{name} geglu: {} n={n} rows={rows} k={k}", m.format);
     Problem {
         what: what.clone(),
         setup: vec![],
-        dispatches: vec![dispatch],
+        dispatches,
         bytes: gm.bytes() as f64 + 4.0 * (n * (k + d)) as f64,
         flops: 2.0 * (n * rows * k) as f64,
         check: Box::new(move |gpu| within(&what, &gpu.read_f32(&yb).unwrap(), &expected, &bound)),

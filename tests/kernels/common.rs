@@ -30,20 +30,22 @@ fn open(name: &str, options: GpuOptions) -> Device {
 /// access patterns (lavapipe is a CPU adapter, so it would otherwise always pick the CPU
 /// ones; with them, the quantized products take int8 activations), and OpenGL.
 /// `GEMMA_WGPU_TEST_BACKENDS=vulkan` (comma list of vulkan, vulkan-fallback, gl; and
-/// vulkan-gpu-layout and vulkan-f32-products, which [`product_devices`] adds to
-/// vulkan-fallback) narrows it.
+/// vulkan-gpu-layout, vulkan-f32-products, vulkan-cpu-f32-products and vulkan-int8-products,
+/// which [`product_devices`] adds to vulkan-fallback) narrows it.
 pub fn devices() -> Vec<Device> {
     devices_with(None)
 }
 
 /// [`devices`] and, for the matrix products, whose quantized forms take int8 activations in
 /// the GPU layout, that layout with every feature on (a GPU's defaults: int8 activations with
-/// subgroups) and with f32 activations (the exact path).
+/// subgroups) and with f32 activations (the exact path); and the CPU layout's matvec with f32
+/// activations (where Q4_0 takes int8 by default) and with int8 for every quantized format
+/// (`--activations int8`).
 pub fn product_devices() -> Vec<Device> {
     let mut all = devices();
     if wanted().contains("vulkan-fallback") {
         all.extend(backend_devices(
-            "vulkan-gpu-layout,vulkan-f32-products",
+            "vulkan-gpu-layout,vulkan-f32-products,vulkan-cpu-f32-products,vulkan-int8-products",
             None,
         ));
     }
@@ -99,6 +101,24 @@ fn backend_devices(wanted: &str, max_binding_size: Option<u64>) -> Vec<Device> {
                     backend: BackendChoice::Vulkan,
                     cpu_layout: Some(false),
                     int8_products: Some(false),
+                    max_binding_size,
+                    ..Default::default()
+                },
+            ),
+            "vulkan-cpu-f32-products" => open(
+                "vulkan, f32 activations",
+                GpuOptions {
+                    backend: BackendChoice::Vulkan,
+                    int8_products: Some(false),
+                    max_binding_size,
+                    ..Default::default()
+                },
+            ),
+            "vulkan-int8-products" => open(
+                "vulkan, int8 activations for every format",
+                GpuOptions {
+                    backend: BackendChoice::Vulkan,
+                    int8_products: Some(true),
                     max_binding_size,
                     ..Default::default()
                 },

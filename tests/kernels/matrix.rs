@@ -4,7 +4,9 @@
 use crate::common::*;
 use gemma_wgpu::gpu::Gpu;
 use gemma_wgpu::kernels::matrix::{MatrixArgs, TILE_ROWS, tiled};
-use gemma_wgpu::kernels::{Embedding, GpuMatrix, Matmul, Matvec};
+use gemma_wgpu::kernels::quantize_q8::{QuantizeQ8Buffers, WORDS_PER_BLOCK};
+use gemma_wgpu::kernels::{Embedding, GpuMatrix, Matmul, Matvec, QuantizeQ8};
+use gemma_wgpu::reference;
 use gemma_wgpu::weights::WeightFormat;
 use gemma_wgpu::weights::gguf::GgmlType;
 
@@ -291,4 +293,108 @@ fn stacked_matrices_multiply_as_their_parts() {
             }
         }
     }
+}
+
+/// The codes (first, second) of a quantize_q8 pair word c2 + 65536 c1.
+fn pair_codes(w: u32) -> (i32, i32) {
+    let second = (w as i32) << 16 >> 16;
+    ((w as i32).wrapping_sub(second) >> 16, second)
+}
+
+/// quantize_q8 against reference::quantize_q8, block by block: the scale bit for bit (the same
+/// f32 product), each code the reference's except where x / d lies within the rounding of the
+/// GPU's 1 / d of a half (int8_x's ties: then either neighbour), the pair words packed as
+/// matvec's XP32 reads them, the codes' sum and zero padding. One block, 72 (a 2B row) and 289
+/// (past the workgroups of 64), an all-zero block (d = 0, codes 0) and a block with a NaN (d
+/// NaN, so every product it enters is NaN).
+#[test]
+fn quantize_q8_matches_reference() {
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        let kernel = QuantizeQ8::new(gpu).unwrap();
+        for (i, blocks) in [1usize, 72, 289].into_iter().enumerate() {
+            let mut x = normal(700 + i as u64, blocks * 32);
+            if blocks > 2 {
+                x[32..64].fill(0.0);
+                x[64 + 5] = f32::NAN;
+            }
+            let xb = gpu.storage_init("x", f32_bytes(&x));
+            let xq = gpu.storage_zeroed("xq", (blocks * WORDS_PER_BLOCK * 4) as u64);
+            let buffers = QuantizeQ8Buffers { x: &xb, xq: &xq };
+            let d = kernel.bind(gpu, "quantize_q8", x.len(), buffers).unwrap();
+            gpu.run("quantize_q8", [&d]).unwrap();
+            let words = gpu.read_u32(&xq).unwrap();
+            let (values, ties) = int8_x(&x);
+            for (b, w) in words.chunks(WORDS_PER_BLOCK).take(blocks).enumerate() {
+                let what = format!("{}: quantize_q8 block {b} of {blocks}", dev.name);
+                let block = &x[32 * b..][..32];
+                let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let (d_ref, _) = reference::q8_scale(amax);
+                let d = f32::from_bits(w[16]);
+                if block.iter().any(|v| v.is_nan()) {
+                    assert!(d.is_nan(), "{what}: d = {d} for a block with a NaN");
+                    continue;
+                }
+                assert_eq!(d.to_bits(), d_ref.to_bits(), "{what}: d");
+                // Entry e of the block: pair word (e % 16 / 4) of even (e % 4 in 0, 2) or odd,
+                // lo (e < 16) or hi; first (e % 4 < 2) or second of the pair.
+                let mut codes = [0i32; 32];
+                for (e, c) in codes.iter_mut().enumerate() {
+                    let slot = 2 * (e / 16) + e % 2;
+                    let (first, second) = pair_codes(w[4 * slot + e % 16 / 4]);
+                    *c = if e % 4 < 2 { first } else { second };
+                }
+                for (e, &c) in codes.iter().enumerate() {
+                    let want = if d_ref > 0.0 {
+                        values[32 * b + e] / d_ref
+                    } else {
+                        0.0
+                    };
+                    let tie = ties[32 * b + e] > 0.0;
+                    let ok = c as f32 == want.round() || (tie && (c as f32 - want).abs() <= 1.0);
+                    assert!(ok, "{what}: code {e} is {c}, the reference's {want}");
+                }
+                let sum: i32 = codes.iter().sum();
+                assert_eq!(w[17] as i32, sum, "{what}: the codes' sum");
+                assert!(
+                    w[18..].iter().all(|&v| v == 0),
+                    "{what}: padding {:?}",
+                    &w[18..]
+                );
+            }
+        }
+    }
+}
+
+/// Which decode products take int8 activations on a CPU adapter (lavapipe): by default the
+/// formats with their own `w_pdot32` (Q4_0), none with `--activations f32`, every quantized
+/// format with `--activations int8`; plain floats never. Prefill's matmul keeps f32 there.
+#[test]
+fn cpu_layout_matvec_takes_int8_where_the_format_reads_it() {
+    let open = |int8_products| {
+        Gpu::new(&gemma_wgpu::gpu::GpuOptions {
+            backend: gemma_wgpu::gpu::BackendChoice::Vulkan,
+            int8_products,
+            ..Default::default()
+        })
+        .expect("no Vulkan adapter: apt-get install -y mesa-vulkan-drivers")
+    };
+    let int8 = |gpu: &Gpu, f| Matvec::new(gpu, f).unwrap().int8();
+    let auto = open(None);
+    assert!(auto.caps.cpu_like, "lavapipe takes the CPU layout");
+    assert!(int8(&auto, WeightFormat::Q4_0));
+    assert!(!int8(&auto, WeightFormat::Q8_0));
+    assert!(!int8(&auto, WeightFormat::I8Affine));
+    assert!(!Matmul::new(&auto, WeightFormat::Q4_0).unwrap().int8());
+    let f32_only = open(Some(false));
+    assert!(!int8(&f32_only, WeightFormat::Q4_0));
+    let all = open(Some(true));
+    for f in [
+        WeightFormat::Q4_0,
+        WeightFormat::Q8_0,
+        WeightFormat::I8Affine,
+    ] {
+        assert!(int8(&all, f), "{f}");
+    }
+    assert!(!int8(&all, WeightFormat::F32));
 }

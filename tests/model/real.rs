@@ -102,6 +102,23 @@ fn greedy_text_with_int8_activations_is_llama_cpps() {
     greedy_text_is_llama_cpps_in(&mut e, "int8 activations");
 }
 
+/// The CPU layout's int8 activations for every format (`--activations int8` on lavapipe:
+/// x quantized by quantize_q8, Q4_K's i8_affine and Q8_0 through `w_pdot32`'s general
+/// reading): llama.cpp's greedy ids still.
+#[test]
+fn greedy_text_with_int8_activations_on_cpu_adapters_is_llama_cpps() {
+    let gpu = GpuOptions {
+        backend: BackendChoice::Vulkan,
+        int8_products: Some(true),
+        ..Default::default()
+    };
+    let mut e = engine_with(&gpu, None, false);
+    let caps = &e.model().gpu().caps;
+    assert!(caps.cpu_like, "lavapipe takes the CPU layout");
+    assert_eq!(caps.activations(), "int8 (decode), f32 (prefill)");
+    greedy_text_is_llama_cpps_in(&mut e, "CPU layout, int8 activations");
+}
+
 fn greedy_text_is_llama_cpps_on(backend: BackendChoice) {
     let mut e = engine_on(backend, None, false);
     greedy_text_is_llama_cpps_in(&mut e, &format!("{backend:?}"));
