@@ -18,11 +18,6 @@ struct Params {
 
 override WG: u32 = 64u;
 
-// Entries (0, 2) and (1, 3) of c, then of e, as XP32's pair words c(second) + 65536 c(first).
-fn pair_words(c: vec4<i32>, e: vec4<i32>) -> vec4<u32> {
-    return bitcast<vec4<u32>>(vec4<i32>(c.z, e.z, c.w, e.w) + 65536 * vec4<i32>(c.x, e.x, c.y, e.y));
-}
-
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let b = (inv.wg.x + inv.wg.y * inv.nwg.x) * WG + inv.lid;
@@ -30,34 +25,11 @@ fn main(inv: Invocation) {
         return;
     }
     var v: array<vec4<f32>, 8>;
-    var m = vec4<f32>(0.0);
-    var finite = true;
     for (var g = 0u; g < 8u; g++) {
         v[g] = x[8u * b + g];
-        m = max(m, abs(v[g]));
-        finite = finite && finite4(v[g]);
     }
-    // A NaN or an infinity in the block makes d NaN (q8_scale).
-    let d = q8_scale(max(max(m.x, m.y), max(m.z, m.w)), finite);
-    let id = q8_inverse(d);
-    var sum = vec4<i32>(0);
-    // Entries 8h .. 8h + 8 give words 2h % 4 and 2h % 4 + 1 of even and odd (lo for h < 2).
-    var w: array<vec4<u32>, 4>;
-    for (var h = 0u; h < 4u; h++) {
-        let c = q8_codes(v[2u * h], id);
-        let e = q8_codes(v[2u * h + 1u], id);
-        sum += c + e;
-        let pw = pair_words(c, e);
-        let even = 2u * (h / 2u);
-        let at = 2u * (h % 2u);
-        w[even][at] = pw.x;
-        w[even][at + 1u] = pw.y;
-        w[even + 1u][at] = pw.z;
-        w[even + 1u][at + 1u] = pw.w;
-    }
-    for (var j = 0u; j < 4u; j++) {
+    let w = q8_pair_block(v);
+    for (var j = 0u; j < 6u; j++) {
         xq[6u * b + j] = w[j];
     }
-    xq[6u * b + 4u] = vec4<u32>(bitcast<u32>(d), bitcast<u32>(sum.x + sum.y + sum.z + sum.w), 0u, 0u);
-    xq[6u * b + 5u] = vec4<u32>(0u);
 }

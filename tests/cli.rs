@@ -1416,6 +1416,61 @@ fn bench_profiles_a_prefill_step_and_a_decode_token() {
     }
 }
 
+/// On a CPU adapter a decode token's Q4_0 products take int8 x: q|k|v and gate|up read the
+/// quantization their residual_norm wrote (every layer's pre-feedforward norm, every input
+/// norm but the first layer's, which the embedding writes), the other inputs (o_proj's,
+/// down_proj's, the first q|k|v's, the lm_head's) get one quantize_q8 pass each; with f32
+/// activations there is neither.
+#[test]
+fn int8_decode_products_take_their_norms_quantization() {
+    let model = fixture("gemma2-bf16");
+    let layers = 4;
+    for (activations, quantize, norms) in [("auto", 2 * layers + 2, 2 * layers - 1), ("f32", 0, 0)]
+    {
+        let out = gemma(&[
+            "--backend",
+            "vulkan",
+            "--activations",
+            activations,
+            "bench",
+            "-m",
+            &model,
+            "--dtype",
+            "q4_0",
+            "-p",
+            "4",
+            "-n",
+            "0",
+            "-r",
+            "1",
+            "--profile",
+            "-o",
+            "jsonl",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let decode: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["profile"] == "decode")
+            .expect("a decode profile");
+        let count = |name: &str| -> u64 {
+            let kernels = decode["kernels"].as_array().unwrap();
+            kernels
+                .iter()
+                .filter(|k| k["kernel"] == name)
+                .map(|k| k["dispatches"].as_u64().unwrap())
+                .sum()
+        };
+        let what = format!("--activations {activations}: {decode}");
+        assert_eq!(count("quantize_q8"), quantize, "{what}");
+        assert_eq!(count("residual_norm.quant"), norms, "{what}");
+        assert_eq!(count("residual_norm.flags"), 1, "{what}");
+        let plain = 2 * layers - 1 - norms;
+        assert_eq!(count("residual_norm"), plain, "{what}");
+    }
+}
+
 #[test]
 fn bench_takes_lists_and_writes_llama_bench_fields() {
     let model = fixture("gemma2-bf16");

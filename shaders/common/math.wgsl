@@ -125,6 +125,42 @@ struct XP32 {
     sum: i32,
 }
 
+// A block of 32 entries (v[g] holds entries 4g .. 4g + 4) quantized as
+// reference::quantize_q8, in the 24 words matvec's CPU layout reads (matrix_x_q8.wgsl's
+// `x_pairs32`): XP32's 16 pair words (even_lo, odd_lo, even_hi, odd_hi), then d, the sum of
+// the codes and six zeros. A NaN or an infinity in the block makes d NaN (q8_scale).
+fn q8_pair_block(v: array<vec4<f32>, 8>) -> array<vec4<u32>, 6> {
+    var m = vec4<f32>(0.0);
+    var finite = true;
+    for (var g = 0u; g < 8u; g++) {
+        m = max(m, abs(v[g]));
+        finite = finite && finite4(v[g]);
+    }
+    let d = q8_scale(max(max(m.x, m.y), max(m.z, m.w)), finite);
+    let id = q8_inverse(d);
+    var sum = vec4<i32>(0);
+    // Entries 8h .. 8h + 8 give words 2h % 4 and 2h % 4 + 1 of even and odd (lo for h < 2).
+    var w: array<vec4<u32>, 6>;
+    for (var h = 0u; h < 4u; h++) {
+        let c = q8_codes(v[2u * h], id);
+        let e = q8_codes(v[2u * h + 1u], id);
+        sum += c + e;
+        // Entries (0, 2) and (1, 3) of c, then of e, as pair words c(second) + 65536 c(first).
+        let pw = bitcast<vec4<u32>>(
+            vec4<i32>(c.z, e.z, c.w, e.w) + 65536 * vec4<i32>(c.x, e.x, c.y, e.y)
+        );
+        let even = 2u * (h / 2u);
+        let at = 2u * (h % 2u);
+        w[even][at] = pw.x;
+        w[even][at + 1u] = pw.y;
+        w[even + 1u][at] = pw.z;
+        w[even + 1u][at + 1u] = pw.w;
+    }
+    w[4] = vec4<u32>(bitcast<u32>(d), bitcast<u32>(sum.x + sum.y + sum.z + sum.w), 0u, 0u);
+    w[5] = vec4<u32>(0u);
+    return w;
+}
+
 // h of a sum l + 65536 h (wrapping) with |l| and |h| below 32768 (the sums of `XP32`'s
 // products: at most 8 by-products and 16 codes of 4 bits per sum, 8 * 15 * 127 and
 // 16 * 15 * 127 = 30480): l + 32768 lies in 0..65535, so the shift floors to h.

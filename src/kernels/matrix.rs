@@ -46,6 +46,11 @@ pub struct MatrixArgs<'a> {
     pub y_stride: usize,
     /// Vectors (matvec) or token rows (matmul).
     pub n: usize,
+    /// x already quantized to int8 blocks of 32 ([n, w.cols / 32 * 24] words, as
+    /// kernels::QuantizeQ8 writes them), by the kernel that wrote x: read instead of x by
+    /// the products that quantize x before they start ([`crate::kernels::Matvec::quantizes_x`]),
+    /// ignored by the others.
+    pub xq: Option<&'a wgpu::Buffer>,
 }
 
 impl<'a> MatrixArgs<'a> {
@@ -58,6 +63,7 @@ impl<'a> MatrixArgs<'a> {
             y_offset: 0,
             y_stride: w.rows,
             n,
+            xq: None,
         }
     }
 }

@@ -114,29 +114,48 @@ impl Matvec {
         self.int8
     }
 
-    /// With the CPU layout's int8 path, x [n, cols] quantized into a buffer of its own (the
-    /// first dispatch; made once, at bind) and the words per vector of it the product reads;
-    /// else x's own cols.
-    fn quantized_x(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        args: &MatrixArgs,
-    ) -> Result<Option<(Dispatch, wgpu::Buffer, usize)>> {
+    /// Whether this product reads x quantized by a pass before it (the CPU layout's int8
+    /// path): a kernel that writes x can write its quantization too
+    /// (residual_norm::NormOutput::Quantized) and hand it over in [`MatrixArgs::xq`].
+    pub fn quantizes_x(&self) -> bool {
+        self.quantize.is_some()
+    }
+
+    /// With the CPU layout's int8 path, the words per vector of x's quantization, and the
+    /// quantize_q8 dispatch and buffer (made once, at bind) where `args.xq` does not bring
+    /// it: `Ok(None)` on the other paths.
+    fn quantized_x(&self, gpu: &Gpu, label: &str, args: &MatrixArgs) -> Result<Option<QuantX>> {
         let Some(q) = &self.quantize else {
             return Ok(None);
         };
         let len = args.n * args.w.cols;
-        check_len("matvec", "x", args.x, len)?;
+        if !len.is_multiple_of(quantize_q8::BLOCK) {
+            return Err(Error::Shape {
+                kernel: "matvec",
+                message: format!("{label}: x of {len} values is not whole blocks of 32"),
+            });
+        }
         let words = len / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+        let per_vector = words / args.n.max(1);
+        if let Some(xq) = args.xq {
+            check_len("matvec", "xq", xq, words)?;
+            return Ok(Some(QuantX {
+                quantize: None,
+                words: per_vector,
+            }));
+        }
+        check_len("matvec", "x", args.x, len)?;
         let xq = gpu.storage_zeroed(&format!("{label}.xq"), 4 * words as u64);
         let buffers = QuantizeQ8Buffers { x: args.x, xq: &xq };
         let d = q.bind(gpu, &format!("{label}.quantize"), len, buffers)?;
-        Ok(Some((d, xq, words / args.n.max(1))))
+        Ok(Some(QuantX {
+            quantize: Some((d, xq)),
+            words: per_vector,
+        }))
     }
 
     /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W (after
-    /// x's quantization, with the CPU layout's int8 path).
+    /// x's quantization, with the CPU layout's int8 path where `args.xq` does not bring it).
     pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n as u32;
         let grid = |rows| {
@@ -144,9 +163,16 @@ impl Matvec {
             (gx, gy, n)
         };
         let kernel = (&self.kernel, self.format);
-        let Some((quantize, xq, words)) = self.quantized_x(gpu, label, &args)? else {
+        let Some(QuantX { quantize, words }) = self.quantized_x(gpu, label, &args)? else {
             let cols = args.w.cols;
             return bind_matrix("matvec", kernel, gpu, label, args, cols, grid);
+        };
+        let Some((quantize, xq)) = quantize else {
+            let args = MatrixArgs {
+                x: args.xq.unwrap_or(args.x),
+                ..args
+            };
+            return bind_matrix("matvec", kernel, gpu, label, args, words, grid);
         };
         let args = MatrixArgs { x: &xq, ..args };
         let mut dispatches = vec![quantize];
@@ -157,11 +183,19 @@ impl Matvec {
     }
 }
 
+/// x's quantization for the CPU layout's int8 path: its words per vector, and the dispatch
+/// and buffer that make it where the caller did not bring it.
+struct QuantX {
+    quantize: Option<(Dispatch, wgpu::Buffer)>,
+    words: usize,
+}
+
 impl Matvec {
     /// y [n, w.rows / 2] = gelu_tanh(gate) * up of the product [gate | up] = x W^T, for W the
     /// gate rows stacked on the up rows in one chunk (Gemma's gate_up): the product and GeGLU
     /// in one dispatch. `args.y` is filled whole (its offset and stride are not read).
-    /// With the CPU layout's int8 path x's quantization comes first.
+    /// With the CPU layout's int8 path x's quantization comes first, where `args.xq` does
+    /// not bring it.
     pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n as u32;
         let kernel = (&self.geglu, self.format);
@@ -170,11 +204,19 @@ impl Matvec {
             let (gx, gy) = gpu.grid_2d(groups(outputs, self.rows_per_workgroup / 2));
             (gx, gy, n)
         };
-        let Some((quantize, xq, words)) = self.quantized_x(gpu, label, &args)? else {
+        let Some(QuantX { quantize, words }) = self.quantized_x(gpu, label, &args)? else {
             let cols = args.w.cols;
             return Ok(vec![bind_geglu_matrix(
                 "matvec", kernel, gpu, label, args, cols, grid,
             )?]);
+        };
+        let Some((quantize, xq)) = quantize else {
+            let args = MatrixArgs {
+                x: args.xq.unwrap_or(args.x),
+                ..args
+            };
+            let product = bind_geglu_matrix("matvec", kernel, gpu, label, args, words, grid)?;
+            return Ok(vec![product]);
         };
         let args = MatrixArgs { x: &xq, ..args };
         let product = bind_geglu_matrix("matvec", kernel, gpu, label, args, words, grid)?;
@@ -259,6 +301,7 @@ pub(super) fn bind_matrix(
         y_offset,
         y_stride,
         n,
+        ..
     } = args;
     if y_offset + w.rows > y_stride {
         return Err(Error::Shape {

@@ -2,9 +2,9 @@
 //! block's pre-norm of the result, in one dispatch (shaders/residual_norm.wgsl).
 
 use super::rms_norm::RmsNormParams;
-use super::{Dispatch, bindings, check_len, source};
-use crate::Result;
+use super::{Dispatch, bindings, check_len, quantize_q8, source};
 use crate::gpu::{Gpu, Kernel};
+use crate::{Error, Result};
 
 bindings! {
     pub struct ResidualNormBuffers {
@@ -21,6 +21,9 @@ bindings! {
         /// \[n\] u32: whether each row of h holds a NaN or an infinity (written by the
         /// dispatches bound with `flag_rows` only)
         pub flags: ReadWrite,
+        /// [n * d / 32 * 24] words: h quantized as kernels::QuantizeQ8 writes it (written by
+        /// the dispatches bound with `quantize` only; any buffer otherwise)
+        pub hq: ReadWrite,
     }
 }
 
@@ -28,15 +31,27 @@ pub struct ResidualNorm {
     kernel: Kernel,
     /// The same writing `flags`.
     flagged: Kernel,
+    /// The same writing `hq`.
+    quantizing: Kernel,
+}
+
+/// How a residual_norm dispatch ends: h alone, h and its rows' flags (a step's final norm),
+/// or h and its quantization (the input of decode products that take int8 x).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormOutput {
+    H,
+    Flagged,
+    Quantized,
 }
 
 impl ResidualNorm {
     pub fn new(gpu: &Gpu) -> Result<ResidualNorm> {
-        let build = |variant, flags: bool| {
+        let build = |variant, flags: bool, quant: bool| {
             let constants = [
                 // Invocations per row as rms_norm's: the sums then run in the same order.
                 ("WG", super::rms_norm::invocations_per_row(gpu) as f64),
                 ("FLAGS", f64::from(u8::from(flags))),
+                ("QUANT", f64::from(u8::from(quant))),
             ];
             source::build(
                 gpu,
@@ -48,26 +63,29 @@ impl ResidualNorm {
             )
         };
         Ok(ResidualNorm {
-            kernel: build(None, false)?,
-            flagged: build(Some("flags"), true)?,
+            kernel: build(None, false, false)?,
+            flagged: build(Some("flags"), true, false)?,
+            quantizing: build(Some("quant"), false, true)?,
         })
     }
 
     /// x += rms_norm(o) with weight `post`; h = rms_norm(x) with weight `next` (rows of d).
-    /// With `flag_rows` (a step's final norm) also flags\[row\] = whether row `row` of h
-    /// holds a NaN or an infinity; without, `flags` is left as it is.
+    /// With [`NormOutput::Flagged`] (a step's final norm) also flags\[row\] = whether row
+    /// `row` of h holds a NaN or an infinity; with [`NormOutput::Quantized`] also hq = h
+    /// quantized to int8 blocks of 32 (d a multiple of 32); the buffers not written are left
+    /// as they are.
     pub fn bind(
         &self,
         gpu: &Gpu,
         label: &str,
         params: RmsNormParams,
         buffers: ResidualNormBuffers,
-        flag_rows: bool,
+        output: NormOutput,
     ) -> Result<Dispatch> {
-        let kernel = if flag_rows {
-            &self.flagged
-        } else {
-            &self.kernel
+        let kernel = match output {
+            NormOutput::H => &self.kernel,
+            NormOutput::Flagged => &self.flagged,
+            NormOutput::Quantized => &self.quantizing,
         };
         let (n, d) = (params.n as usize, params.d as usize);
         check_len("residual_norm", "o", buffers.o, n * d)?;
@@ -76,6 +94,16 @@ impl ResidualNorm {
         check_len("residual_norm", "x", buffers.x, n * d)?;
         check_len("residual_norm", "h", buffers.h, n * d)?;
         check_len("residual_norm", "flags", buffers.flags, n)?;
+        if output == NormOutput::Quantized {
+            if !d.is_multiple_of(quantize_q8::BLOCK) {
+                return Err(Error::Shape {
+                    kernel: "residual_norm",
+                    message: format!("{label}: rows of {d} do not split into blocks of 32"),
+                });
+            }
+            let words = n * d / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+            check_len("residual_norm", "hq", buffers.hq, words)?;
+        }
         let (gx, gy) = gpu.grid_2d(params.n);
         kernel.bind(
             gpu,

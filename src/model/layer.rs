@@ -11,7 +11,7 @@ use crate::kernels::add::AddBuffers;
 use crate::kernels::attention::AttentionArgs;
 use crate::kernels::geglu::GegluBuffers;
 use crate::kernels::matrix::MatrixArgs;
-use crate::kernels::residual_norm::ResidualNormBuffers;
+use crate::kernels::residual_norm::{NormOutput, ResidualNormBuffers};
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::rope_store::RopeStoreArgs;
 use crate::kernels::{GpuMatrix, RopeTable};
@@ -59,6 +59,9 @@ pub(crate) struct LayerDispatches {
     /// norm that follows (the next layer's input norm, or the final norm): one residual_norm
     /// dispatch where the layer has post-norms.
     post_feedforward_norm: Vec<Dispatch>,
+    /// The last norm also writes its output quantized (`RunState::hq`), for the next layer's
+    /// q/k/v products.
+    pub writes_hq: bool,
 }
 
 /// What binding one layer's dispatches needs, and the bindings it repeats.
@@ -84,15 +87,16 @@ impl Binder<'_> {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.products(step, std::slice::from_ref(m), x, y)
+        self.products(step, std::slice::from_ref(m), (x, None), y)
     }
 
-    /// y = x [m0 | m1 | ...]^T: each matrix's product into its columns of y, side by side.
+    /// y = x [m0 | m1 | ...]^T: each matrix's product into its columns of y, side by side;
+    /// `xq`, where given, x's quantization for the products that read one (MatrixArgs::xq).
     fn products(
         &self,
         step: &str,
         ms: &[GpuMatrix],
-        x: &wgpu::Buffer,
+        (x, xq): (&wgpu::Buffer, Option<&wgpu::Buffer>),
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
         let y_stride = ms.iter().map(|m| m.rows).sum();
@@ -102,6 +106,7 @@ impl Binder<'_> {
             let args = MatrixArgs {
                 y_offset,
                 y_stride,
+                xq,
                 ..MatrixArgs::new(m, x, y, self.rows)
             };
             dispatches.extend(self.k.product(self.gpu, &self.label(step), args)?);
@@ -135,15 +140,27 @@ impl Binder<'_> {
         (self.k.rms_norm).bind(self.gpu, &label, params, buffers, flagged)
     }
 
+    /// Whether the products of `ms` with h as x take h quantized, so that the norm writing h
+    /// writes `RunState::hq` too: decode steps where a product quantizes its x
+    /// (kernels::Matvec::quantizes_x) and a residual_norm writes h (Gemma 2, 3).
+    fn reads_hq(&self, ms: &[GpuMatrix], post: Option<&wgpu::Buffer>) -> bool {
+        self.rows == 1
+            && post.is_some()
+            && ms
+                .iter()
+                .any(|m| self.k.matrix(m.format).matvec.quantizes_x())
+    }
+
     /// x += rms_norm(o) with the post-norm `post` where the layer has one, else x += o; then
     /// h = rms_norm(x) with `next`: one residual_norm dispatch with a post-norm, an add and an
-    /// rms_norm without (Gemma 1). With `flagged` (the final norm) the norm also writes the
-    /// state's non_finite flags of h's rows.
+    /// rms_norm without (Gemma 1). With [`NormOutput::Flagged`] (the final norm) the norm also
+    /// writes the state's non_finite flags of h's rows, with [`NormOutput::Quantized`] (a
+    /// post-norm only, see `reads_hq`) h's quantization into the state's hq.
     fn residual(
         &self,
         step: &str,
         (post, next): (Option<&wgpu::Buffer>, &wgpu::Buffer),
-        flagged: bool,
+        output: NormOutput,
     ) -> Result<Vec<Dispatch>> {
         let (s, label) = (self.s, self.label(step));
         match post {
@@ -156,10 +173,11 @@ impl Binder<'_> {
                     x: &s.x,
                     h: &s.h,
                     flags: &s.non_finite,
+                    hq: &s.hq,
                 };
                 let kernel = &self.k.residual_norm;
                 Ok(vec![
-                    kernel.bind(self.gpu, &label, params, buffers, flagged)?,
+                    kernel.bind(self.gpu, &label, params, buffers, output)?,
                 ])
             }
             None => {
@@ -167,25 +185,33 @@ impl Binder<'_> {
                 let buffers = AddBuffers { x: &s.o, acc: &s.x };
                 Ok(vec![
                     self.k.add.bind(self.gpu, &label, n, buffers)?,
-                    self.rms_norm(&format!("{step}.norm"), (&s.x, next, &s.h), flagged)?,
+                    self.rms_norm(
+                        &format!("{step}.norm"),
+                        (&s.x, next, &s.h),
+                        output == NormOutput::Flagged,
+                    )?,
                 ])
             }
         }
     }
 
     /// act = gelu_tanh(gate) * up of h [Wgate | Wup]: in one dispatch (the product's GeGLU
-    /// variant) where the stacked matrix is one chunk, else the product, then geglu.
-    fn gate_up_geglu(&self, w: &GpuMatrix) -> Result<Vec<Dispatch>> {
+    /// variant) where the stacked matrix is one chunk, else the product, then geglu; with
+    /// `hq`, h's quantization for a product that reads one.
+    fn gate_up_geglu(&self, w: &GpuMatrix, hq: Option<&wgpu::Buffer>) -> Result<Vec<Dispatch>> {
         let s = self.s;
         if w.chunks.len() == 1 {
             let (k, label) = (self.k.matrix(w.format), self.label("gate_up"));
-            let args = MatrixArgs::new(w, &s.h, &s.act, self.rows);
+            let args = MatrixArgs {
+                xq: hq,
+                ..MatrixArgs::new(w, &s.h, &s.act, self.rows)
+            };
             return match self.rows {
                 1 => k.matvec.bind_geglu(self.gpu, &label, args),
                 _ => Ok(vec![k.matmul.bind_geglu(self.gpu, &label, args)?]),
             };
         }
-        let mut d = self.product("gate_up", w, &s.h, &s.gate_up)?;
+        let mut d = self.products("gate_up", std::slice::from_ref(w), (&s.h, hq), &s.gate_up)?;
         let buffers = GegluBuffers {
             gate_up: &s.gate_up,
             out: &s.act,
@@ -231,15 +257,19 @@ impl Binder<'_> {
 impl LayerDispatches {
     /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows; the
     /// layer ends by norming its output with `next_norm` (the next layer's input norm, or the
-    /// final norm, which also flags h's rows that are not finite) into h.
+    /// final norm, which also flags h's rows that are not finite) into h, and quantizing it
+    /// into hq where the next layer's q/k/v products (`next_qkv`) read it so
+    /// ([`LayerDispatches::writes_hq`]). `hq_in`: the previous layer did so for this one.
+    #[allow(clippy::too_many_arguments)]
     pub fn bind(
         gpu: &Gpu,
         c: &ModelConfig,
         i: usize,
         k: &Kernels,
-        (w, rope, next_norm): (&LayerWeights, &RopeTable, &wgpu::Buffer),
+        (w, rope, next_norm, next_qkv): (&LayerWeights, &RopeTable, &wgpu::Buffer, &[GpuMatrix]),
         s: &RunState,
         rows: usize,
+        hq_in: bool,
     ) -> Result<LayerDispatches> {
         let b = Binder {
             gpu,
@@ -250,23 +280,35 @@ impl LayerDispatches {
             rows,
         };
         let post_ff = w.post_feedforward_norm.as_ref();
+        let post_attn = w.post_attention_norm.as_ref();
+        let last = i + 1 == c.layers.len();
+        let ff_hq = b.reads_hq(std::slice::from_ref(&w.gate_up), post_attn);
+        let writes_hq = !last && b.reads_hq(next_qkv, post_ff);
+        let output = |quantized| match quantized {
+            true => NormOutput::Quantized,
+            false => NormOutput::H,
+        };
         Ok(LayerDispatches {
-            qkv: b.products("qkv", &w.qkv, &s.h, &s.qkv)?,
+            qkv: b.products("qkv", &w.qkv, (&s.h, hq_in.then_some(&s.hq)), &s.qkv)?,
             rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
             attention: b.attention()?,
             o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
             post_attention_norm: b.residual(
                 "post_attention_norm",
-                (w.post_attention_norm.as_ref(), &w.pre_feedforward_norm),
-                false,
+                (post_attn, &w.pre_feedforward_norm),
+                output(ff_hq),
             )?,
-            gate_up_geglu: b.gate_up_geglu(&w.gate_up)?,
+            gate_up_geglu: b.gate_up_geglu(&w.gate_up, ff_hq.then_some(&s.hq))?,
             down: b.product("down", &w.down, &s.act, &s.o)?,
             post_feedforward_norm: b.residual(
                 "post_feedforward_norm",
                 (post_ff, next_norm),
-                i + 1 == c.layers.len(),
+                match last {
+                    true => NormOutput::Flagged,
+                    false => output(writes_hq),
+                },
             )?,
+            writes_hq,
         })
     }
 

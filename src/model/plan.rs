@@ -105,16 +105,20 @@ impl Plan {
             h: &s.h,
         };
         let embed = embed_kernels.embedding.bind(gpu, "embed", embed)?;
-        let layers = w
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let rope = &w.rope[w.rope_of_layer[i]];
-                let next_norm = w.layers.get(i + 1).map_or(&w.final_norm, |n| &n.input_norm);
-                LayerDispatches::bind(gpu, c, i, k, (l, rope, next_norm), s, rows)
-            })
-            .collect::<Result<_>>()?;
+        // A layer's last norm quantizes its output where the next layer's q/k/v read it so;
+        // the first layer's products quantize the embedding's norm themselves.
+        let mut layers = Vec::with_capacity(w.layers.len());
+        let mut hq_in = false;
+        for (i, l) in w.layers.iter().enumerate() {
+            let rope = &w.rope[w.rope_of_layer[i]];
+            let next = w.layers.get(i + 1);
+            let next_norm = next.map_or(&w.final_norm, |n| &n.input_norm);
+            let next_qkv = next.map_or(&[][..], |n| &n.qkv[..]);
+            let bound = (l, rope, next_norm, next_qkv);
+            let layer = LayerDispatches::bind(gpu, c, i, k, bound, s, rows, hq_in)?;
+            hq_in = layer.writes_hq;
+            layers.push(layer);
+        }
         let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
         let (top1, final_soft_cap, top_k) = candidate_heads(gpu, c, k, s, candidates)?;
         let all_logits = match &s.logits_all {

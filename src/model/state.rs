@@ -4,6 +4,7 @@
 use super::LOG_PROB_IDS;
 use crate::config::ModelConfig;
 use crate::gpu::{Gpu, Readback};
+use crate::kernels::quantize_q8::{BLOCK, WORDS_PER_BLOCK};
 use crate::kernels::{Attention, KvCache, KvDtype, TopKScratch};
 use crate::{Error, Result};
 
@@ -20,6 +21,9 @@ pub(crate) struct RunState {
     pub x: wgpu::Buffer,
     /// [rows, hidden]: a norm's output (the input of q/k/v, of gate/up, of the lm_head).
     pub h: wgpu::Buffer,
+    /// \[hidden / 32 * 24\] words: a decode step's h quantized to int8 blocks of 32, where
+    /// the products that read h take it so (kernels::Matvec::quantizes_x).
+    pub hq: wgpu::Buffer,
     /// [rows, heads * head_dim + 2 kv_heads * head_dim]: q, k and v side by side, as projected.
     pub qkv: wgpu::Buffer,
     /// [rows, heads * head_dim]: q normed (Gemma 3) and rotated, attention's input.
@@ -123,6 +127,7 @@ impl RunState {
             positions: f("positions", rows),
             x: f("x", rows * c.hidden),
             h: f("h", rows * c.hidden),
+            hq: f("hq", c.hidden.div_ceil(BLOCK) * WORDS_PER_BLOCK),
             qkv: f("qkv", rows * (c.q_dim() + 2 * c.kv_dim())),
             q: f("q", rows * c.q_dim()),
             attn: f("attn", rows * c.q_dim()),

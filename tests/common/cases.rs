@@ -14,7 +14,7 @@ use gemma_wgpu::kernels::geglu::GegluBuffers;
 use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
 use gemma_wgpu::kernels::log_prob::LogProbBuffers;
 use gemma_wgpu::kernels::matrix::MatrixArgs;
-use gemma_wgpu::kernels::residual_norm::ResidualNormBuffers;
+use gemma_wgpu::kernels::residual_norm::{NormOutput, ResidualNormBuffers};
 use gemma_wgpu::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
 use gemma_wgpu::kernels::soft_cap::SoftCapBuffers;
@@ -312,6 +312,8 @@ pub fn residual_norm(
     let xb = gpu.storage_init("x", f32_bytes(&x));
     let hb = gpu.storage_zeroed("h", (n * d * 4) as u64);
     let flags = gpu.storage_init("flags", u32_bytes(&vec![STALE_FLAG; n]));
+    // Not written without NormOutput::Quantized (tests/kernels/rms_norm.rs checks that one).
+    let hq = gpu.storage_zeroed("hq", 16);
     let buffers = ResidualNormBuffers {
         o: &ob,
         post: &pb,
@@ -319,8 +321,13 @@ pub fn residual_norm(
         x: &xb,
         h: &hb,
         flags: &flags,
+        hq: &hq,
     };
-    let dispatch = kernel.bind(gpu, "residual_norm", params, buffers, case.flagged);
+    let output = match case.flagged {
+        true => NormOutput::Flagged,
+        false => NormOutput::H,
+    };
+    let dispatch = kernel.bind(gpu, "residual_norm", params, buffers, output);
     let what = format!("residual_norm d={d} n={n} w_offset={w_offset} {case:?}");
     let expected_flags = expected_flags(&h_ref, d, case.flagged);
     Problem {

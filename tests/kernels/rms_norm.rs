@@ -2,7 +2,10 @@
 //! each also as a step's final norm, which flags the rows that are not finite.
 
 use crate::common::*;
-use gemma_wgpu::kernels::{ResidualNorm, RmsNorm};
+use gemma_wgpu::kernels::quantize_q8::{self, QuantizeQ8Buffers};
+use gemma_wgpu::kernels::residual_norm::{NormOutput, ResidualNormBuffers};
+use gemma_wgpu::kernels::rms_norm::RmsNormParams;
+use gemma_wgpu::kernels::{QuantizeQ8, ResidualNorm, RmsNorm};
 
 /// Sizes around the workgroup (256) and Gemma 2's hidden sizes.
 const DIMS: &[usize] = &[1, 255, 256, 257, 1000, 2304, 3584, 4608];
@@ -85,6 +88,99 @@ fn final_norms_flag_rows_that_are_not_finite() {
                         .run_and_check(gpu)
                         .unwrap_or_else(|e| panic!("{}: {e}", dev.name));
                 }
+            }
+        }
+    }
+}
+
+/// residual_norm's quantizing variant (the input of decode products that take int8 x on CPU
+/// adapters): x and h bit for bit as the plain variant's (checked against the reference
+/// above), and hq word for word as QuantizeQ8 writes h (checked against
+/// reference::quantize_q8 in tests/kernels/matrix.rs), a block with a NaN included; at
+/// Gemma's hidden sizes, not multiples of the workgroup, over several rows.
+#[test]
+fn residual_norm_quantizes_h_as_quantize_q8_does() {
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        let (residual, quantize) = (
+            ResidualNorm::new(gpu).unwrap(),
+            QuantizeQ8::new(gpu).unwrap(),
+        );
+        for (i, (n, d)) in [(1usize, 640usize), (1, 2304), (3, 3584), (2, 32)]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 900 + 10 * i as u64;
+            let (mut o, post, next, x) = (
+                normal(seed, n * d),
+                normal(seed + 1, d),
+                normal(seed + 2, d),
+                normal(seed + 3, n * d),
+            );
+            if n > 1 {
+                o[d + d / 2] = f32::NAN;
+            }
+            let params = RmsNormParams {
+                n: n as u32,
+                d: d as u32,
+                eps: 1e-6,
+                w_offset: 1.0,
+            };
+            let words = n * d / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+            let (ob, pb, nb) = (
+                gpu.storage_init("o", f32_bytes(&o)),
+                gpu.storage_init("post", f32_bytes(&post)),
+                gpu.storage_init("next", f32_bytes(&next)),
+            );
+            let flags = gpu.storage_zeroed("flags", 4 * n as u64);
+            let mut outputs = vec![];
+            for output in [NormOutput::H, NormOutput::Quantized] {
+                let xb = gpu.storage_init("x", f32_bytes(&x));
+                let hb = gpu.storage_zeroed("h", (4 * n * d) as u64);
+                let hq = gpu.storage_zeroed("hq", 4 * words as u64);
+                let buffers = ResidualNormBuffers {
+                    o: &ob,
+                    post: &pb,
+                    next: &nb,
+                    x: &xb,
+                    h: &hb,
+                    flags: &flags,
+                    hq: &hq,
+                };
+                let norm = residual
+                    .bind(gpu, "residual_norm", params, buffers, output)
+                    .unwrap();
+                gpu.run("residual_norm", [&norm]).unwrap();
+                outputs.push((xb, hb, hq));
+            }
+            let what = format!("{}: residual_norm n={n} d={d}", dev.name);
+            let [(x0, h0, _), (x1, h1, hq)] = &outputs[..] else {
+                unreachable!()
+            };
+            let bits = |b| gpu.read_u32(b).unwrap();
+            assert_eq!(bits(x0), bits(x1), "{what}: x differs between the variants");
+            assert_eq!(bits(h0), bits(h1), "{what}: h differs between the variants");
+            let xq = gpu.storage_zeroed("xq", 4 * words as u64);
+            let buffers = QuantizeQ8Buffers { x: h1, xq: &xq };
+            let q = quantize.bind(gpu, "quantize_q8", n * d, buffers).unwrap();
+            gpu.run("quantize_q8", [&q]).unwrap();
+            let (got, want) = (bits(hq), bits(&xq));
+            for (b, (g, w)) in got.chunks(24).zip(want.chunks(24)).enumerate() {
+                // A block with a NaN has d NaN and codes of no meaning (either kernel's).
+                if f32::from_bits(w[16]).is_nan() {
+                    let d = f32::from_bits(g[16]);
+                    assert!(d.is_nan(), "{what}: block {b} of hq has d = {d}, not NaN");
+                    continue;
+                }
+                assert_eq!(g, w, "{what}: block {b} of hq");
+            }
+            if n > 1 {
+                // The NaN reaches every entry of its row through the norm: d is NaN.
+                let d_of = f32::from_bits(got[(d / 32) * 24 + 16]);
+                assert!(
+                    d_of.is_nan(),
+                    "{what}: a row with a NaN quantized with d = {d_of}"
+                );
             }
         }
     }
