@@ -53,11 +53,11 @@ override DOT: u32 = 8u;
 // integer reading; the product is then W times reference::quantize_q8(x), as GGML's integer
 // matrix-vector kernels compute. GPU layout (RUN = 4: a unit is a 32-weight block): by the
 // invocation that takes the block (`x_quant32`, once for the ROWS rows), then packed dot
-// products (`w_idot32`). CPU layout: by a pass of its own before the product
-// (quantize_q8.wgsl; quantizing in the product, by each subgroup or into workgroup memory,
-// measured 1.3-1.9x its time), read through `x_pairs32` and multiplied by `w_pdot32`: for
-// 4-bit codes two products per 32-bit multiply (llvmpipe lowers `dot4I8Packed` to byte
-// shifts and 32-bit multiplies).
+// products (`w_idot32`). CPU layout: before the product, by a pass of its own
+// (quantize_q8.wgsl) or by the residual_norm that wrote x (quantizing in the product, by
+// each subgroup or into workgroup memory, measured 1.3-1.9x its time), read through
+// `x_pairs32` and multiplied by `w_pdot32`: for 4-bit codes two products per 32-bit multiply
+// (llvmpipe lowers `dot4I8Packed` to byte shifts and 32-bit multiplies).
 override INT8: bool = false;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).

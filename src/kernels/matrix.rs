@@ -94,9 +94,10 @@ pub fn int8_activations(gpu: &Gpu, format: WeightFormat) -> bool {
 
 /// Whether matvec multiplies `format` with int8 activations: the GPU layout as
 /// [`int8_activations`]; the CPU layout where [`crate::gpu::Caps::int8_products`] says so,
-/// x quantized by a pass of its own (kernels::QuantizeQ8), for the formats with their own
-/// `w_pdot32` (4-bit codes, two products per 32-bit multiply: Gemma 2 2B Q4_0 decode 4.2 ->
-/// 5.0 tokens/s on lavapipe), or every quantized format with
+/// x quantized before the product (by kernels::QuantizeQ8, or by the residual_norm that
+/// wrote x), for the formats with their own `w_pdot32` (4-bit codes, two products per 32-bit
+/// multiply: Gemma 2 2B Q4_0 decodes 1.2-1.6x faster than with f32 activations on lavapipe,
+/// Mesa 25.0.7, in the same runs; README, Benchmarks), or every quantized format with
 /// [`crate::gpu::Caps::int8_all_formats`]. The CPU layout's matmul (prefill) keeps f32.
 pub fn int8_decode_activations(gpu: &Gpu, format: WeightFormat) -> bool {
     if !gpu.caps.cpu_like {

@@ -53,8 +53,8 @@ pub struct Matvec {
     rows_per_workgroup: u32,
     /// x is quantized to int8 blocks (see [`Matvec::int8`]).
     int8: bool,
-    /// The CPU layout's int8 path: x quantized by a pass of its own (quantize_q8.wgsl) before
-    /// the product reads it.
+    /// The CPU layout's int8 path: x quantized before the product reads it, by a pass of its
+    /// own (quantize_q8.wgsl) unless the caller brings the quantization (`MatrixArgs::xq`).
     quantize: Option<QuantizeQ8>,
 }
 

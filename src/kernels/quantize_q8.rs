@@ -19,7 +19,7 @@ bindings! {
     }
 }
 
-/// Weights a block quantizes together (reference::Q8_BLOCK).
+/// Values a block quantizes together (reference::Q8_BLOCK).
 pub const BLOCK: usize = 32;
 /// 4-byte words a quantized block takes (its 16 pair words, scale, codes' sum, padding).
 pub const WORDS_PER_BLOCK: usize = 24;

@@ -22,7 +22,7 @@ bindings! {
         /// dispatches bound with `flag_rows` only)
         pub flags: ReadWrite,
         /// [n * d / 32 * 24] words: h quantized as kernels::QuantizeQ8 writes it (written by
-        /// the dispatches bound with `quantize` only; any buffer otherwise)
+        /// the dispatches bound with `NormOutput::Quantized` only; any buffer otherwise)
         pub hq: ReadWrite,
     }
 }

@@ -64,6 +64,15 @@ pub(crate) struct LayerDispatches {
     pub writes_hq: bool,
 }
 
+/// What lies around a layer: the norm its output goes through (the next layer's input norm,
+/// or the final norm), the next layer's q/k/v products (none after the last layer), and
+/// whether the layer before quantized this layer's input into `RunState::hq`.
+pub(crate) struct Around<'a> {
+    pub next_norm: &'a wgpu::Buffer,
+    pub next_qkv: &'a [GpuMatrix],
+    pub hq_in: bool,
+}
+
 /// What binding one layer's dispatches needs, and the bindings it repeats.
 struct Binder<'a> {
     gpu: &'a Gpu,
@@ -258,19 +267,22 @@ impl LayerDispatches {
     /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows; the
     /// layer ends by norming its output with `next_norm` (the next layer's input norm, or the
     /// final norm, which also flags h's rows that are not finite) into h, and quantizing it
-    /// into hq where the next layer's q/k/v products (`next_qkv`) read it so
-    /// ([`LayerDispatches::writes_hq`]). `hq_in`: the previous layer did so for this one.
-    #[allow(clippy::too_many_arguments)]
+    /// into hq where the next layer's q/k/v products read it so
+    /// ([`LayerDispatches::writes_hq`]); see [`Around`].
     pub fn bind(
         gpu: &Gpu,
         c: &ModelConfig,
         i: usize,
         k: &Kernels,
-        (w, rope, next_norm, next_qkv): (&LayerWeights, &RopeTable, &wgpu::Buffer, &[GpuMatrix]),
+        (w, rope, around): (&LayerWeights, &RopeTable, Around),
         s: &RunState,
         rows: usize,
-        hq_in: bool,
     ) -> Result<LayerDispatches> {
+        let Around {
+            next_norm,
+            next_qkv,
+            hq_in,
+        } = around;
         let b = Binder {
             gpu,
             c,

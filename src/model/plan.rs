@@ -3,7 +3,7 @@
 
 use super::LOG_PROB_IDS;
 use super::kernels::Kernels;
-use super::layer::{LayerDispatches, Tap};
+use super::layer::{Around, LayerDispatches, Tap};
 use super::state::RunState;
 use super::weights::GpuWeights;
 use crate::Result;
@@ -112,10 +112,12 @@ impl Plan {
         for (i, l) in w.layers.iter().enumerate() {
             let rope = &w.rope[w.rope_of_layer[i]];
             let next = w.layers.get(i + 1);
-            let next_norm = next.map_or(&w.final_norm, |n| &n.input_norm);
-            let next_qkv = next.map_or(&[][..], |n| &n.qkv[..]);
-            let bound = (l, rope, next_norm, next_qkv);
-            let layer = LayerDispatches::bind(gpu, c, i, k, bound, s, rows, hq_in)?;
+            let around = Around {
+                next_norm: next.map_or(&w.final_norm, |n| &n.input_norm),
+                next_qkv: next.map_or(&[][..], |n| &n.qkv[..]),
+                hq_in,
+            };
+            let layer = LayerDispatches::bind(gpu, c, i, k, (l, rope, around), s, rows)?;
             hq_in = layer.writes_hq;
             layers.push(layer);
         }
