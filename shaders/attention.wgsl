@@ -19,7 +19,10 @@
 // head_dim <= 256, a multiple of 8 (a key's elements are loaded 8 at a time);
 // group_heads <= 4 divides heads / kv_heads.
 // Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim]; k_cache, v_cache (see
-// kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim].
+// kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim];
+// out_q [n_q * heads * head_dim / 32 * 24] words: with QUANT_OUT (QPW = 1, head_dim a multiple
+// of 32) out quantized as quantize_q8.wgsl would write it, for an o_proj that reads its x so,
+// by whichever phase writes out.
 // Wrapper: src/kernels/attention.rs. CPU reference: reference::attention.
 
 struct Params {
@@ -43,6 +46,7 @@ struct Params {
 // common/attention_cache.wgsl (16-byte words) and its twin attention_cache_wide.wgsl.
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out_q: array<vec4<u32>>;
 
 override WG: u32 = 64u;
 override KV_F16: bool = true;
@@ -63,6 +67,8 @@ override QPW: u32 = 1u;
 // and probabilities are loaded by the first 8 lanes and handed to the others (see spread_q and
 // spread_probs).
 override SPREAD_Q: bool = false;
+// out also written quantized into out_q (see the bindings); out is written as without it.
+override QUANT_OUT: bool = false;
 
 // Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..], its weighted
 // values at acc_s[(b * columns() + i) * head_dim / 2 ..].
@@ -524,6 +530,16 @@ fn store_query(b: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
                 out[obase + 2u * d] = a.x / ml[1][i];
                 out[obase + 2u * d + 1u] = a.y / ml[1][i];
             }
+            // QUANT_OUT: the same values, a block of 32 per invocation (the sum ml[1][i] is
+            // the whole workgroup's).
+            for (var blk = inv.lid; QUANT_OUT && blk < hd / 32u; blk += WG) {
+                var v: array<vec4<f32>, 8>;
+                for (var g = 0u; g < 8u; g++) {
+                    let a = src + 16u * blk + 2u * g;
+                    v[g] = vec4<f32>(acc_s[a], acc_s[a + 1u]) / ml[1][i];
+                }
+                store_quantized(obase / 32u + blk, v);
+            }
             continue;
         }
         let pbase = ((row.x * p.heads + row.y) * p.n_splits + split) * (hd + 2u);
@@ -561,5 +577,31 @@ fn combine(inv: Invocation) {
             a += exp(partials[b] - m) * partials[b + 2u + d];
         }
         out[(t * p.heads + h) * hd + d] = a / l;
+        if QUANT_OUT {
+            out_s[d] = a / l;
+        }
+    }
+    // QUANT_OUT: the head's values, a block of 32 per invocation.
+    if QUANT_OUT {
+        workgroupBarrier();
+        for (var blk = inv.lid; blk < hd / 32u; blk += WG) {
+            var v: array<vec4<f32>, 8>;
+            for (var g = 0u; g < 8u; g++) {
+                let e = 32u * blk + 4u * g;
+                v[g] = vec4<f32>(out_s[e], out_s[e + 1u], out_s[e + 2u], out_s[e + 3u]);
+            }
+            store_quantized((t * p.heads + h) * hd / 32u + blk, v);
+        }
+    }
+}
+
+// QUANT_OUT, combine: the head's output values.
+var<workgroup> out_s: array<f32, MAX_HEAD_DIM>;
+
+// Block b of out (v[g] its entries 4g .. 4g + 3) into out_q, as quantize_q8.wgsl writes it.
+fn store_quantized(b: u32, v: array<vec4<f32>, 8>) {
+    let words = q8_pair_block(v);
+    for (var j = 0u; j < 6u; j++) {
+        out_q[6u * b + j] = words[j];
     }
 }

@@ -1,7 +1,7 @@
 // matmul: Y[t, out_offset + r] = sum_k X[t, k] * W[r, k]   (prefill: a block of n token rows)
 //
 // Bindings: params; w_data / w_scales as in matvec.wgsl; x [n, k] f32 (common/matrix_x*.wgsl);
-// y [n, out_stride] f32.
+// y [n, out_stride] f32; yq (not written).
 // Two layouts, chosen per adapter with REGISTER_TILES:
 // - GPUs: grid (ceil(rows / 64), ceil(n / 64), 1), 256 invocations as a 16 x 16 square. Each
 //   workgroup computes a 64 (tokens) x 64 (weight rows) tile of Y, stepping k by 16: it
@@ -41,6 +41,10 @@ struct Params {
 // @binding(1) w_data, @binding(2) w_scales: see common/weights_data.wgsl.
 // @binding(3) x: see common/matrix_x.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// Matvec's quantized output (matvec.wgsl's QUANT_Y), which no matmul writes: bound to keep
+// the two kernels' signature one.
+// Words, not vec4s: bound to y where nothing writes it, y may hold a single float.
+@group(0) @binding(5) var<storage, read_write> yq: array<u32>;
 
 const TILE: u32 = 64u;
 const KT: u32 = 16u;

@@ -2,7 +2,8 @@
 //
 // Bindings: params; w_data [rows, k] in the weight format's layout (16-byte words, or 32-byte
 // ones where the device reads wide: common/weights_data*.wgsl); w_scales (f16 pairs, quantized
-// formats only); x [n, k] f32 (common/matrix_x*.wgsl); y [n, out_stride] f32.
+// formats only); x [n, k] f32 (common/matrix_x*.wgsl); y [n, out_stride] f32; yq [n, rows / 32
+// * 24] words (written with QUANT_Y only).
 // Two layouts, chosen per adapter with ROW_PER_INVOCATION:
 // - GPUs: grid (ceil(rows / ROWS) workgroups as a 2-D grid, 1, n). Each workgroup computes
 //   ROWS (<= 4) consecutive rows; its invocations share the k dimension in units of RUN
@@ -20,7 +21,8 @@
 //   reads are contiguous per invocation and nothing needs reducing. With INT8, x is the
 //   blocks quantize_q8.wgsl wrote and each 32-weight step goes through `w_pdot32_pairs`.
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up (the
-// CPU reference: reference::geglu of the product).
+// CPU reference: reference::geglu of the product); with QUANT_Y (CPU layout) it also writes
+// that output quantized as quantize_q8.wgsl would, for a next product that reads x so.
 // Wrapper: src/kernels/matvec.rs. CPU reference: reference::matvec (with INT8, of
 // reference::quantize_q8(x)).
 
@@ -36,6 +38,8 @@ struct Params {
 // @binding(1) w_data, @binding(2) w_scales: see common/weights_data.wgsl.
 // @binding(3) x: see common/matrix_x.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// Words, not vec4s: bound to y where nothing writes it, y may hold a single float.
+@group(0) @binding(5) var<storage, read_write> yq: array<u32>;
 
 override WG: u32 = 64u;
 override ROWS: u32 = 4u;
@@ -62,6 +66,13 @@ override INT8: bool = false;
 // gate_up [2 rows, k] in, gelu_tanh(gate) * up [rows] out: the GeGLU of Gemma's feed-forward
 // fused into its product (p.rows counts outputs; the up rows follow the gate rows).
 override GEGLU: bool = false;
+// CPU layout with GEGLU and WG = 16, p.rows a multiple of 32: a workgroup's 16 units are 32
+// consecutive outputs, one block of 32 of the next product's x, which it also writes to yq
+// quantized as quantize_q8.wgsl does (24 words: see math.wgsl's `q8_pair_block`), sparing
+// that product its quantize_q8 pass. y is written as without it, bit for bit.
+override QUANT_Y: bool = false;
+// QUANT_Y: the workgroup's outputs, unit u's two at y_block[u].
+var<workgroup> y_block: array<vec2<f32>, 16>;
 
 fn dot8(w: W8, xv: X8) -> f32 {
     return dot(w.lo, xv.lo) + dot(w.hi, xv.hi);
@@ -194,8 +205,34 @@ fn rows_per_invocation(inv: Invocation) {
             );
         }
     }
-    if unit * select(4u, 2u, GEGLU) < p.rows {
+    if QUANT_Y {
+        store_quantized(unit, inv.wg.z, acc, inv);
+    } else if unit * select(4u, 2u, GEGLU) < p.rows {
         store(unit, inv.wg.z, acc, 4u);
+    }
+}
+
+// QUANT_Y: unit's two outputs for vector v (as `store` computes them) into y, and the
+// workgroup's block of 32 of them (every unit exists: p.rows is a multiple of 32) quantized
+// into yq by its first six invocations, a word each.
+fn store_quantized(unit: u32, v: u32, acc: vec4<f32>, inv: Invocation) {
+    let o = vec2<f32>(gelu_tanh(acc.x) * acc.z, gelu_tanh(acc.y) * acc.w);
+    let out = v * p.out_stride + p.out_offset + 2u * unit;
+    y[out] = o.x;
+    y[out + 1u] = o.y;
+    y_block[inv.lid] = o;
+    workgroupBarrier();
+    var block: array<vec4<f32>, 8>;
+    for (var g = 0u; g < 8u; g++) {
+        block[g] = vec4<f32>(y_block[2u * g], y_block[2u * g + 1u]);
+    }
+    let words = q8_pair_block(block);
+    let b = v * (p.rows / 32u) + unit / 16u;
+    if inv.lid < 6u {
+        let w = words[inv.lid];
+        for (var j = 0u; j < 4u; j++) {
+            yq[4u * (6u * b + inv.lid) + j] = w[j];
+        }
     }
 }
 

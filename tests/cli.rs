@@ -1416,17 +1416,17 @@ fn bench_profiles_a_prefill_step_and_a_decode_token() {
     }
 }
 
-/// On a CPU adapter a decode token's Q4_0 products take int8 x: q|k|v and gate|up read the
-/// quantization their residual_norm wrote (every layer's pre-feedforward norm, every input
-/// norm but the first layer's, which the embedding writes), the other inputs (o_proj's,
-/// down_proj's, the first q|k|v's, the lm_head's) get one quantize_q8 pass each; with f32
-/// activations there is neither.
+/// On a CPU adapter a decode token's Q4_0 products take int8 x, each input quantized by the
+/// kernel that writes it, with no quantize_q8 pass: q|k|v and gate|up read their
+/// residual_norm's quantization (the first q|k|v the embedding's, the lm_head the final
+/// norm's), o_proj reads attention's and down_proj the GeGLU product's. So the int8 path
+/// takes as many dispatches per token as f32 activations, which write no quantization.
 #[test]
-fn int8_decode_products_take_their_norms_quantization() {
+fn int8_decode_products_take_their_inputs_quantized_by_their_writers() {
     let model = fixture("gemma2-bf16");
-    let layers = 4;
-    for (activations, quantize, norms) in [("auto", 2 * layers + 2, 2 * layers - 1), ("f32", 0, 0)]
-    {
+    let layers = 4u64;
+    let mut totals = vec![];
+    for activations in ["auto", "f32"] {
         let out = gemma(&[
             "--backend",
             "vulkan",
@@ -1463,12 +1463,35 @@ fn int8_decode_products_take_their_norms_quantization() {
                 .sum()
         };
         let what = format!("--activations {activations}: {decode}");
-        assert_eq!(count("quantize_q8"), quantize, "{what}");
-        assert_eq!(count("residual_norm.quant"), norms, "{what}");
-        assert_eq!(count("residual_norm.flags"), 1, "{what}");
-        let plain = 2 * layers - 1 - norms;
-        assert_eq!(count("residual_norm"), plain, "{what}");
+        let int8 = activations == "auto";
+        let quantized = |n: u64| if int8 { n } else { 0 };
+        assert_eq!(count("quantize_q8"), 0, "{what}");
+        assert_eq!(
+            count("residual_norm.quant"),
+            quantized(2 * layers - 1),
+            "{what}"
+        );
+        assert_eq!(
+            count("residual_norm"),
+            2 * layers - 1 - quantized(2 * layers - 1),
+            "{what}"
+        );
+        assert_eq!(count("residual_norm.flags.quant"), quantized(1), "{what}");
+        assert_eq!(count("residual_norm.flags"), 1 - quantized(1), "{what}");
+        assert_eq!(count("embedding.q4_0.quant"), quantized(1), "{what}");
+        assert_eq!(
+            count("attention.quant.partial"),
+            quantized(layers),
+            "{what}"
+        );
+        assert_eq!(
+            count("matvec.q4_0.geglu.quant"),
+            quantized(layers),
+            "{what}"
+        );
+        totals.push(decode["dispatches_per_step"].as_u64().unwrap());
     }
+    assert_eq!(totals[0], totals[1], "dispatches per token, int8 vs f32");
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! (shaders/attention.wgsl: phases `partial` and `combine`).
 
 use super::kv_store::{KvCache, KvDtype};
-use super::{Dispatch, bindings, check_len, params, source};
+use super::matrix::int8_decode_activations;
+use super::{Dispatch, bindings, check_len, params, quantize_q8, source};
 use crate::config::AttentionShape;
+use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
 use crate::{Error, Result};
 
@@ -42,6 +44,10 @@ bindings! {
         pub partials: ReadWrite,
         /// [n_q, heads, head_dim]
         pub out: ReadWrite,
+        /// [n_q * heads * head_dim / 32 * 24] words: out quantized as kernels::QuantizeQ8
+        /// writes it (written by the dispatches bound with `AttentionArgs::out_q` only; any
+        /// buffer otherwise)
+        pub out_q: ReadWrite,
     }
 }
 
@@ -59,6 +65,11 @@ pub struct AttentionArgs<'a> {
     pub partials: &'a wgpu::Buffer,
     /// [n_q, heads, head_dim]
     pub out: &'a wgpu::Buffer,
+    /// Where to write out quantized to int8 blocks of 32 as well (as kernels::QuantizeQ8
+    /// would), for an o_proj that reads x so: where [`Attention::quantizes_out`] says the
+    /// adapter has the kernels that do (CPU adapters, whose decode products take int8 x
+    /// after a quantize_q8 pass that this spares them).
+    pub out_q: Option<&'a wgpu::Buffer>,
 }
 
 /// Invocations per workgroup.
@@ -128,6 +139,9 @@ pub struct Attention {
     /// `partial` for two queries per workgroup (prefill steps without key splits).
     partial_pair: Option<Kernel>,
     combine: Kernel,
+    /// `partial` (one query per workgroup) and `combine` also writing out quantized
+    /// (`AttentionArgs::out_q`), on adapters whose decode products read x so.
+    quantizing: Option<(Kernel, Kernel)>,
     dtype: KvDtype,
 }
 
@@ -138,25 +152,43 @@ impl Attention {
             ("KV_F16", dtype.is_f16()),
             ("KPL", keys_per_invocation(gpu) as f64),
         ];
-        let build = |entry, qpw: usize| {
+        let build = |entry, qpw: usize, quant: bool| {
             let mut constants = constants.to_vec();
             constants.push(("QPW", qpw as f64));
             let spread = qpw > 1 && spread_queries(gpu);
             constants.push(("SPREAD_Q", spread as u8 as f64));
-            let variant = (qpw > 1).then_some("pair");
+            constants.push(("QUANT_OUT", quant as u8 as f64));
+            let variant = match (qpw > 1, quant) {
+                (true, _) => Some("pair"),
+                (false, true) => Some("quant"),
+                (false, false) => None,
+            };
             source::build(gpu, &source::ATTENTION, entry, None, variant, &constants)
         };
         let pairs = queries_per_workgroup(gpu);
+        // The decode products that read x quantized by a pass of their own: matvec's CPU
+        // layout with int8 activations, which Q4_0 takes wherever any format does.
+        let quantizing = match gpu.caps.cpu_like && int8_decode_activations(gpu, WeightFormat::Q4_0)
+        {
+            true => Some((build("partial", 1, true)?, build("combine", 1, true)?)),
+            false => None,
+        };
         Ok(Attention {
-            partial: build("partial", 1)?,
+            partial: build("partial", 1, false)?,
             partial_pair: if pairs > 1 {
-                Some(build("partial", pairs)?)
+                Some(build("partial", pairs, false)?)
             } else {
                 None
             },
-            combine: build("combine", 1)?,
+            combine: build("combine", 1, false)?,
+            quantizing,
             dtype,
         })
+    }
+
+    /// Whether [`Attention::bind`] takes `AttentionArgs::out_q` (see there).
+    pub fn quantizes_out(&self) -> bool {
+        self.quantizing.is_some()
     }
 
     /// Keys per split at the longest: enough splits to occupy the device when there are few
@@ -217,7 +249,7 @@ impl Attention {
     /// sees (its window, or everything before it) must fit `capacity`.
     pub fn bind(&self, gpu: &Gpu, label: &str, args: AttentionArgs) -> Result<Vec<Dispatch>> {
         self.check_shape(label, args.shape, args.cache)?;
-        Self::check_buffers(gpu, &args)?;
+        self.check_buffers(gpu, &args)?;
         let AttentionArgs {
             n_q,
             shape: cfg,
@@ -226,12 +258,16 @@ impl Attention {
             cache,
             partials,
             out,
+            out_q,
         } = args;
         let (_, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
         let group_heads = group_heads(cfg);
-        let (partial, qpw, set_queries) = match &self.partial_pair {
-            Some(pair) if Self::pairs(gpu, n_q, cfg, cache.capacity) => (pair, 2, set_queries(cfg)),
-            _ => (&self.partial, 1, 1),
+        let (partial, qpw, set_queries, combine) = match (&self.quantizing, &self.partial_pair) {
+            (Some((partial, combine)), _) if out_q.is_some() => (partial, 1, 1, combine),
+            (_, Some(pair)) if Self::pairs(gpu, n_q, cfg, cache.capacity) => {
+                (pair, 2, set_queries(cfg), &self.combine)
+            }
+            _ => (&self.partial, 1, 1, &self.combine),
         };
         let params = AttentionParams {
             n_q: n_q as u32,
@@ -253,6 +289,8 @@ impl Attention {
             v_cache: &cache.v,
             partials,
             out,
+            // Without a quantized output the kernels do not write it.
+            out_q: out_q.unwrap_or(out),
         };
         let bytes = bytemuck::bytes_of(&params);
         let grid = (
@@ -264,7 +302,7 @@ impl Attention {
         // One split: `partial` writes the output itself.
         if n_splits > 1 {
             let grid = (cfg.heads as u32, n_q as u32, 1);
-            d.push((self.combine).bind(gpu, &format!("{label}.combine"), bytes, &buffers, grid)?);
+            d.push(combine.bind(gpu, &format!("{label}.combine"), bytes, &buffers, grid)?);
         }
         Ok(d)
     }
@@ -305,12 +343,29 @@ impl Attention {
     }
 
     /// Checks that each buffer of `args` holds what the call reads or writes.
-    fn check_buffers(gpu: &Gpu, args: &AttentionArgs) -> Result<()> {
+    fn check_buffers(&self, gpu: &Gpu, args: &AttentionArgs) -> Result<()> {
         let (n_q, cfg) = (args.n_q, args.shape);
         let hd = cfg.head_dim;
         check_len("attention", "positions", args.positions, n_q)?;
         check_len("attention", "q", args.q, n_q * cfg.heads * hd)?;
         check_len("attention", "out", args.out, n_q * cfg.heads * hd)?;
+        if let Some(out_q) = args.out_q {
+            let what = "attention";
+            if !self.quantizes_out() {
+                return Err(Error::Shape {
+                    kernel: what,
+                    message: "this adapter's attention does not write out quantized".into(),
+                });
+            }
+            if !hd.is_multiple_of(quantize_q8::BLOCK) {
+                return Err(Error::Shape {
+                    kernel: what,
+                    message: format!("head_dim {hd} does not split into blocks of 32"),
+                });
+            }
+            let words = n_q * cfg.heads * hd / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+            check_len(what, "out_q", out_q, words)?;
+        }
         check_len(
             "attention",
             "partials",

@@ -1,8 +1,8 @@
 //! embedding: scaled row gather from a weight matrix in any format, and the first layer's
 //! input norm of the rows (shaders/embedding.wgsl).
 
-use super::matrix::GpuMatrix;
-use super::{Dispatch, bindings, check_len, params, source};
+use super::matrix::{GpuMatrix, decode_x_quantized_apart};
+use super::{Dispatch, bindings, check_len, params, quantize_q8, source};
 use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
 use crate::{Error, Result};
@@ -34,6 +34,9 @@ bindings! {
         pub norm: Read,
         /// [n, d]: rms_norm(out)
         pub h: ReadWrite,
+        /// [n * d / 32 * 24] words: h quantized as kernels::QuantizeQ8 writes it (written by
+        /// the dispatches bound with `EmbeddingArgs::hq` only; any buffer otherwise)
+        pub hq: ReadWrite,
     }
 }
 
@@ -51,24 +54,46 @@ pub struct EmbeddingArgs<'a> {
     pub norm: (&'a wgpu::Buffer, f32, f32),
     /// [n, table.cols]
     pub h: &'a wgpu::Buffer,
+    /// Where to write h quantized to int8 blocks of 32 as well (as kernels::QuantizeQ8
+    /// would), for first q/k/v products that read x so: where [`Embedding::quantizes_h`]
+    /// says the adapter has the kernel that does.
+    pub hq: Option<&'a wgpu::Buffer>,
 }
 
 pub struct Embedding {
     kernel: Kernel,
+    /// The same writing `hq`, on adapters whose decode products read x quantized by a pass
+    /// of their own (kernels::matrix::decode_x_quantized_apart).
+    quantizing: Option<Kernel>,
     format: WeightFormat,
 }
 
 impl Embedding {
     pub fn new(gpu: &Gpu, format: WeightFormat) -> Result<Embedding> {
-        let kernel = source::build(
-            gpu,
-            &source::EMBEDDING,
-            "main",
-            Some(format),
-            None,
-            &[("WG", 64.0)],
-        )?;
-        Ok(Embedding { kernel, format })
+        let build = |quant: bool| {
+            source::build(
+                gpu,
+                &source::EMBEDDING,
+                "main",
+                Some(format),
+                quant.then_some("quant"),
+                &[("WG", 64.0), ("QUANT", quant as u8 as f64)],
+            )
+        };
+        let quantizing = match decode_x_quantized_apart(gpu) {
+            true => Some(build(true)?),
+            false => None,
+        };
+        Ok(Embedding {
+            kernel: build(false)?,
+            quantizing,
+            format,
+        })
+    }
+
+    /// Whether [`Embedding::bind`] takes `EmbeddingArgs::hq` (see there).
+    pub fn quantizes_h(&self) -> bool {
+        self.quantizing.is_some()
     }
 
     /// out [n, table.cols] = table[ids\[t\]] * scale and h = rms_norm(out) with `norm`, one
@@ -83,6 +108,7 @@ impl Embedding {
             out,
             norm: (norm, eps, w_offset),
             h,
+            hq,
         } = args;
         if table.format != self.format {
             return Err(Error::Shape {
@@ -97,6 +123,26 @@ impl Embedding {
         check_len("embedding", "out", out, n * table.cols)?;
         check_len("embedding", "norm", norm, table.cols)?;
         check_len("embedding", "h", h, n * table.cols)?;
+        let kernel = match (hq, &self.quantizing) {
+            (None, _) => &self.kernel,
+            (Some(hq), Some(quantizing)) => {
+                if !table.cols.is_multiple_of(quantize_q8::BLOCK) {
+                    return Err(Error::Shape {
+                        kernel: "embedding",
+                        message: format!("rows of {} do not split into blocks of 32", table.cols),
+                    });
+                }
+                let words = n * table.cols / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+                check_len("embedding", "hq", hq, words)?;
+                quantizing
+            }
+            (Some(_), None) => {
+                return Err(Error::Shape {
+                    kernel: "embedding",
+                    message: "this adapter's embedding does not write h quantized".into(),
+                });
+            }
+        };
         let (gx, gy) = gpu.grid_2d(n as u32);
         table
             .chunks
@@ -112,7 +158,7 @@ impl Embedding {
                     eps,
                     w_offset,
                 };
-                self.kernel.bind(
+                kernel.bind(
                     gpu,
                     &format!("{label}#{i}"),
                     bytemuck::bytes_of(&params),
@@ -123,6 +169,8 @@ impl Embedding {
                         out,
                         norm,
                         h,
+                        // Without a quantized output the kernel does not write it.
+                        hq: hq.unwrap_or(h),
                     },
                     (gx, gy, 1),
                 )

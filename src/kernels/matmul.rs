@@ -1,7 +1,7 @@
 //! matmul: Y = X W^T for prefill blocks of token rows (shaders/matmul.wgsl).
 
 use super::matrix::{MatrixArgs, int8_activations};
-use super::matvec::{bind_geglu_matrix, bind_matrix};
+use super::matvec::{bind_geglu_matrix, bind_matrix, refuse_yq};
 use super::{Dispatch, groups, source};
 use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
@@ -99,6 +99,7 @@ impl Matmul {
     /// stacked on the up rows in one chunk (Gemma's gate_up): the product and GeGLU in one
     /// dispatch. `args.y` is filled whole (its offset and stride are not read).
     pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Dispatch> {
+        refuse_yq("matmul", label, &args)?;
         let n = args.n;
         self.check_tokens(gpu, label, n)?;
         let kernel = (&self.geglu, self.format);
@@ -112,6 +113,7 @@ impl Matmul {
 
     /// y [n, w.rows] = x [n, w.cols] W^T, one dispatch per chunk of W.
     pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
+        refuse_yq("matmul", label, &args)?;
         let n = args.n;
         self.check_tokens(gpu, label, n)?;
         let cols = args.w.cols;

@@ -32,6 +32,9 @@ bindings! {
         pub x: Read,
         /// [n, out_stride]: the chunk writes columns out_offset..out_offset + rows
         pub y: ReadWrite,
+        /// [n, rows / 32 * 24] words: y quantized as kernels::QuantizeQ8 writes it (written by
+        /// matvec's GeGLU bound with `MatrixArgs::yq` only; any buffer otherwise)
+        pub yq: ReadWrite,
     }
 }
 
@@ -51,6 +54,10 @@ pub struct MatrixArgs<'a> {
     /// the products that quantize x before they start ([`crate::kernels::Matvec::quantizes_x`]),
     /// ignored by the others.
     pub xq: Option<&'a wgpu::Buffer>,
+    /// Where to write y quantized to int8 blocks of 32 as well (as kernels::QuantizeQ8 would),
+    /// for a next product that reads x so: only matvec's GeGLU on the CPU layout's int8 path
+    /// writes one ([`crate::kernels::Matvec::quantizes_geglu`]); the others refuse it.
+    pub yq: Option<&'a wgpu::Buffer>,
 }
 
 impl<'a> MatrixArgs<'a> {
@@ -64,6 +71,7 @@ impl<'a> MatrixArgs<'a> {
             y_stride: w.rows,
             n,
             xq: None,
+            yq: None,
         }
     }
 }
@@ -107,6 +115,14 @@ pub fn int8_decode_activations(gpu: &Gpu, format: WeightFormat) -> bool {
     gpu.caps.int8_products
         && unit.layout != Layout::Elements
         && (unit.own_pdot32 || gpu.caps.int8_all_formats)
+}
+
+/// Whether some decode product on this device reads x quantized by a pass before it
+/// (matvec's CPU layout with int8 activations: kernels::Matvec::quantizes_x), so that the
+/// kernels that write such an x (attention, the embedding's norm) are built to write it
+/// quantized too. Q4_0 takes int8 wherever any format does.
+pub fn decode_x_quantized_apart(gpu: &Gpu) -> bool {
+    gpu.caps.cpu_like && int8_decode_activations(gpu, WeightFormat::Q4_0)
 }
 
 /// Whether this device stores `format`'s matrices in row tiles (see

@@ -48,6 +48,9 @@ pub struct Matvec {
     kernel: Kernel,
     /// The same product ending in gelu_tanh(gate) * up (see [`Matvec::bind_geglu`]).
     geglu: Kernel,
+    /// The CPU layout's int8 path: the GeGLU product also writing its output quantized
+    /// (`MatrixArgs::yq`).
+    geglu_quant: Option<Kernel>,
     format: WeightFormat,
     /// Rows per workgroup.
     rows_per_workgroup: u32,
@@ -69,13 +72,18 @@ impl Matvec {
         // With int8 activations a GPU layout's unit of work is one 32-weight block
         // (x_quant32's).
         let run = if int8 { 4 } else { run_for(format) };
-        let build = |geglu: bool| {
+        let build = |geglu: bool, quant_y: bool| {
+            let variant = match (geglu, quant_y) {
+                (true, true) => Some("geglu.quant"),
+                (true, false) => Some("geglu"),
+                _ => None,
+            };
             source::build(
                 gpu,
                 &source::MATVEC,
                 "main",
                 Some(format),
-                geglu.then_some("geglu"),
+                variant,
                 &[
                     ("WG", wg as f64),
                     ("ROWS", ROWS as f64),
@@ -85,22 +93,24 @@ impl Matvec {
                     ("DOT", weights_per_step(reading) as f64),
                     ("GEGLU", geglu as u8 as f64),
                     ("INT8", int8 as u8 as f64),
+                    ("QUANT_Y", quant_y as u8 as f64),
                 ],
             )
         };
-        let (kernel, geglu) = (build(false)?, build(true)?);
+        let (kernel, geglu) = (build(false, false)?, build(true, false)?);
         let rows_per_workgroup = if row_per_invocation {
             CPU_ROWS * wg
         } else {
             ROWS
         };
-        let quantize = match int8 && row_per_invocation {
-            true => Some(QuantizeQ8::new(gpu)?),
-            false => None,
+        let (quantize, geglu_quant) = match int8 && row_per_invocation {
+            true => (Some(QuantizeQ8::new(gpu)?), Some(build(true, true)?)),
+            false => (None, None),
         };
         Ok(Matvec {
             kernel,
             geglu,
+            geglu_quant,
             format,
             rows_per_workgroup,
             int8,
@@ -119,6 +129,14 @@ impl Matvec {
     /// (residual_norm::NormOutput::Quantized) and hand it over in [`MatrixArgs::xq`].
     pub fn quantizes_x(&self) -> bool {
         self.quantize.is_some()
+    }
+
+    /// Whether [`Matvec::bind_geglu`] takes `MatrixArgs::yq`: its output quantized as the
+    /// next product's quantize_q8 pass would write it (the CPU layout's int8 path, where a
+    /// workgroup's outputs are one block of 32), so that a down product that
+    /// [`quantizes_x`](Matvec::quantizes_x) reads it instead.
+    pub fn quantizes_geglu(&self) -> bool {
+        self.geglu_quant.is_some()
     }
 
     /// With the CPU layout's int8 path, the words per vector of x's quantization, and the
@@ -157,6 +175,7 @@ impl Matvec {
     /// y [n, w.rows] = x [n, w.cols] times W transposed, one dispatch per chunk of W (after
     /// x's quantization, with the CPU layout's int8 path where `args.xq` does not bring it).
     pub fn bind(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
+        refuse_yq("matvec", label, &args)?;
         let n = args.n as u32;
         let grid = |rows| {
             let (gx, gy) = gpu.grid_2d(groups(rows, self.rows_per_workgroup));
@@ -198,7 +217,25 @@ impl Matvec {
     /// not bring it.
     pub fn bind_geglu(&self, gpu: &Gpu, label: &str, args: MatrixArgs) -> Result<Vec<Dispatch>> {
         let n = args.n as u32;
-        let kernel = (&self.geglu, self.format);
+        let kernel = match (&self.geglu_quant, args.yq) {
+            (_, None) => &self.geglu,
+            (Some(quant), Some(yq)) => {
+                let outputs = args.w.rows / 2;
+                if !outputs.is_multiple_of(quantize_q8::BLOCK) {
+                    return Err(Error::Shape {
+                        kernel: "matvec",
+                        message: format!(
+                            "{label}: {outputs} GeGLU outputs do not split into blocks of 32"
+                        ),
+                    });
+                }
+                let words = args.n * outputs / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
+                check_len("matvec", "yq", yq, words)?;
+                quant
+            }
+            (None, Some(_)) => return Err(yq_refused("matvec", label)),
+        };
+        let kernel = (kernel, self.format);
         let grid = |outputs| {
             // Two outputs per unit of four rows.
             let (gx, gy) = gpu.grid_2d(groups(outputs, self.rows_per_workgroup / 2));
@@ -221,6 +258,23 @@ impl Matvec {
         let args = MatrixArgs { x: &xq, ..args };
         let product = bind_geglu_matrix("matvec", kernel, gpu, label, args, words, grid)?;
         Ok(vec![quantize, product])
+    }
+}
+
+/// Refuses `args.yq` where `kernel` does not write y quantized.
+pub(super) fn refuse_yq(kernel: &'static str, label: &str, args: &MatrixArgs) -> Result<()> {
+    match args.yq {
+        Some(_) => Err(yq_refused(kernel, label)),
+        None => Ok(()),
+    }
+}
+
+fn yq_refused(kernel: &'static str, label: &str) -> Error {
+    Error::Shape {
+        kernel,
+        message: format!(
+            "{label}: only matvec's GeGLU on a CPU adapter's int8 path writes y quantized"
+        ),
     }
 }
 
@@ -249,7 +303,7 @@ pub(super) fn bind_geglu_matrix(
             ),
         });
     }
-    let MatrixArgs { x, y, n, .. } = args;
+    let MatrixArgs { x, y, yq, n, .. } = args;
     if w.format != format {
         return Err(Error::Shape {
             kernel: name,
@@ -277,6 +331,8 @@ pub(super) fn bind_geglu_matrix(
             w_scales: &c.scales,
             x,
             y,
+            // Without a quantized output the kernel does not write it.
+            yq: yq.unwrap_or(y),
         },
         grid(outputs),
     )
@@ -340,6 +396,8 @@ pub(super) fn bind_matrix(
                     w_scales: &c.scales,
                     x,
                     y,
+                    // Not written by these kernels.
+                    yq: y,
                 },
                 grid(c.rows),
             )

@@ -33,15 +33,41 @@ pub struct ResidualNorm {
     flagged: Kernel,
     /// The same writing `hq`.
     quantizing: Kernel,
+    /// The same writing both.
+    flagged_quantizing: Kernel,
 }
 
 /// How a residual_norm dispatch ends: h alone, h and its rows' flags (a step's final norm),
-/// or h and its quantization (the input of decode products that take int8 x).
+/// h and its quantization (the input of decode products that take int8 x), or all three (a
+/// decode step's final norm, whose lm_head takes int8 x).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormOutput {
     H,
     Flagged,
     Quantized,
+    FlaggedQuantized,
+}
+
+impl NormOutput {
+    /// The output with or without the rows' flags and the quantization.
+    pub fn of(flagged: bool, quantized: bool) -> NormOutput {
+        match (flagged, quantized) {
+            (false, false) => NormOutput::H,
+            (true, false) => NormOutput::Flagged,
+            (false, true) => NormOutput::Quantized,
+            (true, true) => NormOutput::FlaggedQuantized,
+        }
+    }
+
+    /// Whether the rows' flags are written.
+    pub fn flagged(self) -> bool {
+        matches!(self, NormOutput::Flagged | NormOutput::FlaggedQuantized)
+    }
+
+    /// Whether h's quantization is written.
+    pub fn quantized(self) -> bool {
+        matches!(self, NormOutput::Quantized | NormOutput::FlaggedQuantized)
+    }
 }
 
 impl ResidualNorm {
@@ -66,14 +92,15 @@ impl ResidualNorm {
             kernel: build(None, false, false)?,
             flagged: build(Some("flags"), true, false)?,
             quantizing: build(Some("quant"), false, true)?,
+            flagged_quantizing: build(Some("flags.quant"), true, true)?,
         })
     }
 
     /// x += rms_norm(o) with weight `post`; h = rms_norm(x) with weight `next` (rows of d).
     /// With [`NormOutput::Flagged`] (a step's final norm) also flags\[row\] = whether row
     /// `row` of h holds a NaN or an infinity; with [`NormOutput::Quantized`] also hq = h
-    /// quantized to int8 blocks of 32 (d a multiple of 32); the buffers not written are left
-    /// as they are.
+    /// quantized to int8 blocks of 32 (d a multiple of 32); with
+    /// [`NormOutput::FlaggedQuantized`] both; the buffers not written are left as they are.
     pub fn bind(
         &self,
         gpu: &Gpu,
@@ -86,6 +113,7 @@ impl ResidualNorm {
             NormOutput::H => &self.kernel,
             NormOutput::Flagged => &self.flagged,
             NormOutput::Quantized => &self.quantizing,
+            NormOutput::FlaggedQuantized => &self.flagged_quantizing,
         };
         let (n, d) = (params.n as usize, params.d as usize);
         check_len("residual_norm", "o", buffers.o, n * d)?;
@@ -94,7 +122,7 @@ impl ResidualNorm {
         check_len("residual_norm", "x", buffers.x, n * d)?;
         check_len("residual_norm", "h", buffers.h, n * d)?;
         check_len("residual_norm", "flags", buffers.flags, n)?;
-        if output == NormOutput::Quantized {
+        if output.quantized() {
             if !d.is_multiple_of(quantize_q8::BLOCK) {
                 return Err(Error::Shape {
                     kernel: "residual_norm",

@@ -11,6 +11,7 @@ use crate::kernels::add::AddBuffers;
 use crate::kernels::attention::AttentionArgs;
 use crate::kernels::geglu::GegluBuffers;
 use crate::kernels::matrix::MatrixArgs;
+use crate::kernels::quantize_q8::BLOCK;
 use crate::kernels::residual_norm::{NormOutput, ResidualNormBuffers};
 use crate::kernels::rms_norm::{RmsNormBuffers, RmsNormParams};
 use crate::kernels::rope_store::RopeStoreArgs;
@@ -60,16 +61,17 @@ pub(crate) struct LayerDispatches {
     /// dispatch where the layer has post-norms.
     post_feedforward_norm: Vec<Dispatch>,
     /// The last norm also writes its output quantized (`RunState::hq`), for the next layer's
-    /// q/k/v products.
+    /// q/k/v products, or after the last layer the lm_head.
     pub writes_hq: bool,
 }
 
 /// What lies around a layer: the norm its output goes through (the next layer's input norm,
-/// or the final norm), the next layer's q/k/v products (none after the last layer), and
-/// whether the layer before quantized this layer's input into `RunState::hq`.
+/// or the final norm), the products that read the normed output (the next layer's q/k/v, or
+/// after the last layer the lm_head), and whether the embedding or the layer before quantized
+/// this layer's input into `RunState::hq`.
 pub(crate) struct Around<'a> {
     pub next_norm: &'a wgpu::Buffer,
-    pub next_qkv: &'a [GpuMatrix],
+    pub next_products: &'a [GpuMatrix],
     pub hq_in: bool,
 }
 
@@ -88,15 +90,15 @@ impl Binder<'_> {
         format!("L{:02}.{step}", self.layer)
     }
 
-    /// y = x m^T
+    /// y = x m^T; `xq`, where given, x's quantization for a product that reads one.
     fn product(
         &self,
         step: &str,
         m: &GpuMatrix,
-        x: &wgpu::Buffer,
+        x: (&wgpu::Buffer, Option<&wgpu::Buffer>),
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.products(step, std::slice::from_ref(m), (x, None), y)
+        self.products(step, std::slice::from_ref(m), x, y)
     }
 
     /// y = x [m0 | m1 | ...]^T: each matrix's product into its columns of y, side by side;
@@ -162,9 +164,9 @@ impl Binder<'_> {
 
     /// x += rms_norm(o) with the post-norm `post` where the layer has one, else x += o; then
     /// h = rms_norm(x) with `next`: one residual_norm dispatch with a post-norm, an add and an
-    /// rms_norm without (Gemma 1). With [`NormOutput::Flagged`] (the final norm) the norm also
-    /// writes the state's non_finite flags of h's rows, with [`NormOutput::Quantized`] (a
-    /// post-norm only, see `reads_hq`) h's quantization into the state's hq.
+    /// rms_norm without (Gemma 1). Where `output` is flagged (the final norm) the norm also
+    /// writes the state's non_finite flags of h's rows, where quantized (a post-norm only, see
+    /// `reads_hq`) h's quantization into the state's hq.
     fn residual(
         &self,
         step: &str,
@@ -197,22 +199,39 @@ impl Binder<'_> {
                     self.rms_norm(
                         &format!("{step}.norm"),
                         (&s.x, next, &s.h),
-                        output == NormOutput::Flagged,
+                        output.flagged(),
                     )?,
                 ])
             }
         }
     }
 
+    /// Whether the GeGLU product of `gate_up` writes act quantized into the state's act_q for
+    /// `down` to read: decode steps where down quantizes its x and the GeGLU product, one
+    /// dispatch, can write it so (kernels::Matvec::quantizes_geglu).
+    fn writes_act_q(&self, gate_up: &GpuMatrix, down: &GpuMatrix) -> bool {
+        self.rows == 1
+            && gate_up.chunks.len() == 1
+            && self.k.matrix(gate_up.format).matvec.quantizes_geglu()
+            && self.k.matrix(down.format).matvec.quantizes_x()
+    }
+
     /// act = gelu_tanh(gate) * up of h [Wgate | Wup]: in one dispatch (the product's GeGLU
     /// variant) where the stacked matrix is one chunk, else the product, then geglu; with
-    /// `hq`, h's quantization for a product that reads one.
-    fn gate_up_geglu(&self, w: &GpuMatrix, hq: Option<&wgpu::Buffer>) -> Result<Vec<Dispatch>> {
+    /// `hq`, h's quantization for a product that reads one; with `act_q` act quantized there
+    /// too (see `writes_act_q`).
+    fn gate_up_geglu(
+        &self,
+        w: &GpuMatrix,
+        hq: Option<&wgpu::Buffer>,
+        act_q: bool,
+    ) -> Result<Vec<Dispatch>> {
         let s = self.s;
         if w.chunks.len() == 1 {
             let (k, label) = (self.k.matrix(w.format), self.label("gate_up"));
             let args = MatrixArgs {
                 xq: hq,
+                yq: act_q.then_some(&s.act_q),
                 ..MatrixArgs::new(w, &s.h, &s.act, self.rows)
             };
             return match self.rows {
@@ -246,8 +265,19 @@ impl Binder<'_> {
         (self.k.rope_store).bind(self.gpu, &self.label("rope_store"), args)
     }
 
-    /// Attention of q over the layer's cache.
-    fn attention(&self) -> Result<Vec<Dispatch>> {
+    /// Whether attention writes its output quantized into the state's attn_q for `o` to
+    /// read: decode steps where o_proj quantizes its x and attention can write it so
+    /// (kernels::Attention::quantizes_out; head_dim in whole blocks of 32).
+    fn writes_attn_q(&self, o: &GpuMatrix) -> bool {
+        self.rows == 1
+            && self.c.head_dim.is_multiple_of(BLOCK)
+            && self.k.attention.quantizes_out()
+            && self.k.matrix(o.format).matvec.quantizes_x()
+    }
+
+    /// Attention of q over the layer's cache; with `attn_q` its output quantized there too
+    /// (see `writes_attn_q`).
+    fn attention(&self, attn_q: bool) -> Result<Vec<Dispatch>> {
         let s = self.s;
         let shape = self.c.attention_shape(self.layer);
         let attention = AttentionArgs {
@@ -258,6 +288,7 @@ impl Binder<'_> {
             cache: &s.caches[self.layer],
             partials: &s.attention_partials,
             out: &s.attn,
+            out_q: attn_q.then_some(&s.attn_q),
         };
         (self.k.attention).bind(self.gpu, &self.label("attention"), attention)
     }
@@ -267,8 +298,8 @@ impl LayerDispatches {
     /// Binds layer `i` of `c` with weights `w` to the run state `s`, for `rows` rows; the
     /// layer ends by norming its output with `next_norm` (the next layer's input norm, or the
     /// final norm, which also flags h's rows that are not finite) into h, and quantizing it
-    /// into hq where the next layer's q/k/v products read it so
-    /// ([`LayerDispatches::writes_hq`]); see [`Around`].
+    /// into hq where the products that follow read it so ([`LayerDispatches::writes_hq`]);
+    /// see [`Around`].
     pub fn bind(
         gpu: &Gpu,
         c: &ModelConfig,
@@ -280,7 +311,7 @@ impl LayerDispatches {
     ) -> Result<LayerDispatches> {
         let Around {
             next_norm,
-            next_qkv,
+            next_products,
             hq_in,
         } = around;
         let b = Binder {
@@ -295,30 +326,25 @@ impl LayerDispatches {
         let post_attn = w.post_attention_norm.as_ref();
         let last = i + 1 == c.layers.len();
         let ff_hq = b.reads_hq(std::slice::from_ref(&w.gate_up), post_attn);
-        let writes_hq = !last && b.reads_hq(next_qkv, post_ff);
-        let output = |quantized| match quantized {
-            true => NormOutput::Quantized,
-            false => NormOutput::H,
-        };
+        let act_q = b.writes_act_q(&w.gate_up, &w.down);
+        let attn_q = b.writes_attn_q(&w.o);
+        let writes_hq = b.reads_hq(next_products, post_ff);
         Ok(LayerDispatches {
             qkv: b.products("qkv", &w.qkv, (&s.h, hq_in.then_some(&s.hq)), &s.qkv)?,
             rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
-            attention: b.attention()?,
-            o_proj: b.product("o", &w.o, &s.attn, &s.o)?,
+            attention: b.attention(attn_q)?,
+            o_proj: b.product("o", &w.o, (&s.attn, attn_q.then_some(&s.attn_q)), &s.o)?,
             post_attention_norm: b.residual(
                 "post_attention_norm",
                 (post_attn, &w.pre_feedforward_norm),
-                output(ff_hq),
+                NormOutput::of(false, ff_hq),
             )?,
-            gate_up_geglu: b.gate_up_geglu(&w.gate_up, ff_hq.then_some(&s.hq))?,
-            down: b.product("down", &w.down, &s.act, &s.o)?,
+            gate_up_geglu: b.gate_up_geglu(&w.gate_up, ff_hq.then_some(&s.hq), act_q)?,
+            down: b.product("down", &w.down, (&s.act, act_q.then_some(&s.act_q)), &s.o)?,
             post_feedforward_norm: b.residual(
                 "post_feedforward_norm",
                 (post_ff, next_norm),
-                match last {
-                    true => NormOutput::Flagged,
-                    false => output(writes_hq),
-                },
+                NormOutput::of(last, writes_hq),
             )?,
             writes_hq,
         })

@@ -95,6 +95,13 @@ impl Plan {
         let embed_kernels = k.matrix(w.embed.format);
         // The first layer's input norm comes with the embedding.
         let first_norm = w.layers.first().map_or(&w.final_norm, |l| &l.input_norm);
+        // A decode step's embedding quantizes its norm where the first q/k/v read it so.
+        let first_qkv = w.layers.first().map_or(&[][..], |l| &l.qkv[..]);
+        let embed_hq = rows == 1
+            && embed_kernels.embedding.quantizes_h()
+            && first_qkv
+                .iter()
+                .any(|m| k.matrix(m.format).matvec.quantizes_x());
         let embed = EmbeddingArgs {
             table: &w.embed,
             ids: &s.ids,
@@ -103,28 +110,32 @@ impl Plan {
             out: &s.x,
             norm: (first_norm, c.eps, c.norm_offset),
             h: &s.h,
+            hq: embed_hq.then_some(&s.hq),
         };
         let embed = embed_kernels.embedding.bind(gpu, "embed", embed)?;
-        // A layer's last norm quantizes its output where the next layer's q/k/v read it so;
-        // the first layer's products quantize the embedding's norm themselves.
+        // A layer's last norm quantizes its output where the products that follow (the next
+        // layer's q/k/v, the lm_head) read it so.
         let mut layers = Vec::with_capacity(w.layers.len());
-        let mut hq_in = false;
+        let mut hq_in = embed_hq;
         for (i, l) in w.layers.iter().enumerate() {
             let rope = &w.rope[w.rope_of_layer[i]];
             let next = w.layers.get(i + 1);
             let around = Around {
                 next_norm: next.map_or(&w.final_norm, |n| &n.input_norm),
-                next_qkv: next.map_or(&[][..], |n| &n.qkv[..]),
+                next_products: next.map_or(std::slice::from_ref(&w.embed), |n| &n.qkv[..]),
                 hq_in,
             };
             let layer = LayerDispatches::bind(gpu, c, i, k, (l, rope, around), s, rows)?;
             hq_in = layer.writes_hq;
             layers.push(layer);
         }
-        let head = lm_head(gpu, c, k, (&w.embed, &s.h_last, &s.logits), 1)?;
+        // A decode step's final norm writes h quantized where the lm_head reads it so (h is
+        // then h_last, its one row).
+        let head_hq = (rows == 1 && hq_in).then_some(&s.hq);
+        let head = lm_head(gpu, c, k, (&w.embed, (&s.h_last, head_hq), &s.logits), 1)?;
         let (top1, final_soft_cap, top_k) = candidate_heads(gpu, c, k, s, candidates)?;
         let all_logits = match &s.logits_all {
-            Some(logits_all) => lm_head(gpu, c, k, (&w.embed, &s.h, logits_all), rows)?,
+            Some(logits_all) => lm_head(gpu, c, k, (&w.embed, (&s.h, None), logits_all), rows)?,
             None => vec![],
         };
         let log_probs = log_probs(gpu, c, k, s, rows)?;
@@ -291,11 +302,18 @@ fn lm_head(
     gpu: &Gpu,
     c: &ModelConfig,
     k: &Kernels,
-    (embed, h, logits): (&GpuMatrix, &wgpu::Buffer, &wgpu::Buffer),
+    (embed, (h, hq), logits): (
+        &GpuMatrix,
+        (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        &wgpu::Buffer,
+    ),
     rows: usize,
 ) -> Result<Vec<Dispatch>> {
     let suffix = if rows == 1 { "" } else { ".all" };
-    let args = MatrixArgs::new(embed, h, logits, rows);
+    let args = MatrixArgs {
+        xq: hq,
+        ..MatrixArgs::new(embed, h, logits, rows)
+    };
     let mut d = k.product(gpu, &format!("lm_head{suffix}"), args)?;
     // One row's logits feed the candidates' head, which applies the soft-cap itself.
     if let Some(cap) = c.final_softcap.filter(|_| rows > 1) {

@@ -30,12 +30,20 @@ pub(crate) struct RunState {
     pub q: wgpu::Buffer,
     /// [rows, heads * head_dim]: attention's output, o_proj's input.
     pub attn: wgpu::Buffer,
+    /// \[heads * head_dim / 32 * 24\] words: a decode step's attn quantized to int8 blocks
+    /// of 32, where o_proj takes it so and attention writes it
+    /// (kernels::Attention::quantizes_out).
+    pub attn_q: wgpu::Buffer,
     /// [rows, hidden]: o_proj's and down_proj's outputs, before their norms.
     pub o: wgpu::Buffer,
     /// [rows, 2 * intermediate]: gate then up, per row.
     pub gate_up: wgpu::Buffer,
     /// [rows, intermediate]: gelu_tanh(gate) * up.
     pub act: wgpu::Buffer,
+    /// \[intermediate / 32 * 24\] words: a decode step's act quantized to int8 blocks of 32,
+    /// where down_proj takes it so and the GeGLU product writes it
+    /// (kernels::Matvec::quantizes_geglu).
+    pub act_q: wgpu::Buffer,
 
     // The head.
     /// \[hidden\]: the row of `h` whose next token is wanted.
@@ -131,9 +139,11 @@ impl RunState {
             qkv: f("qkv", rows * (c.q_dim() + 2 * c.kv_dim())),
             q: f("q", rows * c.q_dim()),
             attn: f("attn", rows * c.q_dim()),
+            attn_q: f("attn_q", c.q_dim().div_ceil(BLOCK) * WORDS_PER_BLOCK),
             o: f("o", rows * c.hidden),
             gate_up: f("gate_up", rows * 2 * c.intermediate),
             act: f("act", rows * c.intermediate),
+            act_q: f("act_q", c.intermediate.div_ceil(BLOCK) * WORDS_PER_BLOCK),
             h_last: f("h_last", c.hidden),
             logits: f("logits", c.vocab),
             logits_all: s.all_logits.then(|| f("logits_all", rows * c.vocab)),

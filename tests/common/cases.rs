@@ -690,6 +690,7 @@ pub fn attention(
             cache: &cache,
             partials: &partials,
             out: &out,
+            out_q: None,
         };
         let dispatches = attention.bind(gpu, "attention", args).unwrap();
         let expected = reference::attention(&q, &k_seen, &v_seen, &query_pos, &shape);
@@ -1046,6 +1047,7 @@ pub fn embedding(
         out: &out,
         norm: (&nb, eps, w_offset),
         h: &h,
+        hq: None,
     };
     let dispatches = kernel.bind(gpu, "embedding", args).unwrap();
     let what = format!("embedding {} vocab={vocab} d={d}", m.format);

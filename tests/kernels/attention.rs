@@ -214,3 +214,118 @@ fn binding_soft_cap_changes_the_result() {
         .fold(0.0, f32::max);
     assert!(diff > 0.1, "soft-cap does not bind: max difference {diff}");
 }
+
+/// Attention on adapters whose decode products read x quantized by a pass of their own (CPU
+/// adapters) writes its output quantized too, for o_proj: out bit for bit as without it, and
+/// out_q word for word as quantize_q8 writes out. Both phases that write out: one split
+/// (the 2B's heads, and the 27B's head_dim of 128, for three queries), and the 270M's single
+/// kv head deep into a long cache (key splits, merged by `combine`).
+#[test]
+fn attention_writes_its_output_quantized_as_quantize_q8_does() {
+    use gemma_wgpu::kernels::QuantizeQ8;
+    use gemma_wgpu::kernels::attention::AttentionArgs;
+    use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
+    use gemma_wgpu::kernels::quantize_q8::{QuantizeQ8Buffers, WORDS_PER_BLOCK};
+    let mut phases = std::collections::BTreeSet::new();
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        let dtype = KvDtype::F16;
+        let (store, kernel) = (
+            KvStore::new(gpu, dtype).unwrap(),
+            Attention::new(gpu, dtype).unwrap(),
+        );
+        if !kernel.quantizes_out() {
+            continue;
+        }
+        let quantize = QuantizeQ8::new(gpu).unwrap();
+        // (heads, kv_heads, head_dim, capacity, first query position, queries)
+        let cases = [
+            (8usize, 4usize, 256usize, 64usize, 40u32, 1usize),
+            (32, 16, 128, 64, 10, 3),
+            (4, 1, 256, 4096, 3000, 1),
+        ];
+        for (i, &(heads, kv_heads, hd, capacity, pos, n_q)) in cases.iter().enumerate() {
+            let what = format!(
+                "{}: attention h={heads}/{kv_heads} hd={hd} pos={pos} n_q={n_q}",
+                dev.name
+            );
+            let shape = AttentionShape {
+                heads,
+                kv_heads,
+                head_dim: hd,
+                window: None,
+                scale: 256f32.powf(-0.5),
+                softcap: Some(50.0),
+            };
+            let keys = pos as usize + n_q;
+            let kv_dim = kv_heads * hd;
+            let seed = 1400 + 10 * i as u64;
+            let positions: Vec<u32> = (0..keys as u32).collect();
+            let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
+            let (pb, kb, vb) = (
+                gpu.storage_init("positions", u32_bytes(&positions)),
+                gpu.storage_init("k", f32_bytes(&normal(seed, keys * kv_dim))),
+                gpu.storage_init("v", f32_bytes(&normal(seed + 1, keys * kv_dim))),
+            );
+            let args = KvStoreArgs {
+                n: keys,
+                positions: &pb,
+                k: &kb,
+                v: &vb,
+                cache: &cache,
+            };
+            let stored = store.bind(gpu, "kv_store", args).unwrap();
+            gpu.run("kv_store", [&stored]).unwrap();
+            let qpb = gpu.storage_init("query positions", u32_bytes(&positions[pos as usize..]));
+            let qb = gpu.storage_init("q", f32_bytes(&normal(seed + 2, n_q * heads * hd)));
+            let partials = Attention::partials(gpu, "partials", n_q, &shape, capacity);
+            let len = n_q * heads * hd;
+            let words = len / 32 * WORDS_PER_BLOCK;
+            let (out0, out1) = (
+                gpu.storage_zeroed("out0", 4 * len as u64),
+                gpu.storage_zeroed("out1", 4 * len as u64),
+            );
+            let out_q = gpu.storage_zeroed("out_q", 4 * words as u64);
+            let mut bound = vec![];
+            for (out, q) in [(&out0, None), (&out1, Some(&out_q))] {
+                let args = AttentionArgs {
+                    n_q,
+                    shape: &shape,
+                    positions: &qpb,
+                    q: &qb,
+                    cache: &cache,
+                    partials: &partials,
+                    out,
+                    out_q: q,
+                };
+                let d = kernel.bind(gpu, "attention", args).unwrap();
+                gpu.run("attention", d.iter()).unwrap();
+                bound.push(d.len());
+            }
+            assert_eq!(bound[0], bound[1], "{what}: dispatches");
+            phases.insert(bound[1]);
+            let bits = |b| gpu.read_u32(b).unwrap();
+            assert_eq!(
+                bits(&out0),
+                bits(&out1),
+                "{what}: out differs between the variants"
+            );
+            let want = gpu.storage_zeroed("want", 4 * words as u64);
+            let q = quantize
+                .bind(
+                    gpu,
+                    "quantize_q8",
+                    len,
+                    QuantizeQ8Buffers {
+                        x: &out1,
+                        xq: &want,
+                    },
+                )
+                .unwrap();
+            gpu.run("quantize_q8", [&q]).unwrap();
+            assert_eq!(bits(&out_q), bits(&want), "{what}: out_q");
+        }
+    }
+    // One dispatch (partial writes out) and two (partial, then combine).
+    assert_eq!(phases, [1, 2].into(), "phases that wrote out_q");
+}

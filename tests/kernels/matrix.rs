@@ -398,3 +398,201 @@ fn cpu_layout_matvec_takes_int8_where_the_format_reads_it() {
     }
     assert!(!int8(&all, WeightFormat::F32));
 }
+
+/// Matvec's GeGLU on the CPU layout's int8 path writes its output quantized too (for down_proj,
+/// in place of a quantize_q8 pass): y bit for bit as the plain GeGLU writes it, and yq word for
+/// word as quantize_q8 writes y. One block, the 270M's 2048 outputs over 640, and three vectors
+/// of 96 with a NaN in the last's x (every block of that vector then has d NaN). Outputs that
+/// are not whole blocks, and the kernels that never write yq, refuse it.
+#[test]
+fn matvec_geglu_writes_its_output_quantized_as_quantize_q8_does() {
+    let mut checked = 0;
+    for dev in product_devices() {
+        let gpu = &dev.gpu;
+        let quantize = QuantizeQ8::new(gpu).unwrap();
+        for format in [
+            WeightFormat::Q4_0,
+            WeightFormat::Q8_0,
+            WeightFormat::I8Affine,
+        ] {
+            let mv = Matvec::new(gpu, format).unwrap();
+            if !mv.quantizes_geglu() {
+                continue;
+            }
+            for (i, (d, k, n)) in [(32usize, 64usize, 1usize), (2048, 640, 1), (96, 128, 3)]
+                .into_iter()
+                .enumerate()
+            {
+                let what = format!("{}: {format} GeGLU d={d} k={k} n={n}", dev.name);
+                let (m, _) = matrix(1300 + i as u64, format, 2 * d, k);
+                let gm = GpuMatrix::upload(gpu, "w", &m).unwrap();
+                let mut x = normal(1310 + i as u64, n * k);
+                if n > 1 {
+                    x[(n - 1) * k + 3] = f32::NAN;
+                }
+                let xb = gpu.storage_init("x", f32_bytes(&x));
+                let words = n * d / 32 * WORDS_PER_BLOCK;
+                let (y0, y1) = (
+                    gpu.storage_zeroed("y0", (4 * n * d) as u64),
+                    gpu.storage_zeroed("y1", (4 * n * d) as u64),
+                );
+                let yq = gpu.storage_zeroed("yq", 4 * words as u64);
+                let plain = mv
+                    .bind_geglu(gpu, "geglu", MatrixArgs::new(&gm, &xb, &y0, n))
+                    .unwrap();
+                let args = MatrixArgs {
+                    yq: Some(&yq),
+                    ..MatrixArgs::new(&gm, &xb, &y1, n)
+                };
+                let quant = mv.bind_geglu(gpu, "geglu.quant", args).unwrap();
+                assert_eq!(quant.len(), plain.len(), "{what}: dispatches");
+                gpu.run("geglu", plain.iter().chain(&quant)).unwrap();
+                let bits = |b| gpu.read_u32(b).unwrap();
+                assert_eq!(
+                    bits(&y0),
+                    bits(&y1),
+                    "{what}: y differs between the variants"
+                );
+                let want = gpu.storage_zeroed("xq", 4 * words as u64);
+                let buffers = QuantizeQ8Buffers { x: &y1, xq: &want };
+                let q = quantize.bind(gpu, "quantize_q8", n * d, buffers).unwrap();
+                gpu.run("quantize_q8", [&q]).unwrap();
+                let (got, want) = (bits(&yq), bits(&want));
+                let blocks = got
+                    .chunks(WORDS_PER_BLOCK)
+                    .zip(want.chunks(WORDS_PER_BLOCK));
+                for (b, (g, w)) in blocks.enumerate() {
+                    let nan_vector = n > 1 && b >= (n - 1) * d / 32;
+                    let d_got = f32::from_bits(g[16]);
+                    assert_eq!(
+                        nan_vector,
+                        d_got.is_nan(),
+                        "{what}: block {b} has d {d_got}"
+                    );
+                    // A block with a NaN has d NaN and codes of no meaning (either kernel's).
+                    if !nan_vector {
+                        assert_eq!(g, w, "{what}: block {b} of yq");
+                    }
+                }
+                checked += 1;
+            }
+            // 33 outputs are not whole blocks; plain products and matmul never write yq.
+            let (m, _) = matrix(1320, format, 2 * 33, 64);
+            let gm = GpuMatrix::upload(gpu, "w", &m).unwrap();
+            let xb = gpu.storage_zeroed("x", 4 * 64);
+            let y = gpu.storage_zeroed("y", 4 * 66);
+            let yq = gpu.storage_zeroed("yq", 4 * 48);
+            let args = || MatrixArgs {
+                yq: Some(&yq),
+                ..MatrixArgs::new(&gm, &xb, &y, 1)
+            };
+            let refused = |r: Result<usize, gemma_wgpu::Error>, what: &str| {
+                let e = r.expect_err(what).to_string();
+                assert!(
+                    e.contains("block") || e.contains("quantized"),
+                    "{what}: {e}"
+                );
+            };
+            refused(
+                mv.bind_geglu(gpu, "g", args()).map(|d| d.len()),
+                "33 outputs",
+            );
+            refused(mv.bind(gpu, "p", args()).map(|d| d.len()), "matvec");
+            let mm = Matmul::new(gpu, format).unwrap();
+            refused(mm.bind(gpu, "p", args()).map(|d| d.len()), "matmul");
+            refused(mm.bind_geglu(gpu, "g", args()).map(|_| 1), "matmul GeGLU");
+        }
+    }
+    assert!(
+        checked >= 3,
+        "no device wrote a quantized GeGLU: {checked} cases"
+    );
+}
+
+/// The embedding on adapters whose decode products read x quantized by a pass of their own
+/// (CPU adapters) writes its norm quantized too, for the first q/k/v: out and h bit for bit as
+/// without it, and hq word for word as quantize_q8 writes h; tokens at the first and last rows
+/// and a repeat, at the 2B's and 270M's widths, and a table split into chunks (each chunk's
+/// dispatch writes its own tokens' blocks).
+#[test]
+fn embedding_writes_its_norm_quantized_as_quantize_q8_does() {
+    use gemma_wgpu::kernels::embedding::EmbeddingArgs;
+    let mut checked = 0;
+    for (limit, dev) in [
+        (None, devices()),
+        (Some(512 * 1024), devices_with(Some(512 * 1024))),
+    ]
+    .into_iter()
+    .flat_map(|(l, ds)| ds.into_iter().map(move |d| (l, d)))
+    {
+        let gpu = &dev.gpu;
+        let quantize = QuantizeQ8::new(gpu).unwrap();
+        for (i, format) in [WeightFormat::Q4_0, WeightFormat::Q8_0, WeightFormat::F32]
+            .into_iter()
+            .enumerate()
+        {
+            let kernel = Embedding::new(gpu, format).unwrap();
+            if !kernel.quantizes_h() {
+                continue;
+            }
+            for (vocab, d) in [(300usize, 2304usize), (257, 640)] {
+                let what = format!(
+                    "{}: {format} embedding vocab={vocab} d={d} limit={limit:?}",
+                    dev.name
+                );
+                let (m, _) = matrix(1500 + i as u64, format, vocab, d);
+                let gm = GpuMatrix::upload(gpu, "embed", &m).unwrap();
+                let ids = [0u32, vocab as u32 - 1, 7, 7];
+                let n = ids.len();
+                let idb = gpu.storage_init("ids", u32_bytes(&ids));
+                let nb = gpu.storage_init("norm", f32_bytes(&normal(1510, d)));
+                let words = n * d / 32 * WORDS_PER_BLOCK;
+                let hq = gpu.storage_zeroed("hq", 4 * words as u64);
+                let mut written = vec![];
+                for quantized in [false, true] {
+                    let out = gpu.storage_zeroed("out", (4 * n * d) as u64);
+                    let h = gpu.storage_zeroed("h", (4 * n * d) as u64);
+                    let args = EmbeddingArgs {
+                        table: &gm,
+                        ids: &idb,
+                        n,
+                        scale: 48.0,
+                        out: &out,
+                        norm: (&nb, 1e-6, 1.0),
+                        h: &h,
+                        hq: quantized.then_some(&hq),
+                    };
+                    let d = kernel.bind(gpu, "embedding", args).unwrap();
+                    assert_eq!(d.len(), gm.chunks.len(), "{what}: a dispatch per chunk");
+                    gpu.run("embedding", d.iter()).unwrap();
+                    written.push((gpu.read_u32(&out).unwrap(), gpu.read_u32(&h).unwrap(), h));
+                }
+                assert_eq!(
+                    written[0].0, written[1].0,
+                    "{what}: out differs between the variants"
+                );
+                assert_eq!(
+                    written[0].1, written[1].1,
+                    "{what}: h differs between the variants"
+                );
+                let want = gpu.storage_zeroed("want", 4 * words as u64);
+                let buffers = QuantizeQ8Buffers {
+                    x: &written[1].2,
+                    xq: &want,
+                };
+                let q = quantize.bind(gpu, "quantize_q8", n * d, buffers).unwrap();
+                gpu.run("quantize_q8", [&q]).unwrap();
+                assert_eq!(
+                    gpu.read_u32(&hq).unwrap(),
+                    gpu.read_u32(&want).unwrap(),
+                    "{what}: hq"
+                );
+                checked += usize::from(gm.chunks.len() > 1) + 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 6,
+        "too few quantizing embeddings checked: {checked}"
+    );
+}

@@ -93,9 +93,10 @@ fn final_norms_flag_rows_that_are_not_finite() {
     }
 }
 
-/// residual_norm's quantizing variant (the input of decode products that take int8 x on CPU
-/// adapters): x and h bit for bit as the plain variant's (checked against the reference
-/// above), and hq word for word as QuantizeQ8 writes h (checked against
+/// residual_norm's quantizing variants (the input of decode products that take int8 x on CPU
+/// adapters; with the rows' flags, a decode step's final norm before an lm_head that does): x
+/// and h bit for bit as the plain variant's (checked against the reference above), the flags
+/// as the flagged variant's, and hq word for word as QuantizeQ8 writes h (checked against
 /// reference::quantize_q8 in tests/kernels/matrix.rs), a block with a NaN included; at
 /// Gemma's hidden sizes, not multiples of the workgroup, over several rows.
 #[test]
@@ -132,9 +133,16 @@ fn residual_norm_quantizes_h_as_quantize_q8_does() {
                 gpu.storage_init("post", f32_bytes(&post)),
                 gpu.storage_init("next", f32_bytes(&next)),
             );
-            let flags = gpu.storage_zeroed("flags", 4 * n as u64);
             let mut outputs = vec![];
-            for output in [NormOutput::H, NormOutput::Quantized] {
+            let mut flagged = vec![];
+            let variants = [
+                NormOutput::H,
+                NormOutput::Quantized,
+                NormOutput::Flagged,
+                NormOutput::FlaggedQuantized,
+            ];
+            for output in variants {
+                let flags = gpu.storage_init("flags", u32_bytes(&vec![7; n]));
                 let xb = gpu.storage_init("x", f32_bytes(&x));
                 let hb = gpu.storage_zeroed("h", (4 * n * d) as u64);
                 let hq = gpu.storage_zeroed("hq", 4 * words as u64);
@@ -151,15 +159,30 @@ fn residual_norm_quantizes_h_as_quantize_q8_does() {
                     .bind(gpu, "residual_norm", params, buffers, output)
                     .unwrap();
                 gpu.run("residual_norm", [&norm]).unwrap();
+                flagged.push(gpu.read_u32(&flags).unwrap());
                 outputs.push((xb, hb, hq));
             }
             let what = format!("{}: residual_norm n={n} d={d}", dev.name);
-            let [(x0, h0, _), (x1, h1, hq)] = &outputs[..] else {
-                unreachable!()
-            };
             let bits = |b| gpu.read_u32(b).unwrap();
-            assert_eq!(bits(x0), bits(x1), "{what}: x differs between the variants");
-            assert_eq!(bits(h0), bits(h1), "{what}: h differs between the variants");
+            let (x0, h0, _) = &outputs[0];
+            // The flagged variants flag the NaN's row (row 1) and no other; the others leave
+            // the flags as they were.
+            let nan_row: Vec<u32> = (0..n).map(|r| u32::from(n > 1 && r == 1)).collect();
+            for ((v, (x, h, _)), flags) in variants.iter().zip(&outputs).zip(&flagged) {
+                assert_eq!(bits(x0), bits(x), "{what}: x differs in {v:?}");
+                assert_eq!(bits(h0), bits(h), "{what}: h differs in {v:?}");
+                let want = match v.flagged() {
+                    true => &nan_row,
+                    false => &vec![7; n],
+                };
+                assert_eq!(flags, want, "{what}: {v:?} flags");
+            }
+            let (_, h1, hq) = &outputs[1];
+            assert_eq!(
+                bits(hq),
+                bits(&outputs[3].2),
+                "{what}: hq differs with the flags"
+            );
             let xq = gpu.storage_zeroed("xq", 4 * words as u64);
             let buffers = QuantizeQ8Buffers { x: h1, xq: &xq };
             let q = quantize.bind(gpu, "quantize_q8", n * d, buffers).unwrap();
