@@ -2,10 +2,9 @@
 //! (shaders/attention.wgsl: phases `partial` and `combine`).
 
 use super::kv_store::{KvCache, KvDtype};
-use super::matrix::int8_decode_activations;
+use super::matrix::decode_x_quantized_apart;
 use super::{Dispatch, bindings, check_len, params, quantize_q8, source};
 use crate::config::AttentionShape;
-use crate::formats::WeightFormat;
 use crate::gpu::{Gpu, Kernel};
 use crate::{Error, Result};
 
@@ -166,10 +165,7 @@ impl Attention {
             source::build(gpu, &source::ATTENTION, entry, None, variant, &constants)
         };
         let pairs = queries_per_workgroup(gpu);
-        // The decode products that read x quantized by a pass of their own: matvec's CPU
-        // layout with int8 activations, which Q4_0 takes wherever any format does.
-        let quantizing = match gpu.caps.cpu_like && int8_decode_activations(gpu, WeightFormat::Q4_0)
-        {
+        let quantizing = match decode_x_quantized_apart(gpu) {
             true => Some((build("partial", 1, true)?, build("combine", 1, true)?)),
             false => None,
         };
@@ -357,14 +353,7 @@ impl Attention {
                     message: "this adapter's attention does not write out quantized".into(),
                 });
             }
-            if !hd.is_multiple_of(quantize_q8::BLOCK) {
-                return Err(Error::Shape {
-                    kernel: what,
-                    message: format!("head_dim {hd} does not split into blocks of 32"),
-                });
-            }
-            let words = n_q * cfg.heads * hd / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
-            check_len(what, "out_q", out_q, words)?;
+            quantize_q8::check_quantized(what, "out_q", out_q, (n_q * cfg.heads * hd, hd))?;
         }
         check_len(
             "attention",

@@ -126,14 +126,8 @@ impl Embedding {
         let kernel = match (hq, &self.quantizing) {
             (None, _) => &self.kernel,
             (Some(hq), Some(quantizing)) => {
-                if !table.cols.is_multiple_of(quantize_q8::BLOCK) {
-                    return Err(Error::Shape {
-                        kernel: "embedding",
-                        message: format!("rows of {} do not split into blocks of 32", table.cols),
-                    });
-                }
-                let words = n * table.cols / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
-                check_len("embedding", "hq", hq, words)?;
+                let values = (n * table.cols, table.cols);
+                quantize_q8::check_quantized("embedding", "hq", hq, values)?;
                 quantizing
             }
             (Some(_), None) => {

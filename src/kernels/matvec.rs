@@ -221,16 +221,7 @@ impl Matvec {
             (_, None) => &self.geglu,
             (Some(quant), Some(yq)) => {
                 let outputs = args.w.rows / 2;
-                if !outputs.is_multiple_of(quantize_q8::BLOCK) {
-                    return Err(Error::Shape {
-                        kernel: "matvec",
-                        message: format!(
-                            "{label}: {outputs} GeGLU outputs do not split into blocks of 32"
-                        ),
-                    });
-                }
-                let words = args.n * outputs / quantize_q8::BLOCK * quantize_q8::WORDS_PER_BLOCK;
-                check_len("matvec", "yq", yq, words)?;
+                quantize_q8::check_quantized("matvec", "yq", yq, (args.n * outputs, outputs))?;
                 quant
             }
             (None, Some(_)) => return Err(yq_refused("matvec", label)),

@@ -24,6 +24,23 @@ pub const BLOCK: usize = 32;
 /// 4-byte words a quantized block takes (its 16 pair words, scale, codes' sum, padding).
 pub const WORDS_PER_BLOCK: usize = 24;
 
+/// Checks a buffer `name` of `kernel` that is to hold `values` values in rows of `row`,
+/// quantized as this kernel writes them: rows of whole blocks, and room for their words.
+pub(crate) fn check_quantized(
+    kernel: &'static str,
+    name: &str,
+    buffer: &wgpu::Buffer,
+    (values, row): (usize, usize),
+) -> Result<()> {
+    if !row.is_multiple_of(BLOCK) {
+        return Err(Error::Shape {
+            kernel,
+            message: format!("{name}: rows of {row} do not split into blocks of {BLOCK}"),
+        });
+    }
+    check_len(kernel, name, buffer, values / BLOCK * WORDS_PER_BLOCK)
+}
+
 const WG: u32 = 64;
 
 pub struct QuantizeQ8 {
