@@ -1353,3 +1353,16 @@ pub fn log_prob(
         }),
     }
 }
+
+/// The words gemma_wgpu's quantize_q8 pass writes for the `len` values of `x`: what every
+/// kernel that writes a decode product's input quantized must write word for word.
+pub fn quantize_q8_words(gpu: &Gpu, x: &wgpu::Buffer, len: usize) -> Vec<u32> {
+    use gemma_wgpu::kernels::quantize_q8::{BLOCK, QuantizeQ8Buffers, WORDS_PER_BLOCK};
+    let kernel = gemma_wgpu::kernels::QuantizeQ8::new(gpu).unwrap();
+    let xq = gpu.storage_zeroed("xq", (4 * len / BLOCK * WORDS_PER_BLOCK) as u64);
+    let q = kernel
+        .bind(gpu, "quantize_q8", len, QuantizeQ8Buffers { x, xq: &xq })
+        .unwrap();
+    gpu.run("quantize_q8", [&q]).unwrap();
+    gpu.read_u32(&xq).unwrap()
+}

@@ -222,10 +222,9 @@ fn binding_soft_cap_changes_the_result() {
 /// kv head deep into a long cache (key splits, merged by `combine`).
 #[test]
 fn attention_writes_its_output_quantized_as_quantize_q8_does() {
-    use gemma_wgpu::kernels::QuantizeQ8;
     use gemma_wgpu::kernels::attention::AttentionArgs;
     use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
-    use gemma_wgpu::kernels::quantize_q8::{QuantizeQ8Buffers, WORDS_PER_BLOCK};
+    use gemma_wgpu::kernels::quantize_q8::WORDS_PER_BLOCK;
     let mut phases = std::collections::BTreeSet::new();
     for dev in devices() {
         let gpu = &dev.gpu;
@@ -237,7 +236,6 @@ fn attention_writes_its_output_quantized_as_quantize_q8_does() {
         if !kernel.quantizes_out() {
             continue;
         }
-        let quantize = QuantizeQ8::new(gpu).unwrap();
         // (heads, kv_heads, head_dim, capacity, first query position, queries)
         let cases = [
             (8usize, 4usize, 256usize, 64usize, 40u32, 1usize),
@@ -310,20 +308,8 @@ fn attention_writes_its_output_quantized_as_quantize_q8_does() {
                 bits(&out1),
                 "{what}: out differs between the variants"
             );
-            let want = gpu.storage_zeroed("want", 4 * words as u64);
-            let q = quantize
-                .bind(
-                    gpu,
-                    "quantize_q8",
-                    len,
-                    QuantizeQ8Buffers {
-                        x: &out1,
-                        xq: &want,
-                    },
-                )
-                .unwrap();
-            gpu.run("quantize_q8", [&q]).unwrap();
-            assert_eq!(bits(&out_q), bits(&want), "{what}: out_q");
+            let want = quantize_q8_words(gpu, &out1, len);
+            assert_eq!(bits(&out_q), want, "{what}: out_q");
         }
     }
     // One dispatch (partial writes out) and two (partial, then combine).

@@ -409,7 +409,6 @@ fn matvec_geglu_writes_its_output_quantized_as_quantize_q8_does() {
     let mut checked = 0;
     for dev in product_devices() {
         let gpu = &dev.gpu;
-        let quantize = QuantizeQ8::new(gpu).unwrap();
         for format in [
             WeightFormat::Q4_0,
             WeightFormat::Q8_0,
@@ -453,11 +452,7 @@ fn matvec_geglu_writes_its_output_quantized_as_quantize_q8_does() {
                     bits(&y1),
                     "{what}: y differs between the variants"
                 );
-                let want = gpu.storage_zeroed("xq", 4 * words as u64);
-                let buffers = QuantizeQ8Buffers { x: &y1, xq: &want };
-                let q = quantize.bind(gpu, "quantize_q8", n * d, buffers).unwrap();
-                gpu.run("quantize_q8", [&q]).unwrap();
-                let (got, want) = (bits(&yq), bits(&want));
+                let (got, want) = (bits(&yq), quantize_q8_words(gpu, &y1, n * d));
                 let blocks = got
                     .chunks(WORDS_PER_BLOCK)
                     .zip(want.chunks(WORDS_PER_BLOCK));
@@ -526,7 +521,6 @@ fn embedding_writes_its_norm_quantized_as_quantize_q8_does() {
     .flat_map(|(l, ds)| ds.into_iter().map(move |d| (l, d)))
     {
         let gpu = &dev.gpu;
-        let quantize = QuantizeQ8::new(gpu).unwrap();
         for (i, format) in [WeightFormat::Q4_0, WeightFormat::Q8_0, WeightFormat::F32]
             .into_iter()
             .enumerate()
@@ -575,16 +569,9 @@ fn embedding_writes_its_norm_quantized_as_quantize_q8_does() {
                     written[0].1, written[1].1,
                     "{what}: h differs between the variants"
                 );
-                let want = gpu.storage_zeroed("want", 4 * words as u64);
-                let buffers = QuantizeQ8Buffers {
-                    x: &written[1].2,
-                    xq: &want,
-                };
-                let q = quantize.bind(gpu, "quantize_q8", n * d, buffers).unwrap();
-                gpu.run("quantize_q8", [&q]).unwrap();
                 assert_eq!(
                     gpu.read_u32(&hq).unwrap(),
-                    gpu.read_u32(&want).unwrap(),
+                    quantize_q8_words(gpu, &written[1].2, n * d),
                     "{what}: hq"
                 );
                 checked += usize::from(gm.chunks.len() > 1) + 1;
