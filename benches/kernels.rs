@@ -18,7 +18,8 @@
 //! Prefill is compute-bound: the matrix products and `attention (pp64)` (one 64-query prefill
 //! step at the end of its context, 4 head_dim flops per query head and visible key: the
 //! scores' and the values' head_dim multiply-adds)
-//! are read as GFLOP/s against the f32 peak.
+//! are read as GFLOP/s against the f32 peak. `add 1 (dispatch floor)`, an add of one float, is
+//! what every dispatch of a step costs the adapter at least.
 
 use gemma_wgpu::gpu::{Clock, Dispatch, Gpu, GpuOptions};
 use gemma_wgpu::kernels::copy::CopyBuffers;
@@ -301,6 +302,16 @@ impl Bench {
         );
     }
 
+    /// What a dispatch costs the adapter at least: an add of one float, timed as every row is
+    /// (`GEMMA_WGPU_BENCH_REPS` dispatches in one pass). Every dispatch of a step pays it.
+    fn dispatch_floor(&mut self) {
+        if self.wanted("add") {
+            let gpu = &self.gpu;
+            let p = cases::add(gpu, &Add::new(gpu).unwrap(), 1, 9);
+            self.row("add", "1 (dispatch floor)", "f32", &p);
+        }
+    }
+
     fn elementwise(&mut self, name: &str, hidden: usize, inter: usize) {
         let gpu = &self.gpu;
         if self.wanted("add") {
@@ -374,6 +385,7 @@ fn main() {
     };
     let copy_bw = b.copy();
     let peak = b.peak();
+    b.dispatch_floor();
     // Gemma 2 2B: hidden 2304, 8 heads / 4 kv of 256, intermediate 9216 (gate and up fused),
     // vocab 256000.
     b.matrix("2b.q_proj", 2048, 2304, 1);

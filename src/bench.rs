@@ -5,6 +5,7 @@ use clap::Args;
 use gemma_wgpu::config::ModelConfig;
 use gemma_wgpu::gpu::{Gpu, GpuOptions};
 use gemma_wgpu::kernels::KvDtype;
+use gemma_wgpu::kernels::add::{Add, AddBuffers};
 use gemma_wgpu::model::{Model, ModelOptions, StepProfile};
 use gemma_wgpu::weights::WeightFormat;
 use std::io::Write;
@@ -417,15 +418,31 @@ fn note(line: &str) {
 fn profile(m: &mut Model, a: &BenchArgs, output: Output) -> Result<()> {
     let context = a.prompt.first().copied().unwrap_or(0);
     once(m, context, 0)?;
+    let floor = dispatch_floor(m.gpu())?;
     if context >= 2 {
         let (p, tokens) = m.profile_prefill()?;
         let what =
             format!("prefill profile, one step of {tokens} tokens ending at position {context}");
-        print_profile(m, output, ("prefill", context, tokens), &what, &p)?;
+        print_profile(m, output, ("prefill", context, tokens), &what, (&p, floor))?;
     }
     let p = m.profile_decode(2)?;
     let what = format!("decode profile, one token after {context} prompt tokens");
-    print_profile(m, output, ("decode", context, 1), &what, &p)
+    print_profile(m, output, ("decode", context, 1), &what, (&p, floor))
+}
+
+/// Dispatches of [`dispatch_floor`]'s pass.
+const FLOOR_DISPATCHES: u32 = 256;
+
+/// What one dispatch costs the adapter at least: a one-float add, [`FLOOR_DISPATCHES`] of
+/// them in one compute pass, timed as the kernel bench times its rows. A step pays it per
+/// dispatch whatever the kernel does (on lavapipe, the hand-over of each dispatch to the
+/// driver's worker threads and back).
+fn dispatch_floor(gpu: &Gpu) -> Result<Duration> {
+    let add = Add::new(gpu)?;
+    let x = gpu.storage_zeroed("dispatch_floor.x", 4);
+    let acc = gpu.storage_zeroed("dispatch_floor.acc", 4);
+    let d = add.bind(gpu, "dispatch_floor", 1, AddBuffers { x: &x, acc: &acc })?;
+    Ok(gpu.time("dispatch_floor", &[&d], FLOOR_DISPATCHES)?.0)
 }
 
 /// Kernel kinds of a step by GPU time, largest first: (kernel, dispatches, time).
@@ -450,7 +467,7 @@ fn print_profile(
     output: Output,
     (kind, context, tokens): (&str, usize, usize),
     what: &str,
-    p: &StepProfile,
+    (p, floor): (&StepProfile, Duration),
 ) -> Result<()> {
     let gpu_total: Duration = p.dispatches.iter().map(|d| d.time).sum();
     let kinds = by_kind(p);
@@ -470,7 +487,8 @@ fn print_profile(
             "dispatches_per_step": p.dispatches.len(), "layers": layers,
             "command_buffers_per_step": p.command_buffers,
             "host_encode_submit_us": us(p.host_encode_submit),
-            "gpu_us": us(gpu_total), "wall_us": us(p.wall), "kernels": kernels,
+            "gpu_us": us(gpu_total), "wall_us": us(p.wall),
+            "dispatch_floor_us": us(floor), "kernels": kernels,
         });
         println!("{o}");
         return Ok(());
@@ -510,6 +528,16 @@ fn print_profile(
         us(gpu_total),
         us(gpu_total) / tokens as f64,
         us(p.wall)
+    )?;
+    let floors = floor * p.dispatches.len() as u32;
+    writeln!(
+        w,
+        "dispatch floor (a one-float add, {FLOOR_DISPATCHES} in one pass): {:.1} us; times \
+         {} dispatches: {:.0} us, {:.1} % of the step's wall time",
+        us(floor),
+        p.dispatches.len(),
+        us(floors),
+        100.0 * floors.as_secs_f64() / p.wall.as_secs_f64().max(1e-12)
     )?;
     Ok(())
 }

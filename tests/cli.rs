@@ -1401,6 +1401,9 @@ fn bench_profiles_a_prefill_step_and_a_decode_token() {
             "{line}"
         );
         assert!(line["gpu_us"].as_f64().unwrap() > 0.0, "{line}");
+        // What a dispatch costs at least, measured on the same adapter (never zero: a pass of
+        // dispatches takes time).
+        assert!(line["dispatch_floor_us"].as_f64().unwrap() > 0.0, "{line}");
         // The products run as matmul in a prefill step, as matvec in a decode step.
         let product = if kind == "prefill" {
             "matmul"
