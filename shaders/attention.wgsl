@@ -16,10 +16,12 @@
 // is not dispatched). The visible keys of a query are cut into n_splits equal splits of at least WG
 // * KPL keys, sized to its current position (not to the cache's capacity); with QPW = 2 there is
 // one split. Decode is n_q = 1 with many splits; prefill is many queries with the same kernel.
+// A decode step's `partial` may also do rope_store's work: common/attention_rope.wgsl's entry
+// `partial_rope` (its own pipeline layout, two bindings more).
 // head_dim <= 256, a multiple of 8 (a key's elements are loaded 8 at a time);
 // group_heads <= 4 divides heads / kv_heads.
-// Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim]; k_cache, v_cache (see
-// kv_store.wgsl); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim];
+// Bindings: params; positions [n_q] u32; q [n_q, heads, head_dim] (rows q_stride apart);
+// k_cache, v_cache (see kv_store.wgsl; written only by common/attention_rope.wgsl's entry); partials [n_q, heads, n_splits, head_dim + 2]; out [n_q, heads, head_dim];
 // out_q [n_q * heads * head_dim / 32 * 24] words: with QUANT_OUT (QPW = 1, head_dim a multiple
 // of 32) out quantized as quantize_q8.wgsl would write it, for an o_proj that reads its x so,
 // by whichever phase writes out.
@@ -37,6 +39,14 @@ struct Params {
     n_splits: u32,
     scale: f32,
     softcap: f32,
+    // Floats per query row of q: heads * head_dim, or with common/attention_rope.wgsl's
+    // entry the whole q|k|v row of the products.
+    q_stride: u32,
+    // common/attention_rope.wgsl only: the RoPE table's positions, the q/k norms' eps and
+    // weight offset.
+    max_pos: u32,
+    eps: f32,
+    w_offset: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -69,6 +79,9 @@ override QPW: u32 = 1u;
 override SPREAD_Q: bool = false;
 // out also written quantized into out_q (see the bindings); out is written as without it.
 override QUANT_OUT: bool = false;
+// With common/attention_rope.wgsl's entry: q and k RMS-normed per head (Gemma 3's q_norm
+// and k_norm) before their rotation.
+override ROPE_NORM: bool = false;
 
 // Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..], its weighted
 // values at acc_s[(b * columns() + i) * head_dim / 2 ..].
@@ -263,6 +276,12 @@ fn softmax_step(
 
 @compute @workgroup_size(WG)
 fn partial(inv: Invocation) {
+    load_queries(inv);
+    attend(inv);
+}
+
+// `partial` after its columns' queries are in q_s (and their weighted values zeroed).
+fn attend(inv: Invocation) {
     let split = inv.wg.x;
     // Set a, and with QPW = 2 set b after it (columns past the last query are computed for
     // the last query again and not stored); the keys are those any column sees.
@@ -277,7 +296,6 @@ fn partial(inv: Invocation) {
         lo = min(lo, min(keys_a.lo[c], keys_b.lo[c]));
         end = max(end, max(keys_a.hi[c], keys_b.hi[c]));
     }
-    load_queries(inv);
     workgroupBarrier();
     // Each set's running max (column 0) and sum (column 1) per column.
     var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
@@ -327,7 +345,7 @@ fn load_queries(inv: Invocation) {
     for (var d = inv.lid; d < QPW * nh * hd4; d += WG) {
         let col = d / hd4;
         let row = column_row(col / nh, col % nh, inv);
-        let e = (row.x * p.heads + row.y) * hd + 4u * (d % hd4);
+        let e = row.x * p.q_stride + row.y * hd + 4u * (d % hd4);
         q_s[d] = vec4<f32>(q[e], q[e + 1u], q[e + 2u], q[e + 3u]);
     }
     for (var d = inv.lid; d < QPW * nh * hd / 2u; d += WG) {

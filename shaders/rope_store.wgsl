@@ -18,6 +18,8 @@
 // side as the products wrote them; q [n, heads, head_dim] out; k_cache, v_cache [capacity,
 // kv_dim] (see kv_store.wgsl). Grid: (heads + kv_heads, n).
 // head_dim a multiple of 4, at most 4 WG.
+// Decode steps have attention do this work (common/attention_rope.wgsl) where the adapter
+// binds enough storage buffers; prefill steps run this kernel.
 // Wrapper: src/kernels/rope_store.rs. CPU reference: reference::rms_norm, reference::rope and
 // reference::kv_store, in that order.
 

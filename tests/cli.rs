@@ -1482,11 +1482,13 @@ fn int8_decode_products_take_their_inputs_quantized_by_their_writers() {
         assert_eq!(count("residual_norm.flags.quant"), quantized(1), "{what}");
         assert_eq!(count("residual_norm.flags"), 1 - quantized(1), "{what}");
         assert_eq!(count("embedding.q4_0.quant"), quantized(1), "{what}");
+        // Attention also does rope_store's work in a decode step (one query).
         assert_eq!(
-            count("attention.quant.partial"),
+            count("attention.quant.partial_rope"),
             quantized(layers),
             "{what}"
         );
+        assert_eq!(count("rope_store"), 0, "{what}");
         assert_eq!(
             count("matvec.q4_0.geglu.quant"),
             quantized(layers),

@@ -170,13 +170,14 @@ fn every_shader_validates_and_translates_to_all_backends() {
             }
         }
     }
-    // 17 shaders, 2 of them with two entry points (attention also reading its cache wide), 3
-    // of them per weight reading (14 formats, 5 of them also wide, 1 also tiled narrow), the
-    // narrow readings of 2 of them (matvec, matmul) also beside their wide shared helpers,
-    // each with and without subgroups.
+    // 17 shaders, 2 of them with two entry points (attention also reading its cache wide),
+    // attention's rope entry as a shader of its own (also reading wide), 3 of them per weight
+    // reading (14 formats, 5 of them also wide, 1 also tiled narrow), the narrow readings of 2
+    // of them (matvec, matmul) also beside their wide shared helpers, each with and without
+    // subgroups.
     assert_eq!(
         translated,
-        2 * (14 + 2 * 2 + 3 * 20 + 2 * 15),
+        2 * (14 + 2 * 2 + 2 + 3 * 20 + 2 * 15),
         "variant count changed"
     );
 }

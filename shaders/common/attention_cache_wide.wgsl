@@ -3,8 +3,8 @@
 // per component, so a key's 8 f16 elements cost two components here against four, and a
 // value's 4 one against four (the 16-byte word around them).
 
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u64>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u64>>;
+@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<u64>>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<u64>>;
 
 fn low_word(v: u64) -> u32 {
     return u32(v & 0xfffffffflu);
@@ -46,4 +46,32 @@ fn v_load4(e: u32) -> vec4<f32> {
         return halves4(v_word(e / 4u));
     }
     return floats4(v_word(e / 2u), v_word(e / 2u + 1u));
+}
+
+fn words_u64(lo: u32, hi: u32) -> u64 {
+    return u64(lo) | (u64(hi) << 32u);
+}
+
+// Four elements from element e (a multiple of 4) into a cache row: the keys' (is_k) or the
+// values', as kv_store.wgsl stores them (common/attention_rope.wgsl's entry).
+fn cache_store4(is_k: bool, e: u32, x: vec4<f32>) {
+    if KV_F16 {
+        let w = words_u64(pack2x16float(x.xy), pack2x16float(x.zw));
+        let i = e / 4u;
+        if is_k {
+            k_cache[i / 4u][i % 4u] = w;
+        } else {
+            v_cache[i / 4u][i % 4u] = w;
+        }
+        return;
+    }
+    let b = bitcast<vec4<u32>>(x);
+    let i = e / 2u;
+    if is_k {
+        k_cache[i / 4u][i % 4u] = words_u64(b.x, b.y);
+        k_cache[i / 4u][i % 4u + 1u] = words_u64(b.z, b.w);
+    } else {
+        v_cache[i / 4u][i % 4u] = words_u64(b.x, b.y);
+        v_cache[i / 4u][i % 4u + 1u] = words_u64(b.z, b.w);
+    }
 }

@@ -36,6 +36,9 @@ pub struct GpuOptions {
     pub disable_int64: bool,
     /// Use at most this many bytes per storage binding (tests chunking on small data).
     pub max_binding_size: Option<u64>,
+    /// Use at most this many storage buffers per kernel (tests the paths of adapters that
+    /// offer fewer).
+    pub max_storage_buffers: Option<u32>,
     /// Force the CPU-style (true) or GPU-style (false) access patterns instead of choosing by
     /// the adapter's device type (tests both layouts on one adapter).
     pub cpu_layout: Option<bool>,
@@ -79,6 +82,8 @@ pub struct Caps {
     pub max_binding_size: u64,
     /// Largest buffer, in bytes.
     pub max_buffer_size: u64,
+    /// Storage buffers one kernel may bind.
+    pub max_storage_buffers: u32,
     /// Workgroup memory per workgroup, in bytes.
     pub max_workgroup_storage: u32,
     /// Largest workgroup count per dispatch dimension.
@@ -182,6 +187,11 @@ impl Gpu {
             int8_all_formats: options.int8_products == Some(true),
             max_binding_size,
             max_buffer_size: limits.max_buffer_size,
+            max_storage_buffers: options
+                .max_storage_buffers
+                .map_or(limits.max_storage_buffers_per_shader_stage, |cap| {
+                    cap.min(limits.max_storage_buffers_per_shader_stage)
+                }),
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };

@@ -3,10 +3,12 @@
 
 use super::kv_store::{KvCache, KvDtype};
 use super::matrix::decode_x_quantized_apart;
+use super::rope::RopeTable;
 use super::{Dispatch, bindings, check_len, params, quantize_q8, source};
 use crate::config::AttentionShape;
 use crate::gpu::{Gpu, Kernel};
 use crate::{Error, Result};
+use std::sync::OnceLock;
 
 params! {
     pub struct AttentionParams {
@@ -26,6 +28,12 @@ params! {
         pub scale: f32,
         /// 0 disables the soft-cap.
         pub softcap: f32,
+        /// Floats per query row of q: heads * head_dim, or with rope folded in the q|k|v row.
+        pub q_stride: u32,
+        /// Rope folded in: the table's positions, the q/k norms' eps and weight offset.
+        pub max_pos: u32,
+        pub eps: f32,
+        pub w_offset: f32,
     }
 }
 
@@ -35,10 +43,11 @@ bindings! {
         pub positions: Read,
         /// [n_q, heads, head_dim], rotated
         pub q: Read,
-        /// [capacity, kv_heads * head_dim]: a [`KvCache`]'s keys
-        pub k_cache: Read,
+        /// [capacity, kv_heads * head_dim]: a [`KvCache`]'s keys (written by the kernel that
+        /// folds rope_store in)
+        pub k_cache: ReadWrite,
         /// [capacity, kv_heads * head_dim]: its values
-        pub v_cache: Read,
+        pub v_cache: ReadWrite,
         /// [n_q, heads, n_splits, head_dim + 2]: each split's weighted values, max and sum
         pub partials: ReadWrite,
         /// [n_q, heads, head_dim]
@@ -48,6 +57,37 @@ bindings! {
         /// buffer otherwise)
         pub out_q: ReadWrite,
     }
+}
+
+bindings! {
+    /// [`AttentionBuffers`] and the two of rope_store's that attention needs to fold it in
+    /// (shaders/common/attention_rope.wgsl).
+    pub struct AttentionRopeBuffers {
+        /// \[1\] u32: the query's position
+        pub positions: Read,
+        /// [1, heads * head_dim + 2 kv_dim]: the q|k|v products' row, as rope_store reads it
+        pub q: Read,
+        pub k_cache: ReadWrite,
+        pub v_cache: ReadWrite,
+        pub partials: ReadWrite,
+        pub out: ReadWrite,
+        pub out_q: ReadWrite,
+        /// [max_pos, head_dim / 2] (cos, sin) pairs: a [`RopeTable`]'s buffer
+        pub rope_table: Read,
+        /// [2, head_dim]: the q norm's weights, then the k norm's (read only with norms)
+        pub qk_norms: Read,
+    }
+}
+
+/// rope_store's work, folded into a decode step's attention (see [`Attention::folds_rope`]):
+/// `AttentionArgs::q` is then the q|k|v products' row [1, heads * head_dim + 2 kv_dim], q
+/// and k are normed (`norms`: [2, head_dim] weights, q's then k's, with eps and weight
+/// offset, where the model norms each head) and rotated with `table`, and the position's k
+/// and v are stored into the cache, as [`super::RopeStore`] does.
+#[derive(Clone, Copy)]
+pub struct FoldedRope<'a> {
+    pub table: &'a RopeTable,
+    pub norms: Option<(&'a wgpu::Buffer, f32, f32)>,
 }
 
 /// What one attention binds: `n_q` queries q at `positions` over `cache`, with the shape and
@@ -69,10 +109,15 @@ pub struct AttentionArgs<'a> {
     /// adapter has the kernels that do (CPU adapters, whose decode products take int8 x
     /// after a quantize_q8 pass that this spares them).
     pub out_q: Option<&'a wgpu::Buffer>,
+    /// rope_store folded in, where [`Attention::folds_rope`] says the kernel can.
+    pub rope: Option<FoldedRope<'a>>,
 }
 
 /// Invocations per workgroup.
 const WG: u32 = 64;
+// The kernel that folds rope_store in sums each head's squares as rope_store does, over as
+// many invocations, so that its q and k are rope_store's bit for bit.
+const _: () = assert!(WG == super::rope_store::WG);
 
 /// Keys one invocation scores per step of the online softmax (the shader's KPL): a run of
 /// four on CPU adapters, which then walk four key rows and load each query element once for
@@ -141,8 +186,13 @@ pub struct Attention {
     /// `partial` (one query per workgroup) and `combine` also writing out quantized
     /// (`AttentionArgs::out_q`), on adapters whose decode products read x so.
     quantizing: Option<(Kernel, Kernel)>,
+    /// `partial_rope` (rope_store folded in) by (norms, quantized out), built when first bound.
+    rope: [OnceLock<Kernel>; 4],
     dtype: KvDtype,
 }
+
+/// Storage buffers of the kernel that folds rope_store in.
+const ROPE_STORAGE_BUFFERS: u32 = 9;
 
 impl Attention {
     pub fn new(gpu: &Gpu, dtype: KvDtype) -> Result<Attention> {
@@ -178,8 +228,50 @@ impl Attention {
             },
             combine: build("combine", 1, false)?,
             quantizing,
+            rope: Default::default(),
             dtype,
         })
+    }
+
+    /// Whether one query of shape `cfg` can have rope_store's work folded into its attention
+    /// ([`AttentionArgs::rope`]): one workgroup per kv head serves its whole group of query
+    /// heads, and the adapter binds the nine storage buffers that takes.
+    pub fn folds_rope(gpu: &Gpu, cfg: &AttentionShape) -> bool {
+        gpu.caps.max_storage_buffers >= ROPE_STORAGE_BUFFERS
+            && cfg.kv_heads > 0
+            && group_heads(cfg) == cfg.heads / cfg.kv_heads
+    }
+
+    /// The `partial_rope` kernel with or without norms and a quantized output.
+    fn rope_kernel(&self, gpu: &Gpu, norms: bool, quant: bool) -> Result<&Kernel> {
+        let cell = &self.rope[2 * norms as usize + quant as usize];
+        if let Some(k) = cell.get() {
+            return Ok(k);
+        }
+        let constants = [
+            ("WG", WG as f64),
+            ("KV_F16", self.dtype.is_f16()),
+            ("KPL", keys_per_invocation(gpu) as f64),
+            ("QPW", 1.0),
+            ("SPREAD_Q", 0.0),
+            ("QUANT_OUT", quant as u8 as f64),
+            ("ROPE_NORM", norms as u8 as f64),
+        ];
+        let variant = match (norms, quant) {
+            (false, false) => None,
+            (false, true) => Some("quant"),
+            (true, false) => Some("norm"),
+            (true, true) => Some("norm.quant"),
+        };
+        let kernel = source::build(
+            gpu,
+            &source::ATTENTION_ROPE,
+            "partial_rope",
+            None,
+            variant,
+            &constants,
+        )?;
+        Ok(cell.get_or_init(|| kernel))
     }
 
     /// Whether [`Attention::bind`] takes `AttentionArgs::out_q` (see there).
@@ -255,6 +347,7 @@ impl Attention {
             partials,
             out,
             out_q,
+            rope,
         } = args;
         let (_, n_splits) = Self::splits(gpu, n_q, cfg, cache.capacity);
         let group_heads = group_heads(cfg);
@@ -277,6 +370,13 @@ impl Attention {
             n_splits: n_splits as u32,
             scale: cfg.scale,
             softcap: cfg.softcap.unwrap_or(0.0),
+            q_stride: match rope {
+                Some(_) => cfg.heads * cfg.head_dim + 2 * cache.kv_dim,
+                None => cfg.heads * cfg.head_dim,
+            } as u32,
+            max_pos: rope.map_or(0, |r| r.table.max_pos as u32),
+            eps: rope.and_then(|r| r.norms).map_or(0.0, |n| n.1),
+            w_offset: rope.and_then(|r| r.norms).map_or(0.0, |n| n.2),
         };
         let buffers = AttentionBuffers {
             positions,
@@ -294,7 +394,27 @@ impl Attention {
             (cfg.heads / group_heads) as u32,
             n_q.div_ceil(qpw * set_queries) as u32,
         );
-        let mut d = vec![partial.bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?];
+        let first = match rope {
+            None => partial.bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?,
+            Some(r) => {
+                let kernel = self.rope_kernel(gpu, r.norms.is_some(), out_q.is_some())?;
+                let buffers = AttentionRopeBuffers {
+                    positions,
+                    q,
+                    k_cache: &cache.k,
+                    v_cache: &cache.v,
+                    partials,
+                    out,
+                    out_q: buffers.out_q,
+                    rope_table: &r.table.buffer,
+                    // Without norms the binding is never read: the table stands in for it.
+                    qk_norms: r.norms.map_or(&r.table.buffer, |n| n.0),
+                };
+                let label = format!("{label}.partial_rope");
+                kernel.bind(gpu, &label, bytes, &buffers, grid)?
+            }
+        };
+        let mut d = vec![first];
         // One split: `partial` writes the output itself.
         if n_splits > 1 {
             let grid = (cfg.heads as u32, n_q as u32, 1);
@@ -343,7 +463,37 @@ impl Attention {
         let (n_q, cfg) = (args.n_q, args.shape);
         let hd = cfg.head_dim;
         check_len("attention", "positions", args.positions, n_q)?;
-        check_len("attention", "q", args.q, n_q * cfg.heads * hd)?;
+        let mut row = cfg.heads * hd;
+        if let Some(rope) = args.rope {
+            let refuse = |message: String| Error::Shape {
+                kernel: "attention",
+                message,
+            };
+            if n_q != 1 || !Self::folds_rope(gpu, cfg) {
+                return Err(refuse(format!(
+                    "rope_store cannot be folded into the attention of {n_q} queries of {} \
+                     heads over {} kv heads on this adapter",
+                    cfg.heads, cfg.kv_heads
+                )));
+            }
+            if rope.table.head_dim != hd {
+                return Err(refuse(format!(
+                    "a RoPE table for head_dim {}, heads of {hd}",
+                    rope.table.head_dim
+                )));
+            }
+            check_len(
+                "attention",
+                "rope_table",
+                &rope.table.buffer,
+                rope.table.max_pos * hd,
+            )?;
+            if let Some((norms, _, _)) = rope.norms {
+                check_len("attention", "qk_norms", norms, 2 * hd)?;
+            }
+            row += 2 * args.cache.kv_dim;
+        }
+        check_len("attention", "q", args.q, n_q * row)?;
         check_len("attention", "out", args.out, n_q * cfg.heads * hd)?;
         if let Some(out_q) = args.out_q {
             let what = "attention";

@@ -57,7 +57,7 @@ pub struct RopeStoreArgs<'a> {
 }
 
 /// Invocations per workgroup: four elements of a head each, so head_dim <= 4 WG.
-const WG: u32 = 64;
+pub(crate) const WG: u32 = 64;
 
 pub struct RopeStore {
     plain: Kernel,

@@ -67,7 +67,7 @@ macro_rules! shader {
 
 use super::{
     add::{AddBuffers, AddParams},
-    attention::{AttentionBuffers, AttentionParams},
+    attention::{AttentionBuffers, AttentionParams, AttentionRopeBuffers},
     copy::{CopyBuffers, CopyParams},
     embedding::{EmbeddingBuffers, EmbeddingParams},
     fill::{FillBuffers, FillParams},
@@ -93,6 +93,17 @@ pub const ATTENTION: Shader = shader!(
     AttentionBuffers,
     "attention_cache",
     "attention_cache_wide"
+);
+/// attention's `partial` with rope_store folded in (decode steps), from the same body.
+pub const ATTENTION_ROPE: Shader = shader!(
+    "attention",
+    &["partial_rope"],
+    false,
+    AttentionParams,
+    AttentionRopeBuffers,
+    "attention_cache",
+    "attention_cache_wide",
+    "attention_rope"
 );
 pub const COPY: Shader = shader!("copy", &["main"], false, CopyParams, CopyBuffers);
 pub const EMBEDDING: Shader = shader!(
@@ -162,6 +173,7 @@ pub const TOP_K: Shader = shader!(
 pub const ALL: &[Shader] = &[
     ADD,
     ATTENTION,
+    ATTENTION_ROPE,
     COPY,
     EMBEDDING,
     FILL,
@@ -300,8 +312,8 @@ fn pairs_helper(pairs: Pairs) -> &'static str {
 
 /// The full source of `shader`: the reduction helpers (subgroup or workgroup-memory twin),
 /// the math helpers, the weight data binding and format helpers when the shader reads
-/// weights, the helper files it shares with its kind (`shared`, or its wide twin when
-/// `wide`, and `shared_both`), then the body.
+/// weights, the helper file it shares with its kind (`shared`, or its wide twin when
+/// `wide`), the body, then `shared_both`.
 pub fn compose(
     shader: &Shader,
     subgroups: bool,
@@ -346,8 +358,12 @@ pub fn compose(
         } else {
             shader.shared
         },
-        shader.shared_both,
         shader.body,
+        // After the body: naga 30 numbers overrides as it first meets them, and an entry point
+        // of a helper file met before the body's overrides made an override-sized workgroup
+        // array's anonymous override come before named ones, which its override processing
+        // then fails on.
+        shader.shared_both,
     ]
     .join("\n")
 }

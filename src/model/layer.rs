@@ -8,7 +8,7 @@ use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Dispatch, Gpu, Recorder};
 use crate::kernels::add::AddBuffers;
-use crate::kernels::attention::AttentionArgs;
+use crate::kernels::attention::{Attention, AttentionArgs, FoldedRope};
 use crate::kernels::geglu::GegluBuffers;
 use crate::kernels::matrix::MatrixArgs;
 use crate::kernels::quantize_q8::BLOCK;
@@ -41,8 +41,9 @@ pub(crate) struct LayerDispatches {
     /// [q | k | v] = h [Wq | Wk | Wv]
     qkv: Vec<Dispatch>,
     /// (Gemma 3) per-head rms_norm of q and of k, q and k rotated, q in place and k and v
-    /// into the layer's cache at the rows' positions: one dispatch.
-    rope_store: Dispatch,
+    /// into the layer's cache at the rows' positions: one dispatch, or none in decode steps
+    /// whose attention does this work itself (kernels::Attention::folds_rope).
+    rope_store: Option<Dispatch>,
     /// attn = softmax(soft_cap(q K^T * scale) + mask) V over the cache.
     attention: Vec<Dispatch>,
     /// o = attn Wo
@@ -275,20 +276,34 @@ impl Binder<'_> {
             && self.k.matrix(o.format).matvec.quantizes_x()
     }
 
+    /// Whether attention does rope_store's work (decode steps where the kernel can).
+    fn folds_rope(&self) -> bool {
+        self.rows == 1 && Attention::folds_rope(self.gpu, &self.c.attention_shape(self.layer))
+    }
+
     /// Attention of q over the layer's cache; with `attn_q` its output quantized there too
-    /// (see `writes_attn_q`).
-    fn attention(&self, attn_q: bool) -> Result<Vec<Dispatch>> {
+    /// (see `writes_attn_q`); with `rope` (see `folds_rope`) of the q|k|v products' row,
+    /// rope_store's work done first.
+    fn attention(
+        &self,
+        attn_q: bool,
+        rope: Option<(Option<&wgpu::Buffer>, &RopeTable)>,
+    ) -> Result<Vec<Dispatch>> {
         let s = self.s;
         let shape = self.c.attention_shape(self.layer);
         let attention = AttentionArgs {
             n_q: self.rows,
             shape: &shape,
             positions: &s.positions,
-            q: &s.q,
+            q: if rope.is_some() { &s.qkv } else { &s.q },
             cache: &s.caches[self.layer],
             partials: &s.attention_partials,
             out: &s.attn,
             out_q: attn_q.then_some(&s.attn_q),
+            rope: rope.map(|(norms, table)| FoldedRope {
+                table,
+                norms: norms.map(|w| (w, self.c.eps, self.c.norm_offset)),
+            }),
         };
         (self.k.attention).bind(self.gpu, &self.label("attention"), attention)
     }
@@ -329,10 +344,14 @@ impl LayerDispatches {
         let act_q = b.writes_act_q(&w.gate_up, &w.down);
         let attn_q = b.writes_attn_q(&w.o);
         let writes_hq = b.reads_hq(next_products, post_ff);
+        let fold = b.folds_rope();
         Ok(LayerDispatches {
             qkv: b.products("qkv", &w.qkv, (&s.h, hq_in.then_some(&s.hq)), &s.qkv)?,
-            rope_store: b.rope_store(w.qk_norm.as_ref(), rope)?,
-            attention: b.attention(attn_q)?,
+            rope_store: match fold {
+                true => None,
+                false => Some(b.rope_store(w.qk_norm.as_ref(), rope)?),
+            },
+            attention: b.attention(attn_q, fold.then_some((w.qk_norm.as_ref(), rope)))?,
             o_proj: b.product("o", &w.o, (&s.attn, attn_q.then_some(&s.attn_q)), &s.o)?,
             post_attention_norm: b.residual(
                 "post_attention_norm",
@@ -357,7 +376,9 @@ impl LayerDispatches {
         // last dispatch), q/k/v, (Gemma 3) per-head q/k norms, RoPE (before caching),
         // attention, o_proj, (Gemma 2, 3) post-attention norm, residual.
         rec.dispatch_all(&self.qkv);
-        rec.dispatch(&self.rope_store);
+        if let Some(d) = &self.rope_store {
+            rec.dispatch(d);
+        }
         rec.dispatch_all(&self.attention);
         rec.dispatch_all(&self.o_proj);
         tap(rec, Tap::AttnOut);

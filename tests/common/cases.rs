@@ -691,6 +691,7 @@ pub fn attention(
             partials: &partials,
             out: &out,
             out_q: None,
+            rope: None,
         };
         let dispatches = attention.bind(gpu, "attention", args).unwrap();
         let expected = reference::attention(&q, &k_seen, &v_seen, &query_pos, &shape);

@@ -295,6 +295,7 @@ fn attention_writes_its_output_quantized_as_quantize_q8_does() {
                     partials: &partials,
                     out,
                     out_q: q,
+                    rope: None,
                 };
                 let d = kernel.bind(gpu, "attention", args).unwrap();
                 gpu.run("attention", d.iter()).unwrap();
@@ -314,4 +315,146 @@ fn attention_writes_its_output_quantized_as_quantize_q8_does() {
     }
     // One dispatch (partial writes out) and two (partial, then combine).
     assert_eq!(phases, [1, 2].into(), "phases that wrote out_q");
+}
+
+/// A decode step's attention with rope_store folded in (the q|k|v products' row in, q and k
+/// normed and rotated, the position's k and v stored) against rope_store then attention, the
+/// kernels the reference tests check: the output (and its quantization) and the whole cache
+/// bit for bit. Gemma 3 270M (4 / 1 heads of 256, per-head norms) deep
+/// in a long cache (key splits: the last one stores), Gemma 2 2B (8 / 4 of 256) at positions
+/// 0 and at a window's edge, 27B (32 / 16 of 128) in a wrapped cache; f32 and f16 caches, with
+/// and without a quantized output.
+#[test]
+fn attention_with_rope_store_folded_in_matches_the_two_kernels() {
+    use gemma_wgpu::kernels::RopeStore;
+    use gemma_wgpu::kernels::attention::{AttentionArgs, FoldedRope};
+    use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
+    use gemma_wgpu::kernels::quantize_q8::WORDS_PER_BLOCK;
+    use gemma_wgpu::kernels::rope::RopeTable;
+    use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
+    let mut folded = 0;
+    for dev in devices() {
+        let gpu = &dev.gpu;
+        // (heads, kv_heads, head_dim, norms, window, capacity, position)
+        let cases = [
+            (4usize, 1usize, 256usize, true, None, 1024usize, 1000u32),
+            (8, 4, 256, false, Some(8usize), 64, 0),
+            (8, 4, 256, false, Some(8), 64, 8),
+            (32, 16, 128, true, None, 48, 61),
+        ];
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            let (store, rope_store, kernel) = (
+                KvStore::new(gpu, dtype).unwrap(),
+                RopeStore::new(gpu, dtype).unwrap(),
+                Attention::new(gpu, dtype).unwrap(),
+            );
+            for (i, &(heads, kv_heads, hd, norms, window, capacity, pos)) in
+                cases.iter().enumerate()
+            {
+                let what = format!(
+                    "{}: {dtype:?} h={heads}/{kv_heads} hd={hd} norms={norms} \
+                     window={window:?} pos={pos}",
+                    dev.name
+                );
+                let shape = AttentionShape {
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    window,
+                    scale: 256f32.powf(-0.5),
+                    softcap: Some(50.0),
+                };
+                assert!(Attention::folds_rope(gpu, &shape), "{what}");
+                let kv_dim = kv_heads * hd;
+                let seed = 1600 + 10 * i as u64;
+                let table = RopeTable::new(gpu, 10_000.0, 1.0, hd, 8192);
+                // The keys and values before the position, as earlier steps stored them.
+                let history: Vec<u32> = (pos.saturating_sub(capacity as u32 - 1)..pos).collect();
+                let n = history.len();
+                let (hpb, kb, vb) = (
+                    gpu.storage_init("history", u32_bytes(&history)),
+                    gpu.storage_init("k", f32_bytes(&normal(seed, n.max(1) * kv_dim))),
+                    gpu.storage_init("v", f32_bytes(&normal(seed + 1, n.max(1) * kv_dim))),
+                );
+                let row = heads * hd + 2 * kv_dim;
+                let (pb, qkvb, wb) = (
+                    gpu.storage_init("position", u32_bytes(&[pos])),
+                    gpu.storage_init("qkv", f32_bytes(&normal(seed + 2, row))),
+                    gpu.storage_init("norms", f32_bytes(&normal(seed + 3, 2 * hd))),
+                );
+                let norms = norms.then_some((&wb, 1e-6, 1.0));
+                let len = heads * hd;
+                for quant in [false, true] {
+                    if quant && !kernel.quantizes_out() {
+                        continue;
+                    }
+                    let mut results = vec![];
+                    for fold in [false, true] {
+                        let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
+                        if n > 0 {
+                            let args = KvStoreArgs {
+                                n,
+                                positions: &hpb,
+                                k: &kb,
+                                v: &vb,
+                                cache: &cache,
+                            };
+                            let d = store.bind(gpu, "kv_store", args).unwrap();
+                            gpu.run("kv_store", [&d]).unwrap();
+                        }
+                        let q = gpu.storage_zeroed("q", 4 * len as u64);
+                        let out = gpu.storage_zeroed("out", 4 * len as u64);
+                        let words = len / 32 * WORDS_PER_BLOCK;
+                        let out_q = gpu.storage_zeroed("out_q", 4 * words as u64);
+                        let partials = Attention::partials(gpu, "partials", 1, &shape, capacity);
+                        let mut d = vec![];
+                        if !fold {
+                            let args = RopeStoreArgs {
+                                n: 1,
+                                heads,
+                                positions: &pb,
+                                table: &table,
+                                norms,
+                                qkv: &qkvb,
+                                q: &q,
+                                cache: &cache,
+                            };
+                            d.push(rope_store.bind(gpu, "rope_store", args).unwrap());
+                        }
+                        let args = AttentionArgs {
+                            n_q: 1,
+                            shape: &shape,
+                            positions: &pb,
+                            q: if fold { &qkvb } else { &q },
+                            cache: &cache,
+                            partials: &partials,
+                            out: &out,
+                            out_q: quant.then_some(&out_q),
+                            rope: fold.then_some(FoldedRope {
+                                table: &table,
+                                norms,
+                            }),
+                        };
+                        d.extend(kernel.bind(gpu, "attention", args).unwrap());
+                        gpu.run("attention", d.iter()).unwrap();
+                        results.push([
+                            gpu.read_u32(&out).unwrap(),
+                            gpu.read_u32(&out_q).unwrap(),
+                            gpu.read_u32(&cache.k).unwrap(),
+                            gpu.read_u32(&cache.v).unwrap(),
+                        ]);
+                    }
+                    // The same arithmetic in the same order (the norms' sums of squares
+                    // included): the same bits.
+                    for (i, part) in ["out", "out_q", "k cache", "v cache"].iter().enumerate() {
+                        let (two, one) = (&results[0][i], &results[1][i]);
+                        let first = two.iter().zip(one).position(|(a, b)| a != b);
+                        assert!(first.is_none(), "{what}: {part} differs at word {first:?}");
+                    }
+                    folded += 1;
+                }
+            }
+        }
+    }
+    assert!(folded > 0, "no adapter folded rope_store into attention");
 }

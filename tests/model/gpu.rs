@@ -216,6 +216,38 @@ fn greedy_generation_matches_transformers() {
     }
 }
 
+/// An adapter that binds fewer than nine storage buffers per kernel decodes with rope_store
+/// and attention apart (attention cannot do rope_store's work there): the same greedy tokens,
+/// and a decode step that does run rope_store.
+#[test]
+fn greedy_generation_matches_transformers_with_rope_store_apart() {
+    for model in MODELS {
+        let gpu = Gpu::new(&GpuOptions {
+            backend: BackendChoice::Vulkan,
+            max_storage_buffers: Some(8),
+            ..Default::default()
+        })
+        .expect("no Vulkan adapter: apt-get install -y mesa-vulkan-drivers");
+        let options = ModelOptions {
+            ctx: Some(4200),
+            kv: Some(KvDtype::F32),
+            ..Default::default()
+        };
+        let mut m = Model::load(gpu, &dir(model), &options).unwrap();
+        for (p, g) in goldens(model).iter().enumerate() {
+            let got = greedy(&mut m, &g.ids, g.generated.len());
+            assert_eq!(got, g.generated, "{model} prompt {p}");
+        }
+        let step = m.profile_decode(2).unwrap();
+        assert!(
+            step.dispatches
+                .iter()
+                .any(|d| d.kernel.starts_with("rope_store")),
+            "{model}: a decode step without rope_store"
+        );
+    }
+}
+
 fn softmax(x: &[f32]) -> Vec<f64> {
     let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
