@@ -4,7 +4,9 @@
 //! ring-buffer cache, long contexts split over many workgroups, and both KV cache types.
 
 use crate::common::*;
-use gemma_wgpu::kernels::{Attention, KvDtype, KvStore};
+use gemma_wgpu::gpu::Gpu;
+use gemma_wgpu::kernels::rope::RopeTable;
+use gemma_wgpu::kernels::{Attention, KvDtype, KvStore, RopeStore};
 use gemma_wgpu::reference::{self, AttentionShape};
 use std::ops::Range;
 
@@ -320,18 +322,12 @@ fn attention_writes_its_output_quantized_as_quantize_q8_does() {
 /// A decode step's attention with rope_store folded in (the q|k|v products' row in, q and k
 /// normed and rotated, the position's k and v stored) against rope_store then attention, the
 /// kernels the reference tests check: the output (and its quantization) and the whole cache
-/// bit for bit. Gemma 3 270M (4 / 1 heads of 256, per-head norms) deep
-/// in a long cache (key splits: the last one stores), Gemma 2 2B (8 / 4 of 256) at positions
-/// 0 and at a window's edge, 27B (32 / 16 of 128) in a wrapped cache; f32 and f16 caches, with
-/// and without a quantized output.
+/// bit for bit. Gemma 3 270M (4 / 1 heads of 256, per-head norms) deep in a long cache (key
+/// splits: the last one stores), Gemma 2 2B (8 / 4 of 256) at positions 0 and at a window's
+/// edge, 27B (32 / 16 of 128) in a wrapped cache; f32 and f16 caches, with and without a
+/// quantized output.
 #[test]
 fn attention_with_rope_store_folded_in_matches_the_two_kernels() {
-    use gemma_wgpu::kernels::RopeStore;
-    use gemma_wgpu::kernels::attention::{AttentionArgs, FoldedRope};
-    use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
-    use gemma_wgpu::kernels::quantize_q8::WORDS_PER_BLOCK;
-    use gemma_wgpu::kernels::rope::RopeTable;
-    use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
     let mut folded = 0;
     for dev in devices() {
         let gpu = &dev.gpu;
@@ -343,112 +339,43 @@ fn attention_with_rope_store_folded_in_matches_the_two_kernels() {
             (32, 16, 128, true, None, 48, 61),
         ];
         for dtype in [KvDtype::F32, KvDtype::F16] {
-            let (store, rope_store, kernel) = (
-                KvStore::new(gpu, dtype).unwrap(),
-                RopeStore::new(gpu, dtype).unwrap(),
-                Attention::new(gpu, dtype).unwrap(),
+            let kernels = (
+                &KvStore::new(gpu, dtype).unwrap(),
+                &RopeStore::new(gpu, dtype).unwrap(),
+                &Attention::new(gpu, dtype).unwrap(),
             );
             for (i, &(heads, kv_heads, hd, norms, window, capacity, pos)) in
                 cases.iter().enumerate()
             {
+                let step = DecodeStep::new(
+                    gpu,
+                    AttentionShape {
+                        heads,
+                        kv_heads,
+                        head_dim: hd,
+                        window,
+                        scale: 256f32.powf(-0.5),
+                        softcap: Some(50.0),
+                    },
+                    (dtype, capacity, pos, norms),
+                    1600 + 10 * i as u64,
+                );
                 let what = format!(
                     "{}: {dtype:?} h={heads}/{kv_heads} hd={hd} norms={norms} \
                      window={window:?} pos={pos}",
                     dev.name
                 );
-                let shape = AttentionShape {
-                    heads,
-                    kv_heads,
-                    head_dim: hd,
-                    window,
-                    scale: 256f32.powf(-0.5),
-                    softcap: Some(50.0),
-                };
-                assert!(Attention::folds_rope(gpu, &shape), "{what}");
-                let kv_dim = kv_heads * hd;
-                let seed = 1600 + 10 * i as u64;
-                let table = RopeTable::new(gpu, 10_000.0, 1.0, hd, 8192);
-                // The keys and values before the position, as earlier steps stored them.
-                let history: Vec<u32> = (pos.saturating_sub(capacity as u32 - 1)..pos).collect();
-                let n = history.len();
-                let (hpb, kb, vb) = (
-                    gpu.storage_init("history", u32_bytes(&history)),
-                    gpu.storage_init("k", f32_bytes(&normal(seed, n.max(1) * kv_dim))),
-                    gpu.storage_init("v", f32_bytes(&normal(seed + 1, n.max(1) * kv_dim))),
-                );
-                let row = heads * hd + 2 * kv_dim;
-                let (pb, qkvb, wb) = (
-                    gpu.storage_init("position", u32_bytes(&[pos])),
-                    gpu.storage_init("qkv", f32_bytes(&normal(seed + 2, row))),
-                    gpu.storage_init("norms", f32_bytes(&normal(seed + 3, 2 * hd))),
-                );
-                let norms = norms.then_some((&wb, 1e-6, 1.0));
-                let len = heads * hd;
+                assert!(Attention::folds_rope(gpu, &step.shape), "{what}");
                 for quant in [false, true] {
-                    if quant && !kernel.quantizes_out() {
+                    if quant && !kernels.2.quantizes_out() {
                         continue;
                     }
-                    let mut results = vec![];
-                    for fold in [false, true] {
-                        let cache = KvCache::new(gpu, "cache", dtype, capacity, kv_dim).unwrap();
-                        if n > 0 {
-                            let args = KvStoreArgs {
-                                n,
-                                positions: &hpb,
-                                k: &kb,
-                                v: &vb,
-                                cache: &cache,
-                            };
-                            let d = store.bind(gpu, "kv_store", args).unwrap();
-                            gpu.run("kv_store", [&d]).unwrap();
-                        }
-                        let q = gpu.storage_zeroed("q", 4 * len as u64);
-                        let out = gpu.storage_zeroed("out", 4 * len as u64);
-                        let words = len / 32 * WORDS_PER_BLOCK;
-                        let out_q = gpu.storage_zeroed("out_q", 4 * words as u64);
-                        let partials = Attention::partials(gpu, "partials", 1, &shape, capacity);
-                        let mut d = vec![];
-                        if !fold {
-                            let args = RopeStoreArgs {
-                                n: 1,
-                                heads,
-                                positions: &pb,
-                                table: &table,
-                                norms,
-                                qkv: &qkvb,
-                                q: &q,
-                                cache: &cache,
-                            };
-                            d.push(rope_store.bind(gpu, "rope_store", args).unwrap());
-                        }
-                        let args = AttentionArgs {
-                            n_q: 1,
-                            shape: &shape,
-                            positions: &pb,
-                            q: if fold { &qkvb } else { &q },
-                            cache: &cache,
-                            partials: &partials,
-                            out: &out,
-                            out_q: quant.then_some(&out_q),
-                            rope: fold.then_some(FoldedRope {
-                                table: &table,
-                                norms,
-                            }),
-                        };
-                        d.extend(kernel.bind(gpu, "attention", args).unwrap());
-                        gpu.run("attention", d.iter()).unwrap();
-                        results.push([
-                            gpu.read_u32(&out).unwrap(),
-                            gpu.read_u32(&out_q).unwrap(),
-                            gpu.read_u32(&cache.k).unwrap(),
-                            gpu.read_u32(&cache.v).unwrap(),
-                        ]);
-                    }
+                    let apart = step.run(gpu, kernels, false, quant);
+                    let one = step.run(gpu, kernels, true, quant);
                     // The same arithmetic in the same order (the norms' sums of squares
                     // included): the same bits.
                     for (i, part) in ["out", "out_q", "k cache", "v cache"].iter().enumerate() {
-                        let (two, one) = (&results[0][i], &results[1][i]);
-                        let first = two.iter().zip(one).position(|(a, b)| a != b);
+                        let first = apart[i].iter().zip(&one[i]).position(|(a, b)| a != b);
                         assert!(first.is_none(), "{what}: {part} differs at word {first:?}");
                     }
                     folded += 1;
@@ -457,4 +384,116 @@ fn attention_with_rope_store_folded_in_matches_the_two_kernels() {
         }
     }
     assert!(folded > 0, "no adapter folded rope_store into attention");
+}
+
+/// One decode step's inputs: random keys and values before `pos` (as earlier steps stored
+/// them), the q|k|v products' row at `pos`, and (with norms) Gemma 3's q/k norm weights.
+struct DecodeStep {
+    shape: AttentionShape,
+    dtype: KvDtype,
+    capacity: usize,
+    history: (usize, [wgpu::Buffer; 3]),
+    position: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    norms: Option<wgpu::Buffer>,
+    table: RopeTable,
+}
+
+impl DecodeStep {
+    fn new(
+        gpu: &Gpu,
+        shape: AttentionShape,
+        (dtype, capacity, pos, norms): (KvDtype, usize, u32, bool),
+        seed: u64,
+    ) -> DecodeStep {
+        let (hd, kv_dim) = (shape.head_dim, shape.kv_heads * shape.head_dim);
+        let history: Vec<u32> = (pos.saturating_sub(capacity as u32 - 1)..pos).collect();
+        let n = history.len();
+        let row = shape.heads * hd + 2 * kv_dim;
+        DecodeStep {
+            history: (
+                n,
+                [
+                    gpu.storage_init("history", u32_bytes(&history)),
+                    gpu.storage_init("k", f32_bytes(&normal(seed, n.max(1) * kv_dim))),
+                    gpu.storage_init("v", f32_bytes(&normal(seed + 1, n.max(1) * kv_dim))),
+                ],
+            ),
+            position: gpu.storage_init("position", u32_bytes(&[pos])),
+            qkv: gpu.storage_init("qkv", f32_bytes(&normal(seed + 2, row))),
+            norms: norms.then(|| gpu.storage_init("norms", f32_bytes(&normal(seed + 3, 2 * hd)))),
+            table: RopeTable::new(gpu, 10_000.0, 1.0, hd, 8192),
+            shape,
+            dtype,
+            capacity,
+        }
+    }
+
+    /// The step over a fresh cache holding the history: rope_store folded into attention
+    /// (`fold`) or before it, with or without a quantized output. Returns out, out_q and the
+    /// k and v caches as words.
+    fn run(
+        &self,
+        gpu: &Gpu,
+        (store, rope_store, attention): (&KvStore, &RopeStore, &Attention),
+        fold: bool,
+        quant: bool,
+    ) -> [Vec<u32>; 4] {
+        use gemma_wgpu::kernels::attention::{AttentionArgs, FoldedRope};
+        use gemma_wgpu::kernels::kv_store::{KvCache, KvStoreArgs};
+        use gemma_wgpu::kernels::quantize_q8::WORDS_PER_BLOCK;
+        use gemma_wgpu::kernels::rope_store::RopeStoreArgs;
+        let shape = &self.shape;
+        let kv_dim = shape.kv_heads * shape.head_dim;
+        let cache = KvCache::new(gpu, "cache", self.dtype, self.capacity, kv_dim).unwrap();
+        let (n, [positions, k, v]) = &self.history;
+        if *n > 0 {
+            let args = KvStoreArgs {
+                n: *n,
+                positions,
+                k,
+                v,
+                cache: &cache,
+            };
+            let d = store.bind(gpu, "kv_store", args).unwrap();
+            gpu.run("kv_store", [&d]).unwrap();
+        }
+        let len = shape.heads * shape.head_dim;
+        let q = gpu.storage_zeroed("q", 4 * len as u64);
+        let out = gpu.storage_zeroed("out", 4 * len as u64);
+        let out_q = gpu.storage_zeroed("out_q", 4 * (len / 32 * WORDS_PER_BLOCK) as u64);
+        let partials = Attention::partials(gpu, "partials", 1, shape, self.capacity);
+        let norms = self.norms.as_ref().map(|w| (w, 1e-6, 1.0));
+        let mut d = vec![];
+        if !fold {
+            let args = RopeStoreArgs {
+                n: 1,
+                heads: shape.heads,
+                positions: &self.position,
+                table: &self.table,
+                norms,
+                qkv: &self.qkv,
+                q: &q,
+                cache: &cache,
+            };
+            d.push(rope_store.bind(gpu, "rope_store", args).unwrap());
+        }
+        let args = AttentionArgs {
+            n_q: 1,
+            shape,
+            positions: &self.position,
+            q: if fold { &self.qkv } else { &q },
+            cache: &cache,
+            partials: &partials,
+            out: &out,
+            out_q: quant.then_some(&out_q),
+            rope: fold.then_some(FoldedRope {
+                table: &self.table,
+                norms,
+            }),
+        };
+        d.extend(attention.bind(gpu, "attention", args).unwrap());
+        gpu.run("attention", d.iter()).unwrap();
+        [&out, &out_q, &cache.k, &cache.v].map(|b| gpu.read_u32(b).unwrap())
+    }
 }
