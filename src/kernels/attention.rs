@@ -90,6 +90,31 @@ pub struct FoldedRope<'a> {
     pub norms: Option<(&'a wgpu::Buffer, f32, f32)>,
 }
 
+/// `partial_rope`'s buffers: `buffers` and the rope's.
+fn rope_buffers<'a>(buffers: &AttentionBuffers<'a>, r: FoldedRope<'a>) -> AttentionRopeBuffers<'a> {
+    let AttentionBuffers {
+        positions,
+        q,
+        k_cache,
+        v_cache,
+        partials,
+        out,
+        out_q,
+    } = *buffers;
+    AttentionRopeBuffers {
+        positions,
+        q,
+        k_cache,
+        v_cache,
+        partials,
+        out,
+        out_q,
+        rope_table: &r.table.buffer,
+        // Without norms the binding is never read: the table stands in for it.
+        qk_norms: r.norms.map_or(&r.table.buffer, |n| n.0),
+    }
+}
+
 /// What one attention binds: `n_q` queries q at `positions` over `cache`, with the shape and
 /// rules of `shape`, into `out`; `partials` holds at least [`Attention::partials_len`] values.
 pub struct AttentionArgs<'a> {
@@ -398,20 +423,8 @@ impl Attention {
             None => partial.bind(gpu, &format!("{label}.partial"), bytes, &buffers, grid)?,
             Some(r) => {
                 let kernel = self.rope_kernel(gpu, r.norms.is_some(), out_q.is_some())?;
-                let buffers = AttentionRopeBuffers {
-                    positions,
-                    q,
-                    k_cache: &cache.k,
-                    v_cache: &cache.v,
-                    partials,
-                    out,
-                    out_q: buffers.out_q,
-                    rope_table: &r.table.buffer,
-                    // Without norms the binding is never read: the table stands in for it.
-                    qk_norms: r.norms.map_or(&r.table.buffer, |n| n.0),
-                };
                 let label = format!("{label}.partial_rope");
-                kernel.bind(gpu, &label, bytes, &buffers, grid)?
+                kernel.bind(gpu, &label, bytes, &rope_buffers(&buffers, r), grid)?
             }
         };
         let mut d = vec![first];
