@@ -68,25 +68,57 @@ fn norm_scale(sumsq: f32) -> f32 {
 }
 
 // The columns' queries, normed and rotated, into q_s; their weighted values zeroed.
+// Invocation j < head_dim / 4 takes rope_store.wgsl's quad of each column (elements 2j,
+// 2j + 1 and their RoPE partners): its loads serve the norm's sum and the rotation both, and
+// one pair of (cos, sin) rows serves all four elements.
 fn rope_queries(pos: u32, inv: Invocation) {
     let nh = columns();
     let hd = p.head_dim;
-    let hd4 = hd / 4u;
+    let half = hd / 2u;
+    let live = inv.lid < hd / 4u;
+    let e = 2u * min(inv.lid, hd / 4u - 1u);
+    var xs: array<vec4<f32>, MAX_GROUP_HEADS>;
     var sums = vec4<f32>(0.0);
     for (var c = 0u; c < MAX_GROUP_HEADS; c++) {
-        if c < nh {
+        if c < nh && live {
             let row = column_row(0u, c, inv);
-            sums[c] = head_sumsq(row.x * p.q_stride + row.y * hd, inv);
+            let base = row.x * p.q_stride + row.y * hd;
+            xs[c] = vec4<f32>(q[base + e], q[base + e + 1u], q[base + e + half], q[base + e + 1u + half]);
+            sums[c] = dot(xs[c], xs[c]);
         }
     }
     if ROPE_NORM {
         sums = wg_sum4(sums, inv);
     }
-    for (var d = inv.lid; d < nh * hd4; d += WG) {
-        let c = d / hd4;
-        let row = column_row(0u, c, inv);
-        let base = row.x * p.q_stride + row.y * hd;
-        q_s[d] = rotated4(base, 4u * (d % hd4), pos, norm_scale(sums[c]), 0u);
+    if live {
+        var w = vec4<f32>(0.0);
+        if ROPE_NORM {
+            w = vec4<f32>(qk_norms[e], qk_norms[e + 1u], qk_norms[e + half], qk_norms[e + 1u + half]);
+        }
+        let t = min(pos, p.max_pos - 1u) * half + e;
+        let c0 = rope_table[t];
+        let c1 = rope_table[t + 1u];
+        for (var c = 0u; c < MAX_GROUP_HEADS; c++) {
+            if c >= nh {
+                break;
+            }
+            var x = xs[c];
+            if ROPE_NORM {
+                x = x * norm_scale(sums[c]) * (p.w_offset + w);
+            }
+            // rope_store.wgsl's rotation of its quad.
+            let r = vec4<f32>(
+                x.x * c0.x - x.z * c0.y,
+                x.y * c1.x - x.w * c1.y,
+                x.z * c0.x + x.x * c0.y,
+                x.w * c1.x + x.y * c1.y,
+            );
+            let at = c * (hd / 4u);
+            q_s[at + e / 4u][e % 4u] = r.x;
+            q_s[at + e / 4u][e % 4u + 1u] = r.y;
+            q_s[at + (e + half) / 4u][(e + half) % 4u] = r.z;
+            q_s[at + (e + half) / 4u][(e + half) % 4u + 1u] = r.w;
+        }
     }
     for (var d = inv.lid; d < nh * hd / 2u; d += WG) {
         acc_s[d] = vec2<f32>(0.0);
