@@ -54,13 +54,18 @@ fn rotated4(base: u32, e: u32, pos: u32, scale: f32, w0: u32) -> vec4<f32> {
 // of the same WG its elements 2j, 2j + 1 and their RoPE partners), so that with the same
 // reduction the norms, and so q and k, are rope_store's bit for bit. 0 without ROPE_NORM.
 fn head_sumsq(base: u32, inv: Invocation) -> f32 {
-    let half = p.head_dim / 2u;
-    let e = 2u * inv.lid;
     if !ROPE_NORM || inv.lid >= p.head_dim / 4u {
         return 0.0;
     }
-    let x = vec4<f32>(q[base + e], q[base + e + 1u], q[base + e + half], q[base + e + 1u + half]);
+    let x = head_quad(base, 2u * inv.lid);
     return dot(x, x);
+}
+
+// rope_store.wgsl's quad of the head row at `base`: elements e, e + 1 and their RoPE
+// partners e + head_dim / 2, e + 1 + head_dim / 2.
+fn head_quad(base: u32, e: u32) -> vec4<f32> {
+    let half = p.head_dim / 2u;
+    return vec4<f32>(q[base + e], q[base + e + 1u], q[base + e + half], q[base + e + 1u + half]);
 }
 
 fn norm_scale(sumsq: f32) -> f32 {
@@ -83,7 +88,7 @@ fn rope_queries(pos: u32, inv: Invocation) {
         if c < nh && live {
             let row = column_row(0u, c, inv);
             let base = row.x * p.q_stride + row.y * hd;
-            xs[c] = vec4<f32>(q[base + e], q[base + e + 1u], q[base + e + half], q[base + e + 1u + half]);
+            xs[c] = head_quad(base, e);
             sums[c] = dot(xs[c], xs[c]);
         }
     }
