@@ -8,10 +8,10 @@
 //   dequantizes a 64 x 16 slice of W and copies a 64 x 16 slice of X into workgroup memory;
 //   each invocation then accumulates a 4 x 4 block of outputs.
 // - CPU adapters (no workgroup memory, whose per-lane indexing a CPU pays for lane by lane):
-//   grid (ceil(rows / (4 WG)), ceil(n / 32), 1). Each invocation owns 4 consecutive weight
-//   rows x 32 tokens, walks k contiguously 8 weights at a time (each weight dequantized once
-//   for the 32 tokens) and keeps its 128 sums in registers (see register_tile for the tile's
-//   measured shape). The slices of x of each 8 of the tokens are the same for a whole
+//   grid (ceil(rows / (8 WG)), ceil(n / 32), 1). Each invocation owns 8 consecutive weight
+//   rows (two units of four, see unit_rows) x 32 tokens, walks k contiguously 8 weights at a
+//   time (each weight dequantized once for the 32 tokens) and keeps its 256 sums in
+//   registers (see register_tile for the tile's measured shape). The slices of x of each 8 of the tokens are the same for a whole
 //   subgroup: with subgroups of 8 lanes or more (SPREAD_X) lane l loads token l % 8's (four
 //   8-byte words) and the others read it from that lane, where one lane loaded all eight
 //   tokens' for its subgroup (llvmpipe walks the lanes for every load, even one lane's;
@@ -24,7 +24,7 @@
 // k must be a multiple of 32 (checked by the wrapper).
 // With GEGLU the product of Gemma's stacked [gate; up] rows ends in gelu_tanh(gate) * up, as
 // matvec.wgsl's does (p.rows counts outputs; the up rows follow the gate rows): a GPU tile's
-// 64 rows are 32 outputs' gate and up rows, an invocation's four rows two outputs' (the CPU
+// 64 rows are 32 outputs' gate and up rows, a unit's four rows two outputs' (the CPU
 // reference: reference::geglu of the product).
 // Wrapper: src/kernels/matmul.rs. CPU reference: reference::matmul (with INT8, of
 // reference::quantize_q8(x)).
@@ -79,34 +79,44 @@ fn store_column8(to_w: bool, row: u32, kk: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
-// The CPU layout: 4 rows x 32 tokens per invocation, in registers: each loaded weight serves
-// 32 tokens, each lane's load of x 4 rows (llvmpipe's per-lane loads, not its arithmetic,
-// bound the product). Gemma 3 270M pp512 on lavapipe with 8 / 16 / 24 / 32 / 64 tokens per
-// tile, two alternated runs: 119-123 / 145-147 / 136-139 / 149-156 / 116-125 tokens/s. The
-// tokens' sums are named vectors and the token steps written out, every index a constant
-// (0-8 % faster than a loop over an array of sums; the steps as four calls over quarters of
-// 8 tokens measured 5-10 % slower). A block's scales are loaded once for its four groups of 8
-// weights (`w_block`: pp512 114-116 -> 119-125 tokens/s with 8 tokens per tile).
+// The CPU layout: 8 rows x 32 tokens per invocation, in registers: each loaded weight serves
+// 32 tokens, each lane's load of x 8 rows (llvmpipe's per-lane loads, not its arithmetic,
+// bound the product). Gemma 3 270M pp512 on lavapipe with 4 rows and 8 / 16 / 24 / 32 / 64
+// tokens per tile, two alternated runs: 119-123 / 145-147 / 136-139 / 149-156 / 116-125
+// tokens/s. 8 rows x 32 tokens against 4 x 32 (one slice of x for twice the rows; 17 % fewer
+// instructions per multiply-add in llvmpipe's code): Gemma 2 2B Q8_0 pp64 +4 to +55 % in
+// five alternated pairs; the 270M's pp512 and the 2B's Q4_0 pp64 within noise (14 and 8
+// pairs); 8 x 16 no faster than 4 x 32. The tokens' sums are named vectors and the token
+// steps written out, every index a constant (0-8 % faster than a loop over an array of sums;
+// the steps as four calls over quarters of 8 tokens measured 5-10 % slower). A block's
+// scales are loaded once for its four groups of 8 weights (`w_block`: pp512 114-116 ->
+// 119-125 tokens/s with 8 tokens per tile).
 fn register_tile(inv: Invocation) {
-    let unit = inv.wg.x * WG + inv.lid;
+    // Units 2u and 2u + 1: eight rows.
+    let u = inv.wg.x * WG + inv.lid;
     let t0 = inv.wg.y * 32u;
     // Rows and tokens past the end repeat the last one and are not stored (every invocation
     // stays, to share the loads of x).
-    let rows = unit_rows(unit);
+    let rows = array<vec4<u32>, 2>(unit_rows(2u * u), unit_rows(2u * u + 1u));
     var s: Sums;
-    var blocks: array<vec4<f32>, 4>;
+    var blocks: array<vec4<f32>, 8>;
     for (var g = 0u; g < p.k / 8u; g++) {
         if g % 4u == 0u {
-            blocks = array<vec4<f32>, 4>(
-                w_block(rows.x, g / 4u, p.k),
-                w_block(rows.y, g / 4u, p.k),
-                w_block(rows.z, g / 4u, p.k),
-                w_block(rows.w, g / 4u, p.k),
+            let b = g / 4u;
+            blocks = array<vec4<f32>, 8>(
+                w_block(rows[0].x, b, p.k),
+                w_block(rows[0].y, b, p.k),
+                w_block(rows[0].z, b, p.k),
+                w_block(rows[0].w, b, p.k),
+                w_block(rows[1].x, b, p.k),
+                w_block(rows[1].y, b, p.k),
+                w_block(rows[1].z, b, p.k),
+                w_block(rows[1].w, b, p.k),
             );
         }
         s = tile_step(s, rows, g, blocks, t0, inv);
     }
-    let acc = array<vec4<f32>, 32>(
+    let acc = array<mat2x4<f32>, 32>(
         s.t0, s.t1, s.t2, s.t3, s.t4, s.t5, s.t6, s.t7,
         s.t8, s.t9, s.t10, s.t11, s.t12, s.t13, s.t14, s.t15,
         s.t16, s.t17, s.t18, s.t19, s.t20, s.t21, s.t22, s.t23,
@@ -114,45 +124,47 @@ fn register_tile(inv: Invocation) {
     );
     for (var t = 0u; t < 32u; t++) {
         if t0 + t < p.n {
-            store4(t0 + t, unit, acc[t]);
+            store4(t0 + t, 2u * u, acc[t][0]);
+            store4(t0 + t, 2u * u + 1u, acc[t][1]);
         }
     }
 }
 
-// A register tile's sums: t<i> holds token t0 + i's for the four rows.
+// A register tile's sums: t<i> holds token t0 + i's for the eight rows (column j: unit 2u + j's
+// four, see register_tile).
 struct Sums {
-    t0: vec4<f32>,
-    t1: vec4<f32>,
-    t2: vec4<f32>,
-    t3: vec4<f32>,
-    t4: vec4<f32>,
-    t5: vec4<f32>,
-    t6: vec4<f32>,
-    t7: vec4<f32>,
-    t8: vec4<f32>,
-    t9: vec4<f32>,
-    t10: vec4<f32>,
-    t11: vec4<f32>,
-    t12: vec4<f32>,
-    t13: vec4<f32>,
-    t14: vec4<f32>,
-    t15: vec4<f32>,
-    t16: vec4<f32>,
-    t17: vec4<f32>,
-    t18: vec4<f32>,
-    t19: vec4<f32>,
-    t20: vec4<f32>,
-    t21: vec4<f32>,
-    t22: vec4<f32>,
-    t23: vec4<f32>,
-    t24: vec4<f32>,
-    t25: vec4<f32>,
-    t26: vec4<f32>,
-    t27: vec4<f32>,
-    t28: vec4<f32>,
-    t29: vec4<f32>,
-    t30: vec4<f32>,
-    t31: vec4<f32>,
+    t0: mat2x4<f32>,
+    t1: mat2x4<f32>,
+    t2: mat2x4<f32>,
+    t3: mat2x4<f32>,
+    t4: mat2x4<f32>,
+    t5: mat2x4<f32>,
+    t6: mat2x4<f32>,
+    t7: mat2x4<f32>,
+    t8: mat2x4<f32>,
+    t9: mat2x4<f32>,
+    t10: mat2x4<f32>,
+    t11: mat2x4<f32>,
+    t12: mat2x4<f32>,
+    t13: mat2x4<f32>,
+    t14: mat2x4<f32>,
+    t15: mat2x4<f32>,
+    t16: mat2x4<f32>,
+    t17: mat2x4<f32>,
+    t18: mat2x4<f32>,
+    t19: mat2x4<f32>,
+    t20: mat2x4<f32>,
+    t21: mat2x4<f32>,
+    t22: mat2x4<f32>,
+    t23: mat2x4<f32>,
+    t24: mat2x4<f32>,
+    t25: mat2x4<f32>,
+    t26: mat2x4<f32>,
+    t27: mat2x4<f32>,
+    t28: mat2x4<f32>,
+    t29: mat2x4<f32>,
+    t30: mat2x4<f32>,
+    t31: mat2x4<f32>,
 }
 
 // What this lane holds of the slices of x that tokens q0 .. q0 + 8 need at group g (see
@@ -164,13 +176,13 @@ fn quarter_x(q0: u32, g: u32, inv: Invocation) -> X8 {
     return X8(vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
-// The tile's sums after group g's 8 weights of the four rows (`blocks`: their `w_block`s).
+// The tile's sums after group g's 8 weights of the eight rows (`blocks`: their `w_block`s).
 // The slices of x are loaded before the weights.
 fn tile_step(
     s: Sums,
-    rows: vec4<u32>,
+    rows: array<vec4<u32>, 2>,
     g: u32,
-    blocks: array<vec4<f32>, 4>,
+    blocks: array<vec4<f32>, 8>,
     t0: u32,
     inv: Invocation,
 ) -> Sums {
@@ -178,11 +190,15 @@ fn tile_step(
     let x1 = quarter_x(t0 + 8u, g, inv);
     let x2 = quarter_x(t0 + 16u, g, inv);
     let x3 = quarter_x(t0 + 24u, g, inv);
-    let w = array<W8, 4>(
-        w_load8_in(rows.x, g, p.k, blocks[0]),
-        w_load8_in(rows.y, g, p.k, blocks[1]),
-        w_load8_in(rows.z, g, p.k, blocks[2]),
-        w_load8_in(rows.w, g, p.k, blocks[3]),
+    let w = array<W8, 8>(
+        w_load8_in(rows[0].x, g, p.k, blocks[0]),
+        w_load8_in(rows[0].y, g, p.k, blocks[1]),
+        w_load8_in(rows[0].z, g, p.k, blocks[2]),
+        w_load8_in(rows[0].w, g, p.k, blocks[3]),
+        w_load8_in(rows[1].x, g, p.k, blocks[4]),
+        w_load8_in(rows[1].y, g, p.k, blocks[5]),
+        w_load8_in(rows[1].z, g, p.k, blocks[6]),
+        w_load8_in(rows[1].w, g, p.k, blocks[7]),
     );
     var r = s;
     r.t0 += token_sums(w, tile_x(x0, t0, 0u, g, inv));
@@ -235,13 +251,17 @@ fn tile_x(held: X8, t0: u32, t: u32, g: u32, inv: Invocation) -> X8 {
     return x_shared8(token_row(t0 + t) + g, inv);
 }
 
-// One token's products with the four rows' 8 weights.
-fn token_sums(w: array<W8, 4>, xv: X8) -> vec4<f32> {
-    return vec4<f32>(
+// One token's products with the eight rows' 8 weights: column j for rows 4j .. 4j + 3.
+fn token_sums(w: array<W8, 8>, xv: X8) -> mat2x4<f32> {
+    return mat2x4<f32>(
         dot(w[0].lo, xv.lo) + dot(w[0].hi, xv.hi),
         dot(w[1].lo, xv.lo) + dot(w[1].hi, xv.hi),
         dot(w[2].lo, xv.lo) + dot(w[2].hi, xv.hi),
         dot(w[3].lo, xv.lo) + dot(w[3].hi, xv.hi),
+        dot(w[4].lo, xv.lo) + dot(w[4].hi, xv.hi),
+        dot(w[5].lo, xv.lo) + dot(w[5].hi, xv.hi),
+        dot(w[6].lo, xv.lo) + dot(w[6].hi, xv.hi),
+        dot(w[7].lo, xv.lo) + dot(w[7].hi, xv.hi),
     );
 }
 

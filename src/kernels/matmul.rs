@@ -13,13 +13,12 @@ const TILE: u32 = 64;
 const TILE_WG: u32 = 256;
 /// CPU layout: weight rows and tokens each invocation keeps in registers (fixed by the shader:
 /// see register_tile in matmul.wgsl for the measured shape), and invocations per workgroup:
-/// 32, so that 128 rows fill a workgroup and Gemma 3 270M's 640-row products (o, down) run 5
-/// full workgroups per token block rather than 3 of 64 with the last half idle (its down
-/// product on lavapipe 6.8 -> 5.7 ms with 8 tokens a tile, i8_affine; the others within
-/// noise, and 16 no better).
-const REGISTER_ROWS: u32 = 4;
+/// 16, so that 128 rows fill a workgroup and Gemma 3 270M's 640-row products (o, down) run 5
+/// full workgroups per token block rather than 3 with the last half idle (with four rows an
+/// invocation and 64 invocations, its down product on lavapipe 6.8 -> 5.7 ms at 32).
+const REGISTER_ROWS: u32 = 8;
 const REGISTER_TOKENS: u32 = 32;
-const REGISTER_WG: u32 = 32;
+const REGISTER_WG: u32 = 16;
 /// Subgroup lanes the CPU layout needs to spread the loads of x over (one per token of each 8).
 const SPREAD_LANES: u32 = 8;
 
