@@ -472,6 +472,9 @@ fn gemma3_270m_rows(b: &mut Bench) {
     b.matrix_in("270m.down", WeightFormat::Q6K, 640, 2048, 64);
     b.embedding("270m", WeightFormat::Q8_0, 262_144, 640);
     b.attention("270m", (4, 1, 256), 4096, 1, None);
+    // A decode step early in a context (llama-bench's tg runs from position 0): what a
+    // dispatch of attention costs beyond its keys.
+    b.attention("270m", (4, 1, 256), 64, 1, None);
     b.attention("270m", (4, 1, 256), 512, 64, None);
     b.kv_store("270m", 256, 4096);
     b.rms_norm("270m", 1, 640);
