@@ -11,11 +11,12 @@
 //   grid (ceil(rows / (8 WG)), ceil(n / 32), 1). Each invocation owns 8 consecutive weight
 //   rows (two units of four, see unit_rows) x 32 tokens, walks k contiguously 8 weights at a
 //   time (each weight dequantized once for the 32 tokens) and keeps its 256 sums in
-//   registers (see register_tile for the tile's measured shape). The slices of x of each 8 of the tokens are the same for a whole
-//   subgroup: with subgroups of 8 lanes or more (SPREAD_X) lane l loads token l % 8's (four
-//   8-byte words) and the others read it from that lane, where one lane loaded all eight
-//   tokens' for its subgroup (llvmpipe walks the lanes for every load, even one lane's;
-//   Gemma 3 270M pp512 on lavapipe 86.4-86.9 -> 102.4-105.1 tokens/s with 8 tokens a tile).
+//   registers (see register_tile for the tile's measured shape). The slices of x of each 8
+//   of the tokens are the same for a whole subgroup: with subgroups of 8 lanes or more
+//   (SPREAD_X) lane l loads token l % 8's (four 8-byte words) and the others read it from
+//   that lane, where one lane loaded all eight tokens' for its subgroup (llvmpipe walks the
+//   lanes for every load, even one lane's; Gemma 3 270M pp512 on lavapipe 86.4-86.9 ->
+//   102.4-105.1 tokens/s with 8 tokens a tile).
 // - GPUs with INT8 (quantized weights): grid and tile as the GPU layout's, stepping k by one
 //   32-weight block: invocations 0..63 quantize the tile's 64 tokens' block of x to int8
 //   (`x_quant32`) into workgroup memory, then each invocation multiplies its 4 rows' block
