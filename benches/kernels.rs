@@ -475,6 +475,9 @@ fn gemma3_270m_rows(b: &mut Bench) {
     // A decode step early in a context (llama-bench's tg runs from position 0): what a
     // dispatch of attention costs beyond its keys.
     b.attention("270m", (4, 1, 256), 64, 1, None);
+    // The first prefill step (positions 0..63): what a step of attention costs beyond its
+    // keys.
+    b.attention("270m", (4, 1, 256), 64, 64, None);
     b.attention("270m", (4, 1, 256), 512, 64, None);
     b.kv_store("270m", 256, 4096);
     b.rms_norm("270m", 1, 640);
