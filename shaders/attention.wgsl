@@ -83,10 +83,13 @@ override QUANT_OUT: bool = false;
 // and k_norm) before their rotation.
 override ROPE_NORM: bool = false;
 
-// Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..], its weighted
-// values at acc_s[(b * columns() + i) * head_dim / 2 ..].
+// Set b's column i's query row at q_s[(b * columns() + i) * head_dim / 4 ..]. Each
+// invocation keeps its columns' weighted values in registers (`Weighed`): elements 4 lid ..
+// 4 lid + 3, head_dim / 4 <= WG.
 var<workgroup> q_s: array<vec4<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
-var<workgroup> acc_s: array<vec2<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 2u>;
+// QUANT_OUT (QPW = 1): the columns' outputs, column i's at out_stage[i * head_dim / 4 ..],
+// for the invocations that quantize whole blocks of 32.
+var<workgroup> out_stage: array<vec4<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
 // Keys scored per step at most: WG * KPL <= 256 (src/kernels/attention.rs), which keeps the
 // workgroup memory within 12 KiB per query (and a reduction's slots).
 const MAX_STEP: u32 = 256u;
@@ -113,29 +116,9 @@ fn column_row(b: u32, c: u32, inv: Invocation) -> vec2<u32> {
     return vec2<u32>(t, inv.wg.y * p.group_heads + c % p.group_heads);
 }
 
-// Set b's (up to four) columns' weighted values, elements 4d .. 4d + 3, one column each
-// (acc_s holds them as pairs), times `correction`; columns past the set's are 0.
-fn acc_load(b: u32, d: u32, correction: vec4<f32>) -> mat4x4<f32> {
-    let nh = columns();
-    var a = mat4x4<f32>();
-    for (var i = 0u; i < MAX_GROUP_HEADS; i++) {
-        if i < nh {
-            let at = (b * nh + i) * p.head_dim / 2u + 2u * d;
-            a[i] = vec4<f32>(acc_s[at], acc_s[at + 1u]) * correction[i];
-        }
-    }
-    return a;
-}
-
-fn acc_store(b: u32, d: u32, a: mat4x4<f32>) {
-    let nh = columns();
-    for (var i = 0u; i < MAX_GROUP_HEADS; i++) {
-        if i < nh {
-            let at = (b * nh + i) * p.head_dim / 2u + 2u * d;
-            acc_s[at] = a[i].xy;
-            acc_s[at + 1u] = a[i].zw;
-        }
-    }
+// Columns of `a` times their factors in `correction`.
+fn rescaled(a: mat4x4<f32>, correction: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a[0] * correction[0], a[1] * correction[1], a[2] * correction[2], a[3] * correction[3]);
 }
 
 // Set b's (up to four) columns' query elements 4d .. 4d + 3, one column each, loaded by one
@@ -300,6 +283,7 @@ fn attend(inv: Invocation) {
     // Each set's running max (column 0) and sum (column 1) per column.
     var ml_a = mat2x4<f32>(vec4<f32>(NEG_BIG), vec4<f32>(0.0));
     var ml_b = ml_a;
+    var acc = Weighed(mat4x4<f32>(), mat4x4<f32>());
     let step = WG * KPL;
     for (var c = lo; c < end; c += step) {
         // This invocation's keys: KPL neighbours, so a CPU walks their rows in one run and
@@ -322,12 +306,15 @@ fn attend(inv: Invocation) {
             corrections[1] = softmax_step(1u, dots.b, vec2<u32>(j0, at), keys_b, &ml_b, inv);
         }
         workgroupBarrier();
-        weigh_values(c, min(step, end - c), corrections, inv);
+        acc = weigh_values(c, min(step, end - c), corrections, acc, inv);
         workgroupBarrier();
     }
-    store_query(0u, split, ml_a, inv);
+    store_query(0u, split, ml_a, acc.a, inv);
     if QPW > 1u {
-        store_query(1u, split, ml_b, inv);
+        store_query(1u, split, ml_b, acc.b, inv);
+    }
+    if QUANT_OUT && p.n_splits == 1u {
+        store_quantized_out(inv);
     }
 }
 
@@ -337,7 +324,7 @@ fn kv_head_offset(inv: Invocation) -> u32 {
     return h0 / (p.heads / p.kv_heads) * p.head_dim;
 }
 
-// The sets' columns' query rows into q_s, and their weighted values zeroed.
+// The sets' columns' query rows into q_s.
 fn load_queries(inv: Invocation) {
     let nh = columns();
     let hd = p.head_dim;
@@ -347,9 +334,6 @@ fn load_queries(inv: Invocation) {
         let row = column_row(col / nh, col % nh, inv);
         let e = row.x * p.q_stride + row.y * hd + 4u * (d % hd4);
         q_s[d] = vec4<f32>(q[e], q[e + 1u], q[e + 2u], q[e + 3u]);
-    }
-    for (var d = inv.lid; d < QPW * nh * hd / 2u; d += WG) {
-        acc_s[d] = vec2<f32>(0.0);
     }
 }
 
@@ -403,75 +387,64 @@ fn key_dots(j0: u32, inv: Invocation) -> Dots {
     return r;
 }
 
-// The nk keys from c, their probabilities in p_s, weighed into each query's values (rescaled
-// first by its column of `corrections`). Each invocation weighs four neighbouring value
+// The nk keys from c, their probabilities in p_s, weighed into this invocation's values of
+// each query (`acc`, rescaled first by its column of `corrections`). Each invocation weighs four neighbouring value
 // elements of every key, so a key's probabilities are loaded once per invocation, and with
 // subgroups once per subgroup (by one invocation, handed to the others): the loops stay
 // uniform for that, an invocation past the head's last element computing and storing
 // nothing. The key's cache slot is counted, not loaded.
-fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, inv: Invocation) {
+fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, acc_in: Weighed, inv: Invocation) -> Weighed {
     let hd4 = p.head_dim / 4u;
     let row = p.kv_heads * p.head_dim;
     let off = kv_head_offset(inv);
-    for (var d0 = 0u; d0 < hd4; d0 += WG) {
-        let d = min(d0 + inv.lid, hd4 - 1u);
-        var a = acc_load(0u, d, corrections[0]);
-        var b = mat4x4<f32>();
-        if QPW > 1u {
-            b = acc_load(1u, d, corrections[1]);
-        }
-        var acc = Weighed(a, b);
-        var slot = c % p.capacity;
-        let at = off + 4u * d;
-        // Four keys per iteration: llvmpipe stores the values a loop carries (here the 32
-        // sums) under the execution mask once per iteration.
-        var i = 0u;
-        if SPREAD_Q {
-            // Eight keys per iteration, their probabilities loaded by eight lanes (one key
-            // each) and handed to the others.
-            for (; i + 8u <= nk; i += 8u) {
-                let held = spread_probs(i, inv);
-                acc = weigh_probs(acc, lanes2(held, 0u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 1u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 2u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 3u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 4u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 5u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 6u), slot * row + at);
-                slot = next_slot(slot);
-                acc = weigh_probs(acc, lanes2(held, 7u), slot * row + at);
-                slot = next_slot(slot);
-            }
-        }
-        for (; i + 4u <= nk; i += 4u) {
-            acc = weigh_key(acc, i, slot * row + at, inv);
+    let d = min(inv.lid, hd4 - 1u);
+    var acc = Weighed(rescaled(acc_in.a, corrections[0]), mat4x4<f32>());
+    if QPW > 1u {
+        acc.b = rescaled(acc_in.b, corrections[1]);
+    }
+    var slot = c % p.capacity;
+    let at = off + 4u * d;
+    // Four keys per iteration: llvmpipe stores the values a loop carries (here the 32
+    // sums) under the execution mask once per iteration.
+    var i = 0u;
+    if SPREAD_Q {
+        // Eight keys per iteration, their probabilities loaded by eight lanes (one key
+        // each) and handed to the others.
+        for (; i + 8u <= nk; i += 8u) {
+            let held = spread_probs(i, inv);
+            acc = weigh_probs(acc, lanes2(held, 0u), slot * row + at);
             slot = next_slot(slot);
-            acc = weigh_key(acc, i + 1u, slot * row + at, inv);
+            acc = weigh_probs(acc, lanes2(held, 1u), slot * row + at);
             slot = next_slot(slot);
-            acc = weigh_key(acc, i + 2u, slot * row + at, inv);
+            acc = weigh_probs(acc, lanes2(held, 2u), slot * row + at);
             slot = next_slot(slot);
-            acc = weigh_key(acc, i + 3u, slot * row + at, inv);
+            acc = weigh_probs(acc, lanes2(held, 3u), slot * row + at);
             slot = next_slot(slot);
-        }
-        for (; i < nk; i++) {
-            acc = weigh_key(acc, i, slot * row + at, inv);
+            acc = weigh_probs(acc, lanes2(held, 4u), slot * row + at);
             slot = next_slot(slot);
-        }
-        a = acc.a;
-        b = acc.b;
-        if d0 + inv.lid < hd4 {
-            acc_store(0u, d, a);
-            if QPW > 1u {
-                acc_store(1u, d, b);
-            }
+            acc = weigh_probs(acc, lanes2(held, 5u), slot * row + at);
+            slot = next_slot(slot);
+            acc = weigh_probs(acc, lanes2(held, 6u), slot * row + at);
+            slot = next_slot(slot);
+            acc = weigh_probs(acc, lanes2(held, 7u), slot * row + at);
+            slot = next_slot(slot);
         }
     }
+    for (; i + 4u <= nk; i += 4u) {
+        acc = weigh_key(acc, i, slot * row + at, inv);
+        slot = next_slot(slot);
+        acc = weigh_key(acc, i + 1u, slot * row + at, inv);
+        slot = next_slot(slot);
+        acc = weigh_key(acc, i + 2u, slot * row + at, inv);
+        slot = next_slot(slot);
+        acc = weigh_key(acc, i + 3u, slot * row + at, inv);
+        slot = next_slot(slot);
+    }
+    for (; i < nk; i++) {
+        acc = weigh_key(acc, i, slot * row + at, inv);
+        slot = next_slot(slot);
+    }
+    return acc;
 }
 
 // The weighted values of set a and (with QPW = 2) set b.
@@ -529,34 +502,31 @@ fn outer(v: vec4<f32>, pr: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(pr.x * v, pr.y * v, pr.z * v, pr.w * v);
 }
 
-// Set b's columns' results for split `split` (columns past the last query store nothing):
-// with a single split the output itself (what `combine` would compute from it, exp(0) being
-// 1, and no combine dispatch), else its split's (max, sum, weighted values) per query head.
-fn store_query(b: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
+// Set b's columns' results for split `split` from this invocation's weighted values `a`
+// (columns past the last query store nothing): with a single split the output itself (what
+// `combine` would compute from it, exp(0) being 1, and no combine dispatch; with QUANT_OUT
+// also into out_stage), else its split's (max, sum, weighted values) per query head.
+fn store_query(b: u32, split: u32, ml: mat2x4<f32>, a: mat4x4<f32>, inv: Invocation) {
     let hd = p.head_dim;
+    let hd4 = hd / 4u;
+    let owns = inv.lid < hd4;
     let nh = columns();
     for (var i = 0u; i < nh; i++) {
         if column_query(b, i, inv) >= p.n_q {
             continue;
         }
         let row = column_row(b, i, inv);
-        let src = (b * nh + i) * hd / 2u;
         if p.n_splits == 1u {
-            let obase = (row.x * p.heads + row.y) * hd;
-            for (var d = inv.lid; d < hd / 2u; d += WG) {
-                let a = acc_s[src + d];
-                out[obase + 2u * d] = a.x / ml[1][i];
-                out[obase + 2u * d + 1u] = a.y / ml[1][i];
-            }
-            // QUANT_OUT: the same values, a block of 32 per invocation (the sum ml[1][i] is
-            // the whole workgroup's).
-            for (var blk = inv.lid; QUANT_OUT && blk < hd / 32u; blk += WG) {
-                var v: array<vec4<f32>, 8>;
-                for (var g = 0u; g < 8u; g++) {
-                    let a = src + 16u * blk + 2u * g;
-                    v[g] = vec4<f32>(acc_s[a], acc_s[a + 1u]) / ml[1][i];
+            let v = a[i] / ml[1][i];
+            if owns {
+                let o = (row.x * p.heads + row.y) * hd + 4u * inv.lid;
+                out[o] = v.x;
+                out[o + 1u] = v.y;
+                out[o + 2u] = v.z;
+                out[o + 3u] = v.w;
+                if QUANT_OUT {
+                    out_stage[i * hd4 + inv.lid] = v;
                 }
-                store_quantized(obase / 32u + blk, v);
             }
             continue;
         }
@@ -565,10 +535,34 @@ fn store_query(b: u32, split: u32, ml: mat2x4<f32>, inv: Invocation) {
             partials[pbase] = ml[0][i];
             partials[pbase + 1u] = ml[1][i];
         }
-        for (var d = inv.lid; d < hd / 2u; d += WG) {
-            let a = acc_s[src + d];
-            partials[pbase + 2u + 2u * d] = a.x;
-            partials[pbase + 3u + 2u * d] = a.y;
+        if owns {
+            let o = pbase + 2u + 4u * inv.lid;
+            partials[o] = a[i].x;
+            partials[o + 1u] = a[i].y;
+            partials[o + 2u] = a[i].z;
+            partials[o + 3u] = a[i].w;
+        }
+    }
+}
+
+// QUANT_OUT with a single split (QPW = 1): the columns' outputs in out_stage quantized into
+// out_q, a block of 32 per invocation.
+fn store_quantized_out(inv: Invocation) {
+    let hd = p.head_dim;
+    let nh = columns();
+    workgroupBarrier();
+    for (var i = 0u; i < nh; i++) {
+        if column_query(0u, i, inv) >= p.n_q {
+            continue;
+        }
+        let row = column_row(0u, i, inv);
+        let obase = (row.x * p.heads + row.y) * hd;
+        for (var blk = inv.lid; blk < hd / 32u; blk += WG) {
+            var v: array<vec4<f32>, 8>;
+            for (var g = 0u; g < 8u; g++) {
+                v[g] = out_stage[i * hd / 4u + 8u * blk + g];
+            }
+            store_quantized(obase / 32u + blk, v);
         }
     }
 }

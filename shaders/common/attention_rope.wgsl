@@ -72,7 +72,7 @@ fn norm_scale(sumsq: f32) -> f32 {
     return inverseSqrt(sumsq / f32(p.head_dim) + p.eps);
 }
 
-// The columns' queries, normed and rotated, into q_s; their weighted values zeroed.
+// The columns' queries, normed and rotated, into q_s.
 // Invocation j < head_dim / 4 takes rope_store.wgsl's quad of each column (elements 2j,
 // 2j + 1 and their RoPE partners): its loads serve the norm's sum and the rotation both, and
 // one pair of (cos, sin) rows serves all four elements.
@@ -124,9 +124,6 @@ fn rope_queries(pos: u32, inv: Invocation) {
             q_s[at + (e + half) / 4u][(e + half) % 4u] = r.z;
             q_s[at + (e + half) / 4u][(e + half) % 4u + 1u] = r.w;
         }
-    }
-    for (var d = inv.lid; d < nh * hd / 2u; d += WG) {
-        acc_s[d] = vec2<f32>(0.0);
     }
 }
 
