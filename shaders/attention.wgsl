@@ -91,7 +91,7 @@ var<workgroup> q_s: array<vec4<f32>, QPW * MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
 // for the invocations that quantize whole blocks of 32.
 var<workgroup> out_stage: array<vec4<f32>, MAX_GROUP_HEADS * MAX_HEAD_DIM / 4u>;
 // Keys scored per step at most: WG * KPL <= 256 (src/kernels/attention.rs), which keeps the
-// workgroup memory within 12 KiB per query (and a reduction's slots).
+// workgroup memory within 8 KiB per query (and out_stage and a reduction's slots).
 const MAX_STEP: u32 = 256u;
 // Each scored key's probability for set b's (up to four) columns at p_s[b * MAX_STEP ..].
 var<workgroup> p_s: array<vec4<f32>, QPW * MAX_STEP>;
@@ -118,7 +118,8 @@ fn column_row(b: u32, c: u32, inv: Invocation) -> vec2<u32> {
 
 // Columns of `a` times their factors in `correction`.
 fn rescaled(a: mat4x4<f32>, correction: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a[0] * correction[0], a[1] * correction[1], a[2] * correction[2], a[3] * correction[3]);
+    let c = correction;
+    return mat4x4<f32>(a[0] * c[0], a[1] * c[1], a[2] * c[2], a[3] * c[3]);
 }
 
 // Set b's (up to four) columns' query elements 4d .. 4d + 3, one column each, loaded by one
@@ -388,12 +389,18 @@ fn key_dots(j0: u32, inv: Invocation) -> Dots {
 }
 
 // The nk keys from c, their probabilities in p_s, weighed into this invocation's values of
-// each query (`acc`, rescaled first by its column of `corrections`). Each invocation weighs four neighbouring value
-// elements of every key, so a key's probabilities are loaded once per invocation, and with
-// subgroups once per subgroup (by one invocation, handed to the others): the loops stay
-// uniform for that, an invocation past the head's last element computing and storing
-// nothing. The key's cache slot is counted, not loaded.
-fn weigh_values(c: u32, nk: u32, corrections: mat2x4<f32>, acc_in: Weighed, inv: Invocation) -> Weighed {
+// each query (`acc`, rescaled first by its column of `corrections`). Each invocation weighs
+// four neighbouring value elements of every key, so a key's probabilities are loaded once
+// per invocation, and with subgroups once per subgroup (by one invocation, handed to the
+// others): the loops stay uniform for that, an invocation past the head's last element
+// computing and storing nothing. The key's cache slot is counted, not loaded.
+fn weigh_values(
+    c: u32,
+    nk: u32,
+    corrections: mat2x4<f32>,
+    acc_in: Weighed,
+    inv: Invocation,
+) -> Weighed {
     let hd4 = p.head_dim / 4u;
     let row = p.kv_heads * p.head_dim;
     let off = kv_head_offset(inv);

@@ -199,9 +199,10 @@ fn set_queries(cfg: &AttentionShape) -> usize {
     (MAX_GROUP_HEADS / group_heads(cfg)).max(1)
 }
 
-/// Workgroup memory of the shader with QPW = 2 at most: 12 KiB per query (its queries,
-/// weighted values and probabilities) and a workgroup-memory reduction's 5 KiB.
-const PAIR_WORKGROUP_BYTES: u32 = 2 * 12 * 1024 + 5 * 1024;
+/// Workgroup memory of the shader with QPW = 2 at most: 8 KiB per query (its queries and a
+/// step's probabilities), 4 KiB to stage a quantized output and a workgroup-memory
+/// reduction's 5 KiB.
+const PAIR_WORKGROUP_BYTES: u32 = 2 * 8 * 1024 + 4 * 1024 + 5 * 1024;
 
 pub struct Attention {
     partial: Kernel,
