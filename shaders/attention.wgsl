@@ -264,7 +264,7 @@ fn partial(inv: Invocation) {
     attend(inv);
 }
 
-// `partial` after its columns' queries are in q_s (and their weighted values zeroed).
+// `partial` after its columns' queries are in q_s.
 fn attend(inv: Invocation) {
     let split = inv.wg.x;
     // Set a, and with QPW = 2 set b after it (columns past the last query are computed for
@@ -454,7 +454,7 @@ fn weigh_values(
     return acc;
 }
 
-// The weighted values of set a and (with QPW = 2) set b.
+// This invocation's weighted values (its quad of elements) of set a and (QPW = 2) set b.
 struct Weighed {
     a: mat4x4<f32>,
     b: mat4x4<f32>,
