@@ -203,6 +203,9 @@ fn check_args(a: &BenchArgs, max_p: usize, max_n: usize) -> Result<()> {
     if a.chunk.is_some_and(|c| c == 0 || c > max_chunk) {
         anyhow::bail!("--chunk must be 1 to {max_chunk} tokens");
     }
+    if Test::all(a).is_empty() {
+        anyhow::bail!("nothing to measure: every -p and -n is 0");
+    }
     // A plot that cannot be written fails now, not after the run.
     if let Some(p) = &a.plot {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty());

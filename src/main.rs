@@ -186,7 +186,7 @@ struct PerplexityArgs {
     /// The text to score.
     #[arg(short, long)]
     file: PathBuf,
-    /// Tokens per chunk.
+    /// Tokens per chunk (at least 4: each chunk's second half is scored).
     #[arg(short, long, default_value_t = 512)]
     ctx: usize,
     /// Tokens per step through the model (default: per adapter); 1 scores every position
@@ -215,7 +215,7 @@ pub struct LoadArgs {
     /// KV cache type: f16 or f32 (default: f16 where the adapter has SHADER_F16).
     #[arg(long)]
     kv: Option<KvDtype>,
-    /// Context length in tokens (default: the model's maximum, at most 4096).
+    /// Context length in tokens (default, and with 0: the model's maximum, at most 4096).
     #[arg(short, long)]
     ctx: Option<usize>,
 }
@@ -711,6 +711,13 @@ fn perplexity(gpu: &GpuOptions, a: &PerplexityArgs) -> Result<()> {
     let max_chunk = gemma_wgpu::model::MAX_CHUNK;
     if a.chunk.is_some_and(|c| c == 0 || c > max_chunk) {
         anyhow::bail!("--chunk must be 1 to {max_chunk} tokens");
+    }
+    let min_ctx = gemma_wgpu::engine::perplexity::MIN_CTX;
+    if a.ctx < min_ctx {
+        anyhow::bail!(
+            "--ctx must be at least {min_ctx} tokens (each chunk's second half is scored), not {}",
+            a.ctx
+        );
     }
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;

@@ -785,6 +785,14 @@ fn out_of_range_settings_get_their_range_before_any_loading() {
             vec!["perplexity", "--model", m, "--file", m, "--chunk", "0"],
             "--chunk must be 1 to 512 tokens",
         ),
+        (
+            vec!["perplexity", "--model", m, "--file", m, "--ctx", "3"],
+            "--ctx must be at least 4 tokens (each chunk's second half is scored), not 3",
+        ),
+        (
+            vec!["bench", "--model", m, "-p", "0", "-n", "0,0"],
+            "nothing to measure: every -p and -n is 0",
+        ),
     ];
     expect_one_line(&cases);
 }
@@ -1239,6 +1247,14 @@ fn short_flags_prompt_files_stdin_seeds_and_finish_reasons() {
     // A full context ends the generation with finish_reason `context`.
     let out = gemma(&["generate", "-m", m, "-p", "Hello", "-c", "6", "--json"]);
     assert_eq!(generated(&out)["finish_reason"], "context");
+    // -c 0 asks for the default context (as llama.cpp's does): the fixture's 8192 positions,
+    // at most 4096.
+    let out = gemma(&["generate", "-m", m, "-p", "Hello", "-c", "0", "-n", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("| ctx 4096 |"),
+        "{err}"
+    );
     // --system goes into the chat template (Gemma 2's refuses a system turn: it opens the
     // user's message instead).
     let chat = |system: &[&str]| {

@@ -241,10 +241,21 @@ pub enum KlBase<'a> {
     Save(&'a Path),
 }
 
+/// The shortest chunk: its second half (the scored tokens) holds two or more.
+pub const MIN_CTX: usize = 4;
+
 impl Engine {
     /// Chunks of `ctx` tokens in `tokens` tokens: at least one, each fitting the context.
     fn perplexity_chunks(&self, tokens: usize, ctx: usize) -> Result<usize> {
-        if ctx < 4 || ctx > self.model.ctx() {
+        if ctx < MIN_CTX {
+            return Err(Error::InvalidSetting {
+                name: "ctx",
+                message: format!(
+                    "must be at least {MIN_CTX} tokens (each chunk's second half is scored), not {ctx}"
+                ),
+            });
+        }
+        if ctx > self.model.ctx() {
             return Err(Error::ContextFull {
                 needed: ctx,
                 ctx: self.model.ctx(),

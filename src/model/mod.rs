@@ -171,8 +171,10 @@ impl Settings {
                 ),
             });
         }
+        // 0 asks for the default, as llama.cpp's `-c 0` does.
         let ctx = options
             .ctx
+            .filter(|&n| n > 0)
             .unwrap_or(c.max_positions.min(DEFAULT_MAX_CTX))
             .max(1);
         let chunk = match options.chunk {
