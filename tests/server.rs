@@ -157,6 +157,36 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             r#"{"prompt": "hi", "n": 3}"#.to_string(),
             "n = 1",
         ),
+        (
+            "/v1/completions",
+            r#"{"prompt": ["hi", "there"]}"#.to_string(),
+            "one prompt per request",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": []}"#.to_string(),
+            "must not be empty",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": [2, -1]}"#.to_string(),
+            "prompt[1]: -1 is not a token id",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": [[2, 4294967296]]}"#.to_string(),
+            "prompt[1]: 4294967296 is not a token id",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": [2, 4294967295]}"#.to_string(),
+            "token id 4294967295 is outside the vocabulary",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": {"text": "hi"}}"#.to_string(),
+            "prompt must be a string, a list of token ids",
+        ),
     ];
     for (path, body, expected) in cases {
         let (status, v) = post(&server.base, path, &body);
@@ -175,6 +205,41 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         r#"{"prompt": "Once", "max_tokens": 2}"#,
     );
     assert_eq!(status, 200, "{v}");
+}
+
+/// A prompt of token ids (alone or as the one entry of a list) is taken as it is: the ids
+/// `tokenize` gives for a text (`<bos>` included) continue as that text does.
+#[test]
+fn completions_take_prompts_of_token_ids() {
+    let model = fixture("gemma2-bf16");
+    let out = Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
+        .args([
+            "tokenize",
+            "--model",
+            &model,
+            "--prompt",
+            "Once upon a time",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ids = String::from_utf8(out.stdout).unwrap();
+    let ids = ids.trim();
+    assert!(ids.starts_with("[2, ") && ids.ends_with(']'), "{ids}");
+    let server = start(&[]);
+    let complete = |prompt: &str| {
+        let body = format!(r#"{{"prompt": {prompt}, "max_tokens": 6, "temperature": 0}}"#);
+        let (status, v) = post(&server.base, "/v1/completions", &body);
+        assert_eq!(status, 200, "{body}: {v}");
+        (
+            v["choices"][0]["text"].clone(),
+            v["usage"]["prompt_tokens"].clone(),
+        )
+    };
+    let text = complete(r#""Once upon a time""#);
+    assert!(text.0.as_str().is_some_and(|t| !t.is_empty()), "{text:?}");
+    assert_eq!(complete(ids), text);
+    assert_eq!(complete(&format!("[{ids}]")), text);
 }
 
 #[test]

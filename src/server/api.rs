@@ -601,36 +601,63 @@ impl ChatRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub prompt: PromptField,
+    /// Read by [`completion_prompt`]: OpenAI's four shapes, one prompt of them.
+    pub prompt: serde_json::Value,
     #[serde(flatten)]
     pub common: Common,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum PromptField {
-    One(String),
-    Many(Vec<String>),
+/// A completion's prompt: text (tokenized with `<bos>` in front) or token ids (taken as they
+/// are, as OpenAI's and llama-server's token prompts are).
+#[derive(Debug, PartialEq)]
+pub enum CompletionPrompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// `prompt` in any of OpenAI's shapes: a string, a list of token ids, or a list holding one
+/// of either (a list of several is a batch, which this server does not take).
+fn completion_prompt(prompt: &serde_json::Value) -> Result<CompletionPrompt, ApiError> {
+    use serde_json::Value;
+    fn bad<T>(message: &str) -> Result<T, ApiError> {
+        Err(ApiError::bad_request(message, Some("prompt")))
+    }
+    let one = match prompt {
+        Value::Array(v) if v.iter().all(Value::is_number) => prompt,
+        Value::Array(v) if v.len() == 1 => &v[0],
+        Value::Array(v) if v.len() > 1 && v.iter().all(|p| p.is_string() || p.is_array()) => {
+            return bad("one prompt per request");
+        }
+        p => p,
+    };
+    match one {
+        Value::String(t) if t.is_empty() => bad("prompt must not be empty"),
+        Value::String(t) => Ok(CompletionPrompt::Text(t.clone())),
+        Value::Array(ids) if ids.is_empty() => bad("prompt must not be empty"),
+        Value::Array(ids) => ids
+            .iter()
+            .enumerate()
+            .map(
+                |(i, id)| match id.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                    Some(id) => Ok(id),
+                    None => bad(&format!(
+                        "prompt[{i}]: {} is not a token id (a whole number from 0)",
+                        crate::error::printable(&id.to_string())
+                    )),
+                },
+            )
+            .collect::<Result<_, _>>()
+            .map(CompletionPrompt::Ids),
+        _ => bad("prompt must be a string, a list of token ids, or a list holding one of either"),
+    }
 }
 
 impl CompletionRequest {
-    pub fn validate(self, max_tokens_limit: usize) -> Result<(String, Settings), ApiError> {
-        let prompt = match self.prompt {
-            PromptField::One(p) => p,
-            PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
-            PromptField::Many(_) => {
-                return Err(ApiError::bad_request(
-                    "one prompt per request",
-                    Some("prompt"),
-                ));
-            }
-        };
-        if prompt.is_empty() {
-            return Err(ApiError::bad_request(
-                "prompt must not be empty",
-                Some("prompt"),
-            ));
-        }
+    pub fn validate(
+        self,
+        max_tokens_limit: usize,
+    ) -> Result<(CompletionPrompt, Settings), ApiError> {
+        let prompt = completion_prompt(&self.prompt)?;
         Ok((prompt, self.common.settings(max_tokens_limit, false)?))
     }
 }

@@ -19,7 +19,7 @@ use crate::engine::{
 };
 use crate::{Error, Result};
 use access::{Access, Front, Logged, RequestId};
-use api::{ApiError, ChatRequest, CompletionRequest};
+use api::{ApiError, ChatRequest, CompletionPrompt, CompletionRequest};
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -182,6 +182,7 @@ struct Job {
 enum Prompt {
     Chat(Vec<Message>),
     Text(String),
+    Ids(Vec<u32>),
 }
 
 #[derive(Clone)]
@@ -566,6 +567,14 @@ fn prompt_ids(engine: &Engine, prompt: &Prompt) -> std::result::Result<Vec<u32>,
     let ids = match prompt {
         Prompt::Chat(m) => engine.tokenizer.encode_chat(m),
         Prompt::Text(t) => engine.tokenizer.encode(t, true),
+        Prompt::Ids(ids) => {
+            let vocab = engine.model().config().vocab;
+            if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                let message = format!("prompt: token id {id} is outside the vocabulary of {vocab}");
+                return Err(ApiError::bad_request(&message, Some("prompt")));
+            }
+            Ok(ids.clone())
+        }
     };
     let ids = ids.map_err(|e| ApiError::bad_request(&e.to_string(), None))?;
     if ids.len() >= engine.ctx() {
@@ -802,8 +811,11 @@ async fn completions(
 ) -> Response {
     generation_endpoint(s, id, headers, body, "/v1/completions", |body, limit| {
         let req: CompletionRequest = api::parse(body)?;
-        let (prompt, settings) = req.validate(limit)?;
-        Ok((Prompt::Text(prompt), settings))
+        let prompt = match req.validate(limit)? {
+            (CompletionPrompt::Text(t), settings) => (Prompt::Text(t), settings),
+            (CompletionPrompt::Ids(ids), settings) => (Prompt::Ids(ids), settings),
+        };
+        Ok(prompt)
     })
     .await
 }
