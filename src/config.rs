@@ -494,6 +494,14 @@ impl ModelConfig {
     /// Reads `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
+        if path.symlink_metadata().is_err() {
+            return Err(Error::Io {
+                path: dir.display().to_string(),
+                message: "not a model: a directory without config.json (expected a Hugging Face \
+                          model directory or a .gguf file)"
+                    .into(),
+            });
+        }
         ModelConfig::from_hf(&HfConfig::read(&path)?, &path.display().to_string())
     }
 

@@ -259,7 +259,19 @@ fn bad_input_gets_one_clear_line_and_no_panic() {
     std::fs::write(&not_gguf, b"definitely not a model").unwrap();
     let model = fixture("gemma2-bf16");
     let long_prompt = "word ".repeat(100);
+    // A directory that holds no model.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["generate", "--model", empty, "--prompt", "hi"],
+            "not a model: a directory without config.json",
+        ),
+        (
+            vec!["bench", "--model", empty, "-p", "1", "-n", "1"],
+            "not a model: a directory without config.json",
+        ),
         (
             vec![
                 "generate",
