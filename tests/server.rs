@@ -208,9 +208,10 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
 }
 
 /// A prompt of token ids (alone or as the one entry of a list) is taken as it is: the ids
-/// `tokenize` gives for a text (`<bos>` included) continue as that text does.
+/// `tokenize` gives for a text (`<bos>` included) continue as that text does; /tokenize and
+/// /detokenize turn text into those ids and back.
 #[test]
-fn completions_take_prompts_of_token_ids() {
+fn completions_take_prompts_of_token_ids_from_tokenize() {
     let model = fixture("gemma2-bf16");
     let out = Command::new(env!("CARGO_BIN_EXE_gemma-wgpu"))
         .args([
@@ -240,6 +241,75 @@ fn completions_take_prompts_of_token_ids() {
     assert!(text.0.as_str().is_some_and(|t| !t.is_empty()), "{text:?}");
     assert_eq!(complete(ids), text);
     assert_eq!(complete(&format!("[{ids}]")), text);
+    // llama-server's /tokenize gives the same ids (`<bos>` with add_special), and /detokenize
+    // the text back.
+    let ids: serde_json::Value = serde_json::from_str(ids).unwrap();
+    let (status, v) = post(
+        &server.base,
+        "/tokenize",
+        r#"{"content": "Once upon a time", "add_special": true}"#,
+    );
+    assert_eq!((status, &v["tokens"]), (200, &ids), "{v}");
+    let (status, v) = post(
+        &server.base,
+        "/tokenize",
+        r#"{"content": "Once upon a time"}"#,
+    );
+    let plain = v["tokens"].clone();
+    assert_eq!(
+        (status, plain.as_array()),
+        (200, Some(&ids.as_array().unwrap()[1..].to_vec()))
+    );
+    let (status, v) = post(
+        &server.base,
+        "/detokenize",
+        &format!(r#"{{"tokens": {plain}}}"#),
+    );
+    assert_eq!(
+        (status, v["content"].as_str()),
+        (200, Some("Once upon a time")),
+        "{v}"
+    );
+    // Control tokens written in the content are parsed, and spelled out again.
+    // (JSON text: the newline escaped.)
+    let turn = r"<start_of_turn>user\nHi<end_of_turn>";
+    let (_, v) = post(
+        &server.base,
+        "/tokenize",
+        &format!(r#"{{"content": "{turn}"}}"#),
+    );
+    let (_, back) = post(
+        &server.base,
+        "/detokenize",
+        &format!(r#"{{"tokens": {}}}"#, v["tokens"]),
+    );
+    assert_eq!(
+        back["content"], "<start_of_turn>user\nHi<end_of_turn>",
+        "{v} {back}"
+    );
+    let first = &v["tokens"][0];
+    let (_, one) = post(
+        &server.base,
+        "/detokenize",
+        &format!(r#"{{"tokens": [{first}]}}"#),
+    );
+    assert_eq!(one["content"], "<start_of_turn>", "{v}");
+    for (path, body, expected) in [
+        ("/tokenize", r#"{"content": 5}"#, "invalid request"),
+        (
+            "/detokenize",
+            r#"{"tokens": [2, 4294967295]}"#,
+            "outside the vocabulary",
+        ),
+        ("/detokenize", r#"{"tokens": [-1]}"#, "invalid request"),
+    ] {
+        let (status, v) = post(&server.base, path, body);
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(expected),
+            "{v}"
+        );
+    }
 }
 
 #[test]

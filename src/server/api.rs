@@ -61,7 +61,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             message: "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions, \
-                      /health, /metrics"
+                      /tokenize, /detokenize, /health, /metrics"
                 .into(),
             kind: "invalid_request_error",
             param: None,
@@ -597,6 +597,21 @@ impl ChatRequest {
         }
         Ok((out, self.common.settings(max_tokens_limit, true)?))
     }
+}
+
+/// `/tokenize`'s body, as llama-server takes it.
+#[derive(Debug, Deserialize)]
+pub struct TokenizeRequest {
+    pub content: String,
+    /// Put `<bos>` in front.
+    #[serde(default)]
+    pub add_special: bool,
+}
+
+/// `/detokenize`'s body, as llama-server takes it.
+#[derive(Debug, Deserialize)]
+pub struct DetokenizeRequest {
+    pub tokens: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -91,6 +91,8 @@ pub fn endpoint(path: &str) -> &'static str {
         "/v1/models" => "/v1/models",
         "/v1/chat/completions" => "/v1/chat/completions",
         "/v1/completions" => "/v1/completions",
+        "/tokenize" => "/tokenize",
+        "/detokenize" => "/detokenize",
         _ => "other",
     }
 }

@@ -197,6 +197,8 @@ struct AppState {
     max_body_bytes: usize,
     body_timeout: Duration,
     max_tokens_limit: usize,
+    /// For /tokenize and /detokenize, which need no GPU and do not queue.
+    tokenizer: Arc<Tokenizer>,
 }
 
 /// Marks a job's client as gone when dropped before `finish`: a queued job is then skipped,
@@ -371,6 +373,7 @@ pub async fn serve(
              address can use the model"
         );
     }
+    let tokenizer = Arc::new(engine.tokenizer.clone());
     let (jobs, rx) = mpsc::channel::<Job>(options.queue.max(1));
     let cancel = engine.cancel.clone();
     let running = Arc::new(AtomicU64::new(0));
@@ -396,6 +399,7 @@ pub async fn serve(
         max_body_bytes: options.max_body_bytes,
         body_timeout: options.body_timeout,
         max_tokens_limit: options.max_tokens_limit,
+        tokenizer,
     };
     let front = Arc::new(Front {
         access: Access::new(
@@ -446,6 +450,8 @@ fn router(state: AppState, front: Arc<Front>) -> Router {
         .route("/v1/models/{*id}", get(model_by_id))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn_with_state(front, access::front))
@@ -662,6 +668,51 @@ async fn model_by_id(
         Json(model_object(&s)).into_response()
     } else {
         ApiError::model_not_found(&id, &s.model).into_response()
+    }
+}
+
+/// llama-server's `/tokenize`: `{"content", "add_special" (default false)}` in, `{"tokens"}`
+/// out. Control tokens written in the content (`<start_of_turn>`) are parsed, as there.
+async fn tokenize(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let answer = async {
+        let body = read_body(&s, &headers, body).await?;
+        let req: api::TokenizeRequest = api::parse(&body)?;
+        let tokenizer = s.tokenizer.clone();
+        let ids = tokio::task::spawn_blocking(move || {
+            tokenizer.encode_full(&req.content, req.add_special, true)
+        })
+        .await
+        .map_err(|e| ApiError::server(&e.to_string()))?
+        .map_err(|e| ApiError::bad_request(&e.to_string(), Some("content")))?;
+        Ok::<_, ApiError>(serde_json::json!({"tokens": ids.get_ids()}))
+    };
+    match answer.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// llama-server's `/detokenize`: `{"tokens"}` in, `{"content"}` out, control tokens spelled
+/// out (the inverse of `/tokenize`).
+async fn detokenize(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let answer = async {
+        let body = read_body(&s, &headers, body).await?;
+        let req: api::DetokenizeRequest = api::parse(&body)?;
+        let vocab = s.tokenizer.vocab_size();
+        if let Some(id) = req.tokens.iter().find(|&&id| id as usize >= vocab) {
+            let message = format!("tokens: token id {id} is outside the vocabulary of {vocab}");
+            return Err(ApiError::bad_request(&message, Some("tokens")));
+        }
+        let tokenizer = s.tokenizer.clone();
+        let text = tokio::task::spawn_blocking(move || tokenizer.decode_verbatim(&req.tokens))
+            .await
+            .map_err(|e| ApiError::server(&e.to_string()))?
+            .map_err(|e| ApiError::bad_request(&e.to_string(), Some("tokens")))?;
+        Ok(serde_json::json!({"content": text}))
+    };
+    match answer.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
